@@ -1,0 +1,290 @@
+//! The provider SDK of authnz.
+//!
+//! A provider *describes* its identity provider (where it lives, which scopes and authorize
+//! parameters it wants) and *maps* claims that authnz has already verified to a local identity.
+//! It never sees a raw token and never does protocol work: discovery, PKCE, state, nonce and
+//! every signature and claim check stay in the authnz core, so a provider is a page of mapping
+//! code. The same trait serves built-in providers and providers loaded from shared libraries.
+//!
+//! This crate depends on no web framework, database or async runtime on purpose: a plugin
+//! author depends on it alone.
+
+use std::collections::BTreeMap;
+
+pub use serde_json::{Map as JsonMap, Value as JsonValue};
+pub use toml::{Table as TomlTable, Value as TomlValue};
+
+/// An identity provider as authnz sees it: description plus claim mapping. Synchronous, no I/O.
+pub trait IdentityProvider: Send + Sync {
+    /// Where the IdP lives and how to talk to it.
+    fn describe(&self) -> ProviderInfo;
+
+    /// Extra authorize-request parameters (`hd`, `kc_idp_hint`, `access_type`, ...).
+    ///
+    /// The core owns `response_type`, `client_id`, `redirect_uri`, `scope`, `state`, `nonce`
+    /// and the PKCE parameters: a provider that returns one of those is ignored for that name.
+    fn authorize_params(&self, _ctx: &LoginContext) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Maps verified claims to a local identity, or denies the login (403) with a reason
+    /// that is safe to show to the person logging in.
+    fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError>;
+}
+
+/// Builds a provider from the kind-specific settings of one `[idps.<name>]` entry: every key
+/// the core does not own. A factory must reject keys it does not know.
+pub type Factory =
+    fn(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>>;
+
+/// What a factory receives.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// The `<name>` of `[idps.<name>]`.
+    pub name: String,
+    /// The kind-specific keys, secrets already resolved out of them by the core.
+    pub settings: TomlTable,
+}
+
+impl ProviderSettings {
+    /// Errors for every key of `settings` that is not in `known`.
+    pub fn unknown_keys(&self, known: &[&str]) -> Vec<ConfigError> {
+        self.settings
+            .keys()
+            .filter(|key| !known.contains(&key.as_str()))
+            .map(|key| {
+                let hint = if known.is_empty() {
+                    "this kind takes no settings of its own".to_string()
+                } else {
+                    format!("this kind knows: {}", known.join(", "))
+                };
+                ConfigError::new(key, format!("unknown key ({hint})"))
+            })
+            .collect()
+    }
+
+    /// A required string setting.
+    pub fn required_str(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+        match self.settings.get(key) {
+            Some(TomlValue::String(value)) if !value.trim().is_empty() => Some(value.clone()),
+            Some(TomlValue::String(_)) => {
+                errors.push(ConfigError::new(key, "must not be empty"));
+                None
+            }
+            Some(_) => {
+                errors.push(ConfigError::new(key, "expected a string"));
+                None
+            }
+            None => {
+                errors.push(ConfigError::new(key, "missing (required for this kind)"));
+                None
+            }
+        }
+    }
+
+    /// An optional string setting.
+    pub fn optional_str(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+        match self.settings.get(key) {
+            Some(TomlValue::String(value)) => Some(value.clone()),
+            Some(_) => {
+                errors.push(ConfigError::new(key, "expected a string"));
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// A configuration problem in one kind-specific key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key inside `[idps.<name>]` the problem is about.
+    pub key: String,
+    /// What is wrong, and where possible how to fix it. Never contains a secret.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How a provider describes its IdP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProviderInfo {
+    /// The provider kind, e.g. `oidc`, `okta`.
+    pub kind: String,
+    /// The issuer to discover (`<issuer>/.well-known/openid-configuration`), when the kind
+    /// derives one from its settings. `issuer = "..."` in the config overrides it.
+    pub issuer: Option<String>,
+    /// Scopes the provider needs besides `openid`.
+    pub scopes: Vec<String>,
+    /// Default button label when the config gives none.
+    pub label: String,
+    /// Default icon (a URL or a built-in icon name) when the config gives none.
+    pub icon: Option<String>,
+}
+
+/// What the core knows about a login when it asks for authorize parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginContext {
+    /// The `<name>` of the IdP entry.
+    pub idp: String,
+}
+
+/// Claims that the core has verified: the ID token's claims, merged with userinfo claims
+/// whose `sub` matched the ID token's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedClaims {
+    /// The verified `iss`.
+    pub issuer: String,
+    /// The verified `sub`.
+    pub subject: String,
+    /// Every claim, ID token first, userinfo filling in what the ID token lacks.
+    pub claims: JsonMap<String, JsonValue>,
+}
+
+impl VerifiedClaims {
+    /// A string claim, if present and a string.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(JsonValue::as_str)
+    }
+
+    /// A boolean claim. Some IdPs send `"true"` as a string; that is accepted here, in one place.
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        match self.claims.get(name)? {
+            JsonValue::Bool(value) => Some(*value),
+            JsonValue::String(value) if value == "true" => Some(true),
+            JsonValue::String(value) if value == "false" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// A local identity mapped from verified claims.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MappedIdentity {
+    /// The stable key of this person at this IdP (normally `sub`; Entra uses `tid`+`oid`).
+    pub subject: String,
+    /// The preferred local username; the core makes it safe and unique.
+    pub username: Option<String>,
+    pub email: Option<String>,
+    /// Whether the IdP says it verified `email`. Unverified emails never link accounts.
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    /// Extra attributes to keep with the identity.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Why a provider refused to map claims.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    /// The person may not log in through this IdP (e.g. wrong hosted domain): 403.
+    #[error("login denied: {0}")]
+    Denied(String),
+    /// The claims lack something the provider needs: 401.
+    #[error("unusable claims: {0}")]
+    Invalid(String),
+}
+
+/// The default mapping most OpenID providers need: `sub`, `preferred_username` (or the local
+/// part of the email), `email`, `email_verified`, `name`.
+pub fn standard_identity(claims: &VerifiedClaims) -> MappedIdentity {
+    let email = claims.str("email").map(str::to_string);
+    let username = claims
+        .str("preferred_username")
+        .map(str::to_string)
+        .or_else(|| {
+            email
+                .as_deref()
+                .and_then(|email| email.split('@').next())
+                .map(str::to_string)
+        });
+    MappedIdentity {
+        subject: claims.subject.clone(),
+        username,
+        email_verified: email.is_some() && claims.bool("email_verified") == Some(true),
+        email,
+        display_name: claims.str("name").map(str::to_string),
+        groups: Vec::new(),
+        attributes: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: serde_json::Value) -> VerifiedClaims {
+        let claims = json.as_object().cloned().unwrap_or_default();
+        VerifiedClaims {
+            issuer: "https://idp.example".into(),
+            subject: "abc".into(),
+            claims,
+        }
+    }
+
+    #[test]
+    fn standard_identity_table() {
+        let cases = [
+            (
+                serde_json::json!({"preferred_username": "ann", "email": "a@x.org", "email_verified": true}),
+                Some("ann"),
+                Some("a@x.org"),
+                true,
+            ),
+            (
+                serde_json::json!({"email": "bob@x.org"}),
+                Some("bob"),
+                Some("bob@x.org"),
+                false,
+            ),
+            (
+                serde_json::json!({"email": "c@x.org", "email_verified": "true"}),
+                Some("c"),
+                Some("c@x.org"),
+                true,
+            ),
+            (
+                serde_json::json!({"email_verified": true}),
+                None,
+                None,
+                false,
+            ),
+            (
+                serde_json::json!({"email": "d@x.org", "email_verified": 1}),
+                Some("d"),
+                Some("d@x.org"),
+                false,
+            ),
+        ];
+        for (json, username, email, verified) in cases {
+            let mapped = standard_identity(&claims(json.clone()));
+            assert_eq!(mapped.subject, "abc");
+            assert_eq!(mapped.username.as_deref(), username, "{json}");
+            assert_eq!(mapped.email.as_deref(), email, "{json}");
+            assert_eq!(mapped.email_verified, verified, "{json}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_each() {
+        let mut settings = TomlTable::new();
+        settings.insert("domian".into(), TomlValue::String("x".into()));
+        settings.insert("domain".into(), TomlValue::String("x".into()));
+        let settings = ProviderSettings {
+            name: "okta".into(),
+            settings,
+        };
+        let errors = settings.unknown_keys(&["domain"]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "domian");
+    }
+}
