@@ -1,0 +1,584 @@
+//! The documented HTTP API: `/authnz/*` (the login flow) and `/api/*` (the logged-in user).
+//!
+//! Handlers are thin: they parse and check the request, call `protocol` and `accounts`, and
+//! turn a [`FlowError`] into the response variant of its status. Doc comments here become the
+//! OpenAPI spec (`openapi/openapi.json`), so they never contain a secret.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::Request;
+use poem_openapi::auth::ApiKey;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
+
+use crate::accounts;
+use crate::app::{prefers_html, App};
+use crate::config::LOGIN_TTL;
+use crate::crypto::{constant_time_eq, random_token, sha256_hex};
+use crate::error::{FlowError, Status};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "authnz_session";
+/// The pre-login cookie that binds a pending login to the browser that started it.
+pub const LOGIN_COOKIE: &str = "authnz_login";
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Logging in and out through an identity provider.
+    Authnz,
+    /// The logged-in user.
+    Users,
+}
+
+/// An error: a stable machine-readable code and a message for people.
+#[derive(Debug, Object)]
+pub struct ErrorBody {
+    /// E.g. `invalid_state`, `id_token_invalid`, `unknown_idp`.
+    pub error: String,
+    pub message: String,
+}
+
+impl From<FlowError> for ErrorBody {
+    fn from(err: FlowError) -> Self {
+        Self {
+            error: err.code.to_string(),
+            message: err.message,
+        }
+    }
+}
+
+/// Declares a per-endpoint error response enum and its conversion from [`FlowError`]; a status
+/// the endpoint does not document becomes a 500.
+macro_rules! error_responses {
+    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $status:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(ApiResponse)]
+        pub enum $name {
+            $(
+                $(#[doc = $doc])*
+                #[oai(status = $status)]
+                $variant(Json<ErrorBody>),
+            )+
+            /// Storage failure.
+            #[oai(status = 500)]
+            Internal(Json<ErrorBody>),
+        }
+
+        impl From<FlowError> for $name {
+            fn from(err: FlowError) -> Self {
+                match err.status.code() {
+                    $($status => $name::$variant(Json(err.into())),)+
+                    _ => $name::Internal(Json(err.into())),
+                }
+            }
+        }
+    };
+}
+
+error_responses!(LoginError {
+    /// No IdP of that name is configured.
+    NotFound = 404,
+    /// The IdP's discovery document could not be fetched or is unsafe.
+    BadGateway = 502,
+});
+
+error_responses!(CallbackError {
+    /// Bad or mismatched callback input: no, unknown, expired, replayed or foreign `state`,
+    /// a browser without the pre-login cookie, a wrong `iss`, duplicated parameters, no `code`,
+    /// or an error reported by the IdP.
+    BadRequest = 400,
+    /// The ID token or userinfo failed verification, or the IdP refused the code.
+    Unauthorized = 401,
+    /// The provider denied this identity (e.g. not in the allowed domain).
+    Forbidden = 403,
+    /// No IdP of that name is configured.
+    NotFound = 404,
+    /// The IdP failed or answered something unusable.
+    BadGateway = 502,
+});
+
+error_responses!(LogoutError {
+    /// The request came from another site (CSRF).
+    Forbidden = 403,
+});
+
+error_responses!(MeError {
+    /// No valid session.
+    Unauthorized = 401,
+});
+
+/// One configured IdP, for building login buttons.
+#[derive(Debug, Object)]
+pub struct IdpSummary {
+    /// The `<name>` in URLs.
+    pub name: String,
+    pub label: String,
+    pub icon: Option<String>,
+    pub kind: String,
+    /// Path that starts a login: `/authnz/<name>/login`.
+    pub login_path: String,
+}
+
+/// Where to send the person's browser.
+#[derive(Debug, Object)]
+pub struct LoginRedirect {
+    /// The IdP's authorization URL (authorization-code flow with state, nonce and PKCE S256).
+    pub redirect_uri: String,
+}
+
+#[derive(ApiResponse)]
+pub enum LoginResponse {
+    /// The URL to open in the browser that made this request. The `authnz_login` cookie set
+    /// here binds the login to that browser: the callback is refused in any other.
+    #[oai(status = 200)]
+    Ok(Json<LoginRedirect>, #[oai(header = "Set-Cookie")] String),
+    /// A browser asking for HTML is sent straight to the IdP.
+    #[oai(status = 303)]
+    Redirect(
+        #[oai(header = "Location")] String,
+        #[oai(header = "Set-Cookie")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+pub enum CallbackResponse {
+    /// Logged in: a fresh `authnz_session` cookie, and a redirect to `next` (or `/`).
+    #[oai(status = 303)]
+    LoggedIn(
+        #[oai(header = "Location")] String,
+        #[oai(header = "Set-Cookie")] String,
+    ),
+}
+
+/// The result of a logout.
+#[derive(Debug, Object)]
+pub struct LogoutResult {
+    /// Whether a session was ended.
+    pub logged_out: bool,
+    /// The IdP's end-session URL to visit to log out there too, when it has one.
+    pub end_session_url: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum LogoutResponse {
+    /// The session is over; its cookie is cleared.
+    #[oai(status = 200)]
+    Ok(Json<LogoutResult>, #[oai(header = "Set-Cookie")] String),
+    /// A browser form post is sent back to the start page.
+    #[oai(status = 303)]
+    Redirect(
+        #[oai(header = "Location")] String,
+        #[oai(header = "Set-Cookie")] String,
+    ),
+}
+
+/// A linked IdP identity.
+#[derive(Debug, Object)]
+pub struct IdentityView {
+    pub idp: String,
+    /// The subject (`sub`) at that IdP.
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    /// Unix seconds.
+    pub linked_at: i64,
+    /// Unix seconds.
+    pub last_login_at: i64,
+}
+
+/// The logged-in user.
+#[derive(Debug, Object)]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub identities: Vec<IdentityView>,
+}
+
+#[derive(ApiResponse)]
+pub enum MeResponse {
+    /// The user and their linked identities.
+    #[oai(status = 200)]
+    Ok(Json<Me>),
+}
+
+/// The browser session cookie that the login callback sets.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "authnz_session", key_in = "cookie")]
+pub struct SessionCookie(ApiKey);
+
+/// The authnz API.
+pub struct Api;
+
+/// The value of a cookie in the request.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(poem::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_string())
+}
+
+/// A `Set-Cookie` value with the attributes every authnz cookie carries.
+pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> String {
+    let secure = if app.config.server.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// Validates `next`: a same-origin path, or `/`. Absolute URLs, scheme-relative `//host`,
+/// backslashes and control characters (raw or percent-encoded) all fall back to `/`.
+pub fn safe_next(app: &App, next: Option<&str>) -> String {
+    let Some(next) = next.filter(|next| !next.is_empty()) else {
+        return "/".to_string();
+    };
+    let decoded: String =
+        url::form_urlencoded::parse(format!("x={}", next.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default();
+    let suspicious = |text: &str| {
+        !text.starts_with('/')
+            || text.starts_with("//")
+            || text.contains('\\')
+            || text.chars().any(char::is_control)
+    };
+    if next.len() > 2048 || suspicious(next) || suspicious(&decoded) {
+        return "/".to_string();
+    }
+    let base = &app.config.server.public_url;
+    match base.join(next) {
+        Ok(url) if url.origin() == base.origin() => {
+            let mut out = url.path().to_string();
+            if let Some(query) = url.query() {
+                out.push('?');
+                out.push_str(query);
+            }
+            out
+        }
+        _ => "/".to_string(),
+    }
+}
+
+/// The callback's query, refusing duplicated parameters (SECURITY A9).
+fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
+    let mut params = HashMap::new();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if params
+            .insert(key.into_owned(), value.into_owned())
+            .is_some()
+        {
+            return Err(FlowError::bad_request(
+                "duplicate_parameter",
+                "a callback parameter was given twice",
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// Blocks cross-site state-changing requests (SECURITY G64, G65).
+fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    if matches!(header("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return Err(FlowError::new(
+            Status::Forbidden,
+            "cross_site_request",
+            "cross-site requests are refused",
+        ));
+    }
+    if let Some(origin) = header("origin") {
+        let expected = app.config.server.public_url.origin().ascii_serialization();
+        if origin != expected {
+            return Err(FlowError::new(
+                Status::Forbidden,
+                "cross_site_request",
+                "cross-site requests are refused",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The session of the request, from the cookie value.
+pub fn session_of(
+    app: &App,
+    cookie_value: &str,
+) -> Result<Option<crate::store::Session>, FlowError> {
+    let session = app.store.session(&sha256_hex(cookie_value))?;
+    Ok(session.filter(|session| session.expires_at > app.clock.now()))
+}
+
+#[OpenApi]
+impl Api {
+    /// The configured identity providers, in config order: what a login page shows as buttons.
+    #[oai(path = "/authnz", method = "get", tag = "ApiTags::Authnz")]
+    async fn list_idps(&self, app: Data<&Arc<App>>) -> Json<Vec<IdpSummary>> {
+        Json(
+            app.idps
+                .iter()
+                .map(|idp| IdpSummary {
+                    name: idp.config.name.clone(),
+                    label: idp.config.label.clone(),
+                    icon: idp.config.icon.clone(),
+                    kind: idp.config.kind.clone(),
+                    login_path: format!("/authnz/{}/login", idp.config.name),
+                })
+                .collect(),
+        )
+    }
+
+    /// Starts a login: answers `{"redirect_uri": ...}`, the IdP's authorization URL to open in
+    /// the same browser. A browser asking for HTML gets a 303 to it instead.
+    #[oai(path = "/authnz/:idp/login", method = "get", tag = "ApiTags::Authnz")]
+    async fn login(
+        &self,
+        req: &Request,
+        app: Data<&Arc<App>>,
+        /// The IdP name from the config.
+        idp: Path<String>,
+        /// Where to go after logging in: a path on this server (anything else means `/`).
+        next: Query<Option<String>>,
+    ) -> Result<LoginResponse, LoginError> {
+        let app = *app;
+        let idp = app.idp(&idp.0).ok_or_else(|| {
+            FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
+        })?;
+        let next = safe_next(app, next.0.as_deref());
+        // One pre-login cookie per browser: reuse it so that logins in two tabs both work.
+        let binding = cookie(req, LOGIN_COOKIE)
+            .filter(|value| {
+                value.len() == 43
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+            .unwrap_or_else(|| random_token(32));
+        let now = app.clock.now();
+        let request = idp.authorize(next, sha256_hex(&binding), now).await?;
+        app.store
+            .put_pending_login(&request.state, &request.pending)
+            .map_err(FlowError::from)?;
+        let cookie = set_cookie(
+            app,
+            LOGIN_COOKIE,
+            &binding,
+            "/authnz",
+            LOGIN_TTL.as_secs() as i64,
+        );
+        Ok(if prefers_html(req) {
+            LoginResponse::Redirect(request.url, cookie)
+        } else {
+            LoginResponse::Ok(
+                Json(LoginRedirect {
+                    redirect_uri: request.url,
+                }),
+                cookie,
+            )
+        })
+    }
+
+    /// Where the IdP sends the browser back (`code`, `state`, `iss`). Verifies everything,
+    /// creates the user on first login, starts a fresh session and redirects to `next`.
+    #[oai(
+        path = "/authnz/:idp/callback",
+        method = "get",
+        tag = "ApiTags::Authnz"
+    )]
+    async fn callback(
+        &self,
+        req: &Request,
+        app: Data<&Arc<App>>,
+        /// The IdP name from the config.
+        idp: Path<String>,
+        /// The authorization code.
+        code: Query<Option<String>>,
+        /// The state of the login.
+        state: Query<Option<String>>,
+        /// The issuer (RFC 9207).
+        iss: Query<Option<String>>,
+    ) -> Result<CallbackResponse, CallbackError> {
+        let _ = (code, state, iss); // documented above; read from the raw query below
+        let app = *app;
+        let idp = app.idp(&idp.0).ok_or_else(|| {
+            FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
+        })?;
+        let params = callback_params(req.uri().query().unwrap_or_default())?;
+        let state = params
+            .get("state")
+            .filter(|state| !state.is_empty())
+            .ok_or_else(|| FlowError::bad_request("missing_state", "the callback has no state"))?;
+        // Single use: removed now, whatever happens next (SECURITY A4).
+        let pending = app
+            .store
+            .take_pending_login(state)
+            .map_err(FlowError::from)?
+            .ok_or_else(|| {
+                FlowError::bad_request(
+                    "invalid_state",
+                    "this sign-in is unknown or was already used",
+                )
+            })?;
+        let now = app.clock.now();
+        if now - pending.created_at > LOGIN_TTL.as_secs() as i64 || now < pending.created_at - 60 {
+            return Err(FlowError::bad_request(
+                "expired_state",
+                "this sign-in took too long and expired",
+            )
+            .into());
+        }
+        if pending.idp != idp.config.name
+            || pending.issuer != idp.config.issuer
+            || pending.client_id != idp.config.client_id
+            || pending.redirect_uri != idp.redirect_uri
+        {
+            return Err(FlowError::bad_request(
+                "state_mismatch",
+                "this sign-in was started for another identity provider",
+            )
+            .into());
+        }
+        let bound = cookie(req, LOGIN_COOKIE)
+            .is_some_and(|binding| constant_time_eq(&sha256_hex(&binding), &pending.browser_hash));
+        if !bound {
+            return Err(FlowError::bad_request(
+                "browser_mismatch",
+                "this sign-in was started in another browser (or cookies are blocked)",
+            )
+            .into());
+        }
+        if let Some(error) = params.get("error") {
+            let description = params
+                .get("error_description")
+                .map(String::as_str)
+                .unwrap_or("");
+            tracing::info!(idp = %idp.config.name, error = %error, "IdP reported an error");
+            return Err(FlowError::bad_request(
+                "idp_error",
+                format!("the identity provider reported: {error} {description}")
+                    .trim()
+                    .to_string(),
+            )
+            .into());
+        }
+        match params.get("iss") {
+            Some(iss) if iss != &pending.issuer => {
+                return Err(FlowError::bad_request(
+                    "issuer_mismatch",
+                    "the response came from another issuer",
+                )
+                .into());
+            }
+            None if idp.promises_iss().await? => {
+                return Err(FlowError::bad_request(
+                    "issuer_missing",
+                    "the response lacks the issuer it promised",
+                )
+                .into());
+            }
+            _ => {}
+        }
+        let code = params
+            .get("code")
+            .filter(|code| !code.is_empty())
+            .ok_or_else(|| {
+                FlowError::bad_request("missing_code", "the callback has no authorization code")
+            })?;
+        let verified = idp.complete(&pending, code, now).await?;
+        let old_session = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
+        let (outcome, session_cookie) =
+            accounts::finish_login(app, idp, verified, old_session.as_deref(), now)?;
+        tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, "login completed");
+        Ok(CallbackResponse::LoggedIn(
+            app.config.server.url(&pending.next),
+            set_cookie(
+                app,
+                SESSION_COOKIE,
+                &session_cookie,
+                "/",
+                app.config.server.session_ttl.as_secs() as i64,
+            ),
+        ))
+    }
+
+    /// Ends the session. Only same-origin requests are accepted.
+    #[oai(path = "/authnz/logout", method = "post", tag = "ApiTags::Authnz")]
+    async fn logout(
+        &self,
+        req: &Request,
+        app: Data<&Arc<App>>,
+    ) -> Result<LogoutResponse, LogoutError> {
+        let app = *app;
+        check_same_origin(app, req)?;
+        let logged_out = match cookie(req, SESSION_COOKIE) {
+            Some(value) => app
+                .store
+                .delete_session(&sha256_hex(&value))
+                .map_err(FlowError::from)?,
+            None => false,
+        };
+        let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);
+        Ok(if prefers_html(req) {
+            LogoutResponse::Redirect("/".to_string(), clear)
+        } else {
+            LogoutResponse::Ok(
+                Json(LogoutResult {
+                    logged_out,
+                    end_session_url: None,
+                }),
+                clear,
+            )
+        })
+    }
+
+    /// The logged-in user and their linked identities.
+    #[oai(path = "/api/users/me", method = "get", tag = "ApiTags::Users")]
+    async fn me(&self, auth: SessionCookie, app: Data<&Arc<App>>) -> Result<MeResponse, MeError> {
+        let app = *app;
+        let unauthorized = || FlowError::unauthorized("unauthorized", "log in first");
+        let session = session_of(app, &auth.0.key)?.ok_or_else(unauthorized)?;
+        let user = app
+            .store
+            .user(&session.user_id)
+            .map_err(FlowError::from)?
+            .ok_or_else(unauthorized)?;
+        let identities = app
+            .store
+            .identities_of(&user.id)
+            .map_err(FlowError::from)?
+            .into_iter()
+            .map(|identity| IdentityView {
+                idp: identity.idp,
+                subject: identity.subject,
+                email: identity.email,
+                email_verified: identity.email_verified,
+                linked_at: identity.linked_at,
+                last_login_at: identity.last_login_at,
+            })
+            .collect();
+        Ok(MeResponse::Ok(Json(Me {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            display_name: user.display_name,
+            created_at: user.created_at,
+            identities,
+        })))
+    }
+}

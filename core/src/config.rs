@@ -1,0 +1,1088 @@
+//! `idps.toml`: parsing, secret resolution and validation into the internal [`Config`].
+//!
+//! The file is parsed into a spanned TOML tree so that every problem can name the file, line,
+//! column and key. Validation collects *every* problem and reports them together. The rest of
+//! the program never sees the raw file: it gets a [`Config`] whose values are already checked.
+//! Secrets (`client_secret`, `${VAR}` values) are wrapped in [`Secret`] so that `Debug` and error
+//! messages never print them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authnz_plugin::{IdentityProvider, ProviderSettings, TomlTable, TomlValue};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+use url::Url;
+
+use crate::registry::Registry;
+
+/// Issuer of the built-in development IdP, below `public_url`.
+pub const DEV_IDP_PATH: &str = "/dev-idp";
+
+/// The pending-login lifetime: an authorization that takes longer than this is refused.
+pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    /// The IdPs in file order (the order of the login buttons).
+    pub idps: Vec<IdpConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: Url,
+    pub database: PathBuf,
+    pub secret_key_file: PathBuf,
+    pub session_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// Whether cookies must carry `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// `<public_url><path>`, `path` starting with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+/// One `[idps.<name>]` entry, validated and with its provider built.
+#[derive(Clone)]
+pub struct IdpConfig {
+    pub name: String,
+    pub kind: String,
+    pub label: String,
+    pub icon: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// The issuer to discover, after the config override, exactly as written: ID tokens must
+    /// carry this very string in `iss`.
+    pub issuer: String,
+    /// Every scope to request, `openid` first.
+    pub scopes: Vec<String>,
+    pub prompt: Option<String>,
+    /// Accepted ID-token signature algorithms (never `none`).
+    pub id_token_algs: Vec<String>,
+    /// Whether to call the userinfo endpoint when the IdP has one.
+    pub userinfo: bool,
+    /// Extra authorize parameters from the config.
+    pub authorize_params: Vec<(String, String)>,
+    pub provider: Arc<dyn IdentityProvider>,
+}
+
+impl fmt::Debug for IdpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdpConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("label", &self.label)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("issuer", &self.issuer)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key path, e.g. `idps.corp.issuer`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigErrors(vec![ConfigIssue {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: "(file)".into(),
+            message: format!("cannot read: {err}"),
+        }])
+    })?;
+    parse(path, &text, registry, &|name| std::env::var(name).ok())
+}
+
+/// Validates config text; `env` resolves `${VAR}` (a parameter so tests control it).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut cx = Context {
+        file: path.to_path_buf(),
+        text,
+        issues: Vec::new(),
+        env,
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for error in syntax {
+        let span = error.span().unwrap_or(0..0);
+        cx.issue(span, "(syntax)", error.message().trim().to_string());
+    }
+    if !cx.issues.is_empty() {
+        return Err(ConfigErrors(cx.issues));
+    }
+    let root_span = root.span();
+    let mut root = Fields::new(String::new(), root.into_inner(), root_span);
+    let server_table = root.take_table(&mut cx, "server");
+    let idps_table = root.take_table(&mut cx, "idps");
+    root.finish(&mut cx);
+
+    let server = server_config(&mut cx, server_table);
+    let mut idps = Vec::new();
+    if let Some(idps_table) = idps_table {
+        for (name, value) in idps_table.entries {
+            let key = format!("idps.{}", name.get_ref());
+            let name_span = name.span();
+            let name = name.into_inner().into_owned();
+            if !valid_idp_name(&name) {
+                cx.issue(
+                    name_span.clone(),
+                    &key,
+                    "IdP names appear in URLs: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit",
+                );
+            }
+            let span = value.span();
+            match value.into_inner() {
+                DeValue::Table(table) => {
+                    let fields = Fields::new(key, table, span);
+                    if let Some(idp) = idp_config(&mut cx, registry, &server, name, fields) {
+                        idps.push(idp);
+                    }
+                }
+                _ => cx.issue(span, &key, "expected a table [idps.<name>]"),
+            }
+        }
+    }
+    if cx.issues.is_empty() {
+        Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            idps,
+        })
+    } else {
+        Err(ConfigErrors(cx.issues))
+    }
+}
+
+fn valid_idp_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+/// Whether `host` is a loopback host, the only place plain `http://` is allowed.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+struct Context<'a> {
+    file: PathBuf,
+    text: &'a str,
+    issues: Vec<ConfigIssue>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: PathBuf,
+}
+
+impl Context<'_> {
+    fn issue(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.issues.push(ConfigIssue {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// Expands `${VAR}` and `${VAR:-default}`; a missing variable is an issue.
+    fn expand(&mut self, span: Range<usize>, key: &str, raw: &str) -> Option<String> {
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.issue(span, key, "unterminated ${...}");
+                return None;
+            };
+            let inner = &after[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (inner, None),
+            };
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                self.issue(span, key, format!("invalid variable name in ${{{inner}}}"));
+                return None;
+            }
+            match ((self.env)(name), default) {
+                (Some(value), _) => out.push_str(&value),
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    self.issue(span, key, format!("environment variable {name} is not set"));
+                    return None;
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The keys of one table, taken one by one; what is left at the end is unknown.
+struct Fields<'i> {
+    prefix: String,
+    span: Range<usize>,
+    entries: Vec<(Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>)>,
+}
+
+impl<'i> Fields<'i> {
+    fn new(prefix: String, table: DeTable<'i>, span: Range<usize>) -> Self {
+        Self {
+            prefix,
+            span,
+            entries: table.into_iter().collect(),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{}", self.prefix, name)
+        }
+    }
+
+    fn take(&mut self, name: &str) -> Option<Spanned<DeValue<'i>>> {
+        let index = self
+            .entries
+            .iter()
+            .position(|(key, _)| key.get_ref() == name)?;
+        Some(self.entries.remove(index).1)
+    }
+
+    fn take_table(&mut self, cx: &mut Context, name: &str) -> Option<Fields<'i>> {
+        let value = self.take(name)?;
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Table(table) => Some(Fields::new(self.key(name), table, span)),
+            _ => {
+                cx.issue(span, &self.key(name), "expected a table");
+                None
+            }
+        }
+    }
+
+    /// A string, with `${VAR}` expanded.
+    fn take_str(&mut self, cx: &mut Context, name: &str) -> Option<(String, Range<usize>)> {
+        let value = self.take(name)?;
+        let span = value.span();
+        match value.get_ref().as_str() {
+            Some(raw) => {
+                let key = self.key(name);
+                cx.expand(span.clone(), &key, raw)
+                    .map(|value| (value, span))
+            }
+            None => {
+                cx.issue(span, &self.key(name), "expected a string");
+                None
+            }
+        }
+    }
+
+    fn take_bool(&mut self, cx: &mut Context, name: &str) -> Option<bool> {
+        let value = self.take(name)?;
+        match value.get_ref().as_bool() {
+            Some(flag) => Some(flag),
+            None => {
+                cx.issue(value.span(), &self.key(name), "expected true or false");
+                None
+            }
+        }
+    }
+
+    fn take_u64(&mut self, cx: &mut Context, name: &str) -> Option<(u64, Range<usize>)> {
+        let value = self.take(name)?;
+        let span = value.span();
+        let parsed = value
+            .get_ref()
+            .as_integer()
+            .and_then(|int| int.as_str().replace('_', "").parse::<u64>().ok());
+        if parsed.is_none() {
+            cx.issue(
+                span.clone(),
+                &self.key(name),
+                "expected a positive whole number",
+            );
+        }
+        parsed.map(|parsed| (parsed, span))
+    }
+
+    fn take_str_list(&mut self, cx: &mut Context, name: &str) -> Option<Vec<String>> {
+        let value = self.take(name)?;
+        let span = value.span();
+        let key = self.key(name);
+        let DeValue::Array(items) = value.into_inner() else {
+            cx.issue(span, &key, "expected a list of strings");
+            return None;
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            match item.get_ref().as_str() {
+                Some(raw) => out.push(cx.expand(item.span(), &key, raw)?),
+                None => {
+                    cx.issue(item.span(), &key, "expected a string");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Reports every key left as unknown.
+    fn finish(mut self, cx: &mut Context) {
+        for (key, _) in std::mem::take(&mut self.entries) {
+            let path = self.key(key.get_ref());
+            cx.issue(key.span(), &path, "unknown key");
+        }
+    }
+}
+
+fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
+    let mut fields = fields.unwrap_or_else(|| Fields {
+        prefix: "server".into(),
+        span: 0..0,
+        entries: Vec::new(),
+    });
+    let listen = match fields.take_str(cx, "listen") {
+        Some((raw, span)) => raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+            cx.issue(
+                span,
+                "server.listen",
+                "expected an address like 127.0.0.1:8080",
+            );
+            default_listen()
+        }),
+        None => default_listen(),
+    };
+    let public_url = match fields.take_str(cx, "public_url") {
+        Some((raw, span)) => match Url::parse(raw.trim_end_matches('/')) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && url.host().is_some() =>
+            {
+                if url.scheme() == "http" && !is_loopback_host(&url) {
+                    cx.issue(
+                        span,
+                        "server.public_url",
+                        "http:// is only allowed for loopback hosts; use https://",
+                    );
+                }
+                url
+            }
+            _ => {
+                cx.issue(
+                    span,
+                    "server.public_url",
+                    "expected an http(s) URL without query or fragment",
+                );
+                default_public_url(listen)
+            }
+        },
+        None => default_public_url(listen),
+    };
+    let database = fields
+        .take_str(cx, "database")
+        .map(|(raw, _)| cx.resolve(&raw))
+        .unwrap_or_else(|| cx.resolve("data/authnz.sled"));
+    let secret_key_file = fields
+        .take_str(cx, "secret_key_file")
+        .map(|(raw, _)| cx.resolve(&raw))
+        .unwrap_or_else(|| {
+            let mut name = database.clone().into_os_string();
+            name.push(".key");
+            PathBuf::from(name)
+        });
+    let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
+        Some((0, span)) => {
+            cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
+            Duration::from_secs(8 * 3600)
+        }
+        Some((minutes, _)) => Duration::from_secs(minutes.saturating_mul(60)),
+        None => Duration::from_secs(8 * 3600),
+    };
+    let _ = fields.span;
+    fields.finish(cx);
+    ServerConfig {
+        listen,
+        public_url,
+        database,
+        secret_key_file,
+        session_ttl,
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_public_url(listen: SocketAddr) -> Url {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        match listen.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        }
+    };
+    Url::parse(&format!("http://{host}:{}", listen.port())).unwrap_or_else(|_| {
+        Url::parse("http://127.0.0.1:8080").unwrap_or_else(|_| unreachable_url())
+    })
+}
+
+#[allow(clippy::panic)]
+fn unreachable_url() -> Url {
+    // Both literals above are valid URLs; this cannot happen.
+    panic!("literal URL failed to parse")
+}
+
+const SUPPORTED_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
+];
+
+/// Authorize parameters the core owns; config and providers may not set them.
+pub const RESERVED_AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "response_mode",
+    "request",
+    "request_uri",
+];
+
+fn idp_config(
+    cx: &mut Context,
+    registry: &Registry,
+    server: &ServerConfig,
+    name: String,
+    mut fields: Fields,
+) -> Option<IdpConfig> {
+    let prefix = fields.prefix.clone();
+    let table_span = fields.span.clone();
+    let key = |k: &str| format!("{prefix}.{k}");
+    let kind = match fields.take_str(cx, "kind") {
+        Some((kind, span)) => {
+            if registry.factory(&kind).is_none() {
+                cx.issue(
+                    span,
+                    &key("kind"),
+                    format!(
+                        "unknown kind {kind:?}; known kinds: {}",
+                        registry.kinds().join(", ")
+                    ),
+                );
+                None
+            } else {
+                Some(kind)
+            }
+        }
+        None => {
+            cx.issue(
+                table_span.clone(),
+                &key("kind"),
+                "missing (e.g. kind = \"oidc\")",
+            );
+            None
+        }
+    };
+    let is_dev = kind.as_deref() == Some("dev");
+    let label = fields.take_str(cx, "label").map(|(v, _)| v);
+    let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
+    let client_id = fields.take_str(cx, "client_id");
+    let client_secret = fields.take_str(cx, "client_secret");
+    let client_secret_file = fields.take_str(cx, "client_secret_file");
+    let issuer = fields.take_str(cx, "issuer");
+    let scopes = fields.take_str_list(cx, "scopes");
+    let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
+    let prompt = fields.take_str(cx, "prompt").map(|(v, _)| v);
+    let id_token_algs = match fields.take("id_token_algs") {
+        Some(value) => {
+            let span = value.span();
+            let mut list = Fields {
+                prefix: prefix.clone(),
+                span: span.clone(),
+                entries: Vec::new(),
+            };
+            list.entries
+                .push((Spanned::new(span.clone(), "id_token_algs".into()), value));
+            let algs = list.take_str_list(cx, "id_token_algs").unwrap_or_default();
+            for alg in &algs {
+                if !SUPPORTED_ALGS.contains(&alg.as_str()) {
+                    cx.issue(
+                        span.clone(),
+                        &key("id_token_algs"),
+                        format!(
+                            "unsupported algorithm {alg:?} (\"none\" is never accepted); supported: {}",
+                            SUPPORTED_ALGS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if algs.is_empty() {
+                cx.issue(
+                    span,
+                    &key("id_token_algs"),
+                    "must list at least one algorithm",
+                );
+            }
+            algs
+        }
+        None => vec!["RS256".to_string()],
+    };
+    let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
+    let authorize_params = match fields.take_table(cx, "authorize_params") {
+        Some(mut table) => {
+            let mut params = Vec::new();
+            let names: Vec<String> = table
+                .entries
+                .iter()
+                .map(|(k, _)| k.get_ref().to_string())
+                .collect();
+            for param in names {
+                let span = table
+                    .entries
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == param.as_str())
+                    .map(|(k, _)| k.span())
+                    .unwrap_or(0..0);
+                if let Some((value, _)) = table.take_str(cx, &param) {
+                    if RESERVED_AUTHORIZE_PARAMS.contains(&param.as_str()) {
+                        cx.issue(
+                            span,
+                            &format!("{}.{param}", table.prefix),
+                            "this parameter is set by authnz itself and cannot be overridden",
+                        );
+                    } else {
+                        params.push((param, value));
+                    }
+                }
+            }
+            table.finish(cx);
+            params
+        }
+        None => Vec::new(),
+    };
+
+    // The rest belongs to the provider kind.
+    let mut settings = TomlTable::new();
+    let mut setting_spans = BTreeMap::new();
+    for (setting, value) in std::mem::take(&mut fields.entries) {
+        let setting_name = setting.get_ref().to_string();
+        setting_spans.insert(setting_name.clone(), setting.span());
+        let span = value.span();
+        match to_toml(cx, &key(&setting_name), span, value.into_inner()) {
+            Some(value) => {
+                settings.insert(setting_name, value);
+            }
+            None => continue,
+        }
+    }
+
+    let secret = match (client_secret, client_secret_file) {
+        (Some(_), Some((_, span))) => {
+            cx.issue(
+                span,
+                &key("client_secret_file"),
+                "give either client_secret or client_secret_file, not both",
+            );
+            None
+        }
+        (Some((secret, _)), None) => Some(Secret::new(secret)),
+        (None, Some((path, span))) => {
+            let path = cx.resolve(&path);
+            match std::fs::read_to_string(&path) {
+                Ok(secret) => Some(Secret::new(secret.trim_end_matches(['\r', '\n']))),
+                Err(err) => {
+                    cx.issue(
+                        span,
+                        &key("client_secret_file"),
+                        format!("cannot read {}: {err}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+
+    let kind = kind?;
+    let factory = registry.factory(&kind)?;
+    let provider = match factory(&ProviderSettings {
+        name: name.clone(),
+        settings,
+    }) {
+        Ok(provider) => Some(Arc::<dyn IdentityProvider>::from(provider)),
+        Err(errors) => {
+            for error in errors {
+                let span = setting_spans
+                    .get(&error.key)
+                    .cloned()
+                    .unwrap_or_else(|| table_span.clone());
+                cx.issue(span, &key(&error.key), error.message);
+            }
+            None
+        }
+    };
+    let provider = provider?;
+    let info = provider.describe();
+
+    let issuer_url = if is_dev {
+        if !is_loopback_host(&server.public_url) {
+            cx.issue(
+                table_span.clone(),
+                &key("kind"),
+                "the dev IdP lets anyone sign in as anyone: it is refused unless server.public_url is a loopback address",
+            );
+        }
+        if let Some((_, span)) = &issuer {
+            cx.issue(
+                span.clone(),
+                &key("issuer"),
+                "the dev IdP's issuer is fixed below public_url",
+            );
+        }
+        Some(server.url(DEV_IDP_PATH))
+    } else {
+        let (raw, span) = match (issuer, info.issuer.clone()) {
+            (Some((raw, span)), _) => (raw, span),
+            (None, Some(raw)) => (raw, table_span.clone()),
+            (None, None) => {
+                cx.issue(
+                    table_span.clone(),
+                    &key("issuer"),
+                    format!("missing: kind {kind:?} needs issuer = \"https://...\""),
+                );
+                return None;
+            }
+        };
+        match Url::parse(&raw) {
+            Ok(url)
+                if url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+                    && (url.scheme() == "https"
+                        || (url.scheme() == "http" && is_loopback_host(&url))) =>
+            {
+                Some(raw)
+            }
+            Ok(url) if url.scheme() == "http" => {
+                cx.issue(
+                    span,
+                    &key("issuer"),
+                    "http:// issuers are only allowed for loopback hosts; use https://",
+                );
+                None
+            }
+            _ => {
+                cx.issue(
+                    span,
+                    &key("issuer"),
+                    "expected an https:// URL without query or fragment",
+                );
+                None
+            }
+        }
+    };
+
+    let client_id = match (client_id, is_dev) {
+        (Some((id, _)), _) if !id.is_empty() => Some(id),
+        (Some((_, span)), _) => {
+            cx.issue(span, &key("client_id"), "must not be empty");
+            None
+        }
+        (None, true) => Some(crate::devidp::DEV_CLIENT_ID.to_string()),
+        (None, false) => {
+            cx.issue(table_span.clone(), &key("client_id"), "missing");
+            None
+        }
+    };
+    let client_secret = if is_dev { None } else { secret };
+
+    let mut all_scopes = vec!["openid".to_string()];
+    for scope in scopes
+        .unwrap_or(info.scopes.clone())
+        .into_iter()
+        .chain(extra_scopes)
+    {
+        if !all_scopes.contains(&scope) {
+            all_scopes.push(scope);
+        }
+    }
+
+    Some(IdpConfig {
+        label: label.unwrap_or_else(|| {
+            if info.label.is_empty() {
+                name.clone()
+            } else {
+                info.label.clone()
+            }
+        }),
+        icon: icon.or(info.icon.clone()),
+        name,
+        kind,
+        client_id: client_id?,
+        client_secret,
+        issuer: issuer_url?,
+        scopes: all_scopes,
+        prompt,
+        id_token_algs,
+        userinfo,
+        authorize_params,
+        provider,
+    })
+}
+
+/// Converts a spanned TOML value into a plain one, expanding `${VAR}` in strings.
+fn to_toml(cx: &mut Context, key: &str, span: Range<usize>, value: DeValue) -> Option<TomlValue> {
+    Some(match value {
+        DeValue::String(raw) => TomlValue::String(cx.expand(span, key, &raw)?),
+        DeValue::Integer(int) => {
+            let digits = int.as_str().replace('_', "");
+            let digits = digits
+                .trim_start_matches("0x")
+                .trim_start_matches("0o")
+                .trim_start_matches("0b");
+            match i64::from_str_radix(digits, int.radix()) {
+                Ok(number) => TomlValue::Integer(number),
+                Err(_) => {
+                    cx.issue(span, key, "integer out of range");
+                    return None;
+                }
+            }
+        }
+        DeValue::Float(float) => match float.as_str().replace('_', "").parse::<f64>() {
+            Ok(number) => TomlValue::Float(number),
+            Err(_) => {
+                cx.issue(span, key, "invalid float");
+                return None;
+            }
+        },
+        DeValue::Boolean(flag) => TomlValue::Boolean(flag),
+        DeValue::Datetime(datetime) => TomlValue::Datetime(datetime),
+        DeValue::Array(items) => {
+            let mut out = Vec::new();
+            for item in items.iter() {
+                out.push(to_toml(cx, key, item.span(), item.get_ref().clone())?);
+            }
+            TomlValue::Array(out)
+        }
+        DeValue::Table(table) => {
+            let mut out = TomlTable::new();
+            for (name, value) in table {
+                let nested = format!("{key}.{}", name.get_ref());
+                let span = value.span();
+                out.insert(
+                    name.into_inner().into_owned(),
+                    to_toml(cx, &nested, span, value.into_inner())?,
+                );
+            }
+            TomlValue::Table(out)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+        let env = |name: &str| match name {
+            "CLIENT_SECRET" => Some("s3cret-value".to_string()),
+            _ => None,
+        };
+        parse(Path::new("idps.toml"), text, &Registry::builtin(), &env)
+    }
+
+    fn issues(text: &str) -> Vec<String> {
+        match parse_str(text) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+public_url = "http://127.0.0.1:9000/"
+
+[idps.corp]
+kind = "oidc"
+label = "Corp SSO"
+issuer = "https://sso.example.org"
+client_id = "authnz"
+client_secret = "${CLIENT_SECRET}"
+
+[idps.local]
+kind = "oidc"
+issuer = "http://127.0.0.1:4000"
+client_id = "x"
+"#;
+
+    #[test]
+    fn good_config_parses_in_order() -> Result<(), ConfigErrors> {
+        let config = parse_str(GOOD)?;
+        assert_eq!(config.server.public_url.as_str(), "http://127.0.0.1:9000/");
+        assert_eq!(config.server.url("/a"), "http://127.0.0.1:9000/a");
+        let names: Vec<_> = config.idps.iter().map(|idp| idp.name.as_str()).collect();
+        assert_eq!(names, ["corp", "local"]);
+        let corp = &config.idps[0];
+        assert_eq!(
+            corp.client_secret.as_ref().map(Secret::expose),
+            Some("s3cret-value")
+        );
+        assert_eq!(corp.scopes, ["openid", "email", "profile"]);
+        assert_eq!(corp.id_token_algs, ["RS256"]);
+        assert!(
+            !format!("{config:?}").contains("s3cret-value"),
+            "secret in Debug"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn every_error_is_reported_with_position_and_key() {
+        let text = r#"
+[server]
+listen = "nonsense"
+colour = "blue"
+
+[idps.corp]
+kind = "oidcc"
+issuer = "http://sso.example.org"
+client_id = "authnz"
+client_secret = "${MISSING_VAR}"
+
+[idps.Bad]
+kind = "oidc"
+issuer = "https://x.example"
+client_id = "a"
+domain = "x"
+"#;
+        let found = issues(text);
+        let expected = [
+            "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
+            "idps.toml:4:1: server.colour: unknown key",
+            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: dev, oidc",
+            "idps.toml:10:17: idps.corp.client_secret: environment variable MISSING_VAR is not set",
+            "idps.toml:12:7: idps.Bad: IdP names appear in URLs",
+            "idps.toml:16:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let found = issues("[server]\nlisten = \n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("idps.toml:2:"), "{found:?}");
+    }
+
+    #[test]
+    fn http_issuer_only_on_loopback() {
+        let text = |issuer: &str| {
+            format!("[idps.a]\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\n")
+        };
+        for ok in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
+            "http://[::1]:3000",
+            "https://idp.example",
+        ] {
+            assert!(
+                issues(&text(ok)).is_empty(),
+                "{ok}: {:?}",
+                issues(&text(ok))
+            );
+        }
+        for bad in [
+            "http://idp.example",
+            "http://10.0.0.1",
+            "ftp://x",
+            "https://idp.example/?a=b",
+        ] {
+            let found = issues(&text(bad));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert!(found[0].contains("idps.a.issuer"), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn dev_idp_refused_off_loopback() {
+        let found = issues(
+            "[server]\npublic_url = \"https://login.example.org\"\n[idps.dev]\nkind = \"dev\"\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("loopback"), "{found:?}");
+        assert!(issues("[idps.dev]\nkind = \"dev\"\n").is_empty());
+    }
+
+    #[test]
+    fn secrets_are_never_in_errors() {
+        let found = issues(
+            "[idps.a]\nkind = \"oidc\"\nissuer = \"https://i.example\"\nclient_id = \"c\"\nclient_secret = \"${CLIENT_SECRET}\"\nclient_secret_file = \"/nonexistent\"\n",
+        );
+        assert!(!found.is_empty());
+        assert!(
+            found.iter().all(|line| !line.contains("s3cret-value")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_authorize_params_are_refused() {
+        let found = issues(
+            "[idps.a]\nkind = \"oidc\"\nissuer = \"https://i.example\"\nclient_id = \"c\"\n[idps.a.authorize_params]\nredirect_uri = \"https://evil\"\naccess_type = \"offline\"\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("idps.a.authorize_params.redirect_uri"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn variable_defaults_and_secret_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "from-file\n")?;
+        let text = format!(
+            "[idps.a]\nkind = \"oidc\"\nissuer = \"${{ISSUER:-https://d.example}}\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        );
+        let config = parse_str(&text)?;
+        assert_eq!(config.idps[0].issuer, "https://d.example");
+        assert_eq!(
+            config.idps[0].client_secret.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,226 @@
+//! Randomness, hashing and the token vault (IdP tokens encrypted at rest).
+//!
+//! The vault key lives in `secret_key_file` (generated on first start, mode 0600). Tokens are
+//! sealed with XChaCha20-Poly1305; the associated data binds each ciphertext to its identity, so
+//! a ciphertext copied onto another identity does not open.
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// `n` random bytes from the OS, base64url without padding.
+pub fn random_token(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lowercase hex SHA-256: how cookie values are stored, so a database copy holds no usable
+/// session.
+pub fn sha256_hex(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Constant-time equality of two strings.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A vault failure. Never carries key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// The key file could not be read or created.
+    #[error("secret key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    /// A ciphertext did not open: wrong key, tampered, or bound to another identity.
+    #[error("sealed data does not open with this key")]
+    Open,
+    /// Sealing failed.
+    #[error("sealing failed")]
+    Seal,
+}
+
+const SEALED_VERSION: u8 = 1;
+
+/// Encrypts tokens at rest.
+pub struct TokenVault {
+    cipher: XChaCha20Poly1305,
+}
+
+impl fmt::Debug for TokenVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenVault([redacted])")
+    }
+}
+
+impl TokenVault {
+    /// A vault with the given 32-byte key.
+    pub fn from_key(key: &[u8; 32]) -> Self {
+        Self {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(key)),
+        }
+    }
+
+    /// Reads the key file, or creates it (mode 0600) with a fresh random key.
+    pub fn load_or_create(path: &Path) -> Result<Self, VaultError> {
+        let fail = |reason: String| VaultError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(text.trim())
+                    .map_err(|_| fail("not a base64url key (delete it to generate a new one; stored tokens are then lost)".into()))?;
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| fail("the key must be 32 bytes".into()))?;
+                Ok(Self::from_key(&key))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut key);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|err| fail(err.to_string()))?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut file = options.open(path).map_err(|err| fail(err.to_string()))?;
+                file.write_all(URL_SAFE_NO_PAD.encode(key).as_bytes())
+                    .and_then(|_| file.write_all(b"\n"))
+                    .and_then(|_| file.sync_all())
+                    .map_err(|err| fail(err.to_string()))?;
+                Ok(Self::from_key(&key))
+            }
+            Err(err) => Err(fail(err.to_string())),
+        }
+    }
+
+    /// Encrypts `plaintext`, bound to `context` (e.g. the identity key).
+    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let mut nonce = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
+            .map_err(|_| VaultError::Seal)?;
+        let mut out = Vec::with_capacity(1 + nonce.len() + ciphertext.len());
+        out.push(SEALED_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        Ok(out)
+    }
+
+    /// Decrypts what [`seal`](Self::seal) produced with the same `context`.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        if sealed.len() < 25 || sealed[0] != SEALED_VERSION {
+            return Err(VaultError::Open);
+        }
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(&sealed[1..25]),
+                Payload {
+                    msg: &sealed[25..],
+                    aad: context,
+                },
+            )
+            .map_err(|_| VaultError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_binds_context() -> Result<(), VaultError> {
+        let vault = TokenVault::from_key(&[7u8; 32]);
+        let sealed = vault.seal(b"idp\0alice", b"access-token-value")?;
+        assert!(
+            !sealed.windows(6).any(|w| w == b"access"),
+            "plaintext visible"
+        );
+        assert_eq!(vault.open(b"idp\0alice", &sealed)?, b"access-token-value");
+        assert!(
+            vault.open(b"idp\0mallory", &sealed).is_err(),
+            "context not bound"
+        );
+        let other = TokenVault::from_key(&[8u8; 32]);
+        assert!(
+            other.open(b"idp\0alice", &sealed).is_err(),
+            "other key opened it"
+        );
+        let mut tampered = sealed.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert!(vault.open(b"idp\0alice", &tampered).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_private() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("sub/key");
+        let sealed = TokenVault::load_or_create(&path)?.seal(b"c", b"x")?;
+        assert_eq!(
+            TokenVault::load_or_create(&path)?.open(b"c", &sealed)?,
+            b"x"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path)?.permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        std::fs::write(&path, "garbage")?;
+        let err = TokenVault::load_or_create(&path)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("base64url")));
+        Ok(())
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_distinct() {
+        let a = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_token(32));
+        assert_eq!(sha256_hex("abc").len(), 64);
+        assert!(
+            constant_time_eq("abc", "abc")
+                && !constant_time_eq("abc", "abd")
+                && !constant_time_eq("a", "ab")
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! Server-rendered HTML: the page frame, escaping, and the small pages authnz shows itself.
+//!
+//! Everything is embedded in the binary (no CDN): authnz must work offline. Every string that
+//! came from outside (an IdP's error description, a user name) goes through [`escape`].
+
+/// HTML-escapes text for element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#1b1f24;line-height:1.5}\
+h1{font-size:1.5rem}label{display:block;margin-top:1rem;font-weight:600}\
+input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
+button,.button{display:block;width:100%;margin-top:1rem;padding:.7rem;font-size:1rem;border:1px solid #0b57d0;border-radius:.4rem;background:#0b57d0;color:#fff;text-align:center;text-decoration:none;cursor:pointer}\
+button:focus,.button:focus,input:focus{outline:3px solid #f9ab00;outline-offset:2px}\
+.secondary{background:#fff;color:#0b57d0}.warning{background:#fff4e5;border-left:4px solid #f9ab00;padding:.5rem 1rem}\
+.error{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}code{word-break:break-all}\
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}";
+
+/// A complete page. `title` is escaped here; `body` must already be safe HTML.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title}</title><style>{STYLE}</style></head>\
+<body><main><h1>{title}</h1>\n{body}\n</main></body></html>\n",
+        title = escape(title),
+    )
+}
+
+/// The page for a failed request, from its JSON error.
+pub fn error_page(status: u16, code: &str, message: &str) -> String {
+    let advice = match status {
+        400 => "The sign-in could not be completed: it may have expired, been used already, or been started in another browser. Please start again.",
+        401 => "The identity provider's answer could not be verified. Please start again; if it keeps happening, contact the administrator.",
+        403 => "You are not allowed to do this.",
+        404 => "There is nothing here.",
+        409 => "This conflicts with an existing account.",
+        502 => "The identity provider is not answering properly. Please try again later.",
+        _ => "Something went wrong on our side. Please try again later.",
+    };
+    page(
+        "Sign-in problem",
+        &format!(
+            "<p class=\"error\">{}</p><p>{}</p><p><small>Error code: <code>{}</code></small></p><p><a class=\"button secondary\" href=\"/\">Back to the start</a></p>",
+            escape(message),
+            escape(advice),
+            escape(code)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<script>\"x\"&'y'</script>"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;&lt;/script&gt;"
+        );
+        let html = error_page(400, "idp_error", "<img src=x onerror=alert(1)>");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;img"));
+    }
+}

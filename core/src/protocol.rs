@@ -1,0 +1,883 @@
+//! The OpenID Connect relying party: discovery, the authorize request, the code exchange and
+//! every check on what comes back. This module owns the protocol's security decisions; the
+//! provider plugins only describe their IdP and map verified claims.
+//!
+//! What `openidconnect` checks by itself (signature, `iss`, `aud`, `exp`, `nonce`) is used as
+//! documented; what it leaves to the application is done here: pinned algorithms, `azp`,
+//! `iat` bounds, `at_hash`, the shape of `sub`, userinfo `sub`, JWKS refetch on key rotation
+//! (coalesced and throttled), and the outbound HTTP client's limits.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use authnz_plugin::{JsonMap, JsonValue, LoginContext, VerifiedClaims};
+use chrono::{DateTime, TimeZone, Utc};
+use futures_util::StreamExt;
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreGenderClaim,
+    CoreGrantType, CoreIdTokenVerifier, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::{
+    AccessTokenHash, AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, HttpRequest, HttpResponse, IdToken,
+    IdTokenClaims, IssuerUrl, JsonWebKeySet, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadata, RedirectUrl, RequestTokenError, SignatureVerificationError,
+    SubjectIdentifier, TokenResponse, UserInfoClaims, UserInfoError,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::config::{is_loopback_host, IdpConfig, RESERVED_AUTHORIZE_PARAMS};
+use crate::crypto::random_token;
+use crate::error::FlowError;
+use crate::store::PendingLogin;
+
+/// Limits of the outbound HTTP client.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub connect_timeout: Duration,
+    pub total_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(10),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP client for IdP calls: never follows redirects (SSRF), has timeouts, caps bodies.
+#[derive(Clone)]
+pub struct IdpHttp {
+    client: reqwest::Client,
+    max_body_bytes: usize,
+}
+
+/// An outbound call failed. The message never carries a body or a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Connection, TLS or timeout.
+    #[error("request to the IdP failed: {0}")]
+    Transport(String),
+    /// The body exceeded the limit.
+    #[error("IdP response larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl IdpHttp {
+    pub fn new(limits: HttpLimits) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(limits.connect_timeout)
+            .timeout(limits.total_timeout)
+            .user_agent(concat!("authnz/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| HttpError::Transport(err.without_url().to_string()))?;
+        Ok(Self {
+            client,
+            max_body_bytes: limits.max_body_bytes,
+        })
+    }
+
+    /// Sends one request; a 3xx comes back as a response, not followed.
+    pub async fn execute(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let request = reqwest::Request::try_from(request)
+            .map_err(|err| HttpError::Transport(err.without_url().to_string()))?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|err| HttpError::Transport(err.without_url().to_string()))?;
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_body_bytes as u64)
+        {
+            return Err(HttpError::TooLarge(self.max_body_bytes));
+        }
+        let mut builder = http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|err| HttpError::Transport(err.without_url().to_string()))?;
+            if body.len() + chunk.len() > self.max_body_bytes {
+                return Err(HttpError::TooLarge(self.max_body_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(body)
+            .map_err(|err| HttpError::Transport(err.to_string()))
+    }
+
+    /// The client as `openidconnect` wants it.
+    fn as_oidc(
+        &self,
+    ) -> impl Fn(
+        HttpRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<HttpResponse, HttpError>>
+           + '_ {
+        move |request| {
+            let http = self.clone();
+            Box::pin(async move { http.execute(request).await })
+        }
+    }
+}
+
+/// Discovery fields beyond the ones `openidconnect` models.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraProviderMetadata {
+    /// RFC 9207: the IdP sends `iss` in authorization responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// RFC 7009 token revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// RP-initiated logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<String>,
+}
+
+impl AdditionalProviderMetadata for ExtraProviderMetadata {}
+
+/// The IdP's discovery document.
+pub type Metadata = ProviderMetadata<
+    ExtraProviderMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// Every claim that is not a standard one (`hd`, `tid`, `oid`, `groups`, ...).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct OtherClaims {
+    #[serde(flatten)]
+    pub claims: JsonMap<String, JsonValue>,
+}
+
+impl AdditionalClaims for OtherClaims {}
+
+type AllIdTokenClaims = IdTokenClaims<OtherClaims, CoreGenderClaim>;
+type AllIdToken = IdToken<
+    OtherClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// The token response with our claims type.
+type TokenResponseWithClaims = openidconnect::StandardTokenResponse<
+    openidconnect::IdTokenFields<
+        OtherClaims,
+        openidconnect::EmptyExtraTokenFields,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >,
+    openidconnect::core::CoreTokenType,
+>;
+
+type OidcClient = openidconnect::Client<
+    OtherClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    openidconnect::core::CoreAuthPrompt,
+    openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    TokenResponseWithClaims,
+    openidconnect::core::CoreTokenIntrospectionResponse,
+    openidconnect::core::CoreRevocableToken,
+    openidconnect::core::CoreRevocationErrorResponse,
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
+/// Tolerance for clock differences with the IdP.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// At most one unknown-`kid` JWKS refetch per IdP in this interval.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The discovered state of an IdP.
+pub struct Discovered {
+    pub metadata: Metadata,
+    jwks: RwLock<(u64, Arc<CoreJsonWebKeySet>)>,
+    refetch: Mutex<RefetchState>,
+}
+
+struct RefetchState {
+    last: Option<Instant>,
+}
+
+impl Discovered {
+    fn jwks(&self) -> (u64, Arc<CoreJsonWebKeySet>) {
+        match self.jwks.read() {
+            Ok(guard) => (guard.0, Arc::clone(&guard.1)),
+            Err(poisoned) => {
+                let guard = poisoned.into_inner();
+                (guard.0, Arc::clone(&guard.1))
+            }
+        }
+    }
+
+    fn set_jwks(&self, jwks: CoreJsonWebKeySet) -> (u64, Arc<CoreJsonWebKeySet>) {
+        let mut guard = match self.jwks.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.0 += 1;
+        guard.1 = Arc::new(jwks);
+        (guard.0, Arc::clone(&guard.1))
+    }
+}
+
+/// Counters an operator (and the tests) can read.
+#[derive(Debug, Default)]
+pub struct IdpCounters {
+    pub discoveries: std::sync::atomic::AtomicU64,
+    pub jwks_fetches: std::sync::atomic::AtomicU64,
+}
+
+/// One configured IdP at run time.
+pub struct Idp {
+    pub config: IdpConfig,
+    issuer_url: IssuerUrl,
+    /// `<public_url>/authnz/<name>/callback`, exactly.
+    pub redirect_uri: String,
+    http: IdpHttp,
+    discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
+    discover_lock: Mutex<()>,
+    pub counters: IdpCounters,
+}
+
+/// What `/login` produces.
+pub struct AuthorizeRequest {
+    pub url: String,
+    pub state: String,
+    pub pending: PendingLogin,
+}
+
+/// The tokens an IdP gave us, as stored (sealed) for the identity.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IdpTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub id_token: String,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for IdpTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdpTokens")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login that passed every check.
+#[derive(Debug)]
+pub struct VerifiedLogin {
+    pub claims: VerifiedClaims,
+    pub tokens: IdpTokens,
+}
+
+fn to_datetime(unix: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(unix, 0).single().unwrap_or_default()
+}
+
+/// `sub` must be 1-255 bytes without control characters (OIDC Core §2).
+pub fn valid_subject(subject: &str) -> bool {
+    !subject.is_empty() && subject.len() <= 255 && !subject.chars().any(char::is_control)
+}
+
+impl Idp {
+    pub fn new(config: IdpConfig, public_url: &str, http: IdpHttp) -> Result<Self, String> {
+        let issuer_url = IssuerUrl::new(config.issuer.clone())
+            .map_err(|err| format!("invalid issuer: {err}"))?;
+        let redirect_uri = format!(
+            "{}/authnz/{}/callback",
+            public_url.trim_end_matches('/'),
+            config.name
+        );
+        Ok(Self {
+            config,
+            issuer_url,
+            redirect_uri,
+            http,
+            discovered: tokio::sync::RwLock::new(None),
+            discover_lock: Mutex::new(()),
+            counters: IdpCounters::default(),
+        })
+    }
+
+    /// The discovered metadata, discovering on first use (and again after a failure).
+    pub async fn discovered(&self) -> Result<Arc<Discovered>, FlowError> {
+        if let Some(found) = self.discovered.read().await.as_ref() {
+            return Ok(Arc::clone(found));
+        }
+        let _one_at_a_time = self.discover_lock.lock().await;
+        if let Some(found) = self.discovered.read().await.as_ref() {
+            return Ok(Arc::clone(found));
+        }
+        let found = Arc::new(self.discover().await.map_err(|err| {
+            tracing::warn!(idp = %self.config.name, error = %err, "discovery failed");
+            FlowError::bad_gateway(
+                "idp_unavailable",
+                format!(
+                    "the identity provider {} is not reachable or misconfigured",
+                    self.config.label
+                ),
+            )
+        })?);
+        *self.discovered.write().await = Some(Arc::clone(&found));
+        Ok(found)
+    }
+
+    /// Whether discovery has succeeded.
+    pub async fn is_ready(&self) -> bool {
+        self.discovered.read().await.is_some()
+    }
+
+    async fn discover(&self) -> Result<Discovered, String> {
+        use std::sync::atomic::Ordering;
+        let issuer = self.issuer_url.clone();
+        self.counters.discoveries.fetch_add(1, Ordering::Relaxed);
+        self.counters.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        // Checks that the document's `issuer` equals ours (SECURITY H67) and fetches the JWKS.
+        let metadata = Metadata::discover_async(issuer, &self.http.as_oidc())
+            .await
+            .map_err(|err| discovery_error(&err))?;
+        self.check_endpoints(&metadata)?;
+        let jwks = metadata.jwks().clone();
+        Ok(Discovered {
+            metadata,
+            jwks: RwLock::new((0, Arc::new(jwks))),
+            refetch: Mutex::new(RefetchState { last: None }),
+        })
+    }
+
+    /// Refuses endpoints that would send the secret or tokens somewhere unsafe (SECURITY H68).
+    fn check_endpoints(&self, metadata: &Metadata) -> Result<(), String> {
+        let issuer = Url::parse(&self.config.issuer).map_err(|err| err.to_string())?;
+        let issuer_loopback = is_loopback_host(&issuer);
+        let mut endpoints: Vec<(&str, &Url)> = vec![
+            (
+                "authorization_endpoint",
+                metadata.authorization_endpoint().url(),
+            ),
+            ("jwks_uri", metadata.jwks_uri().url()),
+        ];
+        if let Some(token) = metadata.token_endpoint() {
+            endpoints.push(("token_endpoint", token.url()));
+        }
+        if let Some(userinfo) = metadata.userinfo_endpoint() {
+            endpoints.push(("userinfo_endpoint", userinfo.url()));
+        }
+        let extra = metadata.additional_metadata();
+        let extra_urls: Vec<(&str, Url)> = [
+            ("revocation_endpoint", &extra.revocation_endpoint),
+            ("end_session_endpoint", &extra.end_session_endpoint),
+        ]
+        .into_iter()
+        .filter_map(|(name, url)| url.as_deref().map(|url| (name, url)))
+        .map(|(name, url)| {
+            Url::parse(url)
+                .map(|url| (name, url))
+                .map_err(|_| format!("{name} is not a URL"))
+        })
+        .collect::<Result<_, _>>()?;
+        for (name, url) in endpoints
+            .into_iter()
+            .chain(extra_urls.iter().map(|(n, u)| (*n, u)))
+        {
+            let loopback = is_loopback_host(url);
+            let ok = match url.scheme() {
+                "https" => !loopback || issuer_loopback,
+                "http" => loopback && issuer_loopback,
+                _ => false,
+            };
+            let private_ip = match url.host() {
+                Some(url::Host::Ipv4(ip)) => {
+                    ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+                }
+                Some(url::Host::Ipv6(ip)) => {
+                    ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
+                }
+                _ => false,
+            };
+            if !ok || (private_ip && !issuer_loopback) {
+                return Err(format!(
+                    "discovery lists an unsafe {name} ({}://{})",
+                    url.scheme(),
+                    url.host_str().unwrap_or("")
+                ));
+            }
+        }
+        if metadata.token_endpoint().is_none() {
+            return Err("discovery lists no token_endpoint".into());
+        }
+        Ok(())
+    }
+
+    /// Builds the authorize URL and the pending login that `/callback` will need.
+    pub async fn authorize(
+        &self,
+        next: String,
+        browser_hash: String,
+        now: i64,
+    ) -> Result<AuthorizeRequest, FlowError> {
+        let discovered = self.discovered().await?;
+        let state = random_token(32);
+        let nonce = random_token(32);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut url = discovered.metadata.authorization_endpoint().url().clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("response_type", "code")
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("redirect_uri", &self.redirect_uri)
+                .append_pair("scope", &self.config.scopes.join(" "))
+                .append_pair("state", &state)
+                .append_pair("nonce", &nonce)
+                .append_pair("code_challenge", challenge.as_str())
+                .append_pair("code_challenge_method", "S256");
+            if let Some(prompt) = &self.config.prompt {
+                query.append_pair("prompt", prompt);
+            }
+            let ctx = LoginContext {
+                idp: self.config.name.clone(),
+            };
+            let mut seen: Vec<String> = Vec::new();
+            for (name, value) in self
+                .config
+                .authorize_params
+                .iter()
+                .cloned()
+                .chain(self.config.provider.authorize_params(&ctx))
+            {
+                if RESERVED_AUTHORIZE_PARAMS.contains(&name.as_str())
+                    || (name == "prompt" && self.config.prompt.is_some())
+                    || seen.contains(&name)
+                {
+                    continue;
+                }
+                query.append_pair(&name, &value);
+                seen.push(name);
+            }
+        }
+        Ok(AuthorizeRequest {
+            url: url.to_string(),
+            state,
+            pending: PendingLogin {
+                idp: self.config.name.clone(),
+                issuer: self.config.issuer.clone(),
+                client_id: self.config.client_id.clone(),
+                redirect_uri: self.redirect_uri.clone(),
+                nonce,
+                pkce_verifier: verifier.into_secret(),
+                next,
+                browser_hash,
+                created_at: now,
+            },
+        })
+    }
+
+    /// Whether the IdP promised RFC 9207 `iss` in authorization responses.
+    pub async fn promises_iss(&self) -> Result<bool, FlowError> {
+        Ok(self
+            .discovered()
+            .await?
+            .metadata
+            .additional_metadata()
+            .authorization_response_iss_parameter_supported
+            == Some(true))
+    }
+
+    fn client(
+        &self,
+        discovered: &Discovered,
+        jwks: CoreJsonWebKeySet,
+    ) -> Result<OidcClient, FlowError> {
+        let metadata = &discovered.metadata;
+        let redirect = RedirectUrl::new(self.redirect_uri.clone())
+            .map_err(|_| FlowError::internal("invalid redirect URI"))?;
+        let secret = self
+            .config
+            .client_secret
+            .as_ref()
+            .map(|secret| ClientSecret::new(secret.expose().to_string()));
+        let mut client: OidcClient = openidconnect::Client::from_provider_metadata(
+            metadata.clone().set_jwks(jwks),
+            ClientId::new(self.config.client_id.clone()),
+            secret,
+        )
+        .set_redirect_uri(redirect);
+        // Basic auth unless the IdP says it only takes the secret in the body.
+        if let Some(methods) = metadata.token_endpoint_auth_methods_supported() {
+            if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+            {
+                client = client.set_auth_type(AuthType::RequestBody);
+            }
+        }
+        Ok(client)
+    }
+
+    fn verifier<'a>(
+        &self,
+        jwks: CoreJsonWebKeySet,
+        not_before: i64,
+        now: i64,
+    ) -> CoreIdTokenVerifier<'a> {
+        let client_id = ClientId::new(self.config.client_id.clone());
+        let issuer = self.issuer_url.clone();
+        let mut verifier = match &self.config.client_secret {
+            Some(secret) => CoreIdTokenVerifier::new_confidential_client(
+                client_id,
+                ClientSecret::new(secret.expose().to_string()),
+                issuer,
+                jwks,
+            ),
+            None => CoreIdTokenVerifier::new_public_client(client_id, issuer, jwks),
+        };
+        let algs: Vec<CoreJwsSigningAlgorithm> = self
+            .config
+            .id_token_algs
+            .iter()
+            .filter_map(|alg| serde_json::from_value(JsonValue::String(alg.clone())).ok())
+            .collect();
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        verifier = verifier
+            .set_allowed_algs(algs)
+            // `exp` is checked against this clock: the skew is the leeway.
+            .set_time_fn(move || to_datetime(now - skew))
+            .set_issue_time_verifier_fn(move |iat| {
+                let iat = iat.timestamp();
+                if iat > now + skew {
+                    Err(format!("issued {}s in the future", iat - now))
+                } else if iat < not_before - skew {
+                    Err("issued before this login started".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        verifier
+    }
+
+    /// Exchanges the code and verifies everything that comes back.
+    pub async fn complete(
+        &self,
+        pending: &PendingLogin,
+        code: &str,
+        now: i64,
+    ) -> Result<VerifiedLogin, FlowError> {
+        let discovered = self.discovered().await?;
+        let (_, jwks) = discovered.jwks();
+        let client = self.client(&discovered, (*jwks).clone())?;
+        let oidc_http = self.http.as_oidc();
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|_| {
+                FlowError::bad_gateway(
+                    "idp_misconfigured",
+                    "the identity provider has no token endpoint",
+                )
+            })?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            .request_async(&oidc_http)
+            .await
+            .map_err(|err| self.token_error(&err))?;
+
+        let id_token = response.id_token().ok_or_else(|| {
+            FlowError::unauthorized(
+                "id_token_missing",
+                "the identity provider returned no ID token",
+            )
+        })?;
+        let claims = self
+            .verify_id_token(&discovered, id_token, pending, now)
+            .await?;
+
+        // at_hash, when present, binds the access token to this ID token.
+        if let Some(expected) = claims.access_token_hash() {
+            let (_, jwks) = discovered.jwks();
+            let verifier = self.verifier((*jwks).clone(), pending.created_at, now);
+            let actual = id_token
+                .signing_alg()
+                .ok()
+                .zip(id_token.signing_key(&verifier).ok())
+                .and_then(|(alg, key)| {
+                    AccessTokenHash::from_token(response.access_token(), alg, key).ok()
+                });
+            if actual.as_ref() != Some(expected) {
+                return Err(FlowError::unauthorized(
+                    "id_token_invalid",
+                    "the ID token does not match the access token (at_hash)",
+                ));
+            }
+        }
+
+        let subject = claims.subject().as_str().to_string();
+        let mut all = match serde_json::to_value(claims) {
+            Ok(JsonValue::Object(map)) => map,
+            _ => JsonMap::new(),
+        };
+
+        if self.config.userinfo && discovered.metadata.userinfo_endpoint().is_some() {
+            let request = client
+                .user_info(
+                    response.access_token().clone(),
+                    Some(SubjectIdentifier::new(subject.clone())),
+                )
+                .map_err(|_| {
+                    FlowError::bad_gateway("idp_misconfigured", "userinfo endpoint missing")
+                })?;
+            let userinfo: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+                .request_async(&oidc_http)
+                .await
+                .map_err(|err| self.userinfo_error(&err))?;
+            if let Ok(JsonValue::Object(extra)) = serde_json::to_value(&userinfo) {
+                for (name, value) in extra {
+                    all.entry(name).or_insert(value);
+                }
+            }
+        }
+
+        let tokens = IdpTokens {
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+            id_token: id_token.to_string(),
+            expires_at: response.expires_in().map(|expires_in| {
+                now.saturating_add(expires_in.as_secs().min(i64::MAX as u64) as i64)
+            }),
+            scope: response.scopes().map(|scopes| {
+                scopes
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+        };
+        Ok(VerifiedLogin {
+            claims: VerifiedClaims {
+                issuer: self.config.issuer.clone(),
+                subject,
+                claims: all,
+            },
+            tokens,
+        })
+    }
+
+    /// Verifies the ID token, refetching the JWKS once if its key is unknown (key rotation).
+    async fn verify_id_token<'t>(
+        &self,
+        discovered: &Discovered,
+        id_token: &'t AllIdToken,
+        pending: &PendingLogin,
+        now: i64,
+    ) -> Result<&'t AllIdTokenClaims, FlowError> {
+        let nonce = Nonce::new(pending.nonce.clone());
+        let (generation, jwks) = discovered.jwks();
+        let verifier = self.verifier((*jwks).clone(), pending.created_at, now);
+        let result = match id_token.claims(&verifier, &nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => match self.refetch_jwks(discovered, generation).await {
+                Some(jwks) => {
+                    let verifier = self.verifier((*jwks).clone(), pending.created_at, now);
+                    id_token.claims(&verifier, &nonce)
+                }
+                None => Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )),
+            },
+            other => other,
+        };
+        let claims = result.map_err(|err| {
+            tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "ID token rejected");
+            FlowError::unauthorized("id_token_invalid", "the ID token failed verification")
+        })?;
+        if let Some(azp) = claims.authorized_party() {
+            if azp.as_str() != self.config.client_id {
+                return Err(FlowError::unauthorized(
+                    "id_token_invalid",
+                    "the ID token was issued to another client (azp)",
+                ));
+            }
+        }
+        if !valid_subject(claims.subject().as_str()) {
+            return Err(FlowError::unauthorized(
+                "id_token_invalid",
+                "the ID token's subject is not a valid identifier",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Refetches the JWKS after an unknown `kid`: concurrent callers share one fetch, and at
+    /// most one fetch per [`JWKS_REFETCH_INTERVAL`] happens. Returns the keys to retry with.
+    async fn refetch_jwks(
+        &self,
+        discovered: &Discovered,
+        seen_generation: u64,
+    ) -> Option<Arc<CoreJsonWebKeySet>> {
+        let mut state = discovered.refetch.lock().await;
+        let (generation, jwks) = discovered.jwks();
+        if generation != seen_generation {
+            return Some(jwks);
+        }
+        if state
+            .last
+            .is_some_and(|last| last.elapsed() < JWKS_REFETCH_INTERVAL)
+        {
+            return None;
+        }
+        state.last = Some(Instant::now());
+        self.counters
+            .jwks_fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match JsonWebKeySet::fetch_async(discovered.metadata.jwks_uri(), &self.http.as_oidc()).await
+        {
+            Ok(jwks) => Some(discovered.set_jwks(jwks).1),
+            Err(err) => {
+                tracing::warn!(idp = %self.config.name, error = %discovery_error(&err), "JWKS refetch failed");
+                None
+            }
+        }
+    }
+
+    fn token_error<RE: std::error::Error + 'static, T: openidconnect::ErrorResponse + 'static>(
+        &self,
+        err: &RequestTokenError<RE, T>,
+    ) -> FlowError {
+        // Never `{:?}` this error: `Parse` carries the raw body, tokens included (SECURITY B17).
+        match err {
+            RequestTokenError::ServerResponse(response) => {
+                let code = serde_json::to_value(response)
+                    .ok()
+                    .and_then(|value| {
+                        value
+                            .get("error")
+                            .and_then(JsonValue::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                tracing::info!(idp = %self.config.name, error = %code, "token endpoint refused the code");
+                FlowError::unauthorized(
+                    "code_rejected",
+                    "the identity provider refused the authorization code",
+                )
+            }
+            RequestTokenError::Request(inner) => {
+                tracing::warn!(idp = %self.config.name, error = %inner, "token request failed");
+                FlowError::bad_gateway(
+                    "idp_unavailable",
+                    "the identity provider's token endpoint failed",
+                )
+            }
+            RequestTokenError::Parse(inner, _) => {
+                tracing::warn!(idp = %self.config.name, error = %inner.inner(), "token response unreadable");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's token response was unreadable",
+                )
+            }
+            RequestTokenError::Other(_) => {
+                tracing::warn!(idp = %self.config.name, "token response rejected");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's token response was unusable",
+                )
+            }
+        }
+    }
+
+    fn userinfo_error<RE: std::error::Error + 'static>(
+        &self,
+        err: &UserInfoError<RE>,
+    ) -> FlowError {
+        match err {
+            UserInfoError::ClaimsVerification(inner) => {
+                tracing::info!(idp = %self.config.name, reason = %claims_error_reason(inner), "userinfo rejected");
+                FlowError::unauthorized(
+                    "userinfo_invalid",
+                    "the identity provider's userinfo failed verification",
+                )
+            }
+            UserInfoError::Request(inner) => {
+                tracing::warn!(idp = %self.config.name, error = %inner, "userinfo request failed");
+                FlowError::bad_gateway(
+                    "idp_unavailable",
+                    "the identity provider's userinfo endpoint failed",
+                )
+            }
+            _ => {
+                tracing::warn!(idp = %self.config.name, "userinfo response unusable");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's userinfo response was unusable",
+                )
+            }
+        }
+    }
+}
+
+/// A short reason for logs. Claims errors carry no token material.
+fn claims_error_reason(err: &ClaimsVerificationError) -> String {
+    err.to_string()
+}
+
+fn discovery_error<E: std::error::Error + 'static>(
+    err: &openidconnect::DiscoveryError<E>,
+) -> String {
+    match err {
+        openidconnect::DiscoveryError::Request(inner) => format!("request failed: {inner}"),
+        openidconnect::DiscoveryError::Response(status, _, _) => format!("HTTP status {status}"),
+        openidconnect::DiscoveryError::Parse(inner) => {
+            format!("unreadable document: {}", inner.inner())
+        }
+        openidconnect::DiscoveryError::Validation(reason) => format!("invalid document: {reason}"),
+        openidconnect::DiscoveryError::UrlParse(inner) => format!("bad URL: {inner}"),
+        other => format!("{other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_shape() {
+        for good in ["a", "248289761001", &"x".repeat(255), "ü-ñ"] {
+            assert!(valid_subject(good), "{good}");
+        }
+        for bad in ["", &"x".repeat(256), "a\nb", "a\u{0}b", "\u{7f}"] {
+            assert!(!valid_subject(bad), "{bad:?}");
+        }
+    }
+}

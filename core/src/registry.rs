@@ -1,0 +1,40 @@
+//! The provider registry: a plain map from `kind` to the factory that builds it.
+//!
+//! Built-in kinds are registered here; each lives in its own crate under `plugins/` (the `dev`
+//! kind lives in the core because it is served by the server itself).
+
+use std::collections::BTreeMap;
+
+use authnz_plugin::Factory;
+
+/// Known provider kinds.
+#[derive(Clone)]
+pub struct Registry {
+    factories: BTreeMap<String, Factory>,
+}
+
+impl Registry {
+    /// The built-in kinds.
+    pub fn builtin() -> Self {
+        let mut registry = Self {
+            factories: BTreeMap::new(),
+        };
+        registry.register("oidc", authnz_plugin_oidc::factory);
+        registry.register("dev", crate::devidp::factory);
+        registry
+    }
+
+    /// Adds (or replaces) a kind.
+    pub fn register(&mut self, kind: &str, factory: Factory) {
+        self.factories.insert(kind.to_string(), factory);
+    }
+
+    pub fn factory(&self, kind: &str) -> Option<Factory> {
+        self.factories.get(kind).copied()
+    }
+
+    /// Every known kind, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.factories.keys().map(String::as_str).collect()
+    }
+}

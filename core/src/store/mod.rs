@@ -1,0 +1,193 @@
+//! Storage: the [`Store`] trait, its records, and the conformance suite every backend passes.
+//!
+//! The flows speak to storage only through this trait, in operations that match what they
+//! do (take a pending login, complete a login), so that each operation can be one atomic
+//! transaction in the backend. sled is the embedded default ([`sled_store::SledStore`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod sled_store;
+
+pub use sled_store::SledStore;
+
+/// A storage failure. Its message never contains record contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    /// No free username could be found.
+    #[error("could not allocate a unique username")]
+    UsernameExhausted,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Every record of a store, by collection name, then key.
+pub type Dump = BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// A login between `/login` and `/callback`: single use, expiring, bound to one browser.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// The IdP entry name the login was started for.
+    pub idp: String,
+    /// Issuer, client and redirect URI the authorize request was made with (mix-up defence).
+    pub issuer: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// Where to send the browser afterwards: a same-origin path.
+    pub next: String,
+    /// SHA-256 of the pre-login cookie that binds this login to one browser.
+    pub browser_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("idp", &self.idp)
+            .field("issuer", &self.issuer)
+            .field("next", &self.next)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One IdP identity of a user, keyed by (idp, subject). Email is never an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub idp: String,
+    pub subject: String,
+    pub user_id: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    /// Unix seconds.
+    pub linked_at: i64,
+    pub last_login_at: i64,
+}
+
+/// A browser or API session. Stored under the SHA-256 of its cookie value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user_id: String,
+    /// The identity the session was started with.
+    pub idp: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Everything a successful callback writes, in one transaction.
+#[derive(Clone)]
+pub struct CompletedLogin {
+    pub idp: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    /// The wanted username, already made safe; the store makes it unique.
+    pub username: String,
+    /// The IdP tokens, already encrypted.
+    pub sealed_tokens: Vec<u8>,
+    /// SHA-256 of the new session cookie.
+    pub session_hash: String,
+    /// Used only when the identity is new.
+    pub new_user_id: String,
+    pub now: i64,
+    pub session_expires_at: i64,
+}
+
+/// What a completed login did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOutcome {
+    pub user: User,
+    /// Whether the user was created by this login.
+    pub created: bool,
+}
+
+/// The storage operations of authnz. Every method is atomic.
+pub trait Store: Send + Sync + 'static {
+    /// Saves a pending login under its `state`.
+    fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()>;
+
+    /// Removes and returns the pending login of `state`: a second call returns `None`.
+    fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>>;
+
+    /// Removes pending logins created before `created_before`; returns how many.
+    fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize>;
+
+    /// Finds or creates the user of (idp, subject), updates the identity, stores the sealed
+    /// tokens and starts the session: all or nothing. Concurrent calls for the same new
+    /// identity create exactly one user.
+    fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome>;
+
+    fn session(&self, session_hash: &str) -> StoreResult<Option<Session>>;
+
+    /// Ends a session; returns whether it existed.
+    fn delete_session(&self, session_hash: &str) -> StoreResult<bool>;
+
+    fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
+
+    fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>>;
+
+    /// The identities of a user, ordered by (idp, subject).
+    fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>>;
+
+    /// The sealed tokens of an identity.
+    fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Every record, by collection name: for tests that assert nothing changed, and backups.
+    fn dump(&self) -> StoreResult<Dump>;
+}
+
+/// Encodes a record.
+pub(crate) fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+/// Decodes a record.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+/// `idp \0 subject`: the key of an identity. Neither part may contain NUL (subjects are
+/// validated before they get here).
+pub(crate) fn identity_key(idp: &str, subject: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(idp.len() + subject.len() + 1);
+    key.extend_from_slice(idp.as_bytes());
+    key.push(0);
+    key.extend_from_slice(subject.as_bytes());
+    key
+}
+
+/// Candidate usernames for a wanted one: `name`, `name2`, `name3`, ...
+pub(crate) fn username_candidates(wanted: &str) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(wanted.to_string()).chain((2..1000).map(move |n| format!("{wanted}{n}")))
+}
+
+/// The identity key, as the token vault binds ciphertexts to it.
+pub fn identity_key_public(idp: &str, subject: &str) -> Vec<u8> {
+    identity_key(idp, subject)
+}
