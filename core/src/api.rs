@@ -11,7 +11,7 @@ use poem::web::Data;
 use poem::Request;
 use poem_openapi::auth::ApiKey;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 
 use crate::accounts;
@@ -327,6 +327,12 @@ pub fn session_of(
 
 #[OpenApi]
 impl Api {
+    /// The login page (HTML), or the account summary when logged in.
+    #[oai(path = "/", method = "get", hidden)]
+    async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
+        Html(crate::ui::index(req, &app))
+    }
+
     /// The configured identity providers, in config order: what a login page shows as buttons.
     #[oai(path = "/authnz", method = "get", tag = "ApiTags::Authnz")]
     async fn list_idps(&self, app: Data<&Arc<App>>) -> Json<Vec<IdpSummary>> {

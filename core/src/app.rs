@@ -149,7 +149,6 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let mut route = Route::new()
-        .at("/", poem::get(crate::ui::index))
         .nest("/", api)
         .at("/openapi.json", spec)
         .nest("/docs", docs);
@@ -176,11 +175,26 @@ async fn security_headers<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if wants_html
-        && is_json
-        && status.as_u16() >= 400
-        && (path.starts_with("/authnz") || path.starts_with("/api"))
-    {
+    let api_path = path.starts_with("/authnz") || path.starts_with("/api");
+    if api_path && !is_json && status.as_u16() >= 400 {
+        // Errors raised by the framework itself (a missing session cookie, a malformed
+        // parameter) get the same JSON shape as ours.
+        let (code, message) = match status.as_u16() {
+            401 => ("unauthorized", "log in first"),
+            403 => ("forbidden", "not allowed"),
+            404 => ("not_found", "no such resource"),
+            405 => ("method_not_allowed", "method not allowed"),
+            400..=499 => ("bad_request", "the request is malformed"),
+            _ => ("internal_error", "internal error"),
+        };
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        response.set_body(serde_json::json!({"error": code, "message": message}).to_string());
+    }
+    if wants_html && status.as_u16() >= 400 && api_path {
         let body = response.take_body().into_bytes().await.unwrap_or_default();
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let code = parsed

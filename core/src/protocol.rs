@@ -787,11 +787,19 @@ impl Idp {
                             .map(str::to_string)
                     })
                     .unwrap_or_default();
-                tracing::info!(idp = %self.config.name, error = %code, "token endpoint refused the code");
-                FlowError::unauthorized(
-                    "code_rejected",
-                    "the identity provider refused the authorization code",
-                )
+                if code == "invalid_grant" {
+                    tracing::info!(idp = %self.config.name, error = %code, "token endpoint refused the code");
+                    FlowError::unauthorized(
+                        "code_rejected",
+                        "the identity provider refused the authorization code",
+                    )
+                } else {
+                    tracing::warn!(idp = %self.config.name, error = %code, "token endpoint failed");
+                    FlowError::bad_gateway(
+                        "idp_error",
+                        "the identity provider's token endpoint failed",
+                    )
+                }
             }
             RequestTokenError::Request(inner) => {
                 tracing::warn!(idp = %self.config.name, error = %inner, "token request failed");
@@ -800,8 +808,27 @@ impl Idp {
                     "the identity provider's token endpoint failed",
                 )
             }
-            RequestTokenError::Parse(inner, _) => {
-                tracing::warn!(idp = %self.config.name, error = %inner.inner(), "token response unreadable");
+            RequestTokenError::Parse(inner, body) => {
+                // A well-formed token response whose ID token does not parse (no `iat`, no
+                // `sub`, not a JWT) is an ID-token failure, not a transport one.
+                #[derive(Deserialize)]
+                struct Shape {
+                    #[allow(dead_code)]
+                    access_token: String,
+                    #[allow(dead_code)]
+                    token_type: String,
+                    #[allow(dead_code)]
+                    id_token: String,
+                }
+                if serde_json::from_slice::<Shape>(body).is_ok() {
+                    tracing::info!(idp = %self.config.name, at = %inner.path(), "ID token unreadable");
+                    return FlowError::unauthorized(
+                        "id_token_invalid",
+                        "the ID token failed verification",
+                    );
+                }
+                // Only the JSON path: serde's message can quote the body's values.
+                tracing::warn!(idp = %self.config.name, at = %inner.path(), "token response unreadable");
                 FlowError::bad_gateway(
                     "idp_protocol_error",
                     "the identity provider's token response was unreadable",

@@ -3,16 +3,14 @@
 
 use std::sync::Arc;
 
-use poem::web::{Data, Html};
-use poem::{handler, Request};
+use poem::Request;
 
 use crate::api::{cookie, session_of, SESSION_COOKIE};
 use crate::app::App;
 use crate::pages::{escape, page};
 
 /// `GET /`: the login page, or the account summary when logged in.
-#[handler]
-pub fn index(req: &Request, Data(app): Data<&Arc<App>>) -> Html<String> {
+pub fn index(req: &Request, app: &Arc<App>) -> String {
     let session =
         cookie(req, SESSION_COOKIE).and_then(|value| session_of(app, &value).ok().flatten());
     let user = session.and_then(|session| app.store.user(&session.user_id).ok().flatten());
@@ -39,7 +37,7 @@ pub fn index(req: &Request, Data(app): Data<&Arc<App>>) -> Html<String> {
                 .map(|email| format!(" ({})", escape(email)))
                 .unwrap_or_default(),
         );
-        return Html(page("Your account", &body));
+        return page("Your account", &body);
     }
     let buttons: String = app
         .idps
@@ -59,5 +57,5 @@ pub fn index(req: &Request, Data(app): Data<&Arc<App>>) -> Html<String> {
             "<p>Choose how to sign in:</p><nav aria-label=\"Identity providers\">{buttons}</nav>"
         )
     };
-    Html(page("Sign in", &body))
+    page("Sign in", &body)
 }

@@ -1,1 +1,7 @@
-//! The one integration-test binary.
+//! The one integration-test binary: authnz on loopback against the real `oidc-provider`, its
+//! own dev IdP, and a hostile in-process IdP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod callback_attacks;
+mod id_token_attacks;
+mod login_flow;

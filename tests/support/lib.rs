@@ -1,1 +1,332 @@
-//! Shared test support.
+//! Test support: a real authnz server on loopback, the real `oidc-provider` (npm) as the
+//! upstream IdP, a hostile in-process IdP, a cookie-keeping "browser", and captured logs.
+//!
+//! Everything here is for tests: panicking on a broken fixture is the right failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod hostile;
+pub mod jwt;
+pub mod logs;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use authnz::app::App;
+use authnz::registry::Registry;
+use authnz::store::Dump;
+use reqwest::cookie::{CookieStore, Jar};
+use url::Url;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A running authnz on a free loopback port, with its own database directory.
+pub struct TestServer {
+    pub app: Arc<App>,
+    /// `http://127.0.0.1:<port>` (no trailing slash).
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A bound port, before the server starts (so the IdP can learn the redirect URI first).
+pub struct Reserved {
+    listener: TcpListener,
+    pub url: String,
+}
+
+impl Reserved {
+    pub fn new() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        Self { listener, url }
+    }
+
+    /// The redirect URI authnz will use for IdP `name`.
+    pub fn callback(&self, name: &str) -> String {
+        format!("{}/authnz/{name}/callback", self.url)
+    }
+
+    /// Starts authnz with `idps` (the `[idps.*]` part of a config) appended to a `[server]`
+    /// section for this port.
+    pub async fn start(self, idps: &str) -> TestServer {
+        logs::init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[server]\nlisten = \"{listen}\"\npublic_url = \"{url}\"\ndatabase = \"{db}\"\n\n{idps}",
+            listen = self.listener.local_addr().unwrap(),
+            url = self.url,
+            db = dir.path().join("db").display(),
+        );
+        let path = dir.path().join("idps.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = authnz::config::load(&path, &Registry::builtin())
+            .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n---\n{text}"));
+        let limits = authnz::protocol::HttpLimits {
+            connect_timeout: std::time::Duration::from_secs(2),
+            total_timeout: std::time::Duration::from_secs(3),
+            max_body_bytes: 256 * 1024,
+        };
+        let app = App::with_limits(config, limits).expect("app starts");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = Arc::clone(&app);
+        tokio::spawn(async move {
+            authnz::app::serve(served, self.listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            app,
+            url: self.url,
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+}
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestServer {
+    /// Every record in the store.
+    pub fn dump(&self) -> Dump {
+        self.app.store.dump().expect("dump")
+    }
+
+    /// Number of records in a collection.
+    pub fn count(&self, collection: &str) -> usize {
+        self.dump()
+            .get(collection)
+            .map(|records| records.len())
+            .unwrap_or(0)
+    }
+}
+
+/// Asserts that `after` equals `before` except for the listed consumed pending logins.
+pub fn assert_only_pending_consumed(before: &Dump, after: &Dump) {
+    for (collection, records) in before {
+        let after_records = after.get(collection).cloned().unwrap_or_default();
+        if collection == "pending_logins" {
+            for key in after_records.keys() {
+                assert!(records.contains_key(key), "a pending login was added");
+            }
+            continue;
+        }
+        assert_eq!(
+            records.len(),
+            after_records.len(),
+            "collection {collection} changed size"
+        );
+        assert!(records == &after_records, "collection {collection} changed");
+    }
+}
+
+/// The npm `oidc-provider`, started on a free port; killed on drop.
+pub struct OidcProvider {
+    pub issuer: String,
+    child: Child,
+}
+
+impl OidcProvider {
+    /// Starts it with one confidential client `authnz`/`s3cret` for `redirect_uris`.
+    pub fn start(redirect_uris: &[String], accounts: serde_json::Value) -> Self {
+        let clients = serde_json::json!([{
+            "client_id": "authnz",
+            "client_secret": OIDC_CLIENT_SECRET,
+            "redirect_uris": redirect_uris,
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+        }]);
+        let dir = repo_root().join("tests/oidc-provider");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "run `npm ci` in tests/oidc-provider (scripts/test does it)"
+        );
+        let mut child = Command::new("node")
+            .arg("provider.mjs")
+            .current_dir(&dir)
+            .env("OIDC_CLIENTS", clients.to_string())
+            .env("OIDC_ACCOUNTS", accounts.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let issuer = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("oidc-provider did not start: {line:?}"))
+            .to_string();
+        Self { issuer, child }
+    }
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const OIDC_CLIENT_SECRET: &str = "s3cret-for-tests-only";
+
+/// `[idps.<name>]` for the oidc-provider.
+pub fn oidc_idp_toml(name: &str, issuer: &str) -> String {
+    format!(
+        "[idps.{name}]\nkind = \"oidc\"\nlabel = \"Corp\"\nissuer = \"{issuer}\"\nclient_id = \"authnz\"\nclient_secret = \"{OIDC_CLIENT_SECRET}\"\n"
+    )
+}
+
+/// A browser: a cookie jar and a client that does not follow redirects by itself.
+pub struct Browser {
+    pub jar: Arc<Jar>,
+    pub client: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(Arc::clone(&jar))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Self { jar, client }
+    }
+
+    /// The value of cookie `name` for `url`.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        let header = self.jar.cookies(&Url::parse(url).unwrap())?;
+        header
+            .to_str()
+            .ok()?
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    }
+
+    pub async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// `GET /authnz/<idp>/login` as a script: the authorize URL.
+    pub async fn start_login(&self, server: &str, idp: &str) -> String {
+        let response = self.get(&format!("{server}/authnz/{idp}/login")).await;
+        assert_eq!(response.status(), 200, "login start");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["redirect_uri"].as_str().unwrap().to_string()
+    }
+
+    /// Drives the oidc-provider's login and consent forms from `authorize_url` until it
+    /// redirects to `callback_prefix`; returns that callback URL (not yet visited).
+    pub async fn sign_in_at_provider(
+        &self,
+        authorize_url: &str,
+        login: &str,
+        callback_prefix: &str,
+    ) -> String {
+        let mut url = authorize_url.to_string();
+        for _ in 0..20 {
+            let response = self.get(&url).await;
+            let status = response.status().as_u16();
+            if status == 303 || status == 302 {
+                let location = response.headers()["location"].to_str().unwrap().to_string();
+                let next = Url::parse(&url)
+                    .unwrap()
+                    .join(&location)
+                    .unwrap()
+                    .to_string();
+                if next.starts_with(callback_prefix) {
+                    return next;
+                }
+                url = next;
+                continue;
+            }
+            assert_eq!(status, 200, "unexpected status at {url}");
+            let html = response.text().await.unwrap();
+            let form = if html.contains("name=\"prompt\" value=\"login\"") {
+                vec![("prompt", "login"), ("login", login), ("password", "x")]
+            } else if html.contains("name=\"prompt\" value=\"consent\"") {
+                vec![("prompt", "consent")]
+            } else {
+                panic!("unexpected page at {url}: {html}");
+            };
+            let response = self.client.post(&url).form(&form).send().await.unwrap();
+            assert_eq!(response.status(), 303, "form post at {url}");
+            let location = response.headers()["location"].to_str().unwrap().to_string();
+            url = Url::parse(&url)
+                .unwrap()
+                .join(&location)
+                .unwrap()
+                .to_string();
+        }
+        panic!("the provider never redirected back");
+    }
+
+    /// A whole login through the oidc-provider; returns the callback's response.
+    pub async fn login_with_provider(
+        &self,
+        server: &str,
+        idp: &str,
+        login: &str,
+    ) -> reqwest::Response {
+        let authorize = self.start_login(server, idp).await;
+        let callback = self
+            .sign_in_at_provider(
+                &authorize,
+                login,
+                &format!("{server}/authnz/{idp}/callback"),
+            )
+            .await;
+        self.get(&callback).await
+    }
+
+    /// `GET /api/users/me` as JSON, with the status.
+    pub async fn me(&self, server: &str) -> (u16, serde_json::Value) {
+        let response = self.get(&format!("{server}/api/users/me")).await;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    Url::parse(url)
+        .ok()?
+        .query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}

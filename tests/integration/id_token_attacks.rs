@@ -1,0 +1,553 @@
+//! SECURITY B14–B18, C19–C45, D46: what the token response, the ID token and userinfo must
+//! satisfy, played by the hostile IdP. Every rejection asserts its status, that no session
+//! started, that the store changed only by the consumed pending login, and (for ID-token
+//! failures) that userinfo was never called. Positive controls sit beside the attacks.
+
+use std::time::Duration;
+
+use authnz_tests::hostile::{chrono_now, HostileIdp, Reply, CLIENT_ID, CLIENT_SECRET};
+use authnz_tests::jwt::{self, key_a, key_b};
+use authnz_tests::{
+    assert_only_pending_consumed, logs, query_param, Browser, Reserved, TestServer,
+};
+use serde_json::{json, Value};
+
+struct Rig {
+    server: TestServer,
+    idp: HostileIdp,
+}
+
+const ACCESS_TOKEN: &str = "hostile-access-token-value-0001";
+
+impl Rig {
+    async fn new() -> Self {
+        let idp = HostileIdp::start().await;
+        idp.answer_userinfo(json!({"sub": "alice-sub", "email": "alice@example.test"}));
+        let server = Reserved::new().start(&idp.idp_toml("evil")).await;
+        Self { server, idp }
+    }
+
+    /// A good ID token for `nonce`, after `edit` changed its claims.
+    fn token(&self, nonce: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let mut claims = self.idp.claims(nonce, ACCESS_TOKEN);
+        edit(&mut claims);
+        key_a().sign(json!({}), &claims)
+    }
+
+    /// Starts a login, lets `script` set up the IdP for its nonce, and calls the callback.
+    async fn attempt(&self, script: impl FnOnce(&HostileIdp, &str)) -> (u16, Value, Browser) {
+        let browser = Browser::new();
+        let authorize = browser.start_login(&self.server.url, "evil").await;
+        let state = query_param(&authorize, "state").unwrap();
+        let nonce = query_param(&authorize, "nonce").unwrap();
+        script(&self.idp, &nonce);
+        self.idp.clear_calls();
+        let url = format!(
+            "{}/authnz/evil/callback?code=code-{state}&state={state}&iss={}",
+            self.server.url,
+            url::form_urlencoded::byte_serialize(self.idp.issuer.as_bytes()).collect::<String>()
+        );
+        let response = browser.get(&url).await;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body, browser)
+    }
+
+    async fn expect_rejected(
+        &self,
+        case: &str,
+        status: u16,
+        script: impl FnOnce(&HostileIdp, &str),
+    ) -> Value {
+        let before = self.server.dump();
+        let sessions_before = before["sessions"].len();
+        let (got, body, browser) = self.attempt(script).await;
+        assert_eq!(got, status, "{case}: {body}");
+        assert_eq!(
+            browser.me(&self.server.url).await.0,
+            401,
+            "{case}: a session started"
+        );
+        let after = self.server.dump();
+        assert_only_pending_consumed(&before, &after);
+        assert_eq!(after["sessions"].len(), sessions_before, "{case}");
+        body
+    }
+
+    async fn expect_accepted(&self, case: &str, script: impl FnOnce(&HostileIdp, &str)) {
+        let (status, body, browser) = self.attempt(script).await;
+        assert_eq!(status, 303, "{case} (positive control): {body}");
+        assert_eq!(browser.me(&self.server.url).await.0, 200, "{case}");
+    }
+
+    /// An ID-token rejection: 401, and userinfo never called.
+    async fn expect_token_rejected(&self, case: &str, make: impl FnOnce(&Rig, &str) -> String) {
+        let body = self
+            .expect_rejected(case, 401, |idp, nonce| {
+                let token = make(self, nonce);
+                idp.answer_token(Some(token), ACCESS_TOKEN);
+            })
+            .await;
+        assert_eq!(body["error"], "id_token_invalid", "{case}: {body}");
+        assert!(!self.idp.called("/userinfo"), "{case}: userinfo was called");
+    }
+}
+
+#[tokio::test]
+async fn a_good_token_is_accepted_and_userinfo_is_checked() {
+    let rig = Rig::new().await;
+    rig.expect_accepted("good token", |idp, nonce| {
+        let token = key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN));
+        idp.answer_token(Some(token), ACCESS_TOKEN);
+    })
+    .await;
+    assert!(rig.idp.called("/userinfo"));
+    // The client authenticated at the token endpoint with the PKCE verifier.
+    let body = rig
+        .idp
+        .with(|script| script.token_bodies.last().cloned())
+        .unwrap();
+    assert!(body.contains("code_verifier="), "{body}");
+    assert!(
+        !body.contains(CLIENT_SECRET),
+        "the secret goes in the Authorization header, not the body"
+    );
+    logs::assert_not_logged(&[ACCESS_TOKEN, CLIENT_SECRET]);
+}
+
+#[tokio::test]
+async fn token_responses_without_an_id_token_or_from_a_broken_idp_are_refused() {
+    let rig = Rig::new().await;
+    // B14: no ID token → no userinfo-only login.
+    let body = rig
+        .expect_rejected("no id_token", 401, |idp, _| {
+            idp.answer_token(None, ACCESS_TOKEN)
+        })
+        .await;
+    assert_eq!(body["error"], "id_token_missing");
+    assert!(!rig.idp.called("/userinfo"));
+
+    // B15: a redirect from the token endpoint is not followed.
+    let target = format!("{}/stolen", rig.idp.issuer);
+    let body = rig
+        .expect_rejected("token 302", 502, |idp, _| {
+            idp.with(|s| s.token = Reply::Redirect(target.clone()))
+        })
+        .await;
+    assert!(
+        body["error"].as_str().unwrap().starts_with("idp_"),
+        "{body}"
+    );
+    assert!(!rig.idp.called("/stolen"), "the redirect was followed");
+
+    // B16: 5xx, an HTML body, a body over the limit, a hang.
+    rig.expect_rejected("token 500", 502, |idp, _| {
+        idp.with(|s| s.token = Reply::Json(500, json!({"error": "server_error"})))
+    })
+    .await;
+    rig.expect_rejected("token html", 502, |idp, _| {
+        idp.with(|s| {
+            s.token = Reply::Raw {
+                status: 200,
+                content_type: "text/html".into(),
+                body: b"<html>hi</html>".to_vec(),
+            }
+        })
+    })
+    .await;
+    rig.expect_rejected("token huge", 502, |idp, _| {
+        idp.with(|s| {
+            s.token = Reply::Raw {
+                status: 200,
+                content_type: "application/json".into(),
+                body: vec![b' '; 2 * 1024 * 1024],
+            }
+        })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    rig.expect_rejected("token hang", 502, |idp, _| {
+        idp.with(|s| s.token = Reply::Hang(Duration::from_secs(8)))
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the timeout was not applied"
+    );
+
+    // B17: malformed JSON whose body carries a token-like secret: 502, and never logged.
+    rig.expect_rejected("token malformed", 502, |idp, _| {
+        idp.with(|s| {
+            s.token = Reply::Raw {
+                status: 200,
+                content_type: "application/json".into(),
+                body: br#"{"access_token": "leaky-token-in-a-broken-body", "token_type": "#
+                    .to_vec(),
+            }
+        })
+    })
+    .await;
+    logs::assert_not_logged(&["leaky-token-in-a-broken-body"]);
+
+    // B18 (and the IdP refusing the code): invalid_grant → 401.
+    let body = rig
+        .expect_rejected("invalid_grant", 401, |idp, _| {
+            idp.with(|s| s.token = Reply::Json(400, json!({"error": "invalid_grant"})))
+        })
+        .await;
+    assert_eq!(body["error"], "code_rejected");
+}
+
+#[tokio::test]
+async fn bad_signatures_and_algorithms_are_refused() {
+    let rig = Rig::new().await;
+    // C19: a bad RS256 signature.
+    rig.expect_token_rejected("bad rs256 signature", |rig, nonce| {
+        jwt::corrupt_signature(&rig.token(nonce, |_| {}))
+    })
+    .await;
+    // C21: alg none.
+    rig.expect_token_rejected("alg none", |rig, nonce| {
+        jwt::unsigned(&rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+    // C23/C22: HS256, with the client secret (HS256 is not an allowed alg here) and with the
+    // RSA public key as the MAC key (algorithm confusion).
+    rig.expect_token_rejected("hs256 with the secret", |rig, nonce| {
+        jwt::sign_hs256(
+            CLIENT_SECRET.as_bytes(),
+            json!({}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    rig.expect_token_rejected("alg confusion", |rig, nonce| {
+        let public = key_a().jwk()["n"].as_str().unwrap().to_string();
+        jwt::sign_hs256(
+            public.as_bytes(),
+            json!({"kid": "key-a"}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    // C25: a header naming the attacker's key, signed with it; nothing fetched from jku.
+    rig.expect_token_rejected("jwk/jku header injection", |rig, nonce| {
+        let jku = format!("{}/attacker-jwks", rig.idp.issuer);
+        key_b().sign(
+            json!({"jku": jku, "jwk": key_b().jwk(), "kid": "key-b"}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    assert!(!rig.idp.called("/attacker-jwks"));
+    // C26: crit header, and an encrypted-token header.
+    rig.expect_token_rejected("crit header", |rig, nonce| {
+        key_a().sign(
+            json!({"crit": ["exp"]}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    rig.expect_token_rejected("cty JWT", |rig, nonce| {
+        key_a().sign(json!({"cty": "JWT"}), &rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn none_stays_refused_even_when_discovery_advertises_it() {
+    // C24: the allowed algorithms are pinned by config, not taken from discovery.
+    let idp = HostileIdp::start().await;
+    idp.with(|s| s.discovery["id_token_signing_alg_values_supported"] = json!(["HS256", "none"]));
+    idp.answer_userinfo(json!({"sub": "alice-sub"}));
+    let server = Reserved::new().start(&idp.idp_toml("evil")).await;
+    let rig = Rig { server, idp };
+    rig.expect_token_rejected("none advertised", |rig, nonce| {
+        jwt::unsigned(&rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+    rig.expect_token_rejected("hs256 advertised", |rig, nonce| {
+        jwt::sign_hs256(
+            CLIENT_SECRET.as_bytes(),
+            json!({}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    rig.expect_accepted("rs256 still works", |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_claims_are_refused() {
+    let rig = Rig::new().await;
+    let now = chrono_now();
+    type Edit = Box<dyn Fn(&mut Value, &str)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        // C27
+        (
+            "iss trailing slash",
+            Box::new(|c, iss| c["iss"] = json!(format!("{iss}/"))),
+        ),
+        (
+            "iss https",
+            Box::new(|c, iss| c["iss"] = json!(iss.replace("http://", "https://"))),
+        ),
+        (
+            "iss other",
+            Box::new(|c, _| c["iss"] = json!("https://other.example")),
+        ),
+        // C28–C30
+        (
+            "aud wrong",
+            Box::new(|c, _| c["aud"] = json!("someone-else")),
+        ),
+        (
+            "aud missing",
+            Box::new(|c, _| drop(c.as_object_mut().unwrap().remove("aud"))),
+        ),
+        (
+            "aud extra",
+            Box::new(|c, _| c["aud"] = json!([CLIENT_ID, "other"])),
+        ),
+        // C31
+        (
+            "azp other",
+            Box::new(|c, _| c["azp"] = json!("other-client")),
+        ),
+        // C32
+        ("expired", Box::new(move |c, _| c["exp"] = json!(now - 120))),
+        // C33, C34
+        (
+            "iat missing",
+            Box::new(|c, _| drop(c.as_object_mut().unwrap().remove("iat"))),
+        ),
+        (
+            "iat future",
+            Box::new(move |c, _| c["iat"] = json!(now + 600)),
+        ),
+        (
+            "iat before the login",
+            Box::new(move |c, _| c["iat"] = json!(now - 3600)),
+        ),
+        // C35, C36
+        (
+            "sub missing",
+            Box::new(|c, _| drop(c.as_object_mut().unwrap().remove("sub"))),
+        ),
+        ("sub empty", Box::new(|c, _| c["sub"] = json!(""))),
+        (
+            "sub too long",
+            Box::new(|c, _| c["sub"] = json!("x".repeat(256))),
+        ),
+        (
+            "sub control chars",
+            Box::new(|c, _| c["sub"] = json!("alice\n-sub")),
+        ),
+        // C37
+        (
+            "nonce wrong",
+            Box::new(|c, _| c["nonce"] = json!("not-the-nonce")),
+        ),
+        (
+            "nonce missing",
+            Box::new(|c, _| drop(c.as_object_mut().unwrap().remove("nonce"))),
+        ),
+        // C44
+        (
+            "at_hash wrong",
+            Box::new(|c, _| c["at_hash"] = json!(jwt::at_hash("another-access-token"))),
+        ),
+    ];
+    for (case, edit) in &cases {
+        let issuer = rig.idp.issuer.clone();
+        rig.expect_token_rejected(case, |rig, nonce| {
+            rig.token(nonce, |claims| edit(claims, &issuer))
+        })
+        .await;
+    }
+    // Positive controls at the edges: exp within the allowed skew, azp equal to client_id,
+    // no at_hash at all, aud as a one-element array.
+    rig.expect_accepted("exp within skew", |idp, nonce| {
+        let mut claims = idp.claims(nonce, ACCESS_TOKEN);
+        claims["exp"] = json!(now - 30);
+        claims["azp"] = json!(CLIENT_ID);
+        claims["aud"] = json!([CLIENT_ID]);
+        claims.as_object_mut().unwrap().remove("at_hash");
+        idp.answer_token(Some(key_a().sign(json!({}), &claims)), ACCESS_TOKEN);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_id_token_from_an_earlier_login_is_refused() {
+    // C38: a valid token for another (used) nonce.
+    let rig = Rig::new().await;
+    let mut old = None;
+    rig.expect_accepted("first login", |idp, nonce| {
+        let token = key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN));
+        old = Some(token.clone());
+        idp.answer_token(Some(token), ACCESS_TOKEN);
+    })
+    .await;
+    let old = old.unwrap();
+    rig.expect_token_rejected("replayed id token", move |_, _| old)
+        .await;
+}
+
+#[tokio::test]
+async fn key_selection_rotation_and_refetch_limits() {
+    let rig = Rig::new().await;
+    let unkeyed = |claims: &Value| key_a().sign(json!({"kid": null}), claims);
+    // C39: no kid, one key → accepted.
+    rig.expect_accepted("kid absent, one key", |idp, nonce| {
+        idp.answer_token(
+            Some(unkeyed(&idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+
+    // C43: an unparseable key, an encryption key and a key with another alg beside the good one.
+    rig.idp.with(|s| {
+        let mut enc = key_b().jwk();
+        enc["use"] = json!("enc");
+        enc["kid"] = json!("key-a");
+        let mut other_alg = key_b().jwk();
+        other_alg["alg"] = json!("PS512");
+        other_alg["kid"] = json!("key-a");
+        s.jwks = Reply::Json(
+            200,
+            json!({"keys": [{"kty": "weird", "kid": "x"}, enc, other_alg, key_a().jwk()]}),
+        );
+    });
+    let rig = {
+        // A fresh server, so that discovery sees the new JWKS.
+        let server = Reserved::new().start(&rig.idp.idp_toml("evil")).await;
+        Rig {
+            server,
+            idp: rig.idp,
+        }
+    };
+    rig.expect_accepted("good key among bad ones", |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+
+    // C40: no kid, several signing keys → refused.
+    rig.idp
+        .with(|s| s.jwks = Reply::Json(200, json!({"keys": [key_a().jwk(), key_b().jwk()]})));
+    let rig = {
+        let server = Reserved::new().start(&rig.idp.idp_toml("evil")).await;
+        Rig {
+            server,
+            idp: rig.idp,
+        }
+    };
+    rig.expect_token_rejected("kid absent, two keys", |rig, nonce| {
+        unkeyed(&rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_once_and_floods_do_not_refetch() {
+    let rig = Rig::new().await;
+    rig.expect_accepted("before rotation", |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+    let idp_state = rig.server.app.idp("evil").unwrap();
+    let fetches = || {
+        idp_state
+            .counters
+            .jwks_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(fetches(), 1);
+
+    // C41: the IdP rotates to key B; the first token with the new kid triggers one refetch.
+    rig.idp
+        .with(|s| s.jwks = Reply::Json(200, json!({"keys": [key_b().jwk()]})));
+    rig.expect_accepted("after rotation", |idp, nonce| {
+        idp.answer_token(
+            Some(key_b().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+    assert_eq!(fetches(), 2);
+
+    // C42: unknown kids within the refetch interval do not fetch again.
+    for i in 0..3 {
+        rig.expect_token_rejected("unknown kid", |rig, nonce| {
+            key_b().sign(
+                json!({"kid": format!("random-{i}")}),
+                &rig.idp.claims(nonce, ACCESS_TOKEN),
+            )
+        })
+        .await;
+    }
+    assert_eq!(fetches(), 2, "a flood of unknown kids refetched the JWKS");
+}
+
+#[tokio::test]
+async fn string_booleans_and_userinfo_checks() {
+    let rig = Rig::new().await;
+    // C45: "email_verified": "true" is accepted (never a 500).
+    rig.expect_accepted("string boolean", |idp, nonce| {
+        let mut claims = idp.claims(nonce, ACCESS_TOKEN);
+        claims["email_verified"] = json!("true");
+        idp.answer_token(Some(key_a().sign(json!({}), &claims)), ACCESS_TOKEN);
+    })
+    .await;
+
+    // D46: userinfo for another subject → 401.
+    let body = rig
+        .expect_rejected("userinfo sub mismatch", 401, |idp, nonce| {
+            idp.answer_token(
+                Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+                ACCESS_TOKEN,
+            );
+            idp.answer_userinfo(json!({"sub": "mallory", "email": "alice@example.test"}));
+        })
+        .await;
+    assert_eq!(body["error"], "userinfo_invalid");
+
+    // D47: userinfo as an unsigned JWT → 401.
+    rig.expect_rejected("userinfo alg none", 401, |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        );
+        idp.with(|s| {
+            s.userinfo = Reply::Raw {
+                status: 200,
+                content_type: "application/jwt".into(),
+                body: jwt::unsigned(&json!({"sub": "alice-sub"})).into_bytes(),
+            }
+        });
+    })
+    .await;
+
+    // The userinfo endpoint failing is the IdP's failure: 502.
+    rig.expect_rejected("userinfo down", 502, |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        );
+        idp.with(|s| s.userinfo = Reply::Json(503, json!({})));
+    })
+    .await;
+}
