@@ -122,6 +122,13 @@ pub struct IdpSummary {
     pub login_path: String,
 }
 
+#[derive(ApiResponse)]
+pub enum IdpListResponse {
+    /// The IdPs, in config order.
+    #[oai(status = 200)]
+    Ok(Json<Vec<IdpSummary>>),
+}
+
 /// Where to send the person's browser.
 #[derive(Debug, Object)]
 pub struct LoginRedirect {
@@ -335,8 +342,8 @@ impl Api {
 
     /// The configured identity providers, in config order: what a login page shows as buttons.
     #[oai(path = "/authnz", method = "get", tag = "ApiTags::Authnz")]
-    async fn list_idps(&self, app: Data<&Arc<App>>) -> Json<Vec<IdpSummary>> {
-        Json(
+    async fn list_idps(&self, app: Data<&Arc<App>>) -> IdpListResponse {
+        IdpListResponse::Ok(Json(
             app.idps
                 .iter()
                 .map(|idp| IdpSummary {
@@ -347,7 +354,7 @@ impl Api {
                     login_path: format!("/authnz/{}/login", idp.config.name),
                 })
                 .collect(),
-        )
+        ))
     }
 
     /// Starts a login: answers `{"redirect_uri": ...}`, the IdP's authorization URL to open in

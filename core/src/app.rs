@@ -312,3 +312,65 @@ pub async fn serve(
     sweeper.abort();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed_spec_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")
+    }
+
+    #[test]
+    fn committed_openapi_spec_matches_the_code() {
+        let generated = openapi_service("http://127.0.0.1:8080").spec();
+        let committed = std::fs::read_to_string(committed_spec_path()).unwrap_or_default();
+        assert!(
+            generated.trim() == committed.trim(),
+            "openapi/openapi.json is out of date: run `cargo run -p authnz -- openapi > openapi/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented_with_descriptions() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&openapi_service("http://127.0.0.1:8080").spec())
+                .unwrap_or_default();
+        let routes = [
+            ("/authnz", "get"),
+            ("/authnz/{idp}/login", "get"),
+            ("/authnz/{idp}/callback", "get"),
+            ("/authnz/logout", "post"),
+            ("/api/users/me", "get"),
+        ];
+        let documented = spec["paths"]
+            .as_object()
+            .map(|paths| paths.len())
+            .unwrap_or(0);
+        assert_eq!(
+            documented,
+            routes.len(),
+            "a route is missing from this list or the spec"
+        );
+        for (path, method) in routes {
+            let operation = &spec["paths"][path][method];
+            assert!(operation.is_object(), "{method} {path} is not in the spec");
+            assert!(
+                operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path} has no description"
+            );
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{method} {path} {status} has no description"
+                );
+            }
+        }
+        assert_eq!(
+            spec["paths"]["/api/users/me"]["get"]["security"][0]["SessionCookie"],
+            serde_json::json!([])
+        );
+    }
+}

@@ -745,8 +745,8 @@ fn idp_config(
             None
         }
     };
-    let provider = provider?;
-    let info = provider.describe();
+    // Keep validating without a provider, so that every problem is reported at once.
+    let info = provider.as_ref().map(|p| p.describe()).unwrap_or_default();
 
     let issuer_url = if is_dev {
         if !is_loopback_host(&server.public_url) {
@@ -850,7 +850,7 @@ fn idp_config(
         id_token_algs,
         userinfo,
         authorize_params,
-        provider,
+        provider: provider?,
     })
 }
 

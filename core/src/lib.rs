@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod devidp;

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod callback_attacks;
+mod cli;
 mod id_token_attacks;
 mod login_flow;

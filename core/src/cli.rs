@@ -1,0 +1,126 @@
+//! The `authnz` command line: serve, check a config, print the OpenAPI spec.
+//!
+//! It lives in the library so that the tests run the very same code as the binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::app::{openapi_service, App};
+use crate::config;
+use crate::registry::Registry;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "authnz",
+    version,
+    about = "Sign in with your organization's identity provider"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the login server.
+    Serve {
+        /// The config file.
+        #[arg(long, default_value = "idps.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file without serving; exits non-zero on any problem.
+    Check {
+        #[arg(long, default_value = "idps.toml")]
+        config: PathBuf,
+    },
+    /// Print the OpenAPI spec (JSON).
+    Openapi,
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => match config::load(&config, &Registry::builtin()) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} identity provider{})",
+                    config.source.display(),
+                    config.idps.len(),
+                    if config.idps.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{} problem(s) found", errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Openapi => {
+            println!("{}", openapi_service("http://127.0.0.1:8080").spec());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn")),
+        )
+        .init();
+    let config = match config::load(&path, &Registry::builtin()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "authnz: {} problem(s) in {}; not starting",
+                errors.0.len(),
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    for idp in config.idps.iter().filter(|idp| idp.kind == "dev") {
+        tracing::warn!(
+            idp = %idp.name,
+            "THE DEV IDP IS ENABLED: anyone can sign in as anyone. Remove [idps.{}] before real use.",
+            idp.name
+        );
+    }
+    let listen = config.server.listen;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("authnz: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let app = App::new(config)?;
+        let listener =
+            std::net::TcpListener::bind(listen).map_err(|err| crate::app::StartError::Listen {
+                addr: listen.to_string(),
+                reason: err.to_string(),
+            })?;
+        println!("authnz: open {} in a browser", app.config.server.public_url);
+        crate::app::serve(app, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("authnz: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The `authnz` binary: `check` reports every problem with file, line, column and key, and
+//! exits non-zero; `openapi` prints the spec; the default config is valid.
+
+use std::process::Command;
+
+use authnz_tests::repo_root;
+
+fn authnz() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+}
+
+#[test]
+fn check_accepts_the_default_config() {
+    let output = authnz()
+        .args(["check", "--config"])
+        .arg(repo_root().join("idps.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 identity provider)"));
+}
+
+#[test]
+fn check_reports_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let output = authnz()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:6:10: idps.corp.issuer: http:// issuers are only allowed for loopback hosts"),
+        format!("{file}:8:17: idps.corp.client_secret: environment variable AUTHNZ_TEST_UNSET_VARIABLE is not set"),
+        format!("{file}:9:1: idps.corp.colour: unknown key"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problem(s) found"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_syntax_error_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\n").unwrap();
+    let output = authnz()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:2:", path.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_broken_config_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(
+        &path,
+        "[server]\npublic_url = \"https://login.example.org\"\n[idps.dev]\nkind = \"dev\"\n",
+    )
+    .unwrap();
+    let output = authnz()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("idps.dev.kind") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was created");
+}
