@@ -102,6 +102,16 @@ async fn a_good_token_is_accepted_and_userinfo_is_checked() {
     })
     .await;
     assert!(rig.idp.called("/userinfo"));
+    // D48: the access token goes in the Authorization header, never in the URL.
+    let (uri, authorization) = rig
+        .idp
+        .with(|script| script.userinfo_requests.last().cloned())
+        .unwrap();
+    assert_eq!(
+        authorization.as_deref(),
+        Some(format!("Bearer {ACCESS_TOKEN}").as_str())
+    );
+    assert!(!uri.contains(ACCESS_TOKEN) && !uri.contains('?'), "{uri}");
     // The client authenticated at the token endpoint with the PKCE verifier.
     let body = rig
         .idp
@@ -550,4 +560,61 @@ async fn string_booleans_and_userinfo_checks() {
         idp.with(|s| s.userinfo = Reply::Json(503, json!({})));
     })
     .await;
+}
+
+#[tokio::test]
+async fn concurrent_unknown_kids_share_one_jwks_fetch() {
+    // The refetch is coalesced: a burst of callbacks with a new kid fetches the JWKS once.
+    let rig = Rig::new().await;
+    rig.expect_accepted("warm up", |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+    let idp_state = rig.server.app.idp("evil").unwrap();
+    let fetches = || {
+        idp_state
+            .counters
+            .jwks_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(fetches(), 1);
+    rig.idp
+        .with(|s| s.jwks = Reply::Json(200, json!({"keys": [key_b().jwk()]})));
+
+    // Eight logins in flight; the token endpoint answers one token (for the last nonce), so
+    // one login succeeds and the others fail their nonce check after the shared refetch.
+    let mut callbacks = Vec::new();
+    let mut last_nonce = String::new();
+    for _ in 0..8 {
+        let browser = Browser::new();
+        let authorize = browser.start_login(&rig.server.url, "evil").await;
+        let state = query_param(&authorize, "state").unwrap();
+        last_nonce = query_param(&authorize, "nonce").unwrap();
+        callbacks.push((browser, state));
+    }
+    let token = key_b().sign(json!({}), &rig.idp.claims(&last_nonce, ACCESS_TOKEN));
+    rig.idp.answer_token(Some(token), ACCESS_TOKEN);
+    let issuer: String = url::form_urlencoded::byte_serialize(rig.idp.issuer.as_bytes()).collect();
+    let results = futures_util::future::join_all(callbacks.iter().map(|(browser, state)| {
+        let url = format!(
+            "{}/authnz/evil/callback?code=c&state={state}&iss={issuer}",
+            rig.server.url
+        );
+        async move { browser.get(&url).await.status().as_u16() }
+    }))
+    .await;
+    assert_eq!(fetches(), 2, "one shared refetch");
+    assert_eq!(
+        results.iter().filter(|s| **s == 303).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results.iter().filter(|s| **s == 401).count(),
+        7,
+        "{results:?}"
+    );
 }

@@ -378,3 +378,58 @@ async fn the_idp_list_and_docs_are_served() {
         .to_lowercase()
         .contains("swagger"));
 }
+
+#[tokio::test]
+async fn pkce_the_verifier_comes_only_from_the_server_side_state() {
+    // SECURITY B18, with the real provider: a code issued for one login's PKCE challenge,
+    // presented with another login's state, is refused by the IdP; a code_verifier in the
+    // callback query is ignored.
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
+    let server = reserved
+        .start(&oidc_idp_toml("corp", &provider.issuer))
+        .await;
+    let browser = Browser::new();
+    let first = browser.start_login(&server.url, "corp").await;
+    let second = browser.start_login(&server.url, "corp").await;
+    let callback = browser
+        .sign_in_at_provider(
+            &first,
+            "alice",
+            &format!("{}/authnz/corp/callback", server.url),
+        )
+        .await;
+    let code = query_param(&callback, "code").unwrap();
+    let swapped = format!(
+        "{}/authnz/corp/callback?code={code}&state={}&iss={}",
+        server.url,
+        query_param(&second, "state").unwrap(),
+        url::form_urlencoded::byte_serialize(provider.issuer.as_bytes()).collect::<String>()
+    );
+    let before = server.dump();
+    let response = browser.get(&swapped).await;
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "code_rejected", "{body}");
+    authnz_tests::assert_only_pending_consumed(&before, &server.dump());
+    assert_eq!(browser.me(&server.url).await.0, 401);
+
+    // The first login's own callback, with an attacker's verifier added, still succeeds:
+    // the parameter is ignored (and the code was not burnt by the refused attempt? It was:
+    // oidc-provider revokes a code on a failed exchange, so start over).
+    let third = browser.start_login(&server.url, "corp").await;
+    let callback = browser
+        .sign_in_at_provider(
+            &third,
+            "alice",
+            &format!("{}/authnz/corp/callback", server.url),
+        )
+        .await;
+    let response = browser
+        .get(&format!(
+            "{callback}&code_verifier=attacker-chosen-verifier-0000000000000000000"
+        ))
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(browser.me(&server.url).await.0, 200);
+}

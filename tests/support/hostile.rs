@@ -39,6 +39,8 @@ pub struct Script {
     pub calls: Vec<String>,
     /// Bodies of token requests.
     pub token_bodies: Vec<String>,
+    /// URI and `Authorization` header of every userinfo request.
+    pub userinfo_requests: Vec<(String, Option<String>)>,
 }
 
 pub struct HostileIdp {
@@ -74,7 +76,17 @@ async fn serve(
                 script.token_bodies.push(body);
                 script.token.clone()
             }
-            "/userinfo" => script.userinfo.clone(),
+            "/userinfo" => {
+                let authorization = req
+                    .headers()
+                    .get("authorization")
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_string);
+                script
+                    .userinfo_requests
+                    .push((req.uri().to_string(), authorization));
+                script.userinfo.clone()
+            }
             _ => Reply::Json(404, json!({"error": "not_found"})),
         }
     };
@@ -117,6 +129,7 @@ impl HostileIdp {
             userinfo: Reply::Json(500, json!({"error": "not scripted"})),
             calls: Vec::new(),
             token_bodies: Vec::new(),
+            userinfo_requests: Vec::new(),
         }));
         let app = Route::new().at("/*path", serve).data(Arc::clone(&script));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
