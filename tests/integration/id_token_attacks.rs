@@ -618,3 +618,81 @@ async fn concurrent_unknown_kids_share_one_jwks_fetch() {
         "{results:?}"
     );
 }
+
+#[tokio::test]
+async fn es256_and_hs256_signatures_are_verified_when_allowed() {
+    // C20: with ES256 and HS256 allowed by config, good signatures pass and bad ones fail.
+    let idp = HostileIdp::start().await;
+    idp.with(|s| s.jwks = Reply::Json(200, json!({"keys": [jwt::ec_key().jwk(), key_a().jwk()]})));
+    idp.answer_userinfo(json!({"sub": "alice-sub"}));
+    let toml = format!(
+        "{}id_token_algs = [\"ES256\", \"HS256\", \"RS256\"]\n",
+        idp.idp_toml("evil")
+    );
+    let server = Reserved::new().start(&toml).await;
+    let rig = Rig { server, idp };
+    rig.expect_accepted("good ES256", |idp, nonce| {
+        idp.answer_token(
+            Some(jwt::ec_key().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+    rig.expect_token_rejected("bad ES256", |rig, nonce| {
+        jwt::corrupt_signature(&jwt::ec_key().sign(json!({}), &rig.idp.claims(nonce, ACCESS_TOKEN)))
+    })
+    .await;
+    rig.expect_accepted("good HS256", |idp, nonce| {
+        idp.answer_token(
+            Some(jwt::sign_hs256(
+                CLIENT_SECRET.as_bytes(),
+                json!({}),
+                &idp.claims(nonce, ACCESS_TOKEN),
+            )),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+    rig.expect_token_rejected("bad HS256", |rig, nonce| {
+        jwt::sign_hs256(
+            b"not-the-client-secret",
+            json!({}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+    // C22 with HS256 allowed: MAC'd with the IdP's public RSA key material.
+    rig.expect_token_rejected("alg confusion, HS256 allowed", |rig, nonce| {
+        let public = key_a().jwk()["n"].as_str().unwrap().to_string();
+        jwt::sign_hs256(
+            public.as_bytes(),
+            json!({"kid": "key-a"}),
+            &rig.idp.claims(nonce, ACCESS_TOKEN),
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hs256_is_refused_for_a_public_client() {
+    // C23: no client secret, so no HMAC key, even with HS256 allowed.
+    let idp = HostileIdp::start().await;
+    idp.answer_userinfo(json!({"sub": "alice-sub"}));
+    let toml = format!(
+        "[idps.evil]\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nid_token_algs = [\"HS256\", \"RS256\"]\n",
+        idp.issuer
+    );
+    let server = Reserved::new().start(&toml).await;
+    let rig = Rig { server, idp };
+    rig.expect_token_rejected("HS256 public client", |rig, nonce| {
+        jwt::sign_hs256(b"", json!({}), &rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+    rig.expect_accepted("RS256 public client", |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        )
+    })
+    .await;
+}

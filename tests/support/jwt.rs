@@ -118,3 +118,41 @@ pub fn corrupt_signature(jwt: &str) -> String {
     bytes[10] ^= 1;
     format!("{input}.{}", b64(&bytes))
 }
+
+/// An ES256 (P-256) signing key with its `kid`.
+pub struct EcKey {
+    pub kid: String,
+    key: p256::ecdsa::SigningKey,
+}
+
+/// The IdP's EC key (fixed scalar: a test key, not a secret).
+pub fn ec_key() -> EcKey {
+    EcKey {
+        kid: "ec-key".into(),
+        key: p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap(),
+    }
+}
+
+impl EcKey {
+    pub fn jwk(&self) -> Value {
+        let point = self.key.verifying_key().to_sec1_point(false);
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "use": "sig",
+            "alg": "ES256",
+            "kid": self.kid,
+            "x": b64(point.x().unwrap()),
+            "y": b64(point.y().unwrap()),
+        })
+    }
+
+    pub fn sign(&self, header: Value, claims: &Value) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        let mut full = json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
+        merge(&mut full, header);
+        let input = signing_input(&full, claims);
+        let signature: p256::ecdsa::Signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&signature.to_bytes()))
+    }
+}
