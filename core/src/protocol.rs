@@ -927,3 +927,71 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+    use crate::config;
+    use crate::registry::Registry;
+
+    fn idp(issuer: &str) -> Idp {
+        let text = format!("[idps.x]\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\n");
+        let config = config::parse(
+            std::path::Path::new("t.toml"),
+            &text,
+            &Registry::builtin(),
+            &|_| None,
+        )
+        .unwrap_or_else(|errors| panic!("{errors}"));
+        let http = IdpHttp::new(HttpLimits::default()).unwrap_or_else(|err| panic!("{err}"));
+        Idp::new(config.idps[0].clone(), "http://127.0.0.1:8080", http)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    fn metadata(issuer: &str, token: &str) -> Metadata {
+        serde_json::from_value(serde_json::json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": token,
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }))
+        .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn unsafe_endpoints_are_refused() {
+        let public = idp("https://idp.example");
+        let cases = [
+            ("https://idp.example/token", true),
+            ("https://oauth2.other.example/token", true),
+            ("http://idp.example/token", false),
+            ("https://169.254.169.254/token", false),
+            ("https://10.1.2.3/token", false),
+            ("https://192.168.0.1/token", false),
+            ("https://127.0.0.1/token", false),
+            ("https://[fd00::1]/token", false),
+            ("ftp://idp.example/token", false),
+        ];
+        for (token, ok) in cases {
+            let result = public.check_endpoints(&metadata("https://idp.example", token));
+            assert_eq!(result.is_ok(), ok, "{token}: {result:?}");
+        }
+        let local = idp("http://127.0.0.1:9000");
+        assert!(local
+            .check_endpoints(&metadata(
+                "http://127.0.0.1:9000",
+                "http://127.0.0.1:9000/token"
+            ))
+            .is_ok());
+        assert!(local
+            .check_endpoints(&metadata(
+                "http://127.0.0.1:9000",
+                "http://idp.example/token"
+            ))
+            .is_err());
+    }
+}

@@ -258,6 +258,18 @@ async fn bad_signatures_and_algorithms_are_refused() {
         )
     })
     .await;
+    rig.expect_token_rejected("JWE-encrypted token", |_, _| {
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            br#"{"alg":"RSA-OAEP","enc":"A256GCM","kid":"key-a"}"#,
+        );
+        format!("{header}.ZW5jcnlwdGVkLWtleQ.aXYtaXYtaXYtaXY.Y2lwaGVydGV4dA.dGFn")
+    })
+    .await;
+    rig.expect_token_rejected("not a JWT at all", |_, _| {
+        "definitely-not-a-jwt".to_string()
+    })
+    .await;
     rig.expect_token_rejected("cty JWT", |rig, nonce| {
         key_a().sign(json!({"cty": "JWT"}), &rig.idp.claims(nonce, ACCESS_TOKEN))
     })

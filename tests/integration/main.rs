@@ -4,5 +4,6 @@
 
 mod callback_attacks;
 mod cli;
+mod discovery;
 mod id_token_attacks;
 mod login_flow;
