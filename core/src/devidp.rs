@@ -65,6 +65,7 @@ impl IdentityProvider for DevProvider {
             scopes: vec!["email".into(), "profile".into()],
             label: "Dev login (anyone, no password)".into(),
             icon: None,
+            ..Default::default()
         }
     }
 

@@ -29,6 +29,7 @@ impl IdentityProvider for OidcProvider {
             scopes: vec!["email".into(), "profile".into()],
             label: "OpenID Connect".into(),
             icon: None,
+            ..Default::default()
         }
     }
 

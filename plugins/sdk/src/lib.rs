@@ -128,6 +128,33 @@ pub struct ProviderInfo {
     pub label: String,
     /// Default icon (a URL or a built-in icon name) when the config gives none.
     pub icon: Option<String>,
+    /// Multi-tenant IdPs (Microsoft Entra `common` / `organizations`): discovery's `issuer`
+    /// equals this template literally, and each ID token's `iss` must equal it with
+    /// `{tenantid}` replaced by the token's own `tid` claim. `None`: `iss` must equal the issuer.
+    pub issuer_template: Option<String>,
+    /// OAuth 2.0 providers without OpenID Connect (GitHub): explicit endpoints and the API
+    /// calls whose JSON answers name the user. `None` for OpenID providers (discovery).
+    pub oauth2: Option<OAuth2Endpoints>,
+}
+
+/// Where a plain OAuth 2.0 provider lives. The core runs the code flow (state, PKCE), then
+/// calls each [`ApiCall`] with the access token and hands the answers to `map_identity` as
+/// claims named by [`ApiCall::claim`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OAuth2Endpoints {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Called in order; an answer that is not 2xx JSON fails the login (502).
+    pub api_calls: Vec<ApiCall>,
+}
+
+/// One authenticated API call of an OAuth 2.0 provider.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiCall {
+    /// The claim name its JSON answer is stored under, e.g. `user`, `emails`.
+    pub claim: String,
+    /// An https URL (or http on loopback, for tests).
+    pub url: String,
 }
 
 /// What the core knows about a login when it asks for authorize parameters.
@@ -138,7 +165,9 @@ pub struct LoginContext {
 }
 
 /// Claims that the core has verified: the ID token's claims, merged with userinfo claims
-/// whose `sub` matched the ID token's.
+/// whose `sub` matched the ID token's. For OAuth 2.0 providers (no ID token), `subject` is
+/// empty and `claims` holds the answers of the provider's API calls, fetched over TLS with the
+/// access token the provider's token endpoint issued.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedClaims {
     /// The verified `iss`.
