@@ -73,6 +73,13 @@ pub fn finish_login(
             MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
             _ => FlowError::unauthorized("claims_unusable", "the identity could not be mapped"),
         })?;
+    let mut mapped = mapped;
+    if let Some(claim) = &idp.config.username_claim {
+        // `username_claim = "email"` takes the local part, as a username should not be an address.
+        if let Some(value) = verified.claims.str(claim) {
+            mapped.username = Some(value.split('@').next().unwrap_or(value).to_string());
+        }
+    }
     if !crate::protocol::valid_subject(&mapped.subject) {
         return Err(FlowError::unauthorized(
             "claims_unusable",

@@ -491,7 +491,7 @@ impl Api {
             .into());
         }
         match params.get("iss") {
-            Some(iss) if iss != &pending.issuer => {
+            Some(iss) if !idp.issuer_matches(iss) => {
                 return Err(FlowError::bad_request(
                     "issuer_mismatch",
                     "the response came from another issuer",

@@ -102,6 +102,10 @@ pub struct IdpConfig {
     pub userinfo: bool,
     /// Extra authorize parameters from the config.
     pub authorize_params: Vec<(String, String)>,
+    /// Whether to use PKCE (S256). On unless the IdP cannot take it.
+    pub pkce: bool,
+    /// The claim to take the local username from, instead of the provider's choice.
+    pub username_claim: Option<String>,
     pub provider: Arc<dyn IdentityProvider>,
 }
 
@@ -652,6 +656,8 @@ fn idp_config(
         None => vec!["RS256".to_string()],
     };
     let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
+    let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
+    let username_claim = fields.take_str(cx, "username_claim").map(|(v, _)| v);
     let authorize_params = match fields.take_table(cx, "authorize_params") {
         Some(mut table) => {
             let mut params = Vec::new();
@@ -820,7 +826,12 @@ fn idp_config(
     };
     let client_secret = if is_dev { None } else { secret };
 
-    let mut all_scopes = vec!["openid".to_string()];
+    // OpenID providers always get `openid`; plain OAuth 2.0 providers (GitHub) do not know it.
+    let mut all_scopes = if info.oauth2.is_some() {
+        Vec::new()
+    } else {
+        vec!["openid".to_string()]
+    };
     for scope in scopes
         .unwrap_or(info.scopes.clone())
         .into_iter()
@@ -850,6 +861,8 @@ fn idp_config(
         id_token_algs,
         userinfo,
         authorize_params,
+        pkce,
+        username_claim,
         provider: provider?,
     })
 }

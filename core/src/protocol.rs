@@ -263,6 +263,8 @@ pub struct IdpCounters {
 /// One configured IdP at run time.
 pub struct Idp {
     pub config: IdpConfig,
+    /// What the provider described, once.
+    pub info: authnz_plugin::ProviderInfo,
     issuer_url: IssuerUrl,
     /// `<public_url>/authnz/<name>/callback`, exactly.
     pub redirect_uri: String,
@@ -323,8 +325,10 @@ impl Idp {
             public_url.trim_end_matches('/'),
             config.name
         );
+        let info = config.provider.describe();
         Ok(Self {
             config,
+            info,
             issuer_url,
             redirect_uri,
             http,
@@ -364,20 +368,102 @@ impl Idp {
 
     async fn discover(&self) -> Result<Discovered, String> {
         use std::sync::atomic::Ordering;
-        let issuer = self.issuer_url.clone();
         self.counters.discoveries.fetch_add(1, Ordering::Relaxed);
-        self.counters.jwks_fetches.fetch_add(1, Ordering::Relaxed);
-        // Checks that the document's `issuer` equals ours (SECURITY H67) and fetches the JWKS.
-        let metadata = Metadata::discover_async(issuer, &self.http.as_oidc())
-            .await
-            .map_err(|err| discovery_error(&err))?;
+        let metadata = match &self.info.oauth2 {
+            Some(endpoints) => self.oauth2_metadata(endpoints)?,
+            None => self.fetch_metadata().await?,
+        };
         self.check_endpoints(&metadata)?;
-        let jwks = metadata.jwks().clone();
+        let jwks = if self.info.oauth2.is_some() {
+            CoreJsonWebKeySet::new(Vec::new())
+        } else {
+            self.counters.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+            JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http.as_oidc())
+                .await
+                .map_err(|err| format!("JWKS: {}", discovery_error(&err)))?
+        };
         Ok(Discovered {
             metadata,
             jwks: RwLock::new((0, Arc::new(jwks))),
             refetch: Mutex::new(RefetchState { last: None }),
         })
+    }
+
+    /// Fetches `<issuer>/.well-known/openid-configuration` and checks that its `issuer` is the
+    /// configured one, character for character (SECURITY H67), or the provider's multi-tenant
+    /// template.
+    async fn fetch_metadata(&self) -> Result<Metadata, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let request = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(&url)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Vec::new())
+            .map_err(|err| err.to_string())?;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|err| err.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "discovery answered HTTP {}",
+                response.status().as_u16()
+            ));
+        }
+        let metadata: Metadata = serde_json::from_slice(response.body())
+            .map_err(|err| format!("unreadable discovery document: {err}"))?;
+        let expected = self
+            .info
+            .issuer_template
+            .as_deref()
+            .unwrap_or(&self.config.issuer);
+        if metadata.issuer().as_str() != expected {
+            return Err(format!(
+                "discovery issuer {:?} is not the configured {expected:?}",
+                metadata.issuer().as_str()
+            ));
+        }
+        Ok(metadata)
+    }
+
+    /// Metadata for an OAuth 2.0 provider, from the endpoints it describes.
+    fn oauth2_metadata(
+        &self,
+        endpoints: &authnz_plugin::OAuth2Endpoints,
+    ) -> Result<Metadata, String> {
+        let auth = openidconnect::AuthUrl::new(endpoints.authorization_endpoint.clone())
+            .map_err(|err| format!("authorization_endpoint: {err}"))?;
+        let token = openidconnect::TokenUrl::new(endpoints.token_endpoint.clone())
+            .map_err(|err| format!("token_endpoint: {err}"))?;
+        // OAuth 2.0 providers have no JWKS; the field is required, so it repeats the token URL
+        // (never fetched).
+        let jwks = openidconnect::JsonWebKeySetUrl::new(endpoints.token_endpoint.clone())
+            .map_err(|err| format!("token_endpoint: {err}"))?;
+        for call in &endpoints.api_calls {
+            let url =
+                Url::parse(&call.url).map_err(|err| format!("API call {}: {err}", call.claim))?;
+            let safe =
+                url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(&url));
+            if !safe {
+                return Err(format!("API call {} must use https", call.claim));
+            }
+        }
+        Ok(Metadata::new(
+            self.issuer_url.clone(),
+            auth,
+            jwks,
+            vec![openidconnect::ResponseTypes::new(vec![
+                CoreResponseType::Code,
+            ])],
+            vec![CoreSubjectIdentifierType::Public],
+            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            ExtraProviderMetadata::default(),
+        )
+        .set_token_endpoint(Some(token)))
     }
 
     /// Refuses endpoints that would send the secret or tokens somewhere unsafe (SECURITY H68).
@@ -462,10 +548,15 @@ impl Idp {
                 .append_pair("client_id", &self.config.client_id)
                 .append_pair("redirect_uri", &self.redirect_uri)
                 .append_pair("scope", &self.config.scopes.join(" "))
-                .append_pair("state", &state)
-                .append_pair("nonce", &nonce)
-                .append_pair("code_challenge", challenge.as_str())
-                .append_pair("code_challenge_method", "S256");
+                .append_pair("state", &state);
+            if self.info.oauth2.is_none() {
+                query.append_pair("nonce", &nonce);
+            }
+            if self.config.pkce {
+                query
+                    .append_pair("code_challenge", challenge.as_str())
+                    .append_pair("code_challenge_method", "S256");
+            }
             if let Some(prompt) = &self.config.prompt {
                 query.append_pair("prompt", prompt);
             }
@@ -499,12 +590,40 @@ impl Idp {
                 client_id: self.config.client_id.clone(),
                 redirect_uri: self.redirect_uri.clone(),
                 nonce,
-                pkce_verifier: verifier.into_secret(),
+                pkce_verifier: if self.config.pkce {
+                    verifier.into_secret()
+                } else {
+                    String::new()
+                },
                 next,
                 browser_hash,
                 created_at: now,
             },
         })
+    }
+
+    /// Whether `iss` (an authorization response's RFC 9207 parameter) names this IdP: the
+    /// configured issuer exactly, or, for a multi-tenant IdP, its template with one tenant.
+    pub fn issuer_matches(&self, iss: &str) -> bool {
+        if iss == self.config.issuer {
+            return true;
+        }
+        let Some((prefix, suffix)) = self
+            .info
+            .issuer_template
+            .as_deref()
+            .and_then(|t| t.split_once("{tenantid}"))
+        else {
+            return false;
+        };
+        iss.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(|tenant| {
+                !tenant.is_empty()
+                    && tenant
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
     }
 
     /// Whether the IdP promised RFC 9207 `iss` in authorization responses.
@@ -537,6 +656,10 @@ impl Idp {
             secret,
         )
         .set_redirect_uri(redirect);
+        // Plain OAuth 2.0 providers (GitHub) document the secret in the body.
+        if self.info.oauth2.is_some() {
+            client = client.set_auth_type(AuthType::RequestBody);
+        }
         // Basic auth unless the IdP says it only takes the secret in the body.
         if let Some(methods) = metadata.token_endpoint_auth_methods_supported() {
             if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
@@ -565,6 +688,10 @@ impl Idp {
             ),
             None => CoreIdTokenVerifier::new_public_client(client_id, issuer, jwks),
         };
+        if self.info.issuer_template.is_some() {
+            // Checked against the template and the token's own `tid` after verification.
+            verifier = verifier.require_issuer_match(false);
+        }
         let algs: Vec<CoreJwsSigningAlgorithm> = self
             .config
             .id_token_algs
@@ -600,18 +727,25 @@ impl Idp {
         let (_, jwks) = discovered.jwks();
         let client = self.client(&discovered, (*jwks).clone())?;
         let oidc_http = self.http.as_oidc();
-        let response = client
+        let mut exchange = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|_| {
                 FlowError::bad_gateway(
                     "idp_misconfigured",
                     "the identity provider has no token endpoint",
                 )
-            })?
-            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
+            })?;
+        if !pending.pkce_verifier.is_empty() {
+            exchange =
+                exchange.set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()));
+        }
+        let response = exchange
             .request_async(&oidc_http)
             .await
             .map_err(|err| self.token_error(&err))?;
+        if self.info.oauth2.is_some() {
+            return self.complete_oauth2(&response, now).await;
+        }
 
         let id_token = response.id_token().ok_or_else(|| {
             FlowError::unauthorized(
@@ -663,21 +797,7 @@ impl Idp {
             }
         }
 
-        let tokens = IdpTokens {
-            access_token: response.access_token().secret().clone(),
-            refresh_token: response.refresh_token().map(|token| token.secret().clone()),
-            id_token: id_token.to_string(),
-            expires_at: response.expires_in().map(|expires_in| {
-                now.saturating_add(expires_in.as_secs().min(i64::MAX as u64) as i64)
-            }),
-            scope: response.scopes().map(|scopes| {
-                scopes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }),
-        };
+        let tokens = tokens_of(&response, id_token.to_string(), now);
         Ok(VerifiedLogin {
             claims: VerifiedClaims {
                 issuer: self.config.issuer.clone(),
@@ -685,6 +805,60 @@ impl Idp {
                 claims: all,
             },
             tokens,
+        })
+    }
+
+    /// The rest of a plain OAuth 2.0 login: the provider's API calls, with the access token in
+    /// the Authorization header, their JSON answers becoming the claims.
+    async fn complete_oauth2(
+        &self,
+        response: &TokenResponseWithClaims,
+        now: i64,
+    ) -> Result<VerifiedLogin, FlowError> {
+        let mut claims = JsonMap::new();
+        let calls = self
+            .info
+            .oauth2
+            .as_ref()
+            .map(|o| o.api_calls.clone())
+            .unwrap_or_default();
+        for call in calls {
+            let request = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(&call.url)
+                .header(http::header::ACCEPT, "application/json")
+                .header(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", response.access_token().secret()),
+                )
+                .body(Vec::new())
+                .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid API URL"))?;
+            let answer = self.http.execute(request).await.map_err(|err| {
+                tracing::warn!(idp = %self.config.name, call = %call.claim, error = %err, "API call failed");
+                FlowError::bad_gateway("idp_unavailable", "the identity provider's API failed")
+            })?;
+            if !answer.status().is_success() {
+                tracing::warn!(idp = %self.config.name, call = %call.claim, status = answer.status().as_u16(), "API call refused");
+                return Err(FlowError::bad_gateway(
+                    "idp_error",
+                    "the identity provider's API refused the request",
+                ));
+            }
+            let value: JsonValue = serde_json::from_slice(answer.body()).map_err(|_| {
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's API answered something unreadable",
+                )
+            })?;
+            claims.insert(call.claim.clone(), value);
+        }
+        Ok(VerifiedLogin {
+            claims: VerifiedClaims {
+                issuer: self.config.issuer.clone(),
+                subject: String::new(),
+                claims,
+            },
+            tokens: tokens_of(response, String::new(), now),
         })
     }
 
@@ -717,6 +891,23 @@ impl Idp {
             tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "ID token rejected");
             FlowError::unauthorized("id_token_invalid", "the ID token failed verification")
         })?;
+        if let Some(template) = &self.info.issuer_template {
+            let tid = claims
+                .additional_claims()
+                .claims
+                .get("tid")
+                .and_then(JsonValue::as_str)
+                .unwrap_or_default();
+            let valid_tid =
+                !tid.is_empty() && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !valid_tid || claims.issuer().as_str() != template.replace("{tenantid}", tid) {
+                tracing::info!(idp = %self.config.name, "ID token issuer does not match its tenant");
+                return Err(FlowError::unauthorized(
+                    "id_token_invalid",
+                    "the ID token failed verification",
+                ));
+            }
+        }
         if let Some(azp) = claims.authorized_party() {
             if azp.as_str() != self.config.client_id {
                 return Err(FlowError::unauthorized(
@@ -866,6 +1057,25 @@ impl Idp {
                 )
             }
         }
+    }
+}
+
+/// The tokens of a token response, as stored.
+fn tokens_of(response: &TokenResponseWithClaims, id_token: String, now: i64) -> IdpTokens {
+    IdpTokens {
+        access_token: response.access_token().secret().clone(),
+        refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+        id_token,
+        expires_at: response
+            .expires_in()
+            .map(|expires_in| now.saturating_add(expires_in.as_secs().min(i64::MAX as u64) as i64)),
+        scope: response.scopes().map(|scopes| {
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
     }
 }
 
