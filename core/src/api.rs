@@ -83,6 +83,8 @@ error_responses!(LoginError {
     NotFound = 404,
     /// The IdP's discovery document could not be fetched or is unsafe.
     BadGateway = 502,
+    /// The IdP is configured but lacks its credentials (see `/healthz`).
+    Unavailable = 503,
 });
 
 error_responses!(CallbackError {
@@ -213,6 +215,33 @@ pub enum MeResponse {
     /// The user and their linked identities.
     #[oai(status = 200)]
     Ok(Json<Me>),
+}
+
+/// The state of one IdP.
+#[derive(Debug, Object)]
+pub struct IdpHealth {
+    pub name: String,
+    pub kind: String,
+    /// `ready` (discovered), `pending` (not yet discovered), `failing` (the last discovery
+    /// failed) or `unavailable` (credentials missing from the config).
+    pub state: String,
+    /// Why it is failing or unavailable.
+    pub reason: Option<String>,
+}
+
+/// Liveness and the state of every IdP.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// `ok` while the server serves.
+    pub status: String,
+    pub idps: Vec<IdpHealth>,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// The server is alive; each IdP's state.
+    #[oai(status = 200)]
+    Ok(Json<Health>),
 }
 
 /// The browser session cookie that the login callback sets.
@@ -370,6 +399,19 @@ impl Api {
         next: Query<Option<String>>,
     ) -> Result<LoginResponse, LoginError> {
         let app = *app;
+        if app
+            .config
+            .unavailable
+            .iter()
+            .any(|entry| entry.name == idp.0)
+        {
+            return Err(FlowError::new(
+                Status::Unavailable,
+                "idp_unavailable",
+                "this identity provider is not set up on this server yet",
+            )
+            .into());
+        }
         let idp = app.idp(&idp.0).ok_or_else(|| {
             FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
         })?;
@@ -558,6 +600,41 @@ impl Api {
                 clear,
             )
         })
+    }
+
+    /// Liveness, and for each IdP whether it is ready, still being discovered, failing (with
+    /// the last error) or unavailable (with the reason). Never shows a secret.
+    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Authnz")]
+    async fn healthz(&self, app: Data<&Arc<App>>) -> HealthResponse {
+        let mut idps = Vec::new();
+        for idp in &app.idps {
+            let (state, reason) = if idp.is_ready().await {
+                ("ready", None)
+            } else {
+                match idp.last_error() {
+                    Some(error) => ("failing", Some(error)),
+                    None => ("pending", None),
+                }
+            };
+            idps.push(IdpHealth {
+                name: idp.config.name.clone(),
+                kind: idp.config.kind.clone(),
+                state: state.to_string(),
+                reason,
+            });
+        }
+        for entry in &app.config.unavailable {
+            idps.push(IdpHealth {
+                name: entry.name.clone(),
+                kind: entry.kind.clone(),
+                state: "unavailable".to_string(),
+                reason: Some(entry.reason.clone()),
+            });
+        }
+        HealthResponse::Ok(Json(Health {
+            status: "ok".to_string(),
+            idps,
+        }))
     }
 
     /// The logged-in user and their linked identities.

@@ -342,6 +342,7 @@ mod tests {
             ("/authnz/{idp}/callback", "get"),
             ("/authnz/logout", "post"),
             ("/api/users/me", "get"),
+            ("/healthz", "get"),
         ];
         let documented = spec["paths"]
             .as_object()

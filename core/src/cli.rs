@@ -45,6 +45,14 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Check { config } => match config::load(&config, &Registry::builtin()) {
             Ok(config) => {
+                for idp in &config.unavailable {
+                    println!(
+                        "{}: warning: idps.{} is unavailable: {}",
+                        config.source.display(),
+                        idp.name,
+                        idp.reason
+                    );
+                }
                 println!(
                     "{}: ok ({} identity provider{})",
                     config.source.display(),
@@ -85,6 +93,9 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for idp in &config.unavailable {
+        tracing::warn!(idp = %idp.name, reason = %idp.reason, "identity provider unavailable; the others are served");
+    }
     for idp in config.idps.iter().filter(|idp| idp.kind == "dev") {
         tracing::warn!(
             idp = %idp.name,

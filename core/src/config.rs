@@ -56,6 +56,23 @@ pub struct Config {
     pub server: ServerConfig,
     /// The IdPs in file order (the order of the login buttons).
     pub idps: Vec<IdpConfig>,
+    /// Entries that are valid but lack their credentials (an unset `${VAR}`, a secret file
+    /// not provisioned yet): reported, not served, and not fatal.
+    pub unavailable: Vec<UnavailableIdp>,
+}
+
+/// An IdP entry that cannot be used yet, and why (never a secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnavailableIdp {
+    pub name: String,
+    pub kind: String,
+    pub label: String,
+    pub reason: String,
+}
+
+enum IdpEntry {
+    Ready(Box<IdpConfig>),
+    Unavailable(UnavailableIdp),
 }
 
 /// `[server]`.
@@ -208,6 +225,7 @@ pub fn parse(
 
     let server = server_config(&mut cx, server_table);
     let mut idps = Vec::new();
+    let mut unavailable = Vec::new();
     if let Some(idps_table) = idps_table {
         for (name, value) in idps_table.entries {
             let key = format!("idps.{}", name.get_ref());
@@ -224,8 +242,10 @@ pub fn parse(
             match value.into_inner() {
                 DeValue::Table(table) => {
                     let fields = Fields::new(key, table, span);
-                    if let Some(idp) = idp_config(&mut cx, registry, &server, name, fields) {
-                        idps.push(idp);
+                    match idp_config(&mut cx, registry, &server, name, fields) {
+                        Some(IdpEntry::Ready(idp)) => idps.push(*idp),
+                        Some(IdpEntry::Unavailable(idp)) => unavailable.push(idp),
+                        None => {}
                     }
                 }
                 _ => cx.issue(span, &key, "expected a table [idps.<name>]"),
@@ -237,6 +257,7 @@ pub fn parse(
             source: path.to_path_buf(),
             server,
             idps,
+            unavailable,
         })
     } else {
         Err(ConfigErrors(cx.issues))
@@ -285,14 +306,24 @@ impl Context<'_> {
 
     /// Expands `${VAR}` and `${VAR:-default}`; a missing variable is an issue.
     fn expand(&mut self, span: Range<usize>, key: &str, raw: &str) -> Option<String> {
+        match self.try_expand(raw) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.issue(span, key, message);
+                None
+            }
+        }
+    }
+
+    /// Expands `${VAR}` and `${VAR:-default}`, or says what is wrong.
+    fn try_expand(&self, raw: &str) -> Result<String, String> {
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                self.issue(span, key, "unterminated ${...}");
-                return None;
+                return Err("unterminated ${...}".to_string());
             };
             let inner = &after[..end];
             let (name, default) = match inner.split_once(":-") {
@@ -300,21 +331,17 @@ impl Context<'_> {
                 None => (inner, None),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                self.issue(span, key, format!("invalid variable name in ${{{inner}}}"));
-                return None;
+                return Err(format!("invalid variable name in ${{{inner}}}"));
             }
             match ((self.env)(name), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => {
-                    self.issue(span, key, format!("environment variable {name} is not set"));
-                    return None;
-                }
+                (None, None) => return Err(format!("environment variable {name} is not set")),
             }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
-        Some(out)
+        Ok(out)
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -393,6 +420,33 @@ impl<'i> Fields<'i> {
             }
             None => {
                 cx.issue(span, &self.key(name), "expected a string");
+                None
+            }
+        }
+    }
+
+    /// A credential string. An unset `${VAR}` in it does not fail the config: the IdP is
+    /// reported unavailable instead (`unavailable` gets the first reason).
+    fn take_credential(
+        &mut self,
+        cx: &mut Context,
+        name: &str,
+        unavailable: &mut Option<String>,
+    ) -> Option<(String, Range<usize>)> {
+        let value = self.take(name)?;
+        let span = value.span();
+        let Some(raw) = value.get_ref().as_str() else {
+            cx.issue(span, &self.key(name), "expected a string");
+            return None;
+        };
+        match cx.try_expand(raw) {
+            Ok(value) => Some((value, span)),
+            Err(reason) if reason.starts_with("environment variable") => {
+                unavailable.get_or_insert(format!("{name}: {reason}"));
+                None
+            }
+            Err(reason) => {
+                cx.issue(span, &self.key(name), reason);
                 None
             }
         }
@@ -582,7 +636,7 @@ fn idp_config(
     server: &ServerConfig,
     name: String,
     mut fields: Fields,
-) -> Option<IdpConfig> {
+) -> Option<IdpEntry> {
     let prefix = fields.prefix.clone();
     let table_span = fields.span.clone();
     let key = |k: &str| format!("{prefix}.{k}");
@@ -614,9 +668,10 @@ fn idp_config(
     let is_dev = kind.as_deref() == Some("dev");
     let label = fields.take_str(cx, "label").map(|(v, _)| v);
     let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
-    let client_id = fields.take_str(cx, "client_id");
-    let client_secret = fields.take_str(cx, "client_secret");
-    let client_secret_file = fields.take_str(cx, "client_secret_file");
+    let mut unavailable = None;
+    let client_id = fields.take_credential(cx, "client_id", &mut unavailable);
+    let client_secret = fields.take_credential(cx, "client_secret", &mut unavailable);
+    let client_secret_file = fields.take_credential(cx, "client_secret_file", &mut unavailable);
     let issuer = fields.take_str(cx, "issuer");
     let scopes = fields.take_str_list(cx, "scopes");
     let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
@@ -721,11 +776,12 @@ fn idp_config(
             match std::fs::read_to_string(&path) {
                 Ok(secret) => Some(Secret::new(secret.trim_end_matches(['\r', '\n']))),
                 Err(err) => {
-                    cx.issue(
-                        span,
-                        &key("client_secret_file"),
-                        format!("cannot read {}: {err}", path.display()),
-                    );
+                    // A secret not yet provisioned makes the IdP unavailable, not the server.
+                    let _ = span;
+                    unavailable.get_or_insert(format!(
+                        "client_secret_file: cannot read {}: {err}",
+                        path.display()
+                    ));
                     None
                 }
             }
@@ -819,6 +875,7 @@ fn idp_config(
             None
         }
         (None, true) => Some(crate::devidp::DEV_CLIENT_ID.to_string()),
+        (None, false) if unavailable.is_some() => None,
         (None, false) => {
             cx.issue(table_span.clone(), &key("client_id"), "missing");
             None
@@ -842,7 +899,15 @@ fn idp_config(
         }
     }
 
-    Some(IdpConfig {
+    if let Some(reason) = unavailable {
+        return Some(IdpEntry::Unavailable(UnavailableIdp {
+            label: label.unwrap_or_else(|| name.clone()),
+            name,
+            kind,
+            reason,
+        }));
+    }
+    Some(IdpEntry::Ready(Box::new(IdpConfig {
         label: label.unwrap_or_else(|| {
             if info.label.is_empty() {
                 name.clone()
@@ -864,7 +929,7 @@ fn idp_config(
         pkce,
         username_claim,
         provider: provider?,
-    })
+    })))
 }
 
 /// Converts a spanned TOML value into a plain one, expanding `${VAR}` in strings.
@@ -986,6 +1051,7 @@ kind = "oidcc"
 issuer = "http://sso.example.org"
 client_id = "authnz"
 client_secret = "${MISSING_VAR}"
+prompt = "${MISSING_PROMPT}"
 
 [idps.Bad]
 kind = "oidc"
@@ -998,9 +1064,9 @@ domain = "x"
             "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
             "idps.toml:4:1: server.colour: unknown key",
             "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: dev, oidc",
-            "idps.toml:10:17: idps.corp.client_secret: environment variable MISSING_VAR is not set",
-            "idps.toml:12:7: idps.Bad: IdP names appear in URLs",
-            "idps.toml:16:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
+            "idps.toml:11:10: idps.corp.prompt: environment variable MISSING_PROMPT is not set",
+            "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
+            "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
         ];
         for want in expected {
             assert!(
@@ -1096,6 +1162,37 @@ domain = "x"
             config.idps[0].client_secret.as_ref().map(Secret::expose),
             Some("from-file")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn missing_credentials_make_an_idp_unavailable_not_the_config() -> Result<(), ConfigErrors> {
+        let config = parse_str(
+            "[idps.okta]\nkind = \"oidc\"\nlabel = \"Okta\"\nissuer = \"https://o.example\"\nclient_id = \"${OKTA_CLIENT_ID}\"\nclient_secret = \"${CLIENT_SECRET}\"\n\n[idps.files]\nkind = \"oidc\"\nissuer = \"https://f.example\"\nclient_id = \"c\"\nclient_secret_file = \"/nonexistent/secret\"\n\n[idps.dev]\nkind = \"dev\"\n",
+        )?;
+        assert_eq!(config.idps.len(), 1);
+        assert_eq!(config.idps[0].name, "dev");
+        let reasons: Vec<_> = config
+            .unavailable
+            .iter()
+            .map(|idp| (idp.name.as_str(), idp.label.as_str(), idp.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons[0],
+            (
+                "okta",
+                "Okta",
+                "client_id: environment variable OKTA_CLIENT_ID is not set"
+            )
+        );
+        assert_eq!(reasons[1].0, "files");
+        assert!(
+            reasons[1]
+                .2
+                .starts_with("client_secret_file: cannot read /nonexistent/secret"),
+            "{reasons:?}"
+        );
+        assert!(!format!("{config:?}").contains("s3cret-value"));
         Ok(())
     }
 }

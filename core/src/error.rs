@@ -20,6 +20,8 @@ pub enum Status {
     Internal,
     /// 502: IdP transport or protocol failure.
     BadGateway,
+    /// 503: the IdP is configured but not usable (credentials missing).
+    Unavailable,
 }
 
 impl Status {
@@ -32,6 +34,7 @@ impl Status {
             Status::Conflict => 409,
             Status::Internal => 500,
             Status::BadGateway => 502,
+            Status::Unavailable => 503,
         }
     }
 }

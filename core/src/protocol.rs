@@ -271,6 +271,8 @@ pub struct Idp {
     http: IdpHttp,
     discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
     discover_lock: Mutex<()>,
+    /// Why the last discovery failed, until one succeeds (for `/healthz`).
+    last_error: std::sync::Mutex<Option<String>>,
     pub counters: IdpCounters,
 }
 
@@ -334,6 +336,7 @@ impl Idp {
             http,
             discovered: tokio::sync::RwLock::new(None),
             discover_lock: Mutex::new(()),
+            last_error: std::sync::Mutex::new(None),
             counters: IdpCounters::default(),
         })
     }
@@ -349,6 +352,7 @@ impl Idp {
         }
         let found = Arc::new(self.discover().await.map_err(|err| {
             tracing::warn!(idp = %self.config.name, error = %err, "discovery failed");
+            self.set_last_error(Some(err.clone()));
             FlowError::bad_gateway(
                 "idp_unavailable",
                 format!(
@@ -358,7 +362,23 @@ impl Idp {
             )
         })?);
         *self.discovered.write().await = Some(Arc::clone(&found));
+        self.set_last_error(None);
         Ok(found)
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        match self.last_error.lock() {
+            Ok(mut guard) => *guard = error,
+            Err(poisoned) => *poisoned.into_inner() = error,
+        }
+    }
+
+    /// The last discovery error, if discovery has not succeeded since.
+    pub fn last_error(&self) -> Option<String> {
+        match self.last_error.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Whether discovery has succeeded.

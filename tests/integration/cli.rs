@@ -30,7 +30,7 @@ fn check_reports_every_problem_and_fails() {
     let path = dir.path().join("idps.toml");
     std::fs::write(
         &path,
-        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\ncolour = \"blue\"\n",
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"s\"\nprompt = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\ncolour = \"blue\"\n",
     )
     .unwrap();
     let output = authnz()
@@ -43,8 +43,8 @@ fn check_reports_every_problem_and_fails() {
     let file = path.display().to_string();
     for expected in [
         format!("{file}:6:10: idps.corp.issuer: http:// issuers are only allowed for loopback hosts"),
-        format!("{file}:8:17: idps.corp.client_secret: environment variable AUTHNZ_TEST_UNSET_VARIABLE is not set"),
-        format!("{file}:9:1: idps.corp.colour: unknown key"),
+        format!("{file}:9:10: idps.corp.prompt: environment variable AUTHNZ_TEST_UNSET_VARIABLE is not set"),
+        format!("{file}:10:1: idps.corp.colour: unknown key"),
     ] {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }
@@ -90,4 +90,30 @@ fn serve_refuses_a_broken_config_without_starting() {
         "{stderr}"
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
+}
+
+#[test]
+fn check_warns_about_idps_without_credentials_but_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(
+        &path,
+        "[idps.okta]\nkind = \"oidc\"\nissuer = \"https://o.example\"\nclient_id = \"${AUTHNZ_TEST_UNSET_ID}\"\n",
+    )
+    .unwrap();
+    let output = authnz()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("warning: idps.okta is unavailable: client_id: environment variable AUTHNZ_TEST_UNSET_ID is not set"),
+        "{stdout}"
+    );
 }

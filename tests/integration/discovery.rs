@@ -47,3 +47,78 @@ async fn a_foreign_or_unsafe_discovery_disables_only_that_idp() {
     assert_eq!(response.status(), 502);
     assert!(!unsafe_endpoints.called("/token"));
 }
+
+#[tokio::test]
+async fn health_reports_each_idp_and_missing_credentials_do_not_stop_the_server() {
+    let broken = HostileIdp::start().await;
+    broken.with(|s| s.discovery["issuer"] = json!("https://attacker.example"));
+    let config = format!(
+        "{}[idps.okta]\nkind = \"oidc\"\nlabel = \"Okta\"\nissuer = \"https://okta.example\"\nclient_id = \"${{AUTHNZ_TEST_NEVER_SET}}\"\n\n[idps.dev]\nkind = \"dev\"\n",
+        broken.idp_toml("broken")
+    );
+    let server = Reserved::new().start(&config).await;
+    let browser = Browser::new();
+    // Let the background discovery finish.
+    assert_eq!(
+        browser
+            .get(&format!("{}/authnz/broken/login", server.url))
+            .await
+            .status(),
+        502
+    );
+    assert_eq!(
+        browser
+            .get(&format!("{}/authnz/dev/login", server.url))
+            .await
+            .status(),
+        200
+    );
+    let health: serde_json::Value = browser
+        .get(&format!("{}/healthz", server.url))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let state = |name: &str| {
+        health["idps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|idp| idp["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {health}"))
+    };
+    assert_eq!(state("dev")["state"], "ready");
+    assert_eq!(state("broken")["state"], "failing");
+    assert!(state("broken")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("attacker.example"));
+    assert_eq!(state("okta")["state"], "unavailable");
+    assert_eq!(
+        state("okta")["reason"],
+        "client_id: environment variable AUTHNZ_TEST_NEVER_SET is not set"
+    );
+    let response = browser
+        .get(&format!("{}/authnz/okta/login", server.url))
+        .await;
+    assert_eq!(response.status(), 503);
+    let list: serde_json::Value = browser
+        .get(&format!("{}/authnz", server.url))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|idp| idp["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("broken"), json!("dev")],
+        "unavailable IdPs get no button"
+    );
+}
