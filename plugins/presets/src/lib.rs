@@ -1,0 +1,662 @@
+//! The research identity providers Galaxy ships, as ready-made kinds.
+//!
+//! Most are OpenID providers with one well-known issuer, so a preset is that issuer, a label
+//! and default scopes, plus the one quirk (if any) that sets the IdP apart, commented with its
+//! source. `issuer = "..."` in the config still overrides the issuer (a test or staging
+//! instance). `tapis` is plain OAuth 2.0 and needs the tenant's URL.
+//!
+//! [`Factory`] is a plain fn pointer, so each kind is its own fn; [`kinds`] lists them.
+
+use authnz_plugin::{
+    standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue, LoginContext,
+    MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings, TomlValue,
+    VerifiedClaims,
+};
+
+/// Every preset kind with its factory, sorted by kind.
+pub fn kinds() -> Vec<(&'static str, Factory)> {
+    vec![
+        ("cilogon", cilogon),
+        ("egi_checkin", egi_checkin),
+        ("einfracz", einfracz),
+        ("elixir", elixir),
+        ("globus", globus),
+        ("lifescience", lifescience),
+        ("nfdi", nfdi),
+        ("tapis", tapis),
+    ]
+}
+
+type Built = Result<Box<dyn IdentityProvider>, Vec<ConfigError>>;
+
+/// Globus Auth. Source: docs.globus.org (Globus Auth API); Galaxy uses social-core's
+/// `GlobusOpenIdConnect`. Quirk: `preferred_username` is an identity such as
+/// `jdoe@globusid.org` or `jdoe@university.edu`; the local username is the part before `@`
+/// (social-core does the same). The key stays `sub`, so two `jdoe`s remain two people.
+pub fn globus(settings: &ProviderSettings) -> Built {
+    let info = openid("globus", "Globus", "https://auth.globus.org");
+    preset(settings, &[], info, Vec::new(), Mapping::Globus)
+}
+
+/// ELIXIR AAI (MITREid-based, hence the trailing slash in its issuer). Source: Galaxy's sample
+/// `Elixir` provider and social-core's `ElixirOpenIdConnect`. ELIXIR's login has since moved
+/// into LifeScience Login; if this issuer stops answering, use `lifescience`.
+pub fn elixir(settings: &ProviderSettings) -> Built {
+    let info = openid("elixir", "ELIXIR", "https://login.elixir-czech.org/oidc/");
+    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+}
+
+/// LifeScience Login (LS AAI), the life-science research infrastructures' AAI. Source:
+/// lifescience-ri.eu (LS Login service documentation); the issuer keeps its trailing slash.
+pub fn lifescience(settings: &ProviderSettings) -> Built {
+    let info = openid(
+        "lifescience",
+        "LifeScience Login",
+        "https://login.aai.lifescience-ri.eu/oidc/",
+    );
+    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+}
+
+/// NFDI-AAI's Infrastructure Proxy, run by DFN for Germany's NFDI consortia. Source:
+/// doc.nfdi-aai.de. (Community AAIs of NFDI such as Academic ID have their own issuers: use
+/// `oidc` for those.)
+pub fn nfdi(settings: &ProviderSettings) -> Built {
+    let info = openid("nfdi", "NFDI", "https://infraproxy.nfdi-aai.dfn.de");
+    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+}
+
+/// e-INFRA CZ, the Czech research e-infrastructure login (Perun-based proxy). Source:
+/// docs.e-infra.cz; the issuer keeps its trailing slash.
+pub fn einfracz(settings: &ProviderSettings) -> Built {
+    let info = openid("einfracz", "e-INFRA CZ", "https://login.e-infra.cz/oidc/");
+    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+}
+
+/// EGI Check-in, the EGI federation's AAI (Keycloak-based since 2023), with one issuer per
+/// `environment`: `production` (default), `demo` or `development`. Source: docs.egi.eu
+/// (Check-in endpoints); social-core's `EGICheckinOpenIdConnect` has the same three.
+pub fn egi_checkin(settings: &ProviderSettings) -> Built {
+    let mut errors = Vec::new();
+    let issuer = match settings.optional_str("environment", &mut errors).as_deref() {
+        None | Some("production") => "https://aai.egi.eu/auth/realms/egi",
+        Some("demo") => "https://aai-demo.egi.eu/auth/realms/egi",
+        Some("development") => "https://aai-dev.egi.eu/auth/realms/egi",
+        Some(_) => {
+            errors.push(ConfigError::new(
+                "environment",
+                "expected \"production\", \"demo\" or \"development\"",
+            ));
+            ""
+        }
+    };
+    let info = openid("egi_checkin", "EGI Check-in", issuer);
+    preset_with(
+        settings,
+        &["environment"],
+        errors,
+        info,
+        Vec::new(),
+        Mapping::Standard,
+    )
+}
+
+/// CILogon, the US research federation gateway (InCommon, eduGAIN, ORCID, ...). Source:
+/// cilogon.org/oidc. Quirks:
+/// - scope `org.cilogon.userinfo` (Galaxy's default too) releases the `idp` claim, the
+///   entityID of the IdP the person chose at CILogon;
+/// - `idp_hint` is sent as `idphint`, which skips CILogon's chooser (Galaxy sends it);
+/// - `allowed_idps` is sent as `selected_idp`, comma-joined, which limits the chooser to those
+///   IdPs (as JupyterHub's CILogonOAuthenticator does with its `shown_idps`). The chooser is
+///   only a convenience anyone can bypass by editing the URL, so the list is *enforced* on the
+///   verified `idp` claim (Galaxy's `allowed_idp` restricted the hint instead).
+pub fn cilogon(settings: &ProviderSettings) -> Built {
+    let mut errors = Vec::new();
+    let idp_hint = settings.optional_str("idp_hint", &mut errors);
+    let allowed_idps = str_list(settings, "allowed_idps", &mut errors);
+    if let Some(hint) = &idp_hint {
+        if hint.trim().is_empty() {
+            errors.push(ConfigError::new("idp_hint", "must not be empty"));
+        } else if !allowed_idps.is_empty() && !allowed_idps.contains(hint) {
+            errors.push(ConfigError::new(
+                "idp_hint",
+                "is not one of allowed_idps: that person could never sign in",
+            ));
+        }
+    }
+    let mut params = Vec::new();
+    if let Some(hint) = idp_hint {
+        params.push(("idphint".to_string(), hint));
+    }
+    if !allowed_idps.is_empty() {
+        params.push(("selected_idp".to_string(), allowed_idps.join(",")));
+    }
+    let mut info = openid("cilogon", "CILogon", "https://cilogon.org");
+    info.scopes.push("org.cilogon.userinfo".into());
+    let mapping = Mapping::CILogon { allowed_idps };
+    preset_with(
+        settings,
+        &["idp_hint", "allowed_idps"],
+        errors,
+        info,
+        params,
+        mapping,
+    )
+}
+
+/// Tapis (TACC's API platform), plain OAuth 2.0 per tenant: `url` is the tenant's base, e.g.
+/// `https://tacc.tapis.io`. Source: Galaxy's `lib/galaxy/authnz/tapis.py` (endpoints
+/// `/v3/oauth2/authorize`, `/v3/oauth2/tokens`, `/v3/oauth2/userinfo`; the person is its
+/// `username`). Unsure, for the core: per that file Tapis wraps its answers in `result` (the
+/// token response's access token sits at `result.access_token.access_token`) and its API takes
+/// the token in an `X-Tapis-Token` header rather than `Authorization: Bearer`; a standard
+/// OAuth 2.0 exchange may need those quirks before this kind works end to end.
+pub fn tapis(settings: &ProviderSettings) -> Built {
+    let mut errors = Vec::new();
+    let url = settings
+        .required_str("url", &mut errors)
+        .and_then(|url| match base_url(&url) {
+            Ok(url) => Some(url),
+            Err(message) => {
+                errors.push(ConfigError::new("url", message));
+                None
+            }
+        })
+        .unwrap_or_default();
+    // `url` is a validated base without query or trailing slash.
+    let info = ProviderInfo {
+        kind: "tapis".into(),
+        issuer: Some(url.clone()),
+        scopes: Vec::new(),
+        label: "Tapis".into(),
+        oauth2: Some(OAuth2Endpoints {
+            authorization_endpoint: format!("{url}/v3/oauth2/authorize"),
+            token_endpoint: format!("{url}/v3/oauth2/tokens"),
+            api_calls: vec![ApiCall {
+                claim: "userinfo".into(),
+                url: format!("{url}/v3/oauth2/userinfo"),
+            }],
+        }),
+        ..Default::default()
+    };
+    preset_with(settings, &["url"], errors, info, Vec::new(), Mapping::Tapis)
+}
+
+/// How a preset turns verified claims into an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mapping {
+    /// [`standard_identity`].
+    Standard,
+    /// Standard, username cut at `@`.
+    Globus,
+    /// Standard, after checking the `idp` claim against the allowed entityIDs (none: any).
+    CILogon { allowed_idps: Vec<String> },
+    /// The `userinfo` API answer; `username` is the key.
+    Tapis,
+}
+
+/// A preset provider: a fixed description, fixed authorize parameters and a [`Mapping`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetProvider {
+    info: ProviderInfo,
+    authorize_params: Vec<(String, String)>,
+    mapping: Mapping,
+}
+
+/// The description of an OpenID preset, with the scopes every preset asks for.
+fn openid(kind: &str, label: &str, issuer: &str) -> ProviderInfo {
+    ProviderInfo {
+        kind: kind.into(),
+        issuer: Some(issuer.into()),
+        scopes: vec!["email".into(), "profile".into()],
+        label: label.into(),
+        ..Default::default()
+    }
+}
+
+/// A preset without settings errors of its own.
+fn preset(
+    settings: &ProviderSettings,
+    known: &[&str],
+    info: ProviderInfo,
+    authorize_params: Vec<(String, String)>,
+    mapping: Mapping,
+) -> Built {
+    preset_with(settings, known, Vec::new(), info, authorize_params, mapping)
+}
+
+/// A preset, or every settings error: `errors` found so far plus unknown keys.
+fn preset_with(
+    settings: &ProviderSettings,
+    known: &[&str],
+    mut errors: Vec<ConfigError>,
+    info: ProviderInfo,
+    authorize_params: Vec<(String, String)>,
+    mapping: Mapping,
+) -> Built {
+    errors.extend(settings.unknown_keys(known));
+    if errors.is_empty() {
+        Ok(Box::new(PresetProvider {
+            info,
+            authorize_params,
+            mapping,
+        }))
+    } else {
+        Err(errors)
+    }
+}
+
+/// An optional list of non-empty strings.
+fn str_list(settings: &ProviderSettings, key: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
+    let Some(value) = settings.settings.get(key) else {
+        return Vec::new();
+    };
+    let items: Option<Vec<String>> = value.as_array().and_then(|items| {
+        items
+            .iter()
+            .map(|item| match item {
+                TomlValue::String(s) if !s.trim().is_empty() => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    });
+    match items {
+        Some(items) if !items.is_empty() => items,
+        Some(_) => {
+            errors.push(ConfigError::new(
+                key,
+                "must not be empty (leave it out for any)",
+            ));
+            Vec::new()
+        }
+        None => {
+            errors.push(ConfigError::new(
+                key,
+                "expected a list of non-empty strings",
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// A base URL: `https://host[:port][/path]`, or `http://` for a loopback host (tests), with no
+/// credentials, query or fragment. Returned without its trailing slash, so paths can follow.
+fn base_url(raw: &str) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected an https:// URL such as https://tacc.tapis.io";
+    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
+    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected a URL without query, fragment or spaces");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() || authority.contains('@') {
+        return Err("expected a URL with a host and no user name");
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        "https" => Ok(raw.trim_end_matches('/').to_string()),
+        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
+        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
+        _ => Err(EXPECTED),
+    }
+}
+
+impl IdentityProvider for PresetProvider {
+    fn describe(&self) -> ProviderInfo {
+        self.info.clone()
+    }
+
+    fn authorize_params(&self, _ctx: &LoginContext) -> Vec<(String, String)> {
+        self.authorize_params.clone()
+    }
+
+    fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+        match &self.mapping {
+            Mapping::Standard => Ok(standard_identity(claims)),
+            Mapping::Globus => {
+                let mut identity = standard_identity(claims);
+                if let Some(name) = claims.str("preferred_username") {
+                    let local = name.split('@').next().unwrap_or(name);
+                    identity.username = Some(local.to_string()).filter(|l| !l.is_empty());
+                }
+                Ok(identity)
+            }
+            Mapping::CILogon { allowed_idps } => {
+                let idp = claims.str("idp").unwrap_or_default();
+                if !allowed_idps.is_empty() && !allowed_idps.iter().any(|allowed| allowed == idp) {
+                    return Err(MapError::Denied(
+                        "the identity provider you chose at CILogon is not accepted here".into(),
+                    ));
+                }
+                Ok(standard_identity(claims))
+            }
+            Mapping::Tapis => {
+                let answer = claims.claims.get("userinfo");
+                // Galaxy's tapis.py: the profile may be wrapped in `result`.
+                let profile = answer.and_then(|a| a.get("result")).or(answer);
+                let text = |name: &str| {
+                    profile
+                        .and_then(|p| p.get(name))
+                        .and_then(JsonValue::as_str)
+                        .filter(|value| !value.is_empty())
+                        .map(str::to_string)
+                };
+                let username = text("username").ok_or_else(|| {
+                    MapError::Invalid("the Tapis userinfo answer has no username".into())
+                })?;
+                Ok(MappedIdentity {
+                    subject: username.clone(),
+                    username: Some(username),
+                    // Tapis says nothing of verification: kept for display only.
+                    email: text("email"),
+                    email_verified: false,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(kind: &str, text: &str) -> Built {
+        let factory = kinds()
+            .into_iter()
+            .find(|(name, _)| *name == kind)
+            .map(|(_, factory)| factory)
+            .unwrap();
+        factory(&ProviderSettings {
+            name: kind.into(),
+            settings: text.parse().unwrap(),
+        })
+    }
+
+    fn claims(json: serde_json::Value) -> VerifiedClaims {
+        VerifiedClaims {
+            issuer: "https://idp.example".into(),
+            subject: "sub-1".into(),
+            claims: json.as_object().cloned().unwrap(),
+        }
+    }
+
+    #[test]
+    fn kinds_are_sorted_unique_and_named_by_their_description() {
+        let names: Vec<&str> = kinds().iter().map(|(name, _)| *name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(names, sorted);
+        for name in names {
+            let settings = if name == "tapis" {
+                "url = \"https://tacc.tapis.io\""
+            } else {
+                ""
+            };
+            let info = build(name, settings).unwrap().describe();
+            assert_eq!(info.kind, name);
+            assert!(!info.label.is_empty(), "{name}");
+            assert!(info.issuer_template.is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn settings_and_description_table() {
+        // (kind, settings, Ok((issuer, authorize params)) or Err(keys with errors))
+        type Want = Result<
+            (&'static str, &'static [(&'static str, &'static str)]),
+            &'static [&'static str],
+        >;
+        let cases: [(&str, &str, Want); 23] = [
+            ("globus", "", Ok(("https://auth.globus.org", &[]))),
+            ("elixir", "", Ok(("https://login.elixir-czech.org/oidc/", &[]))),
+            (
+                "lifescience",
+                "",
+                Ok(("https://login.aai.lifescience-ri.eu/oidc/", &[])),
+            ),
+            ("nfdi", "", Ok(("https://infraproxy.nfdi-aai.dfn.de", &[]))),
+            ("einfracz", "", Ok(("https://login.e-infra.cz/oidc/", &[]))),
+            ("cilogon", "", Ok(("https://cilogon.org", &[]))),
+            ("egi_checkin", "", Ok(("https://aai.egi.eu/auth/realms/egi", &[]))),
+            (
+                "egi_checkin",
+                "environment = \"production\"",
+                Ok(("https://aai.egi.eu/auth/realms/egi", &[])),
+            ),
+            (
+                "egi_checkin",
+                "environment = \"demo\"",
+                Ok(("https://aai-demo.egi.eu/auth/realms/egi", &[])),
+            ),
+            (
+                "egi_checkin",
+                "environment = \"development\"",
+                Ok(("https://aai-dev.egi.eu/auth/realms/egi", &[])),
+            ),
+            ("egi_checkin", "environment = \"prod\"", Err(&["environment"])),
+            ("globus", "url = \"https://auth.globus.org\"", Err(&["url"])),
+            ("elixir", "environment = \"demo\"", Err(&["environment"])),
+            (
+                "cilogon",
+                "idp_hint = \"https://idp.uni.example/idp/shibboleth\"",
+                Ok((
+                    "https://cilogon.org",
+                    &[("idphint", "https://idp.uni.example/idp/shibboleth")],
+                )),
+            ),
+            (
+                "cilogon",
+                "allowed_idps = [\"https://a.example/idp\", \"http://github.com/login/oauth/authorize\"]",
+                Ok((
+                    "https://cilogon.org",
+                    &[(
+                        "selected_idp",
+                        "https://a.example/idp,http://github.com/login/oauth/authorize",
+                    )],
+                )),
+            ),
+            (
+                "cilogon",
+                "idp_hint = \"https://a.example/idp\"\nallowed_idps = [\"https://a.example/idp\", \"https://b.example/idp\"]",
+                Ok((
+                    "https://cilogon.org",
+                    &[
+                        ("idphint", "https://a.example/idp"),
+                        ("selected_idp", "https://a.example/idp,https://b.example/idp"),
+                    ],
+                )),
+            ),
+            (
+                "cilogon",
+                "idp_hint = \"https://c.example/idp\"\nallowed_idps = [\"https://a.example/idp\"]",
+                Err(&["idp_hint"]),
+            ),
+            ("cilogon", "allowed_idps = []", Err(&["allowed_idps"])),
+            ("cilogon", "allowed_idps = \"https://a.example/idp\"", Err(&["allowed_idps"])),
+            (
+                "cilogon",
+                "allowed_idps = [\"\"]\nidphint = \"x\"",
+                Err(&["allowed_idps", "idphint"]),
+            ),
+            ("tapis", "", Err(&["url"])),
+            ("tapis", "url = \"http://tacc.tapis.io\"", Err(&["url"])),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"\ntenant_id = \"tacc\"",
+                Err(&["tenant_id"]),
+            ),
+        ];
+        for (kind, text, want) in cases {
+            match (build(kind, text), want) {
+                (Ok(provider), Ok((issuer, params))) => {
+                    let info = provider.describe();
+                    assert_eq!(info.issuer.as_deref(), Some(issuer), "{kind} {text}");
+                    assert!(info.oauth2.is_none(), "{kind}");
+                    let found = provider.authorize_params(&LoginContext { idp: kind.into() });
+                    let found: Vec<(&str, &str)> = found
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    assert_eq!(found, params, "{kind} {text}");
+                }
+                (Err(errors), Err(keys)) => {
+                    let mut found: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+                    found.sort();
+                    assert_eq!(found, keys, "{kind} {text}: {errors:?}");
+                }
+                (Ok(provider), Err(_)) => {
+                    panic!("{kind} {text}: accepted as {:?}", provider.describe())
+                }
+                (Err(errors), Ok(_)) => panic!("{kind} {text}: rejected with {errors:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_table() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("globus", &["email", "profile"]),
+            ("cilogon", &["email", "profile", "org.cilogon.userinfo"]),
+            ("egi_checkin", &["email", "profile"]),
+        ];
+        for (kind, scopes) in cases {
+            assert_eq!(build(kind, "").unwrap().describe().scopes, scopes, "{kind}");
+        }
+    }
+
+    #[test]
+    fn tapis_is_oauth2_with_userinfo_call() {
+        for url in ["https://tacc.tapis.io", "https://tacc.tapis.io/"] {
+            let info = build("tapis", &format!("url = \"{url}\""))
+                .unwrap()
+                .describe();
+            assert_eq!(info.issuer.as_deref(), Some("https://tacc.tapis.io"));
+            assert!(info.scopes.is_empty());
+            assert_eq!(
+                info.oauth2,
+                Some(OAuth2Endpoints {
+                    authorization_endpoint: "https://tacc.tapis.io/v3/oauth2/authorize".into(),
+                    token_endpoint: "https://tacc.tapis.io/v3/oauth2/tokens".into(),
+                    api_calls: vec![ApiCall {
+                        claim: "userinfo".into(),
+                        url: "https://tacc.tapis.io/v3/oauth2/userinfo".into(),
+                    }],
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn mapping_table() {
+        // (kind, settings, claims, Ok((subject, username, email_verified)) or Err(denied?))
+        type Want = Result<(&'static str, Option<&'static str>, bool), bool>;
+        let allowed = "allowed_idps = [\"https://a.example/idp\"]";
+        let cases: [(&str, &str, serde_json::Value, Want); 15] = [
+            (
+                "globus",
+                "",
+                serde_json::json!({"preferred_username": "jdoe@globusid.org", "email": "j@x.org"}),
+                Ok(("sub-1", Some("jdoe"), false)),
+            ),
+            (
+                "globus",
+                "",
+                serde_json::json!({"preferred_username": "jdoe"}),
+                Ok(("sub-1", Some("jdoe"), false)),
+            ),
+            (
+                "globus",
+                "",
+                serde_json::json!({"email": "ann@x.org", "email_verified": true}),
+                Ok(("sub-1", Some("ann"), true)),
+            ),
+            (
+                "globus",
+                "",
+                serde_json::json!({"preferred_username": "@globusid.org"}),
+                Ok(("sub-1", None, false)),
+            ),
+            (
+                "elixir",
+                "",
+                serde_json::json!({"preferred_username": "ann", "email": "a@x.org"}),
+                Ok(("sub-1", Some("ann"), false)),
+            ),
+            (
+                "egi_checkin",
+                "",
+                serde_json::json!({"email": "a@x.org", "email_verified": true}),
+                Ok(("sub-1", Some("a"), true)),
+            ),
+            (
+                "cilogon",
+                "",
+                serde_json::json!({"idp": "https://z.example/idp", "email": "a@x.org"}),
+                Ok(("sub-1", Some("a"), false)),
+            ),
+            (
+                "cilogon",
+                allowed,
+                serde_json::json!({"idp": "https://a.example/idp", "email": "a@x.org"}),
+                Ok(("sub-1", Some("a"), false)),
+            ),
+            (
+                "cilogon",
+                allowed,
+                serde_json::json!({"idp": "https://z.example/idp"}),
+                Err(true),
+            ),
+            ("cilogon", allowed, serde_json::json!({}), Err(true)),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"",
+                serde_json::json!({"userinfo": {"username": "jdoe", "email": "j@x.org"}}),
+                Ok(("jdoe", Some("jdoe"), false)),
+            ),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"",
+                serde_json::json!({"userinfo": {"result": {"username": "jdoe"}, "status": "success"}}),
+                Ok(("jdoe", Some("jdoe"), false)),
+            ),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"",
+                serde_json::json!({"userinfo": {"username": ""}}),
+                Err(false),
+            ),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"",
+                serde_json::json!({"userinfo": {"result": {"name": "x"}}}),
+                Err(false),
+            ),
+            (
+                "tapis",
+                "url = \"https://tacc.tapis.io\"",
+                serde_json::json!({"username": "from-an-id-token?"}),
+                Err(false),
+            ),
+        ];
+        for (kind, text, json, want) in cases {
+            let provider = build(kind, text).unwrap();
+            match (provider.map_identity(&claims(json.clone())), want) {
+                (Ok(mapped), Ok((subject, username, verified))) => {
+                    assert_eq!(mapped.subject, subject, "{kind} {json}");
+                    assert_eq!(mapped.username.as_deref(), username, "{kind} {json}");
+                    assert_eq!(mapped.email_verified, verified, "{kind} {json}");
+                }
+                (Err(MapError::Denied(_)), Err(true)) | (Err(MapError::Invalid(_)), Err(false)) => {
+                }
+                (result, want) => panic!("{kind} {json}: {result:?}, wanted {want:?}"),
+            }
+        }
+    }
+}
