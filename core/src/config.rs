@@ -1063,7 +1063,7 @@ domain = "x"
         let expected = [
             "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
             "idps.toml:4:1: server.colour: unknown key",
-            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: dev, oidc",
+            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
             "idps.toml:11:10: idps.corp.prompt: environment variable MISSING_PROMPT is not set",
             "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
             "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",

@@ -20,6 +20,14 @@ impl Registry {
             factories: BTreeMap::new(),
         };
         registry.register("oidc", authnz_plugin_oidc::factory);
+        registry.register("okta", authnz_plugin_okta::factory);
+        registry.register("google", authnz_plugin_google::factory);
+        registry.register("keycloak", authnz_plugin_keycloak::factory);
+        registry.register("entra", authnz_plugin_entra::factory);
+        registry.register("github", authnz_plugin_github::factory);
+        for (kind, factory) in authnz_plugin_presets::kinds() {
+            registry.register(kind, factory);
+        }
         registry.register("dev", crate::devidp::factory);
         registry
     }
