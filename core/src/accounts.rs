@@ -71,6 +71,7 @@ pub fn finish_login(
         .map_err(|err| match err {
             MapError::Denied(reason) => FlowError::new(Status::Forbidden, "login_denied", reason),
             MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
+            MapError::Failed(reason) => FlowError::bad_gateway("provider_failed", reason),
             _ => FlowError::unauthorized("claims_unusable", "the identity could not be mapped"),
         })?;
     let mut mapped = mapped;

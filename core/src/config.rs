@@ -642,7 +642,7 @@ fn idp_config(
     let key = |k: &str| format!("{prefix}.{k}");
     let kind = match fields.take_str(cx, "kind") {
         Some((kind, span)) => {
-            if registry.factory(&kind).is_none() {
+            if kind != DYLIB_KIND && registry.factory(&kind).is_none() {
                 cx.issue(
                     span,
                     &key("kind"),
@@ -790,12 +790,18 @@ fn idp_config(
     };
 
     let kind = kind?;
-    let factory = registry.factory(&kind)?;
-    let provider = match factory(&ProviderSettings {
-        name: name.clone(),
-        settings,
-    }) {
-        Ok(provider) => Some(Arc::<dyn IdentityProvider>::from(provider)),
+    let built = if kind == DYLIB_KIND {
+        load_dylib(cx, name.clone(), settings)
+    } else {
+        let factory = registry.factory(&kind)?;
+        factory(&ProviderSettings {
+            name: name.clone(),
+            settings,
+        })
+        .map(Arc::<dyn IdentityProvider>::from)
+    };
+    let provider = match built {
+        Ok(provider) => Some(provider),
         Err(errors) => {
             for error in errors {
                 let span = setting_spans
@@ -932,6 +938,35 @@ fn idp_config(
     })))
 }
 
+/// The kind of providers loaded from a shared library.
+pub const DYLIB_KIND: &str = "dylib";
+
+/// Loads a `kind = "dylib"` provider: `path` (relative to the config file) names the library,
+/// the other settings go to it.
+fn load_dylib(
+    cx: &Context,
+    name: String,
+    mut settings: TomlTable,
+) -> Result<Arc<dyn IdentityProvider>, Vec<authnz_plugin::ConfigError>> {
+    let path = match settings.remove("path") {
+        Some(TomlValue::String(path)) => cx.resolve(&path),
+        Some(_) => {
+            return Err(vec![authnz_plugin::ConfigError::new(
+                "path",
+                "expected a string",
+            )])
+        }
+        None => {
+            return Err(vec![authnz_plugin::ConfigError::new(
+                "path",
+                "missing: kind \"dylib\" needs path = \"/path/to/libprovider.so\"",
+            )])
+        }
+    };
+    let provider = crate::dylib::load(&path, &ProviderSettings { name, settings })?;
+    Ok(Arc::new(provider))
+}
+
 /// Converts a spanned TOML value into a plain one, expanding `${VAR}` in strings.
 fn to_toml(cx: &mut Context, key: &str, span: Range<usize>, value: DeValue) -> Option<TomlValue> {
     Some(match value {
@@ -1063,7 +1098,7 @@ domain = "x"
         let expected = [
             "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
             "idps.toml:4:1: server.colour: unknown key",
-            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
+            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, dylib, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
             "idps.toml:11:10: idps.corp.prompt: environment variable MISSING_PROMPT is not set",
             "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
             "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod devidp;
+pub mod dylib;
 pub mod error;
 pub mod pages;
 pub mod protocol;

@@ -41,8 +41,11 @@ impl Registry {
         self.factories.get(kind).copied()
     }
 
-    /// Every known kind, sorted.
+    /// Every known kind, sorted, `dylib` (a provider from a shared library) included.
     pub fn kinds(&self) -> Vec<&str> {
-        self.factories.keys().map(String::as_str).collect()
+        let mut kinds: Vec<&str> = self.factories.keys().map(String::as_str).collect();
+        kinds.push(crate::config::DYLIB_KIND);
+        kinds.sort_unstable();
+        kinds
     }
 }

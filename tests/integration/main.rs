@@ -5,5 +5,6 @@
 mod callback_attacks;
 mod cli;
 mod discovery;
+mod dylib;
 mod id_token_attacks;
 mod login_flow;

@@ -41,6 +41,8 @@ pub struct Script {
     pub token_bodies: Vec<String>,
     /// URI and `Authorization` header of every userinfo request.
     pub userinfo_requests: Vec<(String, Option<String>)>,
+    /// Answers for other paths (e.g. a GitHub-style `/user`).
+    pub extra: std::collections::HashMap<String, Reply>,
 }
 
 pub struct HostileIdp {
@@ -72,7 +74,8 @@ async fn serve(
         match path.as_str() {
             "/.well-known/openid-configuration" => Reply::Json(200, script.discovery.clone()),
             "/jwks" => script.jwks.clone(),
-            "/token" => {
+            // `/login/oauth/access_token` is where a GitHub-style provider takes codes.
+            "/token" | "/login/oauth/access_token" => {
                 script.token_bodies.push(body);
                 script.token.clone()
             }
@@ -87,7 +90,11 @@ async fn serve(
                     .push((req.uri().to_string(), authorization));
                 script.userinfo.clone()
             }
-            _ => Reply::Json(404, json!({"error": "not_found"})),
+            other => script
+                .extra
+                .get(other)
+                .cloned()
+                .unwrap_or_else(|| Reply::Json(404, json!({"error": "not_found"}))),
         }
     };
     match reply {
@@ -130,6 +137,7 @@ impl HostileIdp {
             calls: Vec::new(),
             token_bodies: Vec::new(),
             userinfo_requests: Vec::new(),
+            extra: std::collections::HashMap::new(),
         }));
         let app = Route::new().at("/*path", serve).data(Arc::clone(&script));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

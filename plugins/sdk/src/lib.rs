@@ -11,6 +11,10 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
+pub mod abi;
+
 pub use serde_json::{Map as JsonMap, Value as JsonValue};
 pub use toml::{Table as TomlTable, Value as TomlValue};
 
@@ -96,7 +100,7 @@ impl ProviderSettings {
 }
 
 /// A configuration problem in one kind-specific key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{key}: {message}")]
 pub struct ConfigError {
     /// The key inside `[idps.<name>]` the problem is about.
@@ -115,7 +119,7 @@ impl ConfigError {
 }
 
 /// How a provider describes its IdP.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProviderInfo {
     /// The provider kind, e.g. `oidc`, `okta`.
     pub kind: String,
@@ -140,7 +144,7 @@ pub struct ProviderInfo {
 /// Where a plain OAuth 2.0 provider lives. The core runs the code flow (state, PKCE), then
 /// calls each [`ApiCall`] with the access token and hands the answers to `map_identity` as
 /// claims named by [`ApiCall::claim`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OAuth2Endpoints {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
@@ -149,7 +153,7 @@ pub struct OAuth2Endpoints {
 }
 
 /// One authenticated API call of an OAuth 2.0 provider.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ApiCall {
     /// The claim name its JSON answer is stored under, e.g. `user`, `emails`.
     pub claim: String,
@@ -158,7 +162,7 @@ pub struct ApiCall {
 }
 
 /// What the core knows about a login when it asks for authorize parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginContext {
     /// The `<name>` of the IdP entry.
     pub idp: String,
@@ -168,7 +172,7 @@ pub struct LoginContext {
 /// whose `sub` matched the ID token's. For OAuth 2.0 providers (no ID token), `subject` is
 /// empty and `claims` holds the answers of the provider's API calls, fetched over TLS with the
 /// access token the provider's token endpoint issued.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifiedClaims {
     /// The verified `iss`.
     pub issuer: String,
@@ -196,7 +200,7 @@ impl VerifiedClaims {
 }
 
 /// A local identity mapped from verified claims.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MappedIdentity {
     /// The stable key of this person at this IdP (normally `sub`; Entra uses `tid`+`oid`).
     pub subject: String,
@@ -212,7 +216,7 @@ pub struct MappedIdentity {
 }
 
 /// Why a provider refused to map claims.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MapError {
     /// The person may not log in through this IdP (e.g. wrong hosted domain): 403.
@@ -221,6 +225,9 @@ pub enum MapError {
     /// The claims lack something the provider needs: 401.
     #[error("unusable claims: {0}")]
     Invalid(String),
+    /// The provider itself failed (a dynamic provider panicked or answered garbage): 502.
+    #[error("provider failed: {0}")]
+    Failed(String),
 }
 
 /// The default mapping most OpenID providers need: `sub`, `preferred_username` (or the local
