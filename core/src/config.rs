@@ -208,6 +208,7 @@ pub fn parse(
         issues: Vec::new(),
         env,
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        missing_variable: None,
     };
     let (root, syntax) = DeTable::parse_recoverable(text);
     for error in syntax {
@@ -284,12 +285,31 @@ pub fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// Why `${...}` could not be expanded.
+#[derive(Debug)]
+enum ExpandError {
+    Missing(String),
+    Syntax(String),
+}
+
+impl fmt::Display for ExpandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpandError::Missing(name) => write!(f, "environment variable {name} is not set"),
+            ExpandError::Syntax(message) => f.write_str(message),
+        }
+    }
+}
+
 struct Context<'a> {
     file: PathBuf,
     text: &'a str,
     issues: Vec<ConfigIssue>,
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: PathBuf,
+    /// While reading an `[idps.*]` entry: the first unset variable, which makes the entry
+    /// unavailable instead of failing the whole config.
+    missing_variable: Option<Option<String>>,
 }
 
 impl Context<'_> {
@@ -308,22 +328,28 @@ impl Context<'_> {
     fn expand(&mut self, span: Range<usize>, key: &str, raw: &str) -> Option<String> {
         match self.try_expand(raw) {
             Ok(value) => Some(value),
-            Err(message) => {
-                self.issue(span, key, message);
+            Err(ExpandError::Missing(name)) if self.missing_variable.is_some() => {
+                if let Some(first @ None) = &mut self.missing_variable {
+                    *first = Some(format!("{key}: environment variable {name} is not set"));
+                }
+                None
+            }
+            Err(err) => {
+                self.issue(span, key, err.to_string());
                 None
             }
         }
     }
 
     /// Expands `${VAR}` and `${VAR:-default}`, or says what is wrong.
-    fn try_expand(&self, raw: &str) -> Result<String, String> {
+    fn try_expand(&self, raw: &str) -> Result<String, ExpandError> {
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                return Err("unterminated ${...}".to_string());
+                return Err(ExpandError::Syntax("unterminated ${...}".to_string()));
             };
             let inner = &after[..end];
             let (name, default) = match inner.split_once(":-") {
@@ -331,17 +357,30 @@ impl Context<'_> {
                 None => (inner, None),
             };
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("invalid variable name in ${{{inner}}}"));
+                return Err(ExpandError::Syntax(format!(
+                    "invalid variable name in ${{{inner}}}"
+                )));
             }
             match ((self.env)(name), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(default)) => out.push_str(default),
-                (None, None) => return Err(format!("environment variable {name} is not set")),
+                (None, None) => return Err(ExpandError::Missing(name.to_string())),
             }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
         Ok(out)
+    }
+
+    /// Records why the entry being read is unavailable (the first reason wins).
+    fn mark_unavailable(&mut self, reason: String) {
+        if let Some(first @ None) = &mut self.missing_variable {
+            *first = Some(reason);
+        }
+    }
+
+    fn is_unavailable(&self) -> bool {
+        matches!(self.missing_variable, Some(Some(_)))
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -420,33 +459,6 @@ impl<'i> Fields<'i> {
             }
             None => {
                 cx.issue(span, &self.key(name), "expected a string");
-                None
-            }
-        }
-    }
-
-    /// A credential string. An unset `${VAR}` in it does not fail the config: the IdP is
-    /// reported unavailable instead (`unavailable` gets the first reason).
-    fn take_credential(
-        &mut self,
-        cx: &mut Context,
-        name: &str,
-        unavailable: &mut Option<String>,
-    ) -> Option<(String, Range<usize>)> {
-        let value = self.take(name)?;
-        let span = value.span();
-        let Some(raw) = value.get_ref().as_str() else {
-            cx.issue(span, &self.key(name), "expected a string");
-            return None;
-        };
-        match cx.try_expand(raw) {
-            Ok(value) => Some((value, span)),
-            Err(reason) if reason.starts_with("environment variable") => {
-                unavailable.get_or_insert(format!("{name}: {reason}"));
-                None
-            }
-            Err(reason) => {
-                cx.issue(span, &self.key(name), reason);
                 None
             }
         }
@@ -640,6 +652,33 @@ fn idp_config(
     let prefix = fields.prefix.clone();
     let table_span = fields.span.clone();
     let key = |k: &str| format!("{prefix}.{k}");
+    // From here, an unset variable makes this entry unavailable rather than the config invalid.
+    cx.missing_variable = Some(None);
+    let entry = idp_entry(
+        cx,
+        registry,
+        server,
+        name,
+        &mut fields,
+        &prefix,
+        table_span,
+        &key,
+    );
+    cx.missing_variable = None;
+    entry
+}
+
+#[allow(clippy::too_many_arguments)]
+fn idp_entry(
+    cx: &mut Context,
+    registry: &Registry,
+    server: &ServerConfig,
+    name: String,
+    fields: &mut Fields,
+    prefix: &str,
+    table_span: Range<usize>,
+    key: &dyn Fn(&str) -> String,
+) -> Option<IdpEntry> {
     let kind = match fields.take_str(cx, "kind") {
         Some((kind, span)) => {
             if kind != DYLIB_KIND && registry.factory(&kind).is_none() {
@@ -668,10 +707,9 @@ fn idp_config(
     let is_dev = kind.as_deref() == Some("dev");
     let label = fields.take_str(cx, "label").map(|(v, _)| v);
     let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
-    let mut unavailable = None;
-    let client_id = fields.take_credential(cx, "client_id", &mut unavailable);
-    let client_secret = fields.take_credential(cx, "client_secret", &mut unavailable);
-    let client_secret_file = fields.take_credential(cx, "client_secret_file", &mut unavailable);
+    let client_id = fields.take_str(cx, "client_id");
+    let client_secret = fields.take_str(cx, "client_secret");
+    let client_secret_file = fields.take_str(cx, "client_secret_file");
     let issuer = fields.take_str(cx, "issuer");
     let scopes = fields.take_str_list(cx, "scopes");
     let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
@@ -680,7 +718,7 @@ fn idp_config(
         Some(value) => {
             let span = value.span();
             let mut list = Fields {
-                prefix: prefix.clone(),
+                prefix: prefix.to_string(),
                 span: span.clone(),
                 entries: Vec::new(),
             };
@@ -778,7 +816,7 @@ fn idp_config(
                 Err(err) => {
                     // A secret not yet provisioned makes the IdP unavailable, not the server.
                     let _ = span;
-                    unavailable.get_or_insert(format!(
+                    cx.mark_unavailable(format!(
                         "client_secret_file: cannot read {}: {err}",
                         path.display()
                     ));
@@ -881,7 +919,7 @@ fn idp_config(
             None
         }
         (None, true) => Some(crate::devidp::DEV_CLIENT_ID.to_string()),
-        (None, false) if unavailable.is_some() => None,
+        (None, false) if cx.is_unavailable() => None,
         (None, false) => {
             cx.issue(table_span.clone(), &key("client_id"), "missing");
             None
@@ -905,7 +943,7 @@ fn idp_config(
         }
     }
 
-    if let Some(reason) = unavailable {
+    if let Some(reason) = cx.missing_variable.clone().flatten() {
         return Some(IdpEntry::Unavailable(UnavailableIdp {
             label: label.unwrap_or_else(|| name.clone()),
             name,
@@ -1080,13 +1118,13 @@ client_id = "x"
 [server]
 listen = "nonsense"
 colour = "blue"
+database = "${MISSING_DIR}/db"
 
 [idps.corp]
 kind = "oidcc"
 issuer = "http://sso.example.org"
 client_id = "authnz"
 client_secret = "${MISSING_VAR}"
-prompt = "${MISSING_PROMPT}"
 
 [idps.Bad]
 kind = "oidc"
@@ -1098,8 +1136,8 @@ domain = "x"
         let expected = [
             "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
             "idps.toml:4:1: server.colour: unknown key",
-            "idps.toml:7:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, dylib, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
-            "idps.toml:11:10: idps.corp.prompt: environment variable MISSING_PROMPT is not set",
+            "idps.toml:8:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, dylib, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
+            "idps.toml:5:12: server.database: environment variable MISSING_DIR is not set",
             "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
             "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
         ];
@@ -1217,7 +1255,7 @@ domain = "x"
             (
                 "okta",
                 "Okta",
-                "client_id: environment variable OKTA_CLIENT_ID is not set"
+                "idps.okta.client_id: environment variable OKTA_CLIENT_ID is not set"
             )
         );
         assert_eq!(reasons[1].0, "files");

@@ -30,7 +30,7 @@ fn check_reports_every_problem_and_fails() {
     let path = dir.path().join("idps.toml");
     std::fs::write(
         &path,
-        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"s\"\nprompt = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\ncolour = \"blue\"\n",
+        "[server]\nlisten = \"127.0.0.1:8080\"\ndatabase = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"s\"\ncolour = \"blue\"\n",
     )
     .unwrap();
     let output = authnz()
@@ -42,8 +42,8 @@ fn check_reports_every_problem_and_fails() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let file = path.display().to_string();
     for expected in [
-        format!("{file}:6:10: idps.corp.issuer: http:// issuers are only allowed for loopback hosts"),
-        format!("{file}:9:10: idps.corp.prompt: environment variable AUTHNZ_TEST_UNSET_VARIABLE is not set"),
+        format!("{file}:7:10: idps.corp.issuer: http:// issuers are only allowed for loopback hosts"),
+        format!("{file}:3:12: server.database: environment variable AUTHNZ_TEST_UNSET_VARIABLE is not set"),
         format!("{file}:10:1: idps.corp.colour: unknown key"),
     ] {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
@@ -113,7 +113,7 @@ fn check_warns_about_idps_without_credentials_but_passes() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("warning: idps.okta is unavailable: client_id: environment variable AUTHNZ_TEST_UNSET_ID is not set"),
+        stdout.contains("warning: idps.okta is unavailable: idps.okta.client_id: environment variable AUTHNZ_TEST_UNSET_ID is not set"),
         "{stdout}"
     );
 }

@@ -98,7 +98,7 @@ async fn health_reports_each_idp_and_missing_credentials_do_not_stop_the_server(
     assert_eq!(state("okta")["state"], "unavailable");
     assert_eq!(
         state("okta")["reason"],
-        "client_id: environment variable AUTHNZ_TEST_NEVER_SET is not set"
+        "idps.okta.client_id: environment variable AUTHNZ_TEST_NEVER_SET is not set"
     );
     let response = browser
         .get(&format!("{}/authnz/okta/login", server.url))
