@@ -708,3 +708,26 @@ async fn hs256_is_refused_for_a_public_client() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_changed_email_for_the_same_subject_is_the_same_user() {
+    // F53: identities are keyed by (IdP, sub); the email is only an attribute.
+    let rig = Rig::new().await;
+    let mut ids = Vec::new();
+    for email in ["alice@example.test", "alice@new-employer.example"] {
+        let (status, body, browser) = rig
+            .attempt(|idp, nonce| {
+                let mut claims = idp.claims(nonce, ACCESS_TOKEN);
+                claims["email"] = json!(email);
+                idp.answer_token(Some(key_a().sign(json!({}), &claims)), ACCESS_TOKEN);
+                idp.answer_userinfo(json!({"sub": "alice-sub", "email": email}));
+            })
+            .await;
+        assert_eq!(status, 303, "{body}");
+        let (_, me) = browser.me(&rig.server.url).await;
+        assert_eq!(me["identities"][0]["email"], email);
+        ids.push(me["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(rig.server.count("users"), 1);
+}

@@ -8,3 +8,4 @@ mod discovery;
 mod dylib;
 mod id_token_attacks;
 mod login_flow;
+mod providers;

@@ -81,7 +81,9 @@ const provider = new Provider(issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['preferred_username', 'name'],
+    // Beyond the standard profile: the claims authnz's providers read (Google hd, Entra tid/oid,
+    // Keycloak groups, ORCID names, CILogon idp), released when an account override sets them.
+    profile: ['preferred_username', 'name', 'given_name', 'family_name', 'hd', 'tid', 'oid', 'groups', 'idp'],
   },
 
   features: {

@@ -1,0 +1,227 @@
+//! The built-in provider kinds, each pointed at the real `oidc-provider` with `issuer = ...`:
+//! a full login through each, their authorize parameters, Google's hosted-domain refusal, and
+//! identities that never merge across IdPs (SECURITY F54, F55). GitHub (plain OAuth 2.0) is
+//! played by the hostile IdP.
+
+use authnz_tests::hostile::{HostileIdp, Reply};
+use authnz_tests::{
+    assert_only_pending_consumed, query_param, Browser, OidcProvider, Reserved, OIDC_CLIENT_SECRET,
+};
+use serde_json::json;
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const ERIN_OID: &str = "6c2b58e3-5d3a-4c44-a6a4-0f6f2a0e4c11";
+
+fn entry(name: &str, kind: &str, issuer: &str, settings: &str) -> String {
+    format!(
+        "[idps.{name}]\nkind = \"{kind}\"\nissuer = \"{issuer}\"\nclient_id = \"authnz\"\nclient_secret = \"{OIDC_CLIENT_SECRET}\"\n{settings}\n"
+    )
+}
+
+#[tokio::test]
+async fn every_built_in_kind_logs_in_through_the_real_provider() {
+    let reserved = Reserved::new();
+    let names = ["okta", "google", "keycloak", "entra"];
+    let callbacks: Vec<String> = names.iter().map(|name| reserved.callback(name)).collect();
+    let provider = OidcProvider::start(
+        &callbacks,
+        json!({
+            "gail": {"hd": "example.test"},
+            "otto": {"hd": "other.test"},
+            "kim": {"groups": ["staff", "admins"]},
+            // nOAuth: an Entra tenant can put anyone's address in `email`.
+            "erin": {"tid": TENANT, "oid": ERIN_OID, "email": "alice@example.test", "email_verified": true},
+        }),
+    );
+    let issuer = provider.issuer.clone();
+    let config = [
+        entry(
+            "okta",
+            "okta",
+            &issuer,
+            "domain = \"organization.okta.com\"",
+        ),
+        entry(
+            "google",
+            "google",
+            &issuer,
+            "hosted_domain = \"example.test\"",
+        ),
+        entry(
+            "keycloak",
+            "keycloak",
+            &issuer,
+            "url = \"https://kc.example.org\"\nrealm = \"research\"\nidp_hint = \"github\"",
+        ),
+        entry("entra", "entra", &issuer, &format!("tenant = \"{TENANT}\"")),
+    ]
+    .concat();
+    let server = reserved.start(&config).await;
+
+    // Provider-specific authorize parameters.
+    let browser = Browser::new();
+    let google = browser.start_login(&server.url, "google").await;
+    assert_eq!(query_param(&google, "hd").as_deref(), Some("example.test"));
+    assert_eq!(
+        query_param(&google, "access_type").as_deref(),
+        Some("offline")
+    );
+    let keycloak = browser.start_login(&server.url, "keycloak").await;
+    assert_eq!(
+        query_param(&keycloak, "kc_idp_hint").as_deref(),
+        Some("github")
+    );
+    let okta = browser.start_login(&server.url, "okta").await;
+    assert_eq!(query_param(&okta, "hd"), None);
+    assert_eq!(
+        query_param(&okta, "scope").as_deref(),
+        Some("openid email profile")
+    );
+
+    // A login through each kind; each makes its own identity (and, without linking, its own user).
+    let mut users = Vec::new();
+    for (idp, login, subject) in [
+        ("okta", "alice", "alice".to_string()),
+        ("google", "gail", "gail".to_string()),
+        ("keycloak", "kim", "kim".to_string()),
+        ("keycloak", "alice", "alice".to_string()),
+        ("entra", "erin", format!("{TENANT}:{ERIN_OID}")),
+    ] {
+        let browser = Browser::new();
+        let response = browser.login_with_provider(&server.url, idp, login).await;
+        assert_eq!(response.status(), 303, "{idp}/{login}");
+        let (status, me) = browser.me(&server.url).await;
+        assert_eq!(status, 200);
+        assert_eq!(me["identities"].as_array().unwrap().len(), 1);
+        assert_eq!(me["identities"][0]["idp"], idp);
+        assert_eq!(me["identities"][0]["subject"], subject.as_str());
+        users.push((idp, login, me));
+    }
+    let ids: std::collections::BTreeSet<_> = users
+        .iter()
+        .map(|(_, _, me)| me["id"].to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        5,
+        "F54: the same `sub` at two IdPs is two identities"
+    );
+
+    // F55: Entra's email claim is never trusted: erin's "alice@example.test" is unverified here
+    // and did not log her in as alice.
+    let erin = &users[4].2;
+    let alice = &users[0].2;
+    assert_eq!(erin["identities"][0]["email_verified"], false);
+    assert_ne!(erin["id"], alice["id"]);
+
+    // Google with a hosted domain refuses an account of another domain: 403, no session.
+    let otto = Browser::new();
+    let authorize = otto.start_login(&server.url, "google").await;
+    let callback = otto
+        .sign_in_at_provider(
+            &authorize,
+            "otto",
+            &format!("{}/authnz/google/callback", server.url),
+        )
+        .await;
+    let before = server.dump();
+    let response = otto.get(&callback).await;
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "login_denied", "{body}");
+    assert_only_pending_consumed(&before, &server.dump());
+    assert_eq!(otto.me(&server.url).await.0, 401);
+}
+
+#[tokio::test]
+async fn github_logs_in_over_plain_oauth2() {
+    let github = HostileIdp::start().await;
+    github.with(|s| {
+        s.token = Reply::Json(200, json!({"access_token": "gho_test_access_token_0001", "token_type": "bearer", "scope": "read:user,user:email"}));
+        s.extra.insert("/user".into(), Reply::Json(200, json!({"id": 583231, "login": "Octocat", "name": "The Octocat"})));
+        s.extra.insert(
+            "/user/emails".into(),
+            Reply::Json(200, json!([
+                {"email": "octo@old.example", "primary": false, "verified": true},
+                {"email": "octocat@example.test", "primary": true, "verified": true},
+            ])),
+        );
+    });
+    let config = format!(
+        "[idps.github]\nkind = \"github\"\nclient_id = \"gh-client\"\nclient_secret = \"gh-secret-value-000\"\nurl = \"{0}\"\napi_url = \"{0}\"\n",
+        github.issuer
+    );
+    let server = Reserved::new().start(&config).await;
+    let browser = Browser::new();
+    let authorize = browser.start_login(&server.url, "github").await;
+    assert!(
+        authorize.starts_with(&format!("{}/login/oauth/authorize?", github.issuer)),
+        "{authorize}"
+    );
+    assert_eq!(
+        query_param(&authorize, "scope").as_deref(),
+        Some("read:user user:email"),
+        "no openid scope"
+    );
+    assert_eq!(query_param(&authorize, "nonce"), None);
+    assert_eq!(
+        query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let state = query_param(&authorize, "state").unwrap();
+    let response = browser
+        .get(&format!(
+            "{}/authnz/github/callback?code=abc&state={state}",
+            server.url
+        ))
+        .await;
+    assert_eq!(response.status(), 303);
+    let (status, me) = browser.me(&server.url).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["identities"][0]["subject"], "583231");
+    assert_eq!(me["identities"][0]["email"], "octocat@example.test");
+    assert_eq!(me["identities"][0]["email_verified"], true);
+    assert_eq!(me["username"], "octocat");
+    // GitHub takes the client secret and the PKCE verifier in the token request body.
+    let body = github.with(|s| s.token_bodies.last().cloned()).unwrap();
+    assert!(
+        body.contains("client_secret=gh-secret-value-000") && body.contains("code_verifier="),
+        "{body}"
+    );
+
+    // The API refusing the token is the IdP's failure: 502, nothing stored.
+    github.with(|s| {
+        s.extra.insert(
+            "/user".into(),
+            Reply::Json(401, json!({"message": "Bad credentials"})),
+        );
+    });
+    let other = Browser::new();
+    let authorize = other.start_login(&server.url, "github").await;
+    let state = query_param(&authorize, "state").unwrap();
+    let before = server.dump();
+    let response = other
+        .get(&format!(
+            "{}/authnz/github/callback?code=abc&state={state}",
+            server.url
+        ))
+        .await;
+    assert_eq!(response.status(), 502);
+    assert_only_pending_consumed(&before, &server.dump());
+
+    // A user object without an id cannot be an identity: 401.
+    github.with(|s| {
+        s.extra
+            .insert("/user".into(), Reply::Json(200, json!({"login": "ghost"})));
+    });
+    let authorize = other.start_login(&server.url, "github").await;
+    let state = query_param(&authorize, "state").unwrap();
+    let response = other
+        .get(&format!(
+            "{}/authnz/github/callback?code=abc&state={state}",
+            server.url
+        ))
+        .await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(server.count("users"), 1);
+}
