@@ -36,6 +36,12 @@ enum Command {
     },
     /// Print the OpenAPI spec (JSON).
     Openapi,
+    /// List the built-in provider kinds and, with --config, each configured provider with its
+    /// origin (built-in or library path) and versions.
+    Providers {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line.
@@ -53,8 +59,12 @@ pub fn main() -> ExitCode {
                         idp.reason
                     );
                 }
+                let unavailable = match config.unavailable.len() {
+                    0 => String::new(),
+                    n => format!(", {n} unavailable"),
+                };
                 println!(
-                    "{}: ok ({} identity provider{})",
+                    "{}: ok ({} identity provider{}{unavailable})",
                     config.source.display(),
                     config.idps.len(),
                     if config.idps.len() == 1 { "" } else { "s" }
@@ -67,6 +77,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Providers { config } => providers(config),
         Command::Openapi => {
             println!("{}", openapi_service("http://127.0.0.1:8080").spec());
             ExitCode::SUCCESS
@@ -131,6 +142,38 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("authnz: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn providers(config: Option<PathBuf>) -> ExitCode {
+    let registry = Registry::builtin();
+    println!(
+        "authnz {} (provider SDK {})",
+        env!("CARGO_PKG_VERSION"),
+        authnz_plugin::abi::SDK_VERSION_C.trim_end_matches('\0')
+    );
+    println!("built-in kinds: {}", registry.kinds().join(", "));
+    let Some(path) = config else {
+        return ExitCode::SUCCESS;
+    };
+    match config::load(&path, &registry) {
+        Ok(config) => {
+            println!("{}:", config.source.display());
+            for idp in &config.idps {
+                println!("  {:<16} kind {:<12} {}", idp.name, idp.kind, idp.origin);
+            }
+            for idp in &config.unavailable {
+                println!(
+                    "  {:<16} kind {:<12} unavailable: {}",
+                    idp.name, idp.kind, idp.reason
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
             ExitCode::FAILURE
         }
     }

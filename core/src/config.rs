@@ -124,6 +124,8 @@ pub struct IdpConfig {
     /// The claim to take the local username from, instead of the provider's choice.
     pub username_claim: Option<String>,
     pub provider: Arc<dyn IdentityProvider>,
+    /// Where the provider's code comes from: `built-in`, or the library path and its SDK.
+    pub origin: String,
 }
 
 impl fmt::Debug for IdpConfig {
@@ -329,9 +331,7 @@ impl Context<'_> {
         match self.try_expand(raw) {
             Ok(value) => Some(value),
             Err(ExpandError::Missing(name)) if self.missing_variable.is_some() => {
-                if let Some(first @ None) = &mut self.missing_variable {
-                    *first = Some(format!("{key}: environment variable {name} is not set"));
-                }
+                self.mark_unavailable(format!("{key}: environment variable {name} is not set"));
                 None
             }
             Err(err) => {
@@ -372,10 +372,15 @@ impl Context<'_> {
         Ok(out)
     }
 
-    /// Records why the entry being read is unavailable (the first reason wins).
+    /// Records why the entry being read is unavailable (every reason, in file order).
     fn mark_unavailable(&mut self, reason: String) {
-        if let Some(first @ None) = &mut self.missing_variable {
-            *first = Some(reason);
+        match &mut self.missing_variable {
+            Some(Some(reasons)) => {
+                reasons.push_str("; ");
+                reasons.push_str(&reason);
+            }
+            Some(none @ None) => *none = Some(reason),
+            None => {}
         }
     }
 
@@ -828,6 +833,15 @@ fn idp_entry(
     };
 
     let kind = kind?;
+    // Without its variables the entry cannot be built or fully checked; say why, and move on.
+    if let Some(reason) = cx.missing_variable.clone().flatten() {
+        return Some(IdpEntry::Unavailable(UnavailableIdp {
+            label: label.unwrap_or_else(|| name.clone()),
+            name,
+            kind,
+            reason,
+        }));
+    }
     let built = if kind == DYLIB_KIND {
         load_dylib(cx, name.clone(), settings)
     } else {
@@ -836,10 +850,15 @@ fn idp_entry(
             name: name.clone(),
             settings,
         })
-        .map(Arc::<dyn IdentityProvider>::from)
+        .map(|provider| {
+            (
+                Arc::<dyn IdentityProvider>::from(provider),
+                "built-in".to_string(),
+            )
+        })
     };
-    let provider = match built {
-        Ok(provider) => Some(provider),
+    let (provider, origin) = match built {
+        Ok((provider, origin)) => (Some(provider), origin),
         Err(errors) => {
             for error in errors {
                 let span = setting_spans
@@ -848,7 +867,7 @@ fn idp_entry(
                     .unwrap_or_else(|| table_span.clone());
                 cx.issue(span, &key(&error.key), error.message);
             }
-            None
+            (None, String::new())
         }
     };
     // Keep validating without a provider, so that every problem is reported at once.
@@ -943,14 +962,6 @@ fn idp_entry(
         }
     }
 
-    if let Some(reason) = cx.missing_variable.clone().flatten() {
-        return Some(IdpEntry::Unavailable(UnavailableIdp {
-            label: label.unwrap_or_else(|| name.clone()),
-            name,
-            kind,
-            reason,
-        }));
-    }
     Some(IdpEntry::Ready(Box::new(IdpConfig {
         label: label.unwrap_or_else(|| {
             if info.label.is_empty() {
@@ -973,6 +984,7 @@ fn idp_entry(
         pkce,
         username_claim,
         provider: provider?,
+        origin,
     })))
 }
 
@@ -985,7 +997,7 @@ fn load_dylib(
     cx: &Context,
     name: String,
     mut settings: TomlTable,
-) -> Result<Arc<dyn IdentityProvider>, Vec<authnz_plugin::ConfigError>> {
+) -> Result<(Arc<dyn IdentityProvider>, String), Vec<authnz_plugin::ConfigError>> {
     let path = match settings.remove("path") {
         Some(TomlValue::String(path)) => cx.resolve(&path),
         Some(_) => {
@@ -1002,7 +1014,13 @@ fn load_dylib(
         }
     };
     let provider = crate::dylib::load(&path, &ProviderSettings { name, settings })?;
-    Ok(Arc::new(provider))
+    let origin = format!(
+        "{} (kind {}, authnz-plugin {})",
+        path.display(),
+        provider.describe().kind,
+        provider.sdk_version()
+    );
+    Ok((Arc::new(provider), origin))
 }
 
 /// Converts a spanned TOML value into a plain one, expanding `${VAR}` in strings.

@@ -21,7 +21,17 @@ fn check_accepts_the_default_config() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("ok (1 identity provider)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ok (1 identity provider, 3 unavailable)"),
+        "{stdout}"
+    );
+    for name in ["okta", "google", "keycloak"] {
+        assert!(
+            stdout.contains(&format!("warning: idps.{name} is unavailable")),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]
@@ -116,4 +126,48 @@ fn check_warns_about_idps_without_credentials_but_passes() {
         stdout.contains("warning: idps.okta is unavailable: idps.okta.client_id: environment variable AUTHNZ_TEST_UNSET_ID is not set"),
         "{stdout}"
     );
+}
+
+#[test]
+fn providers_lists_kinds_and_each_configured_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    let library = repo_root().join("target/debug/libauthnz_example_dylib.so");
+    std::fs::write(
+        &path,
+        format!(
+            "[idps.dev]\nkind = \"dev\"\n\n[idps.orcid]\nkind = \"dylib\"\npath = \"{}\"\nclient_id = \"c\"\n\n[idps.gone]\nkind = \"google\"\nclient_id = \"${{AUTHNZ_TEST_UNSET_GOOGLE}}\"\n",
+            library.display()
+        ),
+    )
+    .unwrap();
+    let output = authnz()
+        .args(["providers", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("built-in kinds: cilogon, dev, dylib, egi_checkin"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("dev") && l.ends_with("built-in")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} (kind orcid, authnz-plugin 0.1.0)",
+            library.display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unavailable: idps.gone.client_id: environment variable AUTHNZ_TEST_UNSET_GOOGLE is not set"), "{stdout}");
 }
