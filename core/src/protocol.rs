@@ -638,12 +638,7 @@ impl Idp {
         };
         iss.strip_prefix(prefix)
             .and_then(|rest| rest.strip_suffix(suffix))
-            .is_some_and(|tenant| {
-                !tenant.is_empty()
-                    && tenant
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
+            .is_some_and(is_guid)
     }
 
     /// Whether the IdP promised RFC 9207 `iss` in authorization responses.
@@ -918,9 +913,8 @@ impl Idp {
                 .get("tid")
                 .and_then(JsonValue::as_str)
                 .unwrap_or_default();
-            let valid_tid =
-                !tid.is_empty() && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-            if !valid_tid || claims.issuer().as_str() != template.replace("{tenantid}", tid) {
+            // Tenant ids are GUIDs; "common" or "organizations" are not tenants.
+            if !is_guid(tid) || claims.issuer().as_str() != template.replace("{tenantid}", tid) {
                 tracing::info!(idp = %self.config.name, "ID token issuer does not match its tenant");
                 return Err(FlowError::unauthorized(
                     "id_token_invalid",
@@ -1078,6 +1072,16 @@ impl Idp {
             }
         }
     }
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The tokens of a token response, as stored.

@@ -45,7 +45,16 @@ impl Rig {
         let url = format!(
             "{}/authnz/evil/callback?code=code-{state}&state={state}&iss={}",
             self.server.url,
-            url::form_urlencoded::byte_serialize(self.idp.issuer.as_bytes()).collect::<String>()
+            url::form_urlencoded::byte_serialize(
+                self.server
+                    .app
+                    .idp("evil")
+                    .unwrap()
+                    .config
+                    .issuer
+                    .as_bytes()
+            )
+            .collect::<String>()
         );
         let response = browser.get(&url).await;
         let status = response.status().as_u16();
@@ -730,4 +739,95 @@ async fn a_changed_email_for_the_same_subject_is_the_same_user() {
     }
     assert_eq!(ids[0], ids[1]);
     assert_eq!(rig.server.count("users"), 1);
+}
+
+/// A multi-tenant provider like Entra's `common`, rebased onto the hostile IdP: discovery at
+/// `<base>/common/v2.0`, tokens issued by `<base>/<tid>/v2.0`.
+struct MultiTenant {
+    base: String,
+}
+
+impl authnz_plugin::IdentityProvider for MultiTenant {
+    fn describe(&self) -> authnz_plugin::ProviderInfo {
+        authnz_plugin::ProviderInfo {
+            kind: "multitenant".into(),
+            issuer: Some(format!("{}/common/v2.0", self.base)),
+            issuer_template: Some(format!("{}/{{tenantid}}/v2.0", self.base)),
+            ..Default::default()
+        }
+    }
+
+    fn map_identity(
+        &self,
+        claims: &authnz_plugin::VerifiedClaims,
+    ) -> Result<authnz_plugin::MappedIdentity, authnz_plugin::MapError> {
+        Ok(authnz_plugin::standard_identity(claims))
+    }
+}
+
+fn multi_tenant_factory(
+    settings: &authnz_plugin::ProviderSettings,
+) -> Result<Box<dyn authnz_plugin::IdentityProvider>, Vec<authnz_plugin::ConfigError>> {
+    let mut errors = Vec::new();
+    let base = settings.required_str("base", &mut errors);
+    base.map(|base| Box::new(MultiTenant { base }) as Box<dyn authnz_plugin::IdentityProvider>)
+        .ok_or(errors)
+}
+
+#[tokio::test]
+async fn multi_tenant_issuers_must_match_the_tokens_own_tenant() {
+    let idp = HostileIdp::start().await;
+    let template = format!("{}/{{tenantid}}/v2.0", idp.issuer);
+    idp.with(|s| {
+        s.discovery["issuer"] = json!(template);
+        s.discovery["authorization_response_iss_parameter_supported"] = json!(false);
+    });
+    idp.answer_userinfo(json!({"sub": "alice-sub"}));
+    let mut registry = authnz::registry::Registry::builtin();
+    registry.register("multitenant", multi_tenant_factory);
+    let toml = format!(
+        "[idps.evil]\nkind = \"multitenant\"\nbase = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n",
+        idp.issuer
+    );
+    let server = Reserved::new().start_with(&toml, registry).await;
+    let rig = Rig { server, idp };
+    let tenant = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    let base = rig.idp.issuer.clone();
+    fn with_tenant(iss: String, tid: Option<&'static str>) -> impl FnOnce(&HostileIdp, &str) {
+        move |idp: &HostileIdp, nonce: &str| {
+            let mut claims = idp.claims(nonce, ACCESS_TOKEN);
+            claims["iss"] = json!(iss);
+            match tid {
+                Some(tid) => claims["tid"] = json!(tid),
+                None => drop(claims.as_object_mut().unwrap().remove("tid")),
+            }
+            idp.answer_token(Some(key_a().sign(json!({}), &claims)), ACCESS_TOKEN);
+        }
+    }
+    rig.expect_accepted(
+        "its own tenant",
+        with_tenant(format!("{base}/{tenant}/v2.0"), Some(tenant)),
+    )
+    .await;
+    for (case, iss, tid) in [
+        (
+            "another tenant's issuer",
+            format!("{base}/00000000-0000-0000-0000-000000000001/v2.0"),
+            Some(tenant),
+        ),
+        ("no tid", format!("{base}/{tenant}/v2.0"), None),
+        (
+            "the template itself",
+            format!("{base}/{{tenantid}}/v2.0"),
+            Some("{tenantid}"),
+        ),
+        (
+            "the discovery base",
+            format!("{base}/common/v2.0"),
+            Some("common"),
+        ),
+    ] {
+        let body = rig.expect_rejected(case, 401, with_tenant(iss, tid)).await;
+        assert_eq!(body["error"], "id_token_invalid", "{case}: {body}");
+    }
 }

@@ -72,7 +72,10 @@ async fn serve(
         let mut script = script.lock().unwrap();
         script.calls.push(call);
         match path.as_str() {
-            "/.well-known/openid-configuration" => Reply::Json(200, script.discovery.clone()),
+            // Also below a path, for issuers like `<base>/common/v2.0`.
+            discovery if discovery.ends_with("/.well-known/openid-configuration") => {
+                Reply::Json(200, script.discovery.clone())
+            }
             "/jwks" => script.jwks.clone(),
             // `/login/oauth/access_token` is where a GitHub-style provider takes codes.
             "/token" | "/login/oauth/access_token" => {

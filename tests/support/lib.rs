@@ -58,6 +58,11 @@ impl Reserved {
     /// Starts authnz with `idps` (the `[idps.*]` part of a config) appended to a `[server]`
     /// section for this port.
     pub async fn start(self, idps: &str) -> TestServer {
+        self.start_with(idps, Registry::builtin()).await
+    }
+
+    /// Starts authnz with extra provider kinds registered (test providers).
+    pub async fn start_with(self, idps: &str, registry: Registry) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
@@ -68,7 +73,7 @@ impl Reserved {
         );
         let path = dir.path().join("idps.toml");
         std::fs::write(&path, &text).unwrap();
-        let config = authnz::config::load(&path, &Registry::builtin())
+        let config = authnz::config::load(&path, &registry)
             .unwrap_or_else(|errors| panic!("test config invalid:\n{errors}\n---\n{text}"));
         let limits = authnz::protocol::HttpLimits {
             connect_timeout: std::time::Duration::from_secs(2),

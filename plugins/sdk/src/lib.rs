@@ -134,7 +134,7 @@ pub struct ProviderInfo {
     pub icon: Option<String>,
     /// Multi-tenant IdPs (Microsoft Entra `common` / `organizations`): discovery's `issuer`
     /// equals this template literally, and each ID token's `iss` must equal it with
-    /// `{tenantid}` replaced by the token's own `tid` claim. `None`: `iss` must equal the issuer.
+    /// `{tenantid}` replaced by the token's own `tid` claim, which must be a GUID. `None`: `iss` must equal the issuer.
     pub issuer_template: Option<String>,
     /// OAuth 2.0 providers without OpenID Connect (GitHub): explicit endpoints and the API
     /// calls whose JSON answers name the user. `None` for OpenID providers (discovery).
