@@ -6,10 +6,11 @@
 use authnz_plugin::MapError;
 
 use crate::app::App;
+use crate::config::LinkPolicy;
 use crate::crypto::{random_token, sha256_hex};
 use crate::error::{FlowError, Status};
 use crate::protocol::{Idp, VerifiedLogin};
-use crate::store::{identity_key_public, CompletedLogin, LoginOutcome};
+use crate::store::{identity_key_public, CompletedLogin, EmailMatch, LoginOutcome, StoreError};
 
 /// Local names nobody gets from an IdP claim as they are.
 const RESERVED_USERNAMES: &[&str] = &[
@@ -54,27 +55,58 @@ pub fn local_username(wanted: Option<&str>) -> String {
     }
 }
 
-/// Maps, stores and starts the session of a verified login, in one transaction. Returns the
-/// outcome and the new session cookie value. `old_session` (a planted or previous session) is
-/// ended: the session id always changes at login (SECURITY G62).
+/// How a verified login ended.
+pub enum Finished {
+    /// Logged in: the outcome and the new session cookie value.
+    LoggedIn(LoginOutcome, String),
+    /// A first login waiting for the person to confirm the new account
+    /// (`require_create_confirmation`): the opaque sign-up id.
+    NeedsConfirmation(String),
+}
+
+/// A first login parked until the person confirms it (never in a URL but for its opaque id).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingSignup {
+    pub login: CompletedLogin,
+    pub next: String,
+    /// SHA-256 of the pre-login cookie of the browser that logged in.
+    pub browser_hash: String,
+    /// What the confirmation form must post back.
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+/// Where a login came from, beyond the verified claims.
+pub struct LoginContext<'a> {
+    /// A planted or previous session: ended, the session id always changes (SECURITY G62).
+    pub old_session: Option<&'a str>,
+    /// Connect flow: the logged-in user the identity is to be added to.
+    pub link_to: Option<String>,
+    pub next: String,
+    pub browser_hash: String,
+    pub now: i64,
+}
+
+/// Maps and stores a verified login and starts its session, in one transaction; or parks it
+/// for confirmation.
 pub fn finish_login(
     app: &App,
     idp: &Idp,
     verified: VerifiedLogin,
-    old_session: Option<&str>,
-    now: i64,
-) -> Result<(LoginOutcome, String), FlowError> {
-    let mapped = idp
-        .config
-        .provider
-        .map_identity(&verified.claims)
-        .map_err(|err| match err {
-            MapError::Denied(reason) => FlowError::new(Status::Forbidden, "login_denied", reason),
-            MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
-            MapError::Failed(reason) => FlowError::bad_gateway("provider_failed", reason),
-            _ => FlowError::unauthorized("claims_unusable", "the identity could not be mapped"),
-        })?;
-    let mut mapped = mapped;
+    cx: LoginContext,
+) -> Result<Finished, FlowError> {
+    let mut mapped =
+        idp.config
+            .provider
+            .map_identity(&verified.claims)
+            .map_err(|err| match err {
+                MapError::Denied(reason) => {
+                    FlowError::new(Status::Forbidden, "login_denied", reason)
+                }
+                MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
+                MapError::Failed(reason) => FlowError::bad_gateway("provider_failed", reason),
+                _ => FlowError::unauthorized("claims_unusable", "the identity could not be mapped"),
+            })?;
     if let Some(claim) = &idp.config.username_claim {
         // `username_claim = "email"` takes the local part, as a username should not be an address.
         if let Some(value) = verified.claims.str(claim) {
@@ -96,8 +128,19 @@ pub fn finish_login(
             &tokens,
         )
         .map_err(|_| FlowError::internal("token sealing failed"))?;
+    let email_authoritative = mapped.email_verified
+        && mapped
+            .email
+            .as_deref()
+            .and_then(|email| email.rsplit_once('@'))
+            .is_some_and(|(_, domain)| {
+                idp.config
+                    .trusted_email_domains
+                    .iter()
+                    .any(|trusted| trusted.eq_ignore_ascii_case(domain))
+            });
     let session_cookie = random_token(32);
-    let login = CompletedLogin {
+    let mut login = CompletedLogin {
         idp: idp.config.name.clone(),
         subject: mapped.subject.clone(),
         email: mapped.email.clone(),
@@ -107,14 +150,66 @@ pub fn finish_login(
         sealed_tokens,
         session_hash: sha256_hex(&session_cookie),
         new_user_id: random_token(16),
-        now,
-        session_expires_at: now + app.config.server.session_ttl.as_secs() as i64,
+        now: cx.now,
+        session_expires_at: cx.now + app.config.server.session_ttl.as_secs() as i64,
+        sid: verified.claims.str("sid").map(str::to_string),
+        csrf: random_token(32),
+        email_authoritative,
+        on_email_match: match idp.config.link_existing {
+            LinkPolicy::VerifiedEmail => EmailMatch::LinkIfAuthoritative,
+            LinkPolicy::Never | LinkPolicy::Confirm => EmailMatch::Refuse,
+        },
+        require_existing: idp.config.require_create_confirmation && cx.link_to.is_none(),
+        link_to: cx.link_to,
     };
-    let outcome = app.store.complete_login(&login)?;
-    if let Some(old) = old_session {
-        app.store.delete_session(old)?;
+    match app.store.complete_login(&login) {
+        Ok(outcome) => {
+            if let Some(old) = cx.old_session {
+                app.store.delete_session(old)?;
+            }
+            Ok(Finished::LoggedIn(outcome, session_cookie))
+        }
+        Err(StoreError::NeedsConfirmation) => {
+            login.require_existing = false;
+            let id = random_token(32);
+            let signup = PendingSignup {
+                login,
+                next: cx.next,
+                browser_hash: cx.browser_hash,
+                csrf: random_token(32),
+                expires_at: cx.now + crate::config::LOGIN_TTL.as_secs() as i64,
+            };
+            let record = serde_json::to_vec(&signup)
+                .map_err(|_| FlowError::internal("sign-up encoding failed"))?;
+            app.store.put_signup(&id, &record)?;
+            Ok(Finished::NeedsConfirmation(id))
+        }
+        Err(err) => Err(login_error(err, idp)),
     }
-    Ok((outcome, session_cookie))
+}
+
+/// The 409s of account linking, with what the person can do.
+pub fn login_error(err: StoreError, idp: &Idp) -> FlowError {
+    match err {
+        StoreError::EmailConflict => FlowError::new(
+            Status::Conflict,
+            "email_in_use",
+            match idp.config.link_existing {
+                LinkPolicy::Never => "An account with this email address already exists. Sign in with the provider you used before.".to_string(),
+                _ => format!(
+                    "An account with this email address already exists. Sign in to it with the provider you used before, then connect {} from your account page.",
+                    idp.config.label
+                ),
+            },
+        ),
+        StoreError::LinkedElsewhere => FlowError::new(
+            Status::Conflict,
+            "identity_in_use",
+            format!("This {} identity is already connected to another account.", idp.config.label),
+        ),
+        StoreError::NoSuchUser => FlowError::unauthorized("unauthorized", "the account no longer exists"),
+        other => FlowError::from(other),
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,12 @@ error_responses!(CallbackError {
     BadRequest = 400,
     /// The ID token or userinfo failed verification, or the IdP refused the code.
     Unauthorized = 401,
-    /// The provider denied this identity (e.g. not in the allowed domain).
+    /// The provider denied this identity (e.g. not in the allowed domain), or a connect flow
+    /// finished outside the session that started it.
     Forbidden = 403,
+    /// The email belongs to another account (sign in to it and connect), or the identity is
+    /// connected to another account.
+    Conflict = 409,
     /// No IdP of that name is configured.
     NotFound = 404,
     /// The IdP failed or answered something unusable.
@@ -154,11 +158,13 @@ pub enum LoginResponse {
 
 #[derive(ApiResponse)]
 pub enum CallbackResponse {
-    /// Logged in: a fresh `authnz_session` cookie, and a redirect to `next` (or `/`).
+    /// Logged in: a fresh `authnz_session` cookie, and a redirect to `next` (or `/`). With
+    /// `require_create_confirmation`, a first login goes to the confirmation page instead
+    /// (`/authnz/{idp}/create_user?signup=<opaque id>`), without a session.
     #[oai(status = 303)]
     LoggedIn(
         #[oai(header = "Location")] String,
-        #[oai(header = "Set-Cookie")] String,
+        #[oai(header = "Set-Cookie")] Option<String>,
     ),
 }
 
@@ -555,21 +561,60 @@ impl Api {
             .ok_or_else(|| {
                 FlowError::bad_request("missing_code", "the callback has no authorization code")
             })?;
+        // Connect flow: the session that started it must still be the one finishing it.
+        let current = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
+        if let Some(link_user) = &pending.link_user_id {
+            let session = match &current {
+                Some(hash) => app.store.session(hash).map_err(FlowError::from)?,
+                None => None,
+            };
+            if session.is_none_or(|s| &s.user_id != link_user || s.expires_at <= now) {
+                return Err(FlowError::new(
+                    Status::Forbidden,
+                    "connect_session_mismatch",
+                    "connecting an identity must finish in the session that started it",
+                )
+                .into());
+            }
+        }
         let verified = idp.complete(&pending, code, now).await?;
-        let old_session = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
-        let (outcome, session_cookie) =
-            accounts::finish_login(app, idp, verified, old_session.as_deref(), now)?;
-        tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, "login completed");
-        Ok(CallbackResponse::LoggedIn(
-            app.config.server.url(&pending.next),
-            set_cookie(
-                app,
-                SESSION_COOKIE,
-                &session_cookie,
-                "/",
-                app.config.server.session_ttl.as_secs() as i64,
-            ),
-        ))
+        let finished = accounts::finish_login(
+            app,
+            idp,
+            verified,
+            accounts::LoginContext {
+                old_session: current.as_deref(),
+                link_to: pending.link_user_id.clone(),
+                next: pending.next.clone(),
+                browser_hash: pending.browser_hash.clone(),
+                now,
+            },
+        )?;
+        match finished {
+            accounts::Finished::LoggedIn(outcome, session_cookie) => {
+                tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
+                Ok(CallbackResponse::LoggedIn(
+                    app.config.server.url(&pending.next),
+                    Some(set_cookie(
+                        app,
+                        SESSION_COOKIE,
+                        &session_cookie,
+                        "/",
+                        app.config.server.session_ttl.as_secs() as i64,
+                    )),
+                ))
+            }
+            accounts::Finished::NeedsConfirmation(signup) => {
+                let mut url = url::Url::parse(
+                    &app.config
+                        .server
+                        .url(&format!("/authnz/{}/create_user", idp.config.name)),
+                )
+                .map_err(|_| FlowError::internal("bad public URL"))?;
+                url.query_pairs_mut().append_pair("signup", &signup);
+                Ok(CallbackResponse::LoggedIn(url.to_string(), None))
+            }
+        }
     }
 
     /// Ends the session. Only same-origin requests are accepted.

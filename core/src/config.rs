@@ -123,6 +123,12 @@ pub struct IdpConfig {
     pub pkce: bool,
     /// The claim to take the local username from, instead of the provider's choice.
     pub username_claim: Option<String>,
+    /// What a first login whose verified email belongs to an existing account does.
+    pub link_existing: LinkPolicy,
+    /// Email domains this IdP is authoritative for (the only ones `verified_email` links).
+    pub trusted_email_domains: Vec<String>,
+    /// Whether a first login asks the person to confirm before an account is created.
+    pub require_create_confirmation: bool,
     pub provider: Arc<dyn IdentityProvider>,
     /// Where the provider's code comes from: `built-in`, or the library path and its SDK.
     pub origin: String,
@@ -140,6 +146,18 @@ impl fmt::Debug for IdpConfig {
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
+}
+
+/// `link_existing`: what a first login whose verified email belongs to an existing account does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Refuse (409): sign in with the provider used before.
+    Never,
+    /// Refuse (409): sign in to the existing account, then connect this IdP from it (default).
+    Confirm,
+    /// Link automatically when this IdP verified the email and is authoritative for its domain
+    /// (`trusted_email_domains`), and so was the IdP that verified the existing account's email.
+    VerifiedEmail,
 }
 
 /// One problem in the config file.
@@ -756,6 +774,35 @@ fn idp_entry(
     let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
     let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
     let username_claim = fields.take_str(cx, "username_claim").map(|(v, _)| v);
+    let link_existing = match fields.take_str(cx, "link_existing") {
+        None => LinkPolicy::Confirm,
+        Some((value, span)) => match value.as_str() {
+            "never" => LinkPolicy::Never,
+            "confirm" => LinkPolicy::Confirm,
+            "verified_email" => LinkPolicy::VerifiedEmail,
+            _ => {
+                cx.issue(
+                    span,
+                    &key("link_existing"),
+                    "expected \"never\", \"confirm\" or \"verified_email\"",
+                );
+                LinkPolicy::Confirm
+            }
+        },
+    };
+    let trusted_email_domains = fields
+        .take_str_list(cx, "trusted_email_domains")
+        .unwrap_or_default();
+    if link_existing == LinkPolicy::VerifiedEmail && trusted_email_domains.is_empty() {
+        cx.issue(
+            table_span.clone(),
+            &key("trusted_email_domains"),
+            "link_existing = \"verified_email\" needs the domains this IdP is authoritative for, e.g. [\"example.org\"]",
+        );
+    }
+    let require_create_confirmation = fields
+        .take_bool(cx, "require_create_confirmation")
+        .unwrap_or(false);
     let authorize_params = match fields.take_table(cx, "authorize_params") {
         Some(mut table) => {
             let mut params = Vec::new();
@@ -983,6 +1030,9 @@ fn idp_entry(
         authorize_params,
         pkce,
         username_claim,
+        link_existing,
+        trusted_email_domains,
+        require_create_confirmation,
         provider: provider?,
         origin,
     })))

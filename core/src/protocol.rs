@@ -618,6 +618,7 @@ impl Idp {
                 next,
                 browser_hash,
                 created_at: now,
+                link_user_id: None,
             },
         })
     }

@@ -29,6 +29,7 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             "gail": {"hd": "example.test"},
             "otto": {"hd": "other.test"},
             "kim": {"groups": ["staff", "admins"]},
+            "sam": {"email_verified": false},
             // nOAuth: an Entra tenant can put anyone's address in `email`.
             "erin": {"tid": TENANT, "oid": ERIN_OID, "email": "alice@example.test", "email_verified": true},
         }),
@@ -84,7 +85,8 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
         ("okta", "alice", "alice".to_string()),
         ("google", "gail", "gail".to_string()),
         ("keycloak", "kim", "kim".to_string()),
-        ("keycloak", "alice", "alice".to_string()),
+        ("okta", "sam", "sam".to_string()),
+        ("keycloak", "sam", "sam".to_string()),
         ("entra", "erin", format!("{TENANT}:{ERIN_OID}")),
     ] {
         let browser = Browser::new();
@@ -103,13 +105,38 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
         .collect();
     assert_eq!(
         ids.len(),
-        5,
+        6,
         "F54: the same `sub` at two IdPs is two identities"
     );
 
+    // alice's verified address already belongs to her okta account: a first keycloak login
+    // with it is refused (409) and tells her what to do; nothing is created.
+    let again = Browser::new();
+    let authorize = again.start_login(&server.url, "keycloak").await;
+    let callback = again
+        .sign_in_at_provider(
+            &authorize,
+            "alice",
+            &format!("{}/authnz/keycloak/callback", server.url),
+        )
+        .await;
+    let before = server.dump();
+    let response = again.get(&callback).await;
+    assert_eq!(response.status(), 409);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "email_in_use", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect Keycloak"),
+        "{body}"
+    );
+    assert_only_pending_consumed(&before, &server.dump());
+
     // F55: Entra's email claim is never trusted: erin's "alice@example.test" is unverified here
     // and did not log her in as alice.
-    let erin = &users[4].2;
+    let erin = &users[5].2;
     let alice = &users[0].2;
     assert_eq!(erin["identities"][0]["email_verified"], false);
     assert_ne!(erin["id"], alice["id"]);

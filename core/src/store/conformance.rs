@@ -7,7 +7,7 @@ use std::any::Any;
 use std::error::Error;
 use std::sync::Arc;
 
-use super::{CompletedLogin, PendingLogin, Store};
+use super::{ApiKey, CompletedLogin, EmailMatch, PendingLogin, RemoveOutcome, Store, StoreError};
 
 type TestResult = Result<(), Box<dyn Error>>;
 type StoreTest = fn(&dyn Store) -> TestResult;
@@ -27,7 +27,7 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
     CompletedLogin {
         idp: idp.into(),
         subject: subject.into(),
-        email: Some(format!("{subject}@example.test")),
+        email: Some(format!("{subject}.{idp}@example.test")),
         email_verified: true,
         display_name: None,
         username: "alice".into(),
@@ -36,6 +36,12 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
         new_user_id: new_user_id.into(),
         now: 1_000,
         session_expires_at: 2_000,
+        sid: None,
+        csrf: format!("csrf-{session}"),
+        email_authoritative: false,
+        on_email_match: EmailMatch::Refuse,
+        link_to: None,
+        require_existing: false,
     }
 }
 
@@ -50,12 +56,13 @@ fn pending(created_at: i64) -> PendingLogin {
         next: "/".into(),
         browser_hash: "b".into(),
         created_at,
+        link_user_id: None,
     }
 }
 
 /// Runs every conformance test, each on a fresh store.
 pub fn run_all(open: &OpenFresh) -> TestResult {
-    let tests: [(&str, StoreTest); 6] = [
+    let tests: [(&str, StoreTest); 13] = [
         ("pending logins are single use", pending_single_use),
         ("sweep removes only expired pending logins", sweep),
         ("a second login maps to the same user", same_user_again),
@@ -65,6 +72,16 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
         ),
         ("usernames are unique", unique_usernames),
         ("sessions end", sessions),
+        (
+            "a verified email of another user is a conflict",
+            email_conflict,
+        ),
+        ("authoritative emails link", email_link),
+        ("connecting links to the logged-in user", connect),
+        ("identities are removed, never the last", remove_identity),
+        ("deleting a user removes everything", delete_user),
+        ("tokens are replaced by compare-and-swap", replace_tokens),
+        ("api keys", api_keys),
     ];
     for (name, test) in tests {
         let (store, _guard) = open()?;
@@ -134,6 +151,212 @@ fn keyed_by_idp_and_subject(store: &dyn Store) -> TestResult {
     // A subject that could be confused with the separator.
     let c = store.complete_login(&sample_login("a", "same\u{1}x", "uc", "sc"))?;
     check(c.user.id == "uc", "distinct subject")
+}
+
+fn email_conflict(store: &dyn Store) -> TestResult {
+    // The first user's verified email claims the address.
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    let mut same_email = sample_login("b", "s2", "u2", "x2");
+    same_email.email = Some("S1.A@Example.TEST".into());
+    let before = store.dump()?;
+    let refused = store.complete_login(&same_email);
+    check(
+        matches!(refused, Err(StoreError::EmailConflict)),
+        "verified email conflict refused",
+    )?;
+    check(store.dump()? == before, "a refused login writes nothing")?;
+    // The same login with the address unverified is a separate account.
+    same_email.email_verified = false;
+    let separate = store.complete_login(&same_email)?;
+    check(
+        separate.created && separate.user.id == "u2",
+        "unverified email: separate account",
+    )?;
+    // An unverified address claims nothing: its later verified owner is not blocked.
+    let mut squatter = sample_login("c", "s3", "u3", "x3");
+    squatter.email = Some("victim@example.test".into());
+    squatter.email_verified = false;
+    store.complete_login(&squatter)?;
+    let mut owner = sample_login("d", "s4", "u4", "x4");
+    owner.email = Some("victim@example.test".into());
+    let outcome = store.complete_login(&owner)?;
+    check(
+        outcome.created && outcome.user.id == "u4",
+        "the verified owner gets their own account",
+    )
+}
+
+fn email_link(store: &dyn Store) -> TestResult {
+    let mut first = sample_login("a", "s1", "u1", "x1");
+    first.email_authoritative = true;
+    store.complete_login(&first)?;
+    let mut second = sample_login("b", "s2", "u2", "x2");
+    second.email = first.email.clone();
+    second.on_email_match = EmailMatch::LinkIfAuthoritative;
+    check(
+        matches!(
+            store.complete_login(&second),
+            Err(StoreError::EmailConflict)
+        ),
+        "non-authoritative side refused",
+    )?;
+    second.email_authoritative = true;
+    let outcome = store.complete_login(&second)?;
+    check(
+        outcome.linked && !outcome.created && outcome.user.id == "u1",
+        "linked to the holder",
+    )?;
+    check(store.identities_of("u1")?.len() == 2, "two identities")
+}
+
+fn connect(store: &dyn Store) -> TestResult {
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    store.complete_login(&sample_login("b", "other", "u9", "x9"))?;
+    let mut connect = sample_login("b", "s2", "unused", "x2");
+    connect.link_to = Some("u1".into());
+    let outcome = store.complete_login(&connect)?;
+    check(outcome.linked && outcome.user.id == "u1", "connected")?;
+    let mut stolen = sample_login("b", "other", "unused", "x3");
+    stolen.link_to = Some("u1".into());
+    check(
+        matches!(
+            store.complete_login(&stolen),
+            Err(StoreError::LinkedElsewhere)
+        ),
+        "someone else's identity",
+    )?;
+    let mut fresh = sample_login("z", "new", "u7", "x4");
+    fresh.require_existing = true;
+    check(
+        matches!(
+            store.complete_login(&fresh),
+            Err(StoreError::NeedsConfirmation)
+        ),
+        "confirmation",
+    )?;
+    check(store.identity("z", "new")?.is_none(), "nothing created")
+}
+
+fn remove_identity(store: &dyn Store) -> TestResult {
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    check(
+        store.remove_identity("u1", "a", "s1")? == RemoveOutcome::LastIdentity,
+        "last refused",
+    )?;
+    let mut second = sample_login("b", "s2", "", "x2");
+    second.link_to = Some("u1".into());
+    store.complete_login(&second)?;
+    check(
+        store.remove_identity("u9", "b", "s2")? == RemoveOutcome::NotFound,
+        "another user's",
+    )?;
+    check(
+        store.remove_identity("u1", "b", "s2")? == RemoveOutcome::Removed(Some(vec![1, 2, 3])),
+        "removed with its tokens",
+    )?;
+    check(
+        store.identity("b", "s2")?.is_none() && store.sealed_tokens("b", "s2")?.is_none(),
+        "gone",
+    )?;
+    check(store.session("x2")?.is_none(), "its sessions ended")?;
+    check(
+        store.session("x1")?.is_some(),
+        "the other identity's session stays",
+    )
+}
+
+fn delete_user(store: &dyn Store) -> TestResult {
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    let mut second = sample_login("b", "s2", "", "x2");
+    second.link_to = Some("u1".into());
+    store.complete_login(&second)?;
+    store.put_api_key("hash", &sample_key("u1"))?;
+    store.complete_login(&sample_login("c", "keep", "u2", "x3"))?;
+    check(store.delete_user("u1")?, "deleted")?;
+    check(!store.delete_user("u1")?, "second delete")?;
+    let dump = store.dump()?;
+    for (collection, records) in &dump {
+        let mentions = records.iter().any(|(k, v)| {
+            [k, v].iter().any(|bytes| {
+                bytes.windows(2).any(|w| w == b"u1") || bytes.windows(2).any(|w| w == b"s1")
+            })
+        });
+        check(
+            !mentions,
+            &format!("{collection} still mentions the deleted user"),
+        )?;
+    }
+    check(
+        store.user("u2")?.is_some() && store.session("x3")?.is_some(),
+        "others untouched",
+    )?;
+    // Its email is free again.
+    let mut again = sample_login("d", "s9", "u3", "x4");
+    again.email = Some("s1.a@example.test".into());
+    check(store.complete_login(&again).is_ok(), "email free")
+}
+
+fn replace_tokens(store: &dyn Store) -> TestResult {
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    check(
+        !store.replace_tokens("a", "s1", &[9], &[4])?,
+        "stale expectation refused",
+    )?;
+    check(
+        store.replace_tokens("a", "s1", &[1, 2, 3], &[4])?,
+        "swapped",
+    )?;
+    check(
+        store.sealed_tokens("a", "s1")? == Some(vec![4]),
+        "new tokens",
+    )?;
+    store.delete_tokens("a", "s1")?;
+    check(store.sealed_tokens("a", "s1")?.is_none(), "deleted")?;
+    let mut with_sid = sample_login("a", "s1", "u1", "x2");
+    with_sid.sid = Some("idp-session".into());
+    store.complete_login(&with_sid)?;
+    check(
+        store.identity_has_other_sessions("a", "s1", "x2", 1_500)?,
+        "x1 is another",
+    )?;
+    check(
+        store.end_identity_sessions("a", Some("s1"), Some("idp-session"))? == 1,
+        "by sid",
+    )?;
+    check(
+        store.session("x1")?.is_some() && store.session("x2")?.is_none(),
+        "only that sid",
+    )?;
+    check(
+        store.end_identity_sessions("a", None, None)? == 1,
+        "all of the IdP",
+    )
+}
+
+fn sample_key(user_id: &str) -> ApiKey {
+    ApiKey {
+        id: "key1".into(),
+        user_id: user_id.into(),
+        name: "laptop".into(),
+        prefix: "authnz_ab".into(),
+        created_at: 1,
+        expires_at: None,
+    }
+}
+
+fn api_keys(store: &dyn Store) -> TestResult {
+    store.put_api_key("hash1", &sample_key("u1"))?;
+    check(
+        store.api_key("hash1")? == Some(sample_key("u1")),
+        "found by hash",
+    )?;
+    check(
+        store.api_keys_of("u1")?.len() == 1 && store.api_keys_of("u2")?.is_empty(),
+        "listed",
+    )?;
+    check(!store.delete_api_key("u2", "key1")?, "not another user's")?;
+    check(store.delete_api_key("u1", "key1")?, "deleted")?;
+    check(store.api_key("hash1")?.is_none(), "gone")
 }
 
 fn unique_usernames(store: &dyn Store) -> TestResult {

@@ -26,6 +26,18 @@ pub enum StoreError {
     /// No free username could be found.
     #[error("could not allocate a unique username")]
     UsernameExhausted,
+    /// A new identity's email belongs to another user, and linking is not allowed.
+    #[error("the email address belongs to an existing account")]
+    EmailConflict,
+    /// The identity is already linked to another user.
+    #[error("the identity is linked to another account")]
+    LinkedElsewhere,
+    /// The identity is new and `require_existing` was set.
+    #[error("a new account needs confirmation")]
+    NeedsConfirmation,
+    /// The user to link to does not exist (any more).
+    #[error("the account does not exist")]
+    NoSuchUser,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -50,6 +62,9 @@ pub struct PendingLogin {
     pub browser_hash: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// Connect flow: the logged-in user who started it (kept server-side, never in the URL).
+    #[serde(default)]
+    pub link_user_id: Option<String>,
 }
 
 impl std::fmt::Debug for PendingLogin {
@@ -72,6 +87,30 @@ pub struct User {
     pub display_name: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Who holds a verified email address (the `emails` index). Only verified addresses are
+/// indexed: an unverified one claims nothing (SECURITY F56, F58).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailOwner {
+    pub user_id: String,
+    /// Whether an IdP that config marks authoritative for the address's domain verified it;
+    /// only such addresses may ever be auto-linked (SECURITY F57).
+    pub authoritative: bool,
+}
+
+/// An API key of a user. The key itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public id (shown in lists, used to delete).
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
 }
 
 /// One IdP identity of a user, keyed by (idp, subject). Email is never an identity.
@@ -97,10 +136,16 @@ pub struct Session {
     /// Unix seconds.
     pub created_at: i64,
     pub expires_at: i64,
+    /// The IdP session id (`sid` claim), for back-channel logout.
+    #[serde(default)]
+    pub sid: Option<String>,
+    /// The CSRF token that this session's state-changing form posts must carry.
+    #[serde(default)]
+    pub csrf: String,
 }
 
 /// Everything a successful callback writes, in one transaction.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct CompletedLogin {
     pub idp: String,
     pub subject: String,
@@ -117,6 +162,27 @@ pub struct CompletedLogin {
     pub new_user_id: String,
     pub now: i64,
     pub session_expires_at: i64,
+    /// The IdP session id (`sid`), if the ID token had one.
+    pub sid: Option<String>,
+    /// The new session's CSRF token.
+    pub csrf: String,
+    /// Whether an IdP authoritative for the email's domain verified it (see [`EmailOwner`]).
+    pub email_authoritative: bool,
+    /// How a new identity whose verified email belongs to another user is treated.
+    pub on_email_match: EmailMatch,
+    /// Connect flow: attach the identity to this (logged-in) user.
+    pub link_to: Option<String>,
+    /// Create no user: fail with [`StoreError::NeedsConfirmation`] when the identity is new.
+    pub require_existing: bool,
+}
+
+/// What to do when a new identity's email is held by an existing user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmailMatch {
+    /// Refuse (409): the person must log in to that account and connect this IdP.
+    Refuse,
+    /// Link to that account, if both sides are authoritative and verified; refuse otherwise.
+    LinkIfAuthoritative,
 }
 
 /// What a completed login did.
@@ -125,6 +191,19 @@ pub struct LoginOutcome {
     pub user: User,
     /// Whether the user was created by this login.
     pub created: bool,
+    /// Whether the identity was newly linked to an existing user.
+    pub linked: bool,
+}
+
+/// What removing an identity did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// Removed, with the sealed tokens it had (to revoke them).
+    Removed(Option<Vec<u8>>),
+    /// The user has no such identity.
+    NotFound,
+    /// It is the user's last way to log in.
+    LastIdentity,
 }
 
 /// The storage operations of authnz. Every method is atomic.
@@ -158,8 +237,77 @@ pub trait Store: Send + Sync + 'static {
     /// The sealed tokens of an identity.
     fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>>;
 
+    /// Removes an identity of `user_id` and its tokens, unless it is the user's last one.
+    fn remove_identity(
+        &self,
+        user_id: &str,
+        idp: &str,
+        subject: &str,
+    ) -> StoreResult<RemoveOutcome>;
+
+    /// Replaces an identity's sealed tokens if they are still `expected` (compare-and-swap):
+    /// returns whether it replaced them.
+    fn replace_tokens(
+        &self,
+        idp: &str,
+        subject: &str,
+        expected: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool>;
+
+    /// Removes an identity's sealed tokens.
+    fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()>;
+
+    /// Ends every session of an identity (all of them, or those with IdP session `sid`);
+    /// returns how many.
+    fn end_identity_sessions(
+        &self,
+        idp: &str,
+        subject: Option<&str>,
+        sid: Option<&str>,
+    ) -> StoreResult<usize>;
+
+    /// Whether a session other than `except` is alive for an identity.
+    fn identity_has_other_sessions(
+        &self,
+        idp: &str,
+        subject: &str,
+        except: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    /// Removes a user and everything of theirs (identities, tokens, sessions, API keys, email
+    /// index) in one transaction.
+    fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    /// Saves an API key under the SHA-256 of its secret.
+    fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()>;
+
+    /// The API key of a secret's hash.
+    fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    /// A user's API keys.
+    fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>>;
+
+    /// Deletes a user's API key by its public id; returns whether it existed.
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool>;
+
+    /// Saves a pending sign-up (a first login waiting for confirmation), opaque to the store.
+    fn put_signup(&self, id: &str, record: &[u8]) -> StoreResult<()>;
+
+    /// Removes and returns a pending sign-up.
+    fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Reads a pending sign-up without consuming it.
+    fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+
     /// Every record, by collection name: for tests that assert nothing changed, and backups.
     fn dump(&self) -> StoreResult<Dump>;
+}
+
+/// The lowercase form of an email address, as the index keys it.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
 }
 
 /// Encodes a record.

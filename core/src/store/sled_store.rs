@@ -3,15 +3,15 @@
 //!
 //! sled holds an exclusive lock on its directory, so one process owns a database.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Db, Transactional, Tree};
 
 use super::{
-    decode, encode, identity_key, username_candidates, CompletedLogin, Dump, Identity,
-    LoginOutcome, PendingLogin, Session, Store, StoreError, StoreResult, User,
+    decode, encode, identity_key, normalize_email, username_candidates, ApiKey, CompletedLogin,
+    Dump, EmailMatch, EmailOwner, Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session,
+    Store, StoreError, StoreResult, User,
 };
 
 /// The sled database of authnz.
@@ -20,11 +20,19 @@ pub struct SledStore {
     pending: Tree,
     users: Tree,
     usernames: Tree,
+    emails: Tree,
     identities: Tree,
     user_identities: Tree,
     tokens: Tree,
     sessions: Tree,
+    user_sessions: Tree,
+    identity_sessions: Tree,
+    api_keys: Tree,
+    user_api_keys: Tree,
+    signups: Tree,
 }
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 fn backend(err: sled::Error) -> StoreError {
     StoreError::Backend(err.to_string())
@@ -41,6 +49,50 @@ fn abort(err: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(err)
 }
 
+/// `a \0 b \0 c ...`
+fn key_of(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// `parts \0` — the prefix of every key that starts with these parts.
+fn prefix_of(parts: &[&str]) -> Vec<u8> {
+    let mut prefix = key_of(parts);
+    prefix.push(0);
+    prefix
+}
+
+fn get_in<T: for<'de> serde::Deserialize<'de>>(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+fn get<T: for<'de> serde::Deserialize<'de>>(tree: &Tree, key: &[u8]) -> StoreResult<Option<T>> {
+    match tree.get(key).map_err(backend)? {
+        Some(bytes) => decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Keys of `tree` that start with `prefix` (read outside a transaction: sled transactions
+/// cannot scan). Callers re-check what they read inside their transaction.
+fn keys_with_prefix(tree: &Tree, prefix: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
+    tree.scan_prefix(prefix)
+        .map(|entry| entry.map(|(key, _)| key.to_vec()).map_err(backend))
+        .collect()
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
@@ -54,10 +106,16 @@ impl SledStore {
             pending: tree("pending_logins")?,
             users: tree("users")?,
             usernames: tree("usernames")?,
+            emails: tree("emails")?,
             identities: tree("identities")?,
             user_identities: tree("user_identities")?,
             tokens: tree("tokens")?,
             sessions: tree("sessions")?,
+            user_sessions: tree("user_sessions")?,
+            identity_sessions: tree("identity_sessions")?,
+            api_keys: tree("api_keys")?,
+            user_api_keys: tree("user_api_keys")?,
+            signups: tree("signups")?,
             db,
         })
     }
@@ -67,33 +125,45 @@ impl SledStore {
         self.db.flush().map(|_| ()).map_err(backend)
     }
 
-    fn trees(&self) -> [(&'static str, &Tree); 7] {
+    fn trees(&self) -> [(&'static str, &Tree); 13] {
         [
             ("pending_logins", &self.pending),
             ("users", &self.users),
             ("usernames", &self.usernames),
+            ("emails", &self.emails),
             ("identities", &self.identities),
             ("user_identities", &self.user_identities),
             ("tokens", &self.tokens),
             ("sessions", &self.sessions),
+            ("user_sessions", &self.user_sessions),
+            ("identity_sessions", &self.identity_sessions),
+            ("api_keys", &self.api_keys),
+            ("user_api_keys", &self.user_api_keys),
+            ("signups", &self.signups),
         ]
     }
-}
 
-fn user_identity_key(user_id: &str, idp: &str, subject: &str) -> Vec<u8> {
-    let mut key = user_id.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&identity_key(idp, subject));
-    key
-}
-
-fn get_in<T: for<'de> serde::Deserialize<'de>>(
-    tree: &TransactionalTree,
-    key: &[u8],
-) -> Result<Option<T>, ConflictableTransactionError<StoreError>> {
-    match tree.get(key)? {
-        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
-        None => Ok(None),
+    /// Removes sessions (and their index entries) by hash.
+    fn remove_sessions(&self, hashes: &[String]) -> StoreResult<usize> {
+        let mut removed = 0;
+        for hash in hashes {
+            let trees = (&self.sessions, &self.user_sessions, &self.identity_sessions);
+            let done = trees
+                .transaction(|(sessions, user_sessions, identity_sessions)| {
+                    let Some(session) = get_in::<Session>(sessions, hash.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    sessions.remove(hash.as_bytes())?;
+                    user_sessions.remove(key_of(&[&session.user_id, hash]))?;
+                    identity_sessions.remove(key_of(&[&session.idp, &session.subject, hash]))?;
+                    Ok(true)
+                })
+                .map_err(txn_error)?;
+            if done {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 }
 
@@ -130,20 +200,45 @@ impl Store for SledStore {
 
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
         let id_key = identity_key(&login.idp, &login.subject);
+        let email_key = login
+            .email
+            .as_deref()
+            .filter(|_| login.email_verified)
+            .map(normalize_email);
         let trees = (
             &self.users,
             &self.usernames,
+            &self.emails,
             &self.identities,
             &self.user_identities,
             &self.tokens,
             &self.sessions,
+            &self.user_sessions,
+            &self.identity_sessions,
         );
         trees
             .transaction(
-                |(users, usernames, identities, user_identities, tokens, sessions)| {
+                |(
+                    users,
+                    usernames,
+                    emails,
+                    identities,
+                    user_identities,
+                    tokens,
+                    sessions,
+                    user_sessions,
+                    identity_sessions,
+                )| {
                     let existing: Option<Identity> = get_in(identities, &id_key)?;
-                    let (user, created, identity) = match existing {
+                    let (user, created, linked, identity) = match existing {
                         Some(mut identity) => {
+                            if login
+                                .link_to
+                                .as_ref()
+                                .is_some_and(|to| *to != identity.user_id)
+                            {
+                                return Err(abort(StoreError::LinkedElsewhere));
+                            }
                             let user: User = get_in(users, identity.user_id.as_bytes())?
                                 .ok_or_else(|| {
                                     abort(StoreError::Corrupt("identity without its user".into()))
@@ -151,31 +246,74 @@ impl Store for SledStore {
                             identity.email = login.email.clone();
                             identity.email_verified = login.email_verified;
                             identity.last_login_at = login.now;
-                            (user, false, identity)
+                            (user, false, false, identity)
                         }
                         None => {
-                            let mut username = None;
-                            for candidate in username_candidates(&login.username) {
-                                if usernames.get(candidate.as_bytes())?.is_none() {
-                                    username = Some(candidate);
-                                    break;
-                                }
-                            }
-                            let username =
-                                username.ok_or_else(|| abort(StoreError::UsernameExhausted))?;
-                            let user = User {
-                                id: login.new_user_id.clone(),
-                                username: username.clone(),
-                                email: login.email.clone(),
-                                display_name: login.display_name.clone(),
-                                created_at: login.now,
+                            let owner: Option<EmailOwner> = match &email_key {
+                                Some(email) => get_in(emails, email.as_bytes())?,
+                                None => None,
                             };
-                            users.insert(user.id.as_bytes(), encode(&user).map_err(abort)?)?;
-                            usernames.insert(username.as_bytes(), user.id.as_bytes())?;
-                            user_identities.insert(
-                                user_identity_key(&user.id, &login.idp, &login.subject),
-                                &[][..],
-                            )?;
+                            let target = match (&login.link_to, owner) {
+                                // Connecting from a logged-in account: that account.
+                                (Some(to), _) => Some(to.clone()),
+                                (None, Some(owner)) => {
+                                    let may_link = login.on_email_match
+                                        == EmailMatch::LinkIfAuthoritative
+                                        && login.email_authoritative
+                                        && owner.authoritative;
+                                    if !may_link {
+                                        return Err(abort(StoreError::EmailConflict));
+                                    }
+                                    Some(owner.user_id)
+                                }
+                                (None, None) => None,
+                            };
+                            let (user, created) = match target {
+                                Some(user_id) => {
+                                    let user: User = get_in(users, user_id.as_bytes())?
+                                        .ok_or_else(|| abort(StoreError::NoSuchUser))?;
+                                    (user, false)
+                                }
+                                None => {
+                                    if login.require_existing {
+                                        return Err(abort(StoreError::NeedsConfirmation));
+                                    }
+                                    let mut username = None;
+                                    for candidate in username_candidates(&login.username) {
+                                        if usernames.get(candidate.as_bytes())?.is_none() {
+                                            username = Some(candidate);
+                                            break;
+                                        }
+                                    }
+                                    let username = username
+                                        .ok_or_else(|| abort(StoreError::UsernameExhausted))?;
+                                    let user = User {
+                                        id: login.new_user_id.clone(),
+                                        username: username.clone(),
+                                        email: login.email.clone(),
+                                        display_name: login.display_name.clone(),
+                                        created_at: login.now,
+                                    };
+                                    users.insert(
+                                        user.id.as_bytes(),
+                                        encode(&user).map_err(abort)?,
+                                    )?;
+                                    usernames.insert(username.as_bytes(), user.id.as_bytes())?;
+                                    if let Some(email) = &email_key {
+                                        let owner = EmailOwner {
+                                            user_id: user.id.clone(),
+                                            authoritative: login.email_authoritative,
+                                        };
+                                        emails.insert(
+                                            email.as_bytes(),
+                                            encode(&owner).map_err(abort)?,
+                                        )?;
+                                    }
+                                    (user, true)
+                                }
+                            };
+                            user_identities
+                                .insert(key_of(&[&user.id, &login.idp, &login.subject]), &[][..])?;
                             let identity = Identity {
                                 idp: login.idp.clone(),
                                 subject: login.subject.clone(),
@@ -185,7 +323,8 @@ impl Store for SledStore {
                                 linked_at: login.now,
                                 last_login_at: login.now,
                             };
-                            (user, true, identity)
+                            let linked = !created;
+                            (user, created, linked, identity)
                         }
                     };
                     identities.insert(id_key.as_slice(), encode(&identity).map_err(abort)?)?;
@@ -196,62 +335,50 @@ impl Store for SledStore {
                         subject: login.subject.clone(),
                         created_at: login.now,
                         expires_at: login.session_expires_at,
+                        sid: login.sid.clone(),
+                        csrf: login.csrf.clone(),
                     };
                     sessions.insert(
                         login.session_hash.as_bytes(),
                         encode(&session).map_err(abort)?,
                     )?;
-                    Ok(LoginOutcome { user, created })
+                    user_sessions.insert(key_of(&[&user.id, &login.session_hash]), &[][..])?;
+                    identity_sessions.insert(
+                        key_of(&[&login.idp, &login.subject, &login.session_hash]),
+                        &[][..],
+                    )?;
+                    Ok(LoginOutcome {
+                        user,
+                        created,
+                        linked,
+                    })
                 },
             )
             .map_err(txn_error)
     }
 
     fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
-        match self
-            .sessions
-            .get(session_hash.as_bytes())
-            .map_err(backend)?
-        {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        get(&self.sessions, session_hash.as_bytes())
     }
 
     fn delete_session(&self, session_hash: &str) -> StoreResult<bool> {
-        Ok(self
-            .sessions
-            .remove(session_hash.as_bytes())
-            .map_err(backend)?
-            .is_some())
+        Ok(self.remove_sessions(&[session_hash.to_string()])? == 1)
     }
 
     fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        match self.users.get(user_id.as_bytes()).map_err(backend)? {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        get(&self.users, user_id.as_bytes())
     }
 
     fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
-        match self
-            .identities
-            .get(identity_key(idp, subject))
-            .map_err(backend)?
-        {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        get(&self.identities, &identity_key(idp, subject))
     }
 
     fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
-        let mut prefix = user_id.as_bytes().to_vec();
-        prefix.push(0);
+        let prefix = prefix_of(&[user_id]);
         let mut out = Vec::new();
-        for entry in self.user_identities.scan_prefix(&prefix) {
-            let (key, _) = entry.map_err(backend)?;
-            if let Some(bytes) = self.identities.get(&key[prefix.len()..]).map_err(backend)? {
-                out.push(decode(&bytes)?);
+        for key in keys_with_prefix(&self.user_identities, &prefix)? {
+            if let Some(identity) = get(&self.identities, &key[prefix.len()..])? {
+                out.push(identity);
             }
         }
         Ok(out)
@@ -265,10 +392,260 @@ impl Store for SledStore {
             .map(|bytes| bytes.to_vec()))
     }
 
+    fn remove_identity(
+        &self,
+        user_id: &str,
+        idp: &str,
+        subject: &str,
+    ) -> StoreResult<RemoveOutcome> {
+        let id_key = identity_key(idp, subject);
+        let linked = keys_with_prefix(&self.user_identities, &prefix_of(&[user_id]))?;
+        let trees = (&self.identities, &self.user_identities, &self.tokens);
+        let outcome = trees
+            .transaction(|(identities, user_identities, tokens)| {
+                let Some(identity) = get_in::<Identity>(identities, &id_key)? else {
+                    return Ok(RemoveOutcome::NotFound);
+                };
+                if identity.user_id != user_id {
+                    return Ok(RemoveOutcome::NotFound);
+                }
+                // Count the user's identities inside the transaction (the scan only lists keys).
+                let mut alive = 0;
+                for key in &linked {
+                    if user_identities.get(key)?.is_some() {
+                        alive += 1;
+                    }
+                }
+                if alive <= 1 {
+                    return Ok(RemoveOutcome::LastIdentity);
+                }
+                identities.remove(id_key.as_slice())?;
+                user_identities.remove(key_of(&[user_id, idp, subject]))?;
+                let sealed = tokens
+                    .remove(id_key.as_slice())?
+                    .map(|bytes| bytes.to_vec());
+                Ok(RemoveOutcome::Removed(sealed))
+            })
+            .map_err(txn_error)?;
+        if matches!(outcome, RemoveOutcome::Removed(_)) {
+            self.end_identity_sessions(idp, Some(subject), None)?;
+        }
+        Ok(outcome)
+    }
+
+    fn replace_tokens(
+        &self,
+        idp: &str,
+        subject: &str,
+        expected: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        let swapped = self
+            .tokens
+            .compare_and_swap(identity_key(idp, subject), Some(expected), Some(new))
+            .map_err(backend)?;
+        Ok(swapped.is_ok())
+    }
+
+    fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()> {
+        self.tokens
+            .remove(identity_key(idp, subject))
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn end_identity_sessions(
+        &self,
+        idp: &str,
+        subject: Option<&str>,
+        sid: Option<&str>,
+    ) -> StoreResult<usize> {
+        let prefix = match subject {
+            Some(subject) => prefix_of(&[idp, subject]),
+            None => prefix_of(&[idp]),
+        };
+        let mut hashes = Vec::new();
+        for key in keys_with_prefix(&self.identity_sessions, &prefix)? {
+            let hash = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+            let hash = String::from_utf8_lossy(hash).into_owned();
+            if let Some(sid) = sid {
+                let session: Option<Session> = get(&self.sessions, hash.as_bytes())?;
+                if session.and_then(|s| s.sid).as_deref() != Some(sid) {
+                    continue;
+                }
+            }
+            hashes.push(hash);
+        }
+        self.remove_sessions(&hashes)
+    }
+
+    fn identity_has_other_sessions(
+        &self,
+        idp: &str,
+        subject: &str,
+        except: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        for key in keys_with_prefix(&self.identity_sessions, &prefix_of(&[idp, subject]))? {
+            let hash = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+            if hash == except.as_bytes() {
+                continue;
+            }
+            let session: Option<Session> = get(&self.sessions, hash)?;
+            if session.is_some_and(|s| s.expires_at > now) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+        let identity_keys = keys_with_prefix(&self.user_identities, &prefix_of(&[user_id]))?;
+        let session_keys = keys_with_prefix(&self.user_sessions, &prefix_of(&[user_id]))?;
+        let key_keys = keys_with_prefix(&self.user_api_keys, &prefix_of(&[user_id]))?;
+        let trees = (
+            &self.users,
+            &self.usernames,
+            &self.emails,
+            &self.identities,
+            &self.user_identities,
+            &self.tokens,
+            &self.sessions,
+            &self.user_sessions,
+            &self.identity_sessions,
+            &self.api_keys,
+            &self.user_api_keys,
+        );
+        trees
+            .transaction(
+                |(
+                    users,
+                    usernames,
+                    emails,
+                    identities,
+                    user_identities,
+                    tokens,
+                    sessions,
+                    user_sessions,
+                    identity_sessions,
+                    api_keys,
+                    user_api_keys,
+                )| {
+                    let Some(user) = get_in::<User>(users, user_id.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    users.remove(user_id.as_bytes())?;
+                    usernames.remove(user.username.as_bytes())?;
+                    if let Some(email) = &user.email {
+                        let key = normalize_email(email);
+                        if get_in::<EmailOwner>(emails, key.as_bytes())?
+                            .is_some_and(|o| o.user_id == user_id)
+                        {
+                            emails.remove(key.as_bytes())?;
+                        }
+                    }
+                    let prefix = prefix_of(&[user_id]).len();
+                    for key in &identity_keys {
+                        user_identities.remove(key.as_slice())?;
+                        identities.remove(&key[prefix..])?;
+                        tokens.remove(&key[prefix..])?;
+                    }
+                    for key in &session_keys {
+                        user_sessions.remove(key.as_slice())?;
+                        let hash = &key[prefix..];
+                        if let Some(session) = get_in::<Session>(sessions, hash)? {
+                            let hash = String::from_utf8_lossy(hash);
+                            identity_sessions.remove(key_of(&[
+                                &session.idp,
+                                &session.subject,
+                                &hash,
+                            ]))?;
+                        }
+                        sessions.remove(hash)?;
+                    }
+                    for key in &key_keys {
+                        user_api_keys.remove(key.as_slice())?;
+                        api_keys.remove(&key[prefix..])?;
+                    }
+                    Ok(true)
+                },
+            )
+            .map_err(txn_error)
+    }
+
+    fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()> {
+        let trees = (&self.api_keys, &self.user_api_keys);
+        trees
+            .transaction(|(api_keys, user_api_keys)| {
+                api_keys.insert(key_hash.as_bytes(), encode(key).map_err(abort)?)?;
+                user_api_keys.insert(key_of(&[&key.user_id, key_hash]), key.id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(txn_error)
+    }
+
+    fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        get(&self.api_keys, key_hash.as_bytes())
+    }
+
+    fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
+        let prefix = prefix_of(&[user_id]);
+        let mut out = Vec::new();
+        for key in keys_with_prefix(&self.user_api_keys, &prefix)? {
+            if let Some(api_key) = get(&self.api_keys, &key[prefix.len()..])? {
+                out.push(api_key);
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool> {
+        let prefix = prefix_of(&[user_id]);
+        for entry in self.user_api_keys.scan_prefix(&prefix) {
+            let (key, id) = entry.map_err(backend)?;
+            if id.as_ref() == key_id.as_bytes() {
+                let hash = key[prefix.len()..].to_vec();
+                let trees = (&self.api_keys, &self.user_api_keys);
+                trees
+                    .transaction(|(api_keys, user_api_keys)| {
+                        api_keys.remove(hash.as_slice())?;
+                        user_api_keys.remove(key.as_ref())?;
+                        Ok(())
+                    })
+                    .map_err(txn_error)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn put_signup(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+        self.signups
+            .insert(id.as_bytes(), record)
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .signups
+            .remove(id.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .signups
+            .get(id.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| bytes.to_vec()))
+    }
+
     fn dump(&self) -> StoreResult<Dump> {
-        let mut out = BTreeMap::new();
+        let mut out = Dump::new();
         for (name, tree) in self.trees() {
-            let mut records = BTreeMap::new();
+            let mut records = std::collections::BTreeMap::new();
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(backend)?;
                 records.insert(key.to_vec(), value.to_vec());
