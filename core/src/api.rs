@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::Request;
-use poem_openapi::auth::ApiKey;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Html, Json};
-use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::accounts;
 use crate::app::{prefers_html, App};
@@ -29,8 +28,6 @@ pub const LOGIN_COOKIE: &str = "authnz_login";
 enum ApiTags {
     /// Logging in and out through an identity provider.
     Authnz,
-    /// The logged-in user.
-    Users,
 }
 
 /// An error: a stable machine-readable code and a message for people.
@@ -67,6 +64,12 @@ macro_rules! error_responses {
             Internal(Json<ErrorBody>),
         }
 
+        impl From<crate::store::StoreError> for $name {
+            fn from(err: crate::store::StoreError) -> Self {
+                FlowError::from(err).into()
+            }
+        }
+
         impl From<FlowError> for $name {
             fn from(err: FlowError) -> Self {
                 match err.status.code() {
@@ -77,6 +80,8 @@ macro_rules! error_responses {
         }
     };
 }
+
+pub(crate) use error_responses;
 
 error_responses!(LoginError {
     /// No IdP of that name is configured.
@@ -110,6 +115,8 @@ error_responses!(LogoutError {
     /// The request came from another site (CSRF).
     Forbidden = 403,
 });
+
+// (The session cookie scheme is declared once, in `account_api`.)
 
 error_responses!(MeError {
     /// No valid session.
@@ -214,6 +221,8 @@ pub struct Me {
     /// Unix seconds.
     pub created_at: i64,
     pub identities: Vec<IdentityView>,
+    /// With a cookie session: the token its state-changing requests carry in `X-CSRF-Token`.
+    pub csrf_token: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -249,11 +258,6 @@ pub enum HealthResponse {
     #[oai(status = 200)]
     Ok(Json<Health>),
 }
-
-/// The browser session cookie that the login callback sets.
-#[derive(SecurityScheme)]
-#[oai(ty = "api_key", key_name = "authnz_session", key_in = "cookie")]
-pub struct SessionCookie(ApiKey);
 
 /// The authnz API.
 pub struct Api;
@@ -314,6 +318,55 @@ pub fn safe_next(app: &App, next: Option<&str>) -> String {
     }
 }
 
+/// Starts a login (or, with `link_user`, a connect flow for that logged-in user): stores the
+/// pending login and returns the authorize URL and the pre-login cookie to set.
+pub async fn start_login(
+    app: &App,
+    req: &Request,
+    idp_name: &str,
+    next: Option<&str>,
+    link_user: Option<String>,
+) -> Result<(String, String), FlowError> {
+    if app
+        .config
+        .unavailable
+        .iter()
+        .any(|entry| entry.name == idp_name)
+    {
+        return Err(FlowError::new(
+            Status::Unavailable,
+            "idp_unavailable",
+            "this identity provider is not set up on this server yet",
+        ));
+    }
+    let idp = app.idp(idp_name).ok_or_else(|| {
+        FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
+    })?;
+    let next = safe_next(app, next);
+    // One pre-login cookie per browser: reuse it so that logins in two tabs both work.
+    let binding = cookie(req, LOGIN_COOKIE)
+        .filter(|value| {
+            value.len() == 43
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or_else(|| random_token(32));
+    let now = app.clock.now();
+    let mut request = idp.authorize(next, sha256_hex(&binding), now).await?;
+    request.pending.link_user_id = link_user;
+    app.store
+        .put_pending_login(&request.state, &request.pending)?;
+    let cookie = set_cookie(
+        app,
+        LOGIN_COOKIE,
+        &binding,
+        "/authnz",
+        LOGIN_TTL.as_secs() as i64,
+    );
+    Ok((request.url, cookie))
+}
+
 /// The callback's query, refusing duplicated parameters (SECURITY A9).
 fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
     let mut params = HashMap::new();
@@ -332,7 +385,7 @@ fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
 }
 
 /// Blocks cross-site state-changing requests (SECURITY G64, G65).
-fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
+pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -405,53 +458,11 @@ impl Api {
         next: Query<Option<String>>,
     ) -> Result<LoginResponse, LoginError> {
         let app = *app;
-        if app
-            .config
-            .unavailable
-            .iter()
-            .any(|entry| entry.name == idp.0)
-        {
-            return Err(FlowError::new(
-                Status::Unavailable,
-                "idp_unavailable",
-                "this identity provider is not set up on this server yet",
-            )
-            .into());
-        }
-        let idp = app.idp(&idp.0).ok_or_else(|| {
-            FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
-        })?;
-        let next = safe_next(app, next.0.as_deref());
-        // One pre-login cookie per browser: reuse it so that logins in two tabs both work.
-        let binding = cookie(req, LOGIN_COOKIE)
-            .filter(|value| {
-                value.len() == 43
-                    && value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            })
-            .unwrap_or_else(|| random_token(32));
-        let now = app.clock.now();
-        let request = idp.authorize(next, sha256_hex(&binding), now).await?;
-        app.store
-            .put_pending_login(&request.state, &request.pending)
-            .map_err(FlowError::from)?;
-        let cookie = set_cookie(
-            app,
-            LOGIN_COOKIE,
-            &binding,
-            "/authnz",
-            LOGIN_TTL.as_secs() as i64,
-        );
+        let (url, cookie) = start_login(app, req, &idp.0, next.0.as_deref(), None).await?;
         Ok(if prefers_html(req) {
-            LoginResponse::Redirect(request.url, cookie)
+            LoginResponse::Redirect(url, cookie)
         } else {
-            LoginResponse::Ok(
-                Json(LoginRedirect {
-                    redirect_uri: request.url,
-                }),
-                cookie,
-            )
+            LoginResponse::Ok(Json(LoginRedirect { redirect_uri: url }), cookie)
         })
     }
 
@@ -626,21 +637,41 @@ impl Api {
     ) -> Result<LogoutResponse, LogoutError> {
         let app = *app;
         check_same_origin(app, req)?;
-        let logged_out = match cookie(req, SESSION_COOKIE) {
-            Some(value) => app
-                .store
-                .delete_session(&sha256_hex(&value))
-                .map_err(FlowError::from)?,
-            None => false,
-        };
+        let mut end_session_url = None;
+        let mut logged_out = false;
+        if let Some(value) = cookie(req, SESSION_COOKIE) {
+            let hash = sha256_hex(&value);
+            if let Some(session) = app.store.session(&hash)? {
+                let tokens = crate::account_api::open_tokens(app, &session.idp, &session.subject)
+                    .ok()
+                    .flatten();
+                if let Some(idp) = app.idp(&session.idp) {
+                    let hint = tokens.as_ref().map(|(_, tokens)| tokens.id_token.as_str());
+                    end_session_url = idp
+                        .end_session_url(hint, &app.config.server.url("/"), &random_token(16))
+                        .await;
+                }
+                // SECURITY G64: the stored tokens go with the last session that used them.
+                let now = app.clock.now();
+                if !app.store.identity_has_other_sessions(
+                    &session.idp,
+                    &session.subject,
+                    &hash,
+                    now,
+                )? {
+                    app.store.delete_tokens(&session.idp, &session.subject)?;
+                }
+                logged_out = app.store.delete_session(&hash)?;
+            }
+        }
         let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);
         Ok(if prefers_html(req) {
-            LogoutResponse::Redirect("/".to_string(), clear)
+            LogoutResponse::Redirect(end_session_url.unwrap_or_else(|| "/".to_string()), clear)
         } else {
             LogoutResponse::Ok(
                 Json(LogoutResult {
                     logged_out,
-                    end_session_url: None,
+                    end_session_url,
                 }),
                 clear,
             )
@@ -680,40 +711,5 @@ impl Api {
             status: "ok".to_string(),
             idps,
         }))
-    }
-
-    /// The logged-in user and their linked identities.
-    #[oai(path = "/api/users/me", method = "get", tag = "ApiTags::Users")]
-    async fn me(&self, auth: SessionCookie, app: Data<&Arc<App>>) -> Result<MeResponse, MeError> {
-        let app = *app;
-        let unauthorized = || FlowError::unauthorized("unauthorized", "log in first");
-        let session = session_of(app, &auth.0.key)?.ok_or_else(unauthorized)?;
-        let user = app
-            .store
-            .user(&session.user_id)
-            .map_err(FlowError::from)?
-            .ok_or_else(unauthorized)?;
-        let identities = app
-            .store
-            .identities_of(&user.id)
-            .map_err(FlowError::from)?
-            .into_iter()
-            .map(|identity| IdentityView {
-                idp: identity.idp,
-                subject: identity.subject,
-                email: identity.email,
-                email_verified: identity.email_verified,
-                linked_at: identity.linked_at,
-                last_login_at: identity.last_login_at,
-            })
-            .collect();
-        Ok(MeResponse::Ok(Json(Me {
-            id: user.id,
-            username: user.username,
-            email: user.email,
-            display_name: user.display_name,
-            created_at: user.created_at,
-            identities,
-        })))
     }
 }

@@ -5,6 +5,7 @@
 //! identities, tokens and sessions; `api` is the HTTP surface; `devidp` is a small OpenID
 //! Provider for trying authnz offline.
 
+pub mod account_api;
 pub mod accounts;
 pub mod api;
 pub mod app;

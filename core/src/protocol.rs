@@ -1148,6 +1148,348 @@ fn discovery_error<E: std::error::Error + 'static>(
     }
 }
 
+/// The token lifecycle after login: refresh, revocation, logout.
+impl Idp {
+    /// Exchanges a refresh token. An ID token in the answer must name the same issuer,
+    /// subject and audience as before (SECURITY E49); a new refresh token replaces the old one,
+    /// an absent one keeps it. `invalid_grant` comes back as 401 `refresh_rejected`.
+    pub async fn refresh(
+        &self,
+        tokens: &IdpTokens,
+        subject: &str,
+        now: i64,
+    ) -> Result<IdpTokens, FlowError> {
+        let refresh_token = tokens.refresh_token.clone().ok_or_else(|| {
+            FlowError::unauthorized(
+                "refresh_unavailable",
+                "the identity provider gave no refresh token; log in again",
+            )
+        })?;
+        let discovered = self.discovered().await?;
+        let (_, jwks) = discovered.jwks();
+        let client = self.client(&discovered, (*jwks).clone())?;
+        let oidc_http = self.http.as_oidc();
+        let token = openidconnect::RefreshToken::new(refresh_token.clone());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|_| {
+                FlowError::bad_gateway(
+                    "idp_misconfigured",
+                    "the identity provider has no token endpoint",
+                )
+            })?
+            .request_async(&oidc_http)
+            .await
+            .map_err(|err| match self.token_error(&err) {
+                rejected if rejected.code == "code_rejected" => FlowError::unauthorized(
+                    "refresh_rejected",
+                    "the identity provider refused the refresh token; log in again",
+                ),
+                other => other,
+            })?;
+        let id_token = match response.id_token() {
+            Some(id_token) => {
+                let verifier = self
+                    .verifier((*jwks).clone(), now - 3600, now)
+                    .require_issuer_match(self.info.issuer_template.is_none());
+                let claims = id_token
+                    .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+                    .map_err(|err| {
+                        tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "refreshed ID token rejected");
+                        FlowError::unauthorized("refresh_invalid", "the refreshed ID token failed verification; log in again")
+                    })?;
+                let previous = IdTokenClaimsView::of(&tokens.id_token);
+                if claims.subject().as_str() != subject
+                    || previous
+                        .as_ref()
+                        .is_some_and(|p| p.iss != claims.issuer().as_str())
+                {
+                    tracing::warn!(idp = %self.config.name, "refreshed ID token names another issuer or subject");
+                    return Err(FlowError::unauthorized(
+                        "refresh_invalid",
+                        "the refreshed ID token names another identity; log in again",
+                    ));
+                }
+                id_token.to_string()
+            }
+            None => tokens.id_token.clone(),
+        };
+        let mut fresh = tokens_of(&response, id_token, now);
+        if fresh.refresh_token.is_none() {
+            fresh.refresh_token = Some(refresh_token);
+        }
+        Ok(fresh)
+    }
+
+    /// Revokes the refresh and access tokens at the IdP (RFC 7009). `Ok(false)`: the IdP
+    /// has no revocation endpoint. Any refusal is an error, so nothing is forgotten locally
+    /// while the IdP still honours the tokens.
+    pub async fn revoke(&self, tokens: &IdpTokens) -> Result<bool, FlowError> {
+        let discovered = self.discovered().await?;
+        let Some(endpoint) = discovered
+            .metadata
+            .additional_metadata()
+            .revocation_endpoint
+            .clone()
+        else {
+            return Ok(false);
+        };
+        let candidates = [
+            (tokens.refresh_token.as_deref(), "refresh_token"),
+            (Some(tokens.access_token.as_str()), "access_token"),
+        ];
+        for (token, hint) in candidates {
+            let Some(token) = token.filter(|token| !token.is_empty()) else {
+                continue;
+            };
+            let mut body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", token)
+                .append_pair("token_type_hint", hint)
+                .finish();
+            let mut request = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(&endpoint)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .header(http::header::ACCEPT, "application/json");
+            match &self.config.client_secret {
+                Some(secret) => {
+                    use base64::Engine;
+                    let encode = |value: &str| {
+                        url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                    };
+                    let credentials = format!(
+                        "{}:{}",
+                        encode(&self.config.client_id),
+                        encode(secret.expose())
+                    );
+                    request = request.header(
+                        http::header::AUTHORIZATION,
+                        format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode(credentials)
+                        ),
+                    );
+                }
+                None => {
+                    body.push_str("&client_id=");
+                    body.extend(url::form_urlencoded::byte_serialize(
+                        self.config.client_id.as_bytes(),
+                    ));
+                }
+            }
+            let request = request
+                .body(body.into_bytes())
+                .map_err(|_| FlowError::internal("bad revocation request"))?;
+            let response = self.http.execute(request).await.map_err(|err| {
+                tracing::warn!(idp = %self.config.name, error = %err, "revocation failed");
+                FlowError::bad_gateway(
+                    "revocation_failed",
+                    "the identity provider could not be reached to revoke the tokens; try again",
+                )
+            })?;
+            if !response.status().is_success() {
+                tracing::warn!(idp = %self.config.name, status = response.status().as_u16(), "revocation refused");
+                return Err(FlowError::bad_gateway(
+                    "revocation_failed",
+                    "the identity provider refused to revoke the tokens; try again",
+                ));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The IdP's RP-initiated logout URL, when it has an end-session endpoint.
+    pub async fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        post_logout_redirect_uri: &str,
+        state: &str,
+    ) -> Option<String> {
+        let discovered = self.discovered().await.ok()?;
+        let endpoint = discovered
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()?;
+        let mut url = Url::parse(&endpoint).ok()?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint.filter(|hint| !hint.is_empty()) {
+                query.append_pair("id_token_hint", hint);
+            }
+            query
+                .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
+                .append_pair("client_id", &self.config.client_id)
+                .append_pair("state", state);
+        }
+        Some(url.to_string())
+    }
+
+    /// Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) and returns
+    /// its `sub` and `sid`. Every failure is a 400.
+    pub async fn verify_logout_token(
+        &self,
+        jwt: &str,
+        now: i64,
+    ) -> Result<(Option<String>, Option<String>), FlowError> {
+        let bad = |why: &str| {
+            tracing::info!(idp = %self.config.name, reason = why, "logout token rejected");
+            FlowError::bad_request("invalid_logout_token", "the logout token is invalid")
+        };
+        let discovered = self.discovered().await?;
+        let parts: Vec<&str> = jwt.split('.').collect();
+        if parts.len() != 3 {
+            return Err(bad("not a signed JWT"));
+        }
+        use base64::Engine;
+        let decode = |part: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        };
+        let header: JsonValue = decode(parts[0])
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| bad("header"))?;
+        let claims: JsonValue = decode(parts[1])
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| bad("claims"))?;
+        let signature = decode(parts[2]).ok_or_else(|| bad("signature encoding"))?;
+        let alg_name = header
+            .get("alg")
+            .and_then(JsonValue::as_str)
+            .unwrap_or("none");
+        if alg_name == "none" || !self.config.id_token_algs.iter().any(|alg| alg == alg_name) {
+            return Err(bad("algorithm not allowed"));
+        }
+        if header.get("crit").is_some() {
+            return Err(bad("crit header"));
+        }
+        let alg: CoreJwsSigningAlgorithm =
+            serde_json::from_value(JsonValue::String(alg_name.to_string()))
+                .map_err(|_| bad("algorithm"))?;
+        let message = format!("{}.{}", parts[0], parts[1]);
+        let kid = header.get("kid").and_then(JsonValue::as_str);
+        let verify_with = |jwks: &CoreJsonWebKeySet| -> Result<(), SignatureVerificationError> {
+            use openidconnect::JsonWebKey;
+            if alg_name.starts_with("HS") {
+                let secret = self
+                    .config
+                    .client_secret
+                    .as_ref()
+                    .ok_or(SignatureVerificationError::NoMatchingKey)?;
+                return CoreJsonWebKey::new_symmetric(secret.expose().as_bytes().to_vec())
+                    .verify_signature(&alg, message.as_bytes(), &signature);
+            }
+            let keys: Vec<&CoreJsonWebKey> = jwks
+                .keys()
+                .iter()
+                .filter(|key| kid.is_none_or(|kid| key.key_id().map(|id| id.as_str()) == Some(kid)))
+                .filter(|key| {
+                    key.key_use()
+                        .is_none_or(|u| u == &openidconnect::core::CoreJsonWebKeyUse::Signature)
+                })
+                .collect();
+            match keys.as_slice() {
+                [] => Err(SignatureVerificationError::NoMatchingKey),
+                [key] => key.verify_signature(&alg, message.as_bytes(), &signature),
+                _ => Err(SignatureVerificationError::AmbiguousKeyId(
+                    "several keys".into(),
+                )),
+            }
+        };
+        let (generation, jwks) = discovered.jwks();
+        let mut checked = verify_with(&jwks);
+        if matches!(checked, Err(SignatureVerificationError::NoMatchingKey)) {
+            if let Some(jwks) = self.refetch_jwks(&discovered, generation).await {
+                checked = verify_with(&jwks);
+            }
+        }
+        checked.map_err(|_| bad("signature"))?;
+        let string = |name: &str| {
+            claims
+                .get(name)
+                .and_then(JsonValue::as_str)
+                .map(str::to_string)
+        };
+        let issuer_ok = match &self.info.issuer_template {
+            None => string("iss").as_deref() == Some(self.config.issuer.as_str()),
+            Some(_) => string("iss").is_some_and(|iss| self.issuer_matches(&iss)),
+        };
+        if !issuer_ok {
+            return Err(bad("iss"));
+        }
+        let audience_ok = match claims.get("aud") {
+            Some(JsonValue::String(aud)) => aud == &self.config.client_id,
+            Some(JsonValue::Array(auds)) => {
+                auds.len() == 1 && auds[0].as_str() == Some(self.config.client_id.as_str())
+            }
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(bad("aud"));
+        }
+        let iat = claims
+            .get("iat")
+            .and_then(JsonValue::as_i64)
+            .ok_or_else(|| bad("iat"))?;
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        if iat > now + skew || iat < now - 600 {
+            return Err(bad("iat out of bounds"));
+        }
+        if claims
+            .get("exp")
+            .and_then(JsonValue::as_i64)
+            .is_some_and(|exp| exp < now - skew)
+        {
+            return Err(bad("expired"));
+        }
+        if string("jti").is_none() {
+            return Err(bad("jti"));
+        }
+        let event_ok = claims
+            .get("events")
+            .and_then(JsonValue::as_object)
+            .and_then(|events| events.get("http://schemas.openid.net/event/backchannel-logout"))
+            .is_some_and(JsonValue::is_object);
+        if !event_ok {
+            return Err(bad("events"));
+        }
+        if claims.get("nonce").is_some() {
+            return Err(bad("nonce"));
+        }
+        let (sub, sid) = (string("sub"), string("sid"));
+        if sub.is_none() && sid.is_none() {
+            return Err(bad("neither sub nor sid"));
+        }
+        if sub.as_deref().is_some_and(|sub| !valid_subject(sub)) {
+            return Err(bad("sub"));
+        }
+        Ok((sub, sid))
+    }
+}
+
+/// The `iss` of a stored ID token (already verified when it was stored).
+struct IdTokenClaimsView {
+    iss: String,
+}
+
+impl IdTokenClaimsView {
+    fn of(id_token: &str) -> Option<Self> {
+        use base64::Engine;
+        let payload = id_token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        let claims: JsonValue = serde_json::from_slice(&bytes).ok()?;
+        Some(Self {
+            iss: claims.get("iss")?.as_str()?.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
