@@ -11,6 +11,7 @@ use serde_json::json;
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const ERIN_OID: &str = "6c2b58e3-5d3a-4c44-a6a4-0f6f2a0e4c11";
+const MAL_OID: &str = "0badc0de-5d3a-4c44-a6a4-0f6f2a0e4c11";
 
 fn entry(name: &str, kind: &str, issuer: &str, settings: &str) -> String {
     format!(
@@ -31,7 +32,9 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             "kim": {"groups": ["staff", "admins"]},
             "sam": {"email_verified": false},
             // nOAuth: an Entra tenant can put anyone's address in `email`.
-            "erin": {"tid": TENANT, "oid": ERIN_OID, "email": "alice@example.test", "email_verified": true},
+            "erin": {"tid": TENANT, "oid": ERIN_OID},
+            // nOAuth: an attacker's Entra tenant can put anyone's address in `email`.
+            "mal": {"tid": TENANT, "oid": MAL_OID, "email": "alice@example.test", "email_verified": true},
         }),
     );
     let issuer = provider.issuer.clone();
@@ -134,12 +137,24 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
     );
     assert_only_pending_consumed(&before, &server.dump());
 
-    // F55: Entra's email claim is never trusted: erin's "alice@example.test" is unverified here
-    // and did not log her in as alice.
+    // F55 (nOAuth): Entra's email claim is never trusted. An Entra identity whose tenant
+    // claims alice's address does not get into alice's account: 409, nothing stored.
     let erin = &users[5].2;
-    let alice = &users[0].2;
     assert_eq!(erin["identities"][0]["email_verified"], false);
-    assert_ne!(erin["id"], alice["id"]);
+    let mal = Browser::new();
+    let authorize = mal.start_login(&server.url, "entra").await;
+    let callback = mal
+        .sign_in_at_provider(
+            &authorize,
+            "mal",
+            &format!("{}/authnz/entra/callback", server.url),
+        )
+        .await;
+    let before = server.dump();
+    let response = mal.get(&callback).await;
+    assert_eq!(response.status(), 409);
+    assert_only_pending_consumed(&before, &server.dump());
+    assert_eq!(mal.me(&server.url).await.0, 401);
 
     // Google with a hosted domain refuses an account of another domain: 403, no session.
     let otto = Browser::new();

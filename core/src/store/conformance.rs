@@ -165,14 +165,15 @@ fn email_conflict(store: &dyn Store) -> TestResult {
         "verified email conflict refused",
     )?;
     check(store.dump()? == before, "a refused login writes nothing")?;
-    // The same login with the address unverified is a separate account.
+    // The same address unverified is refused too: no account, no link (SECURITY F56).
     same_email.email_verified = false;
-    let separate = store.complete_login(&same_email)?;
+    let refused = store.complete_login(&same_email);
     check(
-        separate.created && separate.user.id == "u2",
-        "unverified email: separate account",
+        matches!(refused, Err(StoreError::EmailConflict)),
+        "unverified email conflict refused",
     )?;
-    // An unverified address claims nothing: its later verified owner is not blocked.
+    check(store.dump()? == before, "still nothing written")?;
+    // An unverified address claims nothing: its later verified owner is not blocked (F58).
     let mut squatter = sample_login("c", "s3", "u3", "x3");
     squatter.email = Some("victim@example.test".into());
     squatter.email_verified = false;

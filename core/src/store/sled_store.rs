@@ -200,11 +200,9 @@ impl Store for SledStore {
 
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
         let id_key = identity_key(&login.idp, &login.subject);
-        let email_key = login
-            .email
-            .as_deref()
-            .filter(|_| login.email_verified)
-            .map(normalize_email);
+        // Any address is looked up (an unverified one matching an account is a conflict,
+        // SECURITY F56); only verified ones are indexed (an unverified one claims nothing, F58).
+        let email_key = login.email.as_deref().map(normalize_email);
         let trees = (
             &self.users,
             &self.usernames,
@@ -259,6 +257,7 @@ impl Store for SledStore {
                                 (None, Some(owner)) => {
                                     let may_link = login.on_email_match
                                         == EmailMatch::LinkIfAuthoritative
+                                        && login.email_verified
                                         && login.email_authoritative
                                         && owner.authoritative;
                                     if !may_link {
@@ -299,7 +298,9 @@ impl Store for SledStore {
                                         encode(&user).map_err(abort)?,
                                     )?;
                                     usernames.insert(username.as_bytes(), user.id.as_bytes())?;
-                                    if let Some(email) = &email_key {
+                                    if let Some(email) =
+                                        email_key.as_ref().filter(|_| login.email_verified)
+                                    {
                                         let owner = EmailOwner {
                                             user_id: user.id.clone(),
                                             authoritative: login.email_authoritative,
