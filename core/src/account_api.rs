@@ -645,11 +645,25 @@ impl AccountApi {
         {
             revoked = runtime.revoke(&tokens).await?;
         }
-        match app
-            .store
-            .remove_identity(&caller.user.id, &idp.0, &subject)?
-        {
-            RemoveOutcome::Removed(_) => {}
+        match app.store.remove_identity(
+            &caller.user.id,
+            &idp.0,
+            &subject,
+            caller.session.as_ref().map(|(hash, _)| hash.as_str()),
+        )? {
+            RemoveOutcome::Removed(_) => {
+                // The caller's session carries on under one of the remaining identities.
+                if let Some((hash, session)) = &caller.session {
+                    if session.idp == idp.0 && session.subject == subject {
+                        if let Some(other) =
+                            app.store.identities_of(&caller.user.id)?.into_iter().next()
+                        {
+                            app.store
+                                .repoint_session(hash, &other.idp, &other.subject)?;
+                        }
+                    }
+                }
+            }
             RemoveOutcome::NotFound => {
                 return Err(FlowError::new(
                     Status::NotFound,

@@ -2,6 +2,7 @@
 //! own dev IdP, and a hostile in-process IdP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod callback_attacks;
 mod cli;
 mod discovery;

@@ -86,6 +86,13 @@ const provider = new Provider(issuer, {
     profile: ['preferred_username', 'name', 'given_name', 'family_name', 'hd', 'tid', 'oid', 'groups', 'idp'],
   },
 
+  // The tests run authnz on loopback, which oidc-provider's SSRF guard refuses to call (for
+  // back-channel logout). This provider only ever runs on loopback, so the guard is lifted.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+
   features: {
     devInteractions: { enabled: true }, // built-in login + consent HTML forms
     revocation: { enabled: true },
@@ -129,5 +136,8 @@ for (const { client_id: id } of clients) {
   }
 }
 
+// Problems the tests would otherwise never see (stderr; the harness shows it on request).
+provider.on('backchannel.error', (_ctx, err) => console.error('backchannel.error:', err.message));
+provider.on('server_error', (_ctx, err) => console.error('server_error:', err.message));
 handler = provider.callback();
 process.stdout.write(`READY ${issuer}\n`);

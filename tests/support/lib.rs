@@ -154,15 +154,28 @@ pub struct OidcProvider {
 }
 
 impl OidcProvider {
-    /// Starts it with one confidential client `authnz`/`s3cret` for `redirect_uris`.
+    /// Starts it with one confidential client `authnz` for `redirect_uris`.
     pub fn start(redirect_uris: &[String], accounts: serde_json::Value) -> Self {
-        let clients = serde_json::json!([{
+        Self::start_with(redirect_uris, accounts, serde_json::json!({}))
+    }
+
+    /// Starts it with extra client metadata (e.g. `backchannel_logout_uri`).
+    pub fn start_with(
+        redirect_uris: &[String],
+        accounts: serde_json::Value,
+        client: serde_json::Value,
+    ) -> Self {
+        let mut metadata = serde_json::json!({
             "client_id": "authnz",
             "client_secret": OIDC_CLIENT_SECRET,
             "redirect_uris": redirect_uris,
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
-        }]);
+        });
+        if let (Some(metadata), Some(extra)) = (metadata.as_object_mut(), client.as_object()) {
+            metadata.extend(extra.clone());
+        }
+        let clients = serde_json::json!([metadata]);
         let dir = repo_root().join("tests/oidc-provider");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -175,7 +188,14 @@ impl OidcProvider {
             .env("OIDC_ACCOUNTS", accounts.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // AUTHNZ_TEST_PROVIDER_STDERR=1 shows the provider's own complaints.
+            .stderr(
+                if std::env::var_os("AUTHNZ_TEST_PROVIDER_STDERR").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                },
+            )
             .spawn()
             .expect("node starts");
         let stdout = child.stdout.take().unwrap();
@@ -281,21 +301,36 @@ impl Browser {
             }
             assert_eq!(status, 200, "unexpected status at {url}");
             let html = response.text().await.unwrap();
-            let form = if html.contains("name=\"prompt\" value=\"login\"") {
-                vec![("prompt", "login"), ("login", login), ("password", "x")]
-            } else if html.contains("name=\"prompt\" value=\"consent\"") {
-                vec![("prompt", "consent")]
-            } else {
-                panic!("unexpected page at {url}: {html}");
-            };
-            let response = self.client.post(&url).form(&form).send().await.unwrap();
-            assert_eq!(response.status(), 303, "form post at {url}");
+            let (action, form): (String, Vec<(String, String)>) =
+                if html.contains("name=\"prompt\" value=\"login\"") {
+                    let form = [("prompt", "login"), ("login", login), ("password", "x")];
+                    (
+                        url.clone(),
+                        form.iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    )
+                } else if html.contains("name=\"prompt\" value=\"consent\"") {
+                    (url.clone(), vec![("prompt".into(), "consent".into())])
+                } else if html.contains("document.forms[0].submit()") {
+                    // A self-submitting form (e.g. ending the previous provider session before
+                    // `prompt=login`): post its hidden fields to its action, as a browser would.
+                    auto_submit_form(&html)
+                        .unwrap_or_else(|| panic!("unreadable form at {url}: {html}"))
+                } else {
+                    panic!("unexpected page at {url}: {html}");
+                };
+            let post_to = Url::parse(&url).unwrap().join(&action).unwrap();
+            let response = self
+                .client
+                .post(post_to.as_str())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 303, "form post at {post_to}");
             let location = response.headers()["location"].to_str().unwrap().to_string();
-            url = Url::parse(&url)
-                .unwrap()
-                .join(&location)
-                .unwrap()
-                .to_string();
+            url = post_to.join(&location).unwrap().to_string();
         }
         panic!("the provider never redirected back");
     }
@@ -318,6 +353,24 @@ impl Browser {
         self.get(&callback).await
     }
 
+    /// The session's CSRF token (from `GET /api/users/me`).
+    pub async fn csrf(&self, server: &str) -> String {
+        let (_, me) = self.me(server).await;
+        me["csrf_token"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A same-origin POST with the session's CSRF token.
+    pub async fn post(&self, server: &str, path: &str) -> reqwest::Response {
+        let csrf = self.csrf(server).await;
+        self.client
+            .post(format!("{server}{path}"))
+            .header("Origin", server)
+            .header("X-CSRF-Token", csrf)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// `GET /api/users/me` as JSON, with the status.
     pub async fn me(&self, server: &str) -> (u16, serde_json::Value) {
         let response = self.get(&format!("{server}/api/users/me")).await;
@@ -325,6 +378,28 @@ impl Browser {
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
         (status, body)
     }
+}
+
+/// The action and hidden fields of a page's first form.
+fn auto_submit_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let attribute = |tag: &str, name: &str| {
+        let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[start..].split('"').next()?.to_string())
+    };
+    let form_tag = html.split("<form").nth(1)?.split('>').next()?;
+    let action = attribute(form_tag, "action")?;
+    let fields = html
+        .split("<input")
+        .skip(1)
+        .filter_map(|input| {
+            let tag = input.split('>').next()?;
+            Some((
+                attribute(tag, "name")?,
+                attribute(tag, "value").unwrap_or_default(),
+            ))
+        })
+        .collect();
+    Some((action, fields))
 }
 
 /// A query parameter of a URL.

@@ -241,18 +241,19 @@ fn connect(store: &dyn Store) -> TestResult {
 fn remove_identity(store: &dyn Store) -> TestResult {
     store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
     check(
-        store.remove_identity("u1", "a", "s1")? == RemoveOutcome::LastIdentity,
+        store.remove_identity("u1", "a", "s1", None)? == RemoveOutcome::LastIdentity,
         "last refused",
     )?;
     let mut second = sample_login("b", "s2", "", "x2");
     second.link_to = Some("u1".into());
     store.complete_login(&second)?;
     check(
-        store.remove_identity("u9", "b", "s2")? == RemoveOutcome::NotFound,
+        store.remove_identity("u9", "b", "s2", None)? == RemoveOutcome::NotFound,
         "another user's",
     )?;
     check(
-        store.remove_identity("u1", "b", "s2")? == RemoveOutcome::Removed(Some(vec![1, 2, 3])),
+        store.remove_identity("u1", "b", "s2", None)?
+            == RemoveOutcome::Removed(Some(vec![1, 2, 3])),
         "removed with its tokens",
     )?;
     check(
@@ -260,10 +261,21 @@ fn remove_identity(store: &dyn Store) -> TestResult {
         "gone",
     )?;
     check(store.session("x2")?.is_none(), "its sessions ended")?;
+    check(store.repoint_session("x1", "z", "s9")?, "repointed")?;
+    let session = store.session("x1")?.ok_or("session gone")?;
     check(
-        store.session("x1")?.is_some(),
-        "the other identity's session stays",
-    )
+        session.idp == "z" && session.subject == "s9",
+        "now counts as z/s9",
+    )?;
+    check(
+        store.end_identity_sessions("z", Some("s9"), None)? == 1,
+        "found under its new identity",
+    )?;
+    check(
+        !store.repoint_session("x1", "a", "s1")?,
+        "no such session any more",
+    )?;
+    Ok(())
 }
 
 fn delete_user(store: &dyn Store) -> TestResult {

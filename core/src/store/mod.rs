@@ -237,13 +237,19 @@ pub trait Store: Send + Sync + 'static {
     /// The sealed tokens of an identity.
     fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>>;
 
-    /// Removes an identity of `user_id` and its tokens, unless it is the user's last one.
+    /// Removes an identity of `user_id` and its tokens, unless it is the user's last one, and
+    /// ends the sessions that were started with it, except `keep_session` (the caller's).
     fn remove_identity(
         &self,
         user_id: &str,
         idp: &str,
         subject: &str,
+        keep_session: Option<&str>,
     ) -> StoreResult<RemoveOutcome>;
+
+    /// Makes a session count as started with another identity of its user (after the one it
+    /// was started with is disconnected); returns whether the session exists.
+    fn repoint_session(&self, session_hash: &str, idp: &str, subject: &str) -> StoreResult<bool>;
 
     /// Replaces an identity's sealed tokens if they are still `expected` (compare-and-swap):
     /// returns whether it replaced them.

@@ -398,6 +398,7 @@ impl Store for SledStore {
         user_id: &str,
         idp: &str,
         subject: &str,
+        keep_session: Option<&str>,
     ) -> StoreResult<RemoveOutcome> {
         let id_key = identity_key(idp, subject);
         let linked = keys_with_prefix(&self.user_identities, &prefix_of(&[user_id]))?;
@@ -429,9 +430,39 @@ impl Store for SledStore {
             })
             .map_err(txn_error)?;
         if matches!(outcome, RemoveOutcome::Removed(_)) {
-            self.end_identity_sessions(idp, Some(subject), None)?;
+            let hashes: Vec<String> =
+                keys_with_prefix(&self.identity_sessions, &prefix_of(&[idp, subject]))?
+                    .iter()
+                    .filter_map(|key| key.rsplit(|b| *b == 0).next())
+                    .map(|hash| String::from_utf8_lossy(hash).into_owned())
+                    .filter(|hash| Some(hash.as_str()) != keep_session)
+                    .collect();
+            self.remove_sessions(&hashes)?;
         }
         Ok(outcome)
+    }
+
+    fn repoint_session(&self, session_hash: &str, idp: &str, subject: &str) -> StoreResult<bool> {
+        let trees = (&self.sessions, &self.identity_sessions);
+        trees
+            .transaction(|(sessions, identity_sessions)| {
+                let Some(mut session) = get_in::<Session>(sessions, session_hash.as_bytes())?
+                else {
+                    return Ok(false);
+                };
+                identity_sessions.remove(key_of(&[
+                    &session.idp,
+                    &session.subject,
+                    session_hash,
+                ]))?;
+                session.idp = idp.to_string();
+                session.subject = subject.to_string();
+                session.sid = None;
+                sessions.insert(session_hash.as_bytes(), encode(&session).map_err(abort)?)?;
+                identity_sessions.insert(key_of(&[idp, subject, session_hash]), &[][..])?;
+                Ok(true)
+            })
+            .map_err(txn_error)
     }
 
     fn replace_tokens(
