@@ -831,3 +831,243 @@ async fn multi_tenant_issuers_must_match_the_tokens_own_tenant() {
         assert_eq!(body["error"], "id_token_invalid", "{case}: {body}");
     }
 }
+
+/// Logs in through the rig with a refresh token in the token response (IdP session `sid-1`).
+async fn login_with_refresh(rig: &Rig) -> Browser {
+    let (status, body, browser) = rig
+        .attempt(|idp, nonce| {
+            let mut claims = idp.claims(nonce, ACCESS_TOKEN);
+            claims["sid"] = json!("sid-1");
+            let id_token = key_a().sign(json!({}), &claims);
+            idp.with(|s| {
+                s.token = Reply::Json(
+                    200,
+                    json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300,
+                           "id_token": id_token, "refresh_token": "refresh-token-one"}),
+                )
+            });
+        })
+        .await;
+    assert_eq!(status, 303, "{body}");
+    browser
+}
+
+#[tokio::test]
+async fn refresh_keeps_the_identity_or_ends_the_session() {
+    let rig = Rig::new().await;
+    let url = rig.server.url.clone();
+    let tokens_url = format!("{url}/api/users/me/tokens/evil");
+    // Refreshed ID tokens are issued "now" on the server's clock, which the test moves ahead.
+    let refreshed = |edit: &dyn Fn(&mut Value)| {
+        let now = chrono_now() + 400;
+        let mut claims = json!({"iss": rig.idp.issuer, "aud": CLIENT_ID, "sub": "alice-sub", "iat": now, "exp": now + 300});
+        edit(&mut claims);
+        key_a().sign(json!({}), &claims)
+    };
+    let answer = |id_token: Option<String>, refresh: Option<&str>| {
+        let mut body = json!({"access_token": "fresh-access-token-0002", "token_type": "Bearer", "expires_in": 300});
+        if let Some(id_token) = id_token {
+            body["id_token"] = json!(id_token);
+        }
+        if let Some(refresh) = refresh {
+            body["refresh_token"] = json!(refresh);
+        }
+        rig.idp.with(|s| s.token = Reply::Json(200, body));
+    };
+
+    // Still valid: no refresh, the stored token is handed out.
+    let browser = login_with_refresh(&rig).await;
+    let token: Value = browser.get(&tokens_url).await.json().await.unwrap();
+    assert_eq!(token["access_token"], ACCESS_TOKEN);
+
+    // E49: a refreshed ID token for another subject, issuer or audience is refused; the old
+    // tokens stay as they were and the session ends (log in again).
+    let cases: [(&str, &dyn Fn(&mut Value)); 3] = [
+        ("another sub", &|c| c["sub"] = json!("mallory-sub")),
+        ("another iss", &|c| {
+            c["iss"] = json!("https://attacker.example")
+        }),
+        ("another aud", &|c| c["aud"] = json!("someone-else")),
+    ];
+    for (case, edit) in cases {
+        let browser = login_with_refresh(&rig).await;
+        rig.server.app.clock.advance(400);
+        let before = rig
+            .server
+            .app
+            .store
+            .sealed_tokens("evil", "alice-sub")
+            .unwrap();
+        answer(Some(refreshed(edit)), Some("refresh-token-evil"));
+        let response = browser.get(&tokens_url).await;
+        assert_eq!(response.status(), 401, "{case}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "refresh_invalid", "{case}: {body}");
+        assert_eq!(
+            rig.server
+                .app
+                .store
+                .sealed_tokens("evil", "alice-sub")
+                .unwrap(),
+            before,
+            "{case}: tokens kept"
+        );
+        assert_eq!(browser.me(&url).await.0, 401, "{case}: session ended");
+        rig.server.app.clock.advance(-400);
+    }
+
+    // E50: a rotated refresh token replaces the old one; the new access token is handed out.
+    let browser = login_with_refresh(&rig).await;
+    rig.server.app.clock.advance(400);
+    answer(Some(refreshed(&|_| {})), Some("refresh-token-two"));
+    let response = browser.get(&tokens_url).await;
+    assert_eq!(response.status(), 200);
+    let token: Value = response.json().await.unwrap();
+    assert_eq!(token["access_token"], "fresh-access-token-0002");
+    let request = rig.idp.with(|s| s.token_bodies.last().cloned()).unwrap();
+    assert!(
+        request.contains("grant_type=refresh_token")
+            && request.contains("refresh_token=refresh-token-one"),
+        "{request}"
+    );
+    let sealed = rig
+        .server
+        .app
+        .store
+        .sealed_tokens("evil", "alice-sub")
+        .unwrap()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(
+        &rig.server
+            .app
+            .vault
+            .open(
+                &authnz::store::identity_key_public("evil", "alice-sub"),
+                &sealed,
+            )
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["refresh_token"], "refresh-token-two");
+    assert_eq!(stored["access_token"], "fresh-access-token-0002");
+    rig.server.app.clock.advance(-400);
+
+    // E50: invalid_grant ends the session, without retrying.
+    let browser = login_with_refresh(&rig).await;
+    rig.server.app.clock.advance(400);
+    rig.idp
+        .with(|s| s.token = Reply::Json(400, json!({"error": "invalid_grant"})));
+    let calls_before = rig
+        .idp
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with("/token"))
+        .count();
+    let response = browser.get(&tokens_url).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "refresh_rejected");
+    assert_eq!(
+        rig.idp
+            .calls()
+            .iter()
+            .filter(|c| c.ends_with("/token"))
+            .count(),
+        calls_before + 1,
+        "one attempt"
+    );
+    assert_eq!(browser.me(&url).await.0, 401);
+    logs::assert_not_logged(&[
+        "refresh-token-one",
+        "refresh-token-two",
+        "fresh-access-token-0002",
+    ]);
+}
+
+#[tokio::test]
+async fn back_channel_logout_tokens_are_verified() {
+    // G66: every malformed logout token is a 400 and ends nothing; a good one ends the session.
+    let rig = Rig::new().await;
+    let browser = login_with_refresh(&rig).await;
+    let url = format!("{}/authnz/evil/backchannel-logout", rig.server.url);
+    let good = || {
+        let now = chrono_now();
+        json!({"iss": rig.idp.issuer, "aud": CLIENT_ID, "iat": now, "jti": format!("jti-{now}"),
+               "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+               "sub": "alice-sub", "sid": "sid-1"})
+    };
+    let post = |token: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    type Make = Box<dyn Fn(Value) -> String>;
+    let edit = |f: fn(&mut Value)| -> Make {
+        Box::new(move |mut claims: Value| {
+            f(&mut claims);
+            key_a().sign(json!({}), &claims)
+        })
+    };
+    let cases: Vec<(&str, Make)> = vec![
+        ("alg none", Box::new(|claims: Value| jwt::unsigned(&claims))),
+        (
+            "HS256, not allowed",
+            Box::new(|claims: Value| jwt::sign_hs256(CLIENT_SECRET.as_bytes(), json!({}), &claims)),
+        ),
+        (
+            "bad signature",
+            Box::new(|claims: Value| jwt::corrupt_signature(&key_a().sign(json!({}), &claims))),
+        ),
+        (
+            "attacker's key",
+            Box::new(|claims: Value| key_b().sign(json!({"kid": "key-a"}), &claims)),
+        ),
+        (
+            "wrong iss",
+            edit(|c| c["iss"] = json!("https://attacker.example")),
+        ),
+        ("wrong aud", edit(|c| c["aud"] = json!("someone-else"))),
+        (
+            "no events",
+            edit(|c| drop(c.as_object_mut().unwrap().remove("events"))),
+        ),
+        (
+            "wrong event",
+            edit(|c| c["events"] = json!({"http://schemas.openid.net/event/other": {}})),
+        ),
+        ("a nonce", edit(|c| c["nonce"] = json!("n"))),
+        (
+            "no jti",
+            edit(|c| drop(c.as_object_mut().unwrap().remove("jti"))),
+        ),
+        (
+            "no sub or sid",
+            edit(|c| {
+                let c = c.as_object_mut().unwrap();
+                c.remove("sub");
+                c.remove("sid");
+            }),
+        ),
+        ("old iat", edit(|c| c["iat"] = json!(chrono_now() - 3600))),
+    ];
+    for (case, make) in &cases {
+        assert_eq!(post(make(good())).await, 400, "{case}");
+        assert_eq!(
+            browser.me(&rig.server.url).await.0,
+            200,
+            "{case}: the session must survive"
+        );
+    }
+    assert_eq!(post("not-a-jwt".into()).await, 400);
+    // Positive control: a good token ends the session it names.
+    assert_eq!(post(key_a().sign(json!({}), &good())).await, 200);
+    assert_eq!(browser.me(&rig.server.url).await.0, 401);
+}
