@@ -882,7 +882,8 @@ async fn refresh_keeps_the_identity_or_ends_the_session() {
 
     // E49: a refreshed ID token for another subject, issuer or audience is refused; the old
     // tokens stay as they were and the session ends (log in again).
-    let cases: [(&str, &dyn Fn(&mut Value)); 3] = [
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: [(&str, Edit); 3] = [
         ("another sub", &|c| c["sub"] = json!("mallory-sub")),
         ("another iss", &|c| {
             c["iss"] = json!("https://attacker.example")
