@@ -81,7 +81,10 @@ impl App {
             })?;
         }
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.server.database, 64 << 20)?);
-        let vault = TokenVault::load_or_create(&config.server.secret_key_file)?;
+        let vault = TokenVault::load(
+            &config.server.secret_key_file,
+            &config.server.previous_secret_key_files,
+        )?;
         let http = IdpHttp::new(limits)?;
         let public_url = config.server.public_url.as_str().to_string();
         let mut idps = Vec::new();

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub public_url: Url,
     pub database: PathBuf,
     pub secret_key_file: PathBuf,
+    /// Earlier keys, kept after a rotation so that tokens they sealed still open.
+    pub previous_secret_key_files: Vec<PathBuf>,
     pub session_ttl: Duration,
 }
 
@@ -602,6 +604,12 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
             name.push(".key");
             PathBuf::from(name)
         });
+    let previous_secret_key_files = fields
+        .take_str_list(cx, "previous_secret_key_files")
+        .unwrap_or_default()
+        .iter()
+        .map(|path| cx.resolve(path))
+        .collect();
     let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
         Some((0, span)) => {
             cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
@@ -617,6 +625,7 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         public_url,
         database,
         secret_key_file,
+        previous_secret_key_files,
         session_ttl,
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The vault key lives in `secret_key_file` (generated on first start, mode 0600). Tokens are
 //! sealed with XChaCha20-Poly1305; the associated data binds each ciphertext to its identity, so
-//! a ciphertext copied onto another identity does not open.
+//! a ciphertext copied onto another identity does not open. Each ciphertext names its key by
+//! an id, so the key can be rotated: the new key seals, and the keys listed in
+//! `previous_secret_key_files` still open what they sealed.
 
 use std::fmt;
 use std::io::Write;
@@ -57,11 +59,22 @@ pub enum VaultError {
     Seal,
 }
 
-const SEALED_VERSION: u8 = 1;
+/// `[1][nonce][ciphertext]`: no key id (read with every key).
+const SEALED_V1: u8 = 1;
+/// `[2][key id: 8][nonce: 24][ciphertext]`.
+const SEALED_V2: u8 = 2;
 
 /// Encrypts tokens at rest.
 pub struct TokenVault {
-    cipher: XChaCha20Poly1305,
+    /// The sealing key first, then the previous ones (open only).
+    keys: Vec<([u8; 8], XChaCha20Poly1305)>,
+}
+
+fn key_id(key: &[u8; 32]) -> [u8; 8] {
+    let digest = Sha256::digest(key);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id
 }
 
 impl fmt::Debug for TokenVault {
@@ -74,8 +87,28 @@ impl TokenVault {
     /// A vault with the given 32-byte key.
     pub fn from_key(key: &[u8; 32]) -> Self {
         Self {
-            cipher: XChaCha20Poly1305::new(Key::from_slice(key)),
+            keys: vec![(key_id(key), XChaCha20Poly1305::new(Key::from_slice(key)))],
         }
+    }
+
+    /// Adds a previous key: it opens what it sealed, and seals nothing new.
+    pub fn with_previous(mut self, key: &[u8; 32]) -> Self {
+        self.keys
+            .push((key_id(key), XChaCha20Poly1305::new(Key::from_slice(key))));
+        self
+    }
+
+    /// The current key file, plus previous key files (which must exist) for rotation.
+    pub fn load(path: &Path, previous: &[std::path::PathBuf]) -> Result<Self, VaultError> {
+        let mut vault = Self::load_or_create(path)?;
+        for old in previous {
+            let key = read_key(old)?.ok_or_else(|| VaultError::KeyFile {
+                path: old.display().to_string(),
+                reason: "not found (a previous key must exist)".into(),
+            })?;
+            vault = vault.with_previous(&key);
+        }
+        Ok(vault)
     }
 
     /// Reads the key file, or creates it (mode 0600) with a fresh random key.
@@ -84,17 +117,10 @@ impl TokenVault {
             path: path.display().to_string(),
             reason,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let bytes = URL_SAFE_NO_PAD
-                    .decode(text.trim())
-                    .map_err(|_| fail("not a base64url key (delete it to generate a new one; stored tokens are then lost)".into()))?;
-                let key: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| fail("the key must be 32 bytes".into()))?;
-                Ok(Self::from_key(&key))
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        match read_key(path) {
+            Ok(Some(key)) => Ok(Self::from_key(&key)),
+            Err(err) => Err(err),
+            Ok(None) => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
                 if let Some(parent) = path.parent() {
@@ -114,7 +140,6 @@ impl TokenVault {
                     .map_err(|err| fail(err.to_string()))?;
                 Ok(Self::from_key(&key))
             }
-            Err(err) => Err(fail(err.to_string())),
         }
     }
 
@@ -122,8 +147,8 @@ impl TokenVault {
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let mut nonce = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = self
-            .cipher
+        let ciphertext = self.keys[0]
+            .1
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -132,8 +157,9 @@ impl TokenVault {
                 },
             )
             .map_err(|_| VaultError::Seal)?;
-        let mut out = Vec::with_capacity(1 + nonce.len() + ciphertext.len());
-        out.push(SEALED_VERSION);
+        let mut out = Vec::with_capacity(9 + nonce.len() + ciphertext.len());
+        out.push(SEALED_V2);
+        out.extend_from_slice(&self.keys[0].0);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
         Ok(out)
@@ -141,18 +167,49 @@ impl TokenVault {
 
     /// Decrypts what [`seal`](Self::seal) produced with the same `context`.
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
-        if sealed.len() < 25 || sealed[0] != SEALED_VERSION {
-            return Err(VaultError::Open);
+        let attempt = |cipher: &XChaCha20Poly1305, nonce: &[u8], msg: &[u8]| {
+            cipher
+                .decrypt(XNonce::from_slice(nonce), Payload { msg, aad: context })
+                .map_err(|_| VaultError::Open)
+        };
+        match sealed.first() {
+            Some(&SEALED_V2) if sealed.len() >= 33 => {
+                let (id, rest) = sealed[1..].split_at(8);
+                let (_, cipher) = self
+                    .keys
+                    .iter()
+                    .find(|(key, _)| key == id)
+                    .ok_or(VaultError::Open)?;
+                attempt(cipher, &rest[..24], &rest[24..])
+            }
+            Some(&SEALED_V1) if sealed.len() >= 25 => self
+                .keys
+                .iter()
+                .find_map(|(_, cipher)| attempt(cipher, &sealed[1..25], &sealed[25..]).ok())
+                .ok_or(VaultError::Open),
+            _ => Err(VaultError::Open),
         }
-        self.cipher
-            .decrypt(
-                XNonce::from_slice(&sealed[1..25]),
-                Payload {
-                    msg: &sealed[25..],
-                    aad: context,
-                },
-            )
-            .map_err(|_| VaultError::Open)
+    }
+}
+
+/// Reads a key file; `None` when it does not exist.
+fn read_key(path: &Path) -> Result<Option<[u8; 32]>, VaultError> {
+    let fail = |reason: String| VaultError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| {
+                fail("not a base64url key (delete it to generate a new one; stored tokens are then lost)".into())
+            })?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| fail("the key must be 32 bytes".into()))?;
+            Ok(Some(key))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(fail(err.to_string())),
     }
 }
 
@@ -208,6 +265,27 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("base64url")));
+        Ok(())
+    }
+
+    #[test]
+    fn rotated_keys_still_open_what_they_sealed() -> Result<(), VaultError> {
+        let old = TokenVault::from_key(&[1u8; 32]);
+        let sealed_by_old = old.seal(b"ctx", b"kept")?;
+        let rotated = TokenVault::from_key(&[2u8; 32]).with_previous(&[1u8; 32]);
+        assert_eq!(rotated.open(b"ctx", &sealed_by_old)?, b"kept");
+        let sealed_by_new = rotated.seal(b"ctx", b"new")?;
+        assert_eq!(
+            &sealed_by_new[1..9],
+            &key_id(&[2u8; 32]),
+            "sealed with the new key"
+        );
+        assert!(old.open(b"ctx", &sealed_by_new).is_err());
+        let forgotten = TokenVault::from_key(&[2u8; 32]);
+        assert!(
+            forgotten.open(b"ctx", &sealed_by_old).is_err(),
+            "without the old key it stays shut"
+        );
         Ok(())
     }
 
