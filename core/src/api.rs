@@ -391,24 +391,28 @@ pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
             .get(name)
             .and_then(|value| value.to_str().ok())
     };
-    if matches!(header("sec-fetch-site"), Some("cross-site" | "same-site")) {
-        return Err(FlowError::new(
+    let refused = || {
+        FlowError::new(
             Status::Forbidden,
             "cross_site_request",
             "cross-site requests are refused",
-        ));
+        )
+    };
+    // Fetch metadata, when the browser sends it, is authoritative.
+    match header("sec-fetch-site") {
+        Some("same-origin" | "none") => return Ok(()),
+        Some(_) => return Err(refused()),
+        None => {}
     }
-    if let Some(origin) = header("origin") {
-        let expected = app.config.server.public_url.origin().ascii_serialization();
-        if origin != expected {
-            return Err(FlowError::new(
-                Status::Forbidden,
-                "cross_site_request",
-                "cross-site requests are refused",
-            ));
+    match header("origin") {
+        // A page with `Referrer-Policy: no-referrer` posts `Origin: null`; without fetch
+        // metadata that cannot be told apart from another site, so it is refused.
+        Some(origin) if origin != app.config.server.public_url.origin().ascii_serialization() => {
+            Err(refused())
         }
+        // Same origin, or a client that is no browser (no Origin at all: curl, scripts).
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The session of the request, from the cookie value.

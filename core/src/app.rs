@@ -227,13 +227,19 @@ async fn security_headers<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
         headers.insert(name, header::HeaderValue::from_static(value));
     };
     set(headers, "x-content-type-options", "nosniff");
-    set(headers, "referrer-policy", "no-referrer");
+    // `no-referrer` wherever a URL may carry a code or state (the flow under /authnz and the
+    // dev IdP); `same-origin` on the pages, so that their own form posts keep their Origin.
+    if path.starts_with("/authnz") || path.starts_with(DEV_IDP_PATH) {
+        set(headers, "referrer-policy", "no-referrer");
+    } else {
+        set(headers, "referrer-policy", "same-origin");
+    }
     if !path.starts_with("/docs") {
         // Swagger UI needs its inline scripts; every other page is script-free.
         set(
             headers,
             "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
         );
         set(headers, "x-frame-options", "DENY");
     }

@@ -24,8 +24,13 @@ pub fn index(req: &Request, app: &Arc<App>) -> String {
         .iter()
         .map(|idp| {
             format!(
-                "<a class=\"button\" href=\"/authnz/{}/login\">{}</a>",
+                "<a class=\"button idp\" href=\"/authnz/{}/login\">{}<span>{}</span></a>",
                 escape(&idp.config.name),
+                icon(
+                    &idp.config.kind,
+                    idp.config.icon.as_deref(),
+                    &idp.config.label
+                ),
                 escape(&idp.config.label)
             )
         })
@@ -54,10 +59,11 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
                 "<span title=\"Your only way to sign in\">—</span>".to_string()
             };
             format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&identity.idp),
                 escape(&identity.subject),
                 escape(identity.email.as_deref().unwrap_or("")),
+                date(identity.linked_at),
                 disconnect
             )
         })
@@ -68,17 +74,36 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
         .map(|idp| {
             format!(
                 "<form method=\"post\" action=\"/authnz/{name}/connect\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<button type=\"submit\" class=\"secondary\">Connect {label}</button></form>",
+<button type=\"submit\" class=\"secondary idp\">{icon}<span>Connect {label}</span></button></form>",
                 name = escape(&idp.config.name),
                 label = escape(&idp.config.label),
+                icon = icon(&idp.config.kind, idp.config.icon.as_deref(), &idp.config.label),
                 csrf = escape(csrf),
             )
         })
         .collect();
+    let keys = match app.store.api_keys_of(&user.id).unwrap_or_default() {
+        keys if keys.is_empty() => "<p>None yet. Scripts can use one: create it with <code>POST /api/keys</code> in <a href=\"/docs\">the API docs</a>.</p>".to_string(),
+        keys => format!(
+            "<table><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th></tr></thead><tbody>{}</tbody></table><p>Manage them in <a href=\"/docs\">the API docs</a>.</p>",
+            keys.iter()
+                .map(|key| {
+                    format!(
+                        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                        escape(&key.name),
+                        escape(&key.prefix),
+                        date(key.created_at),
+                        key.expires_at.map(date).unwrap_or_else(|| "never".to_string())
+                    )
+                })
+                .collect::<String>()
+        ),
+    };
     let body = format!(
         "<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
-<h2>Linked identities</h2><table><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 <h2>Connect another provider</h2>{connect}\
+<h2>API keys</h2>{keys}\
 <form method=\"post\" action=\"/authnz/logout\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
         escape(&user.username),
         user.email
@@ -87,4 +112,45 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
             .unwrap_or_default(),
     );
     page("Your account", &body)
+}
+
+/// The button icon: the configured image, or a built-in badge for the kind (plain shapes and
+/// the label's initial: no third-party logos, nothing fetched).
+fn icon(kind: &str, configured: Option<&str>, label: &str) -> String {
+    let allowed = |url: &str| {
+        url.starts_with("https://") || url.starts_with('/') || url.starts_with("data:image/")
+    };
+    if let Some(url) = configured.filter(|url| allowed(url)) {
+        return format!(
+            "<img class=\"icon\" src=\"{}\" alt=\"\" width=\"24\" height=\"24\">",
+            escape(url)
+        );
+    }
+    let color = match kind {
+        "google" => "#4285f4",
+        "okta" => "#007dc1",
+        "keycloak" => "#4d4d4d",
+        "entra" => "#0078d4",
+        "github" => "#24292f",
+        "dev" => "#8a5a00",
+        "dylib" => "#6b8e23",
+        _ => "#5f6368",
+    };
+    let initial: String = label
+        .chars()
+        .find(|c| c.is_alphanumeric())
+        .unwrap_or('?')
+        .to_uppercase()
+        .collect();
+    format!(
+        "<svg class=\"icon\" width=\"24\" height=\"24\" viewBox=\"0 0 24 24\" aria-hidden=\"true\"><rect width=\"24\" height=\"24\" rx=\"6\" fill=\"{color}\"/><text x=\"12\" y=\"17\" font-size=\"14\" font-family=\"sans-serif\" text-anchor=\"middle\" fill=\"#fff\">{}</text></svg>",
+        escape(&initial)
+    )
+}
+
+/// A Unix time as a UTC date and time.
+fn date(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|time| time.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }

@@ -1,0 +1,154 @@
+// End-to-end walk through authnz in Debian's headless chromium (playwright-core drives it; no
+// browser is downloaded). The Rust test `browser::a_person_signs_in_in_a_real_browser` starts
+// authnz and the oidc-provider, then runs this script with:
+//   AUTHNZ_URL     authnz's public URL (IdPs `corp` and `lab` configured against the provider)
+//   PROVIDER_URL   the oidc-provider's issuer
+//   SHOTS          where to write the screenshots
+//   CHROMIUM       the browser (default /usr/bin/chromium)
+// Prints one line per step; exits non-zero (with a screenshot of the failing page) on failure.
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const server = process.env.AUTHNZ_URL;
+const provider = process.env.PROVIDER_URL;
+const shots = process.env.SHOTS;
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+
+let page;
+async function step(name, fn) {
+  try {
+    await fn();
+    console.log(`ok: ${name}`);
+  } catch (err) {
+    if (page) await page.screenshot({ path: `${shots}/failed-${name.replace(/[^a-z0-9]+/gi, '-')}.png`, fullPage: true });
+    console.error(`FAILED: ${name}: ${err.stack || err}`);
+    await browser.close();
+    process.exit(1);
+  }
+}
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+/// Signs in on the oidc-provider's own forms (login, then consent when it asks).
+async function signInAtProvider(login) {
+  await page.waitForURL((url) => url.href.startsWith(provider));
+  await page.waitForSelector('input[name="login"]');
+  await page.fill('input[name="login"]', login);
+  await page.fill('input[name="password"]', 'any');
+  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  if (page.url().startsWith(provider) && (await page.locator('input[name="prompt"][value="consent"]').count()) > 0) {
+    await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  }
+}
+
+const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
+page = await context.newPage();
+
+await step('login page lists the IdPs in config order', async () => {
+  await page.goto(`${server}/`);
+  const buttons = await page.locator('nav a.button span').allTextContents();
+  expect(JSON.stringify(buttons) === JSON.stringify(['Corp SSO', 'Lab']), `buttons: ${buttons}`);
+  await page.screenshot({ path: `${shots}/login.png` });
+});
+
+await step('keyboard only: Tab to the first button and press Enter', async () => {
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => document.activeElement?.querySelector('span')?.textContent);
+  expect(focused === 'Corp SSO', `focused: ${focused}`);
+  await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  await page.screenshot({ path: `${shots}/provider-login.png` });
+});
+
+await step('sign in at the provider and land on the account page', async () => {
+  await signInAtProvider('alice');
+  await page.waitForURL(`${server}/`);
+  const name = await page.textContent('#username');
+  expect(name === 'alice', `username: ${name}`);
+  await page.screenshot({ path: `${shots}/account.png`, fullPage: true });
+});
+
+await step('connect a second IdP from the account page', async () => {
+  await Promise.all([page.waitForNavigation(), page.click('button:has-text("Connect Lab")')]);
+  if (page.url().startsWith(provider)) await signInAtProvider('alice');
+  await page.waitForURL(`${server}/`);
+  const rows = await page.locator('#identities tbody tr').count();
+  expect(rows === 2, `identities: ${rows}`);
+});
+
+await step('disconnect it after confirming', async () => {
+  await Promise.all([page.waitForNavigation(), page.click('#identities tr:has-text("lab") a:has-text("Disconnect")')]);
+  await page.screenshot({ path: `${shots}/disconnect.png` });
+  await Promise.all([page.waitForNavigation(), page.click('button.disconnect')]);
+  await page.waitForURL(`${server}/`);
+  const rows = await page.locator('#identities tbody tr').count();
+  expect(rows === 1, `identities after disconnect: ${rows}`);
+});
+
+await step('a failed login shows an escaped error page', async () => {
+  await page.goto(`${server}/authnz/corp/callback?code=x&state=%3Cscript%3Ealert(1)%3C%2Fscript%3E`);
+  const text = await page.textContent('main');
+  expect(text.includes('unknown or was already used'), `error page: ${text}`);
+  expect((await page.locator('main script').count()) === 0, 'markup from the URL was rendered');
+  await page.screenshot({ path: `${shots}/error.png` });
+});
+
+await step('log out (and on to the provider to end its session too)', async () => {
+  await page.goto(`${server}/`);
+  await Promise.all([page.waitForNavigation(), page.click('#logout')]);
+  expect(page.url().startsWith(`${provider}/session/end`), `after logout: ${page.url()}`);
+  await page.goto(`${server}/`);
+  expect((await page.locator('nav a.button').count()) === 2, 'the login page is back');
+});
+
+await step('Swagger UI: programmatic login, then /api/users/me in the same browser', async () => {
+  const swagger = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  page = await swagger.newPage();
+  await page.goto(`${server}/docs`);
+  const login = page.locator('.opblock-get:has(.opblock-summary-path[data-path="/authnz/{idp}/login"])');
+  await login.locator('.opblock-summary').click();
+  await login.locator('button.try-out__btn').click();
+  await login.locator('input[placeholder="idp"]').fill('corp');
+  await login.locator('button.execute').click();
+  const body = login.locator('.live-responses-table .response-col_description pre').first();
+  await body.waitFor();
+  const redirect = JSON.parse(await body.textContent()).redirect_uri;
+  expect(redirect.startsWith(provider), `redirect_uri: ${redirect}`);
+  await page.screenshot({ path: `${shots}/swagger-login.png` });
+  await page.goto(redirect);
+  await signInAtProvider('alice');
+  await page.waitForURL(`${server}/`);
+  await page.goto(`${server}/docs`);
+  const me = page.locator('.opblock-get:has(.opblock-summary-path[data-path="/api/users/me"])');
+  await me.locator('.opblock-summary').click();
+  await me.locator('button.try-out__btn').click();
+  await me.locator('button.execute').click();
+  const status = me.locator('.live-responses-table tr.response .response-col_status').first();
+  await status.waitFor();
+  const code = (await status.textContent()).trim();
+  const answer = await me.locator('.live-responses-table .response-col_description pre').first().textContent();
+  expect(code === '200', `status ${code}: ${answer}`);
+  expect(JSON.parse(answer).username === 'alice', answer);
+  await page.screenshot({ path: `${shots}/swagger-me.png` });
+});
+
+await step('phone-sized login page', async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, isMobile: true });
+  page = await phone.newPage();
+  await page.goto(`${server}/`);
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  expect(width <= 390, `horizontal scrolling on a phone: ${width}px`);
+  await page.screenshot({ path: `${shots}/login-phone.png` });
+});
+
+await browser.close();
+console.log('all browser steps passed');
