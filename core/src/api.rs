@@ -32,6 +32,7 @@ enum ApiTags {
 
 /// An error: a stable machine-readable code and a message for people.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct ErrorBody {
     /// E.g. `invalid_state`, `id_token_invalid`, `unknown_idp`.
     pub error: String,
@@ -144,6 +145,7 @@ pub enum IdpListResponse {
 
 /// Where to send the person's browser.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct LoginRedirect {
     /// The IdP's authorization URL (authorization-code flow with state, nonce and PKCE S256).
     pub redirect_uri: String,
@@ -213,6 +215,7 @@ pub struct IdentityView {
 
 /// The logged-in user.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Me {
     pub id: String,
     pub username: String,
@@ -365,6 +368,44 @@ pub async fn start_login(
         LOGIN_TTL.as_secs() as i64,
     );
     Ok((request.url, cookie))
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        Self {
+            error: "invalid_state".into(),
+            message: "this sign-in is unknown or was already used".into(),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for LoginRedirect {
+    fn example() -> Self {
+        Self {
+            redirect_uri: "https://organization.okta.com/oauth2/v1/authorize?response_type=code&client_id=0oa1example&redirect_uri=https%3A%2F%2Flogin.example.org%2Fauthnz%2Fokta%2Fcallback&scope=openid+email+profile&state=Qm9vNjR...&nonce=bm9uY2U...&code_challenge=E9Melhoa...&code_challenge_method=S256".into(),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for Me {
+    fn example() -> Self {
+        Self {
+            id: "8Jo8tX6lw8xZChKyDfOGWw".into(),
+            username: "ann".into(),
+            email: Some("ann@example.org".into()),
+            display_name: Some("Ann Example".into()),
+            created_at: 1_796_012_777,
+            identities: vec![IdentityView {
+                idp: "okta".into(),
+                subject: "00u1abcd2EFGH3ijk4l5".into(),
+                email: Some("ann@example.org".into()),
+                email_verified: true,
+                linked_at: 1_796_012_777,
+                last_login_at: 1_796_012_777,
+            }],
+            csrf_token: Some("V-V7Me_x9YkJx4CnRHShWM440xo34B2GXQtNbojr3tY".into()),
+        }
+    }
 }
 
 /// The callback's query, refusing duplicated parameters (SECURITY A9).
