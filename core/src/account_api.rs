@@ -32,6 +32,8 @@ use crate::store::{identity_key_public, ApiKey, RemoveOutcome, Session, User};
 enum AccountTags {
     /// Identities, API keys and tokens of the logged-in user.
     Account,
+    /// Server status and configuration reload, for the admins named in the config.
+    Admin,
 }
 
 /// The browser session cookie.
@@ -412,6 +414,67 @@ fn pick_identity(
     }
 }
 
+error_responses!(AdminError {
+    /// Not logged in.
+    Unauthorized = 401,
+    /// Not an admin (`[server] admins`), or a cross-site request.
+    Forbidden = 403,
+    /// The new configuration is invalid: nothing changed (the message lists every problem).
+    Invalid = 422,
+});
+
+/// The server's state for admins.
+#[derive(Debug, Object)]
+pub struct AdminStatus {
+    pub health: crate::api::Health,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// Refused reloads since start.
+    pub reload_failures: u64,
+    /// Unix seconds of the last reload attempt.
+    pub last_reload_attempt_at: Option<i64>,
+}
+
+#[derive(ApiResponse)]
+pub enum AdminStatusResponse {
+    /// Every IdP's state, the configuration generation and the reloads.
+    #[oai(status = 200)]
+    Ok(Json<AdminStatus>),
+}
+
+/// A successful reload.
+#[derive(Debug, Object)]
+pub struct Reloaded {
+    /// The generation now in force.
+    pub generation: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum ReloadResponse {
+    /// The new configuration is in force; logins already started finish with the old one.
+    #[oai(status = 200)]
+    Ok(Json<Reloaded>),
+}
+
+/// The caller, if an admin.
+fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
+    let caller = caller(app, auth)?;
+    let listed = app
+        .server
+        .admins
+        .iter()
+        .any(|admin| admin == &caller.user.username || admin == &caller.user.id);
+    if listed {
+        Ok(caller)
+    } else {
+        Err(FlowError::new(
+            Status::Forbidden,
+            "not_an_admin",
+            "this needs an admin named in [server] admins",
+        ))
+    }
+}
+
 /// The account API.
 pub struct AccountApi;
 
@@ -534,20 +597,20 @@ impl AccountApi {
         login.session_hash = sha256_hex(&session_cookie);
         let now = app.clock.now();
         login.now = now;
-        login.session_expires_at = now + app.config.server.session_ttl.as_secs() as i64;
+        login.session_expires_at = now + app.server.session_ttl.as_secs() as i64;
         let outcome = app
             .store
             .complete_login(&login)
-            .map_err(|err| accounts::login_error(err, idp))?;
+            .map_err(|err| accounts::login_error(err, &idp))?;
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
         Ok(SignupDone::Created(
-            app.config.server.url(&record.next),
+            app.server.url(&record.next),
             set_cookie(
                 app,
                 SESSION_COOKIE,
                 &session_cookie,
                 "/",
-                app.config.server.session_ttl.as_secs() as i64,
+                app.server.session_ttl.as_secs() as i64,
             ),
         ))
     }
@@ -917,6 +980,49 @@ impl AccountApi {
             }),
             set_cookie(app, SESSION_COOKIE, "", "/", 0),
         ))
+    }
+
+    /// The server's state: every IdP, the configuration generation and the reloads (admins).
+    #[oai(path = "/api/admin/status", method = "get", tag = "AccountTags::Admin")]
+    async fn admin_status(
+        &self,
+        app: Data<&Arc<App>>,
+        auth: Auth,
+    ) -> Result<AdminStatusResponse, AdminError> {
+        let app = *app;
+        admin(app, &auth)?;
+        let reload = app.reload_status();
+        Ok(AdminStatusResponse::Ok(Json(AdminStatus {
+            health: crate::api::health(app).await,
+            reloads: reload.reloads,
+            reload_failures: reload.failures,
+            last_reload_attempt_at: reload.last_attempt_at,
+        })))
+    }
+
+    /// Re-reads `idps.toml` and swaps in every IdP at once, or, if anything in it is wrong,
+    /// changes nothing and answers every problem (admins). `SIGHUP` and saving the file do the
+    /// same.
+    #[oai(
+        path = "/api/admin/reload",
+        method = "post",
+        tag = "AccountTags::Admin"
+    )]
+    async fn admin_reload(
+        &self,
+        req: &Request,
+        app: Data<&Arc<App>>,
+        auth: Auth,
+    ) -> Result<ReloadResponse, AdminError> {
+        let app = *app;
+        let caller = admin(app, &auth)?;
+        check_csrf(app, req, &caller, &HashMap::new())?;
+        match app.reload() {
+            Ok(generation) => Ok(ReloadResponse::Ok(Json(Reloaded { generation }))),
+            Err(problems) => {
+                Err(FlowError::new(Status::Invalid, "invalid_config", problems).into())
+            }
+        }
     }
 
     /// OpenID Connect Back-Channel Logout: the IdP posts a signed `logout_token`; the

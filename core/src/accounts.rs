@@ -151,7 +151,7 @@ pub fn finish_login(
         session_hash: sha256_hex(&session_cookie),
         new_user_id: random_token(16),
         now: cx.now,
-        session_expires_at: cx.now + app.config.server.session_ttl.as_secs() as i64,
+        session_expires_at: cx.now + app.server.session_ttl.as_secs() as i64,
         sid: verified.claims.str("sid").map(str::to_string),
         csrf: random_token(32),
         email_authoritative,

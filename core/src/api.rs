@@ -10,7 +10,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Html, Json};
+use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::accounts;
@@ -245,6 +245,10 @@ pub struct IdpHealth {
     pub state: String,
     /// Why it is failing or unavailable.
     pub reason: Option<String>,
+    /// Unix seconds of the last successful discovery.
+    pub discovered_at: Option<i64>,
+    /// JWKS fetches so far (discovery and key-rotation refetches).
+    pub jwks_fetches: u64,
 }
 
 /// Liveness and the state of every IdP.
@@ -252,7 +256,77 @@ pub struct IdpHealth {
 pub struct Health {
     /// `ok` while the server serves.
     pub status: String,
+    /// Whether every configured IdP has been discovered.
+    pub ready: bool,
+    /// The configuration generation in force (1 at start, +1 per reload).
+    pub generation: u64,
+    /// Unix seconds when it was loaded.
+    pub loaded_at: i64,
+    /// Why the last reload was refused (the previous configuration stays in force), if it was.
+    pub reload_error: Option<String>,
     pub idps: Vec<IdpHealth>,
+}
+
+/// The health report (shared by `/healthz`, `/readyz` and the admin API).
+pub async fn health(app: &App) -> Health {
+    let generation = app.current();
+    let mut idps = Vec::new();
+    for idp in &generation.idps {
+        let discovered_at = idp.discovered_at().await;
+        let (state, reason) = match (discovered_at, idp.last_error()) {
+            (Some(_), _) => ("ready", None),
+            (None, Some(error)) => ("failing", Some(error)),
+            (None, None) => ("pending", None),
+        };
+        idps.push(IdpHealth {
+            name: idp.config.name.clone(),
+            kind: idp.config.kind.clone(),
+            state: state.to_string(),
+            reason,
+            discovered_at,
+            jwks_fetches: idp
+                .counters
+                .jwks_fetches
+                .load(std::sync::atomic::Ordering::Relaxed),
+        });
+    }
+    for entry in &generation.config.unavailable {
+        idps.push(IdpHealth {
+            name: entry.name.clone(),
+            kind: entry.kind.clone(),
+            state: "unavailable".to_string(),
+            reason: Some(entry.reason.clone()),
+            discovered_at: None,
+            jwks_fetches: 0,
+        });
+    }
+    Health {
+        status: "ok".to_string(),
+        ready: idps
+            .iter()
+            .all(|idp| idp.state == "ready" || idp.state == "unavailable"),
+        generation: generation.number,
+        loaded_at: generation.loaded_at,
+        reload_error: app.reload_status().last_error,
+        idps,
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Every IdP is discovered.
+    #[oai(status = 200)]
+    Ready(Json<Health>),
+    /// Some IdP is still being discovered or failing.
+    #[oai(status = 503)]
+    NotReady(Json<Health>),
+}
+
+#[derive(ApiResponse)]
+pub enum MetricsResponse {
+    /// Prometheus text exposition format.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
+    Ok(PlainText<String>),
 }
 
 #[derive(ApiResponse)]
@@ -279,7 +353,7 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 
 /// A `Set-Cookie` value with the attributes every authnz cookie carries.
 pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> String {
-    let secure = if app.config.server.secure_cookies() {
+    let secure = if app.server.secure_cookies() {
         "; Secure"
     } else {
         ""
@@ -307,7 +381,7 @@ pub fn safe_next(app: &App, next: Option<&str>) -> String {
     if next.len() > 2048 || suspicious(next) || suspicious(&decoded) {
         return "/".to_string();
     }
-    let base = &app.config.server.public_url;
+    let base = &app.server.public_url;
     match base.join(next) {
         Ok(url) if url.origin() == base.origin() => {
             let mut out = url.path().to_string();
@@ -331,6 +405,7 @@ pub async fn start_login(
     link_user: Option<String>,
 ) -> Result<(String, String), FlowError> {
     if app
+        .current()
         .config
         .unavailable
         .iter()
@@ -342,7 +417,8 @@ pub async fn start_login(
             "this identity provider is not set up on this server yet",
         ));
     }
-    let idp = app.idp(idp_name).ok_or_else(|| {
+    let generation = app.current();
+    let idp = generation.idp(idp_name).ok_or_else(|| {
         FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
     })?;
     let next = safe_next(app, next);
@@ -358,6 +434,8 @@ pub async fn start_login(
     let now = app.clock.now();
     let mut request = idp.authorize(next, sha256_hex(&binding), now).await?;
     request.pending.link_user_id = link_user;
+    request.pending.generation = generation.number;
+    app.metrics.login_started(idp_name);
     app.store
         .put_pending_login(&request.state, &request.pending)?;
     let cookie = set_cookie(
@@ -425,6 +503,154 @@ fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
     Ok(params)
 }
 
+/// The callback's work, without the metrics around it.
+async fn callback_flow(
+    app: &App,
+    req: &Request,
+    idp_name: &str,
+) -> Result<CallbackResponse, FlowError> {
+    if !app.idp_known(idp_name) {
+        return Err(FlowError::new(
+            Status::NotFound,
+            "unknown_idp",
+            "no such identity provider",
+        ));
+    }
+    let params = callback_params(req.uri().query().unwrap_or_default())?;
+    let state = params
+        .get("state")
+        .filter(|state| !state.is_empty())
+        .ok_or_else(|| FlowError::bad_request("missing_state", "the callback has no state"))?;
+    // Single use: removed now, whatever happens next (SECURITY A4).
+    let pending = app
+        .store
+        .take_pending_login(state)
+        .map_err(FlowError::from)?
+        .ok_or_else(|| {
+            FlowError::bad_request(
+                "invalid_state",
+                "this sign-in is unknown or was already used",
+            )
+        })?;
+    // The IdP the login started with, even if a reload replaced it since.
+    let idp = app
+        .idp_of_generation(idp_name, pending.generation)
+        .ok_or_else(|| {
+            FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
+        })?;
+    let now = app.clock.now();
+    if now - pending.created_at > LOGIN_TTL.as_secs() as i64 || now < pending.created_at - 60 {
+        return Err(FlowError::bad_request(
+            "expired_state",
+            "this sign-in took too long and expired",
+        ));
+    }
+    if pending.idp != idp.config.name
+        || pending.issuer != idp.config.issuer
+        || pending.client_id != idp.config.client_id
+        || pending.redirect_uri != idp.redirect_uri
+    {
+        return Err(FlowError::bad_request(
+            "state_mismatch",
+            "this sign-in was started for another identity provider",
+        ));
+    }
+    let bound = cookie(req, LOGIN_COOKIE)
+        .is_some_and(|binding| constant_time_eq(&sha256_hex(&binding), &pending.browser_hash));
+    if !bound {
+        return Err(FlowError::bad_request(
+            "browser_mismatch",
+            "this sign-in was started in another browser (or cookies are blocked)",
+        ));
+    }
+    if let Some(error) = params.get("error") {
+        let description = params
+            .get("error_description")
+            .map(String::as_str)
+            .unwrap_or("");
+        tracing::info!(idp = %idp.config.name, error = %error, "IdP reported an error");
+        return Err(FlowError::bad_request(
+            "idp_error",
+            format!("the identity provider reported: {error} {description}")
+                .trim()
+                .to_string(),
+        ));
+    }
+    match params.get("iss") {
+        Some(iss) if !idp.issuer_matches(iss) => {
+            return Err(FlowError::bad_request(
+                "issuer_mismatch",
+                "the response came from another issuer",
+            ));
+        }
+        None if idp.promises_iss().await? => {
+            return Err(FlowError::bad_request(
+                "issuer_missing",
+                "the response lacks the issuer it promised",
+            ));
+        }
+        _ => {}
+    }
+    let code = params
+        .get("code")
+        .filter(|code| !code.is_empty())
+        .ok_or_else(|| {
+            FlowError::bad_request("missing_code", "the callback has no authorization code")
+        })?;
+    // Connect flow: the session that started it must still be the one finishing it.
+    let current = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
+    if let Some(link_user) = &pending.link_user_id {
+        let session = match &current {
+            Some(hash) => app.store.session(hash).map_err(FlowError::from)?,
+            None => None,
+        };
+        if session.is_none_or(|s| &s.user_id != link_user || s.expires_at <= now) {
+            return Err(FlowError::new(
+                Status::Forbidden,
+                "connect_session_mismatch",
+                "connecting an identity must finish in the session that started it",
+            ));
+        }
+    }
+    let verified = idp.complete(&pending, code, now).await?;
+    let finished = accounts::finish_login(
+        app,
+        &idp,
+        verified,
+        accounts::LoginContext {
+            old_session: current.as_deref(),
+            link_to: pending.link_user_id.clone(),
+            next: pending.next.clone(),
+            browser_hash: pending.browser_hash.clone(),
+            now,
+        },
+    )?;
+    match finished {
+        accounts::Finished::LoggedIn(outcome, session_cookie) => {
+            tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
+            Ok(CallbackResponse::LoggedIn(
+                app.server.url(&pending.next),
+                Some(set_cookie(
+                    app,
+                    SESSION_COOKIE,
+                    &session_cookie,
+                    "/",
+                    app.server.session_ttl.as_secs() as i64,
+                )),
+            ))
+        }
+        accounts::Finished::NeedsConfirmation(signup) => {
+            let mut url = url::Url::parse(
+                &app.server
+                    .url(&format!("/authnz/{}/create_user", idp.config.name)),
+            )
+            .map_err(|_| FlowError::internal("bad public URL"))?;
+            url.query_pairs_mut().append_pair("signup", &signup);
+            Ok(CallbackResponse::LoggedIn(url.to_string(), None))
+        }
+    }
+}
+
 /// Blocks cross-site state-changing requests (SECURITY G64, G65).
 pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
     let header = |name: &str| {
@@ -448,7 +674,7 @@ pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
     match header("origin") {
         // A page with `Referrer-Policy: no-referrer` posts `Origin: null`; without fetch
         // metadata that cannot be told apart from another site, so it is refused.
-        Some(origin) if origin != app.config.server.public_url.origin().ascii_serialization() => {
+        Some(origin) if origin != app.server.public_url.origin().ascii_serialization() => {
             Err(refused())
         }
         // Same origin, or a client that is no browser (no Origin at all: curl, scripts).
@@ -477,7 +703,8 @@ impl Api {
     #[oai(path = "/authnz", method = "get", tag = "ApiTags::Authnz")]
     async fn list_idps(&self, app: Data<&Arc<App>>) -> IdpListResponse {
         IdpListResponse::Ok(Json(
-            app.idps
+            app.current()
+                .idps
                 .iter()
                 .map(|idp| IdpSummary {
                     name: idp.config.name.clone(),
@@ -533,144 +760,18 @@ impl Api {
     ) -> Result<CallbackResponse, CallbackError> {
         let _ = (code, state, iss); // documented above; read from the raw query below
         let app = *app;
-        let idp = app.idp(&idp.0).ok_or_else(|| {
-            FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
-        })?;
-        let params = callback_params(req.uri().query().unwrap_or_default())?;
-        let state = params
-            .get("state")
-            .filter(|state| !state.is_empty())
-            .ok_or_else(|| FlowError::bad_request("missing_state", "the callback has no state"))?;
-        // Single use: removed now, whatever happens next (SECURITY A4).
-        let pending = app
-            .store
-            .take_pending_login(state)
-            .map_err(FlowError::from)?
-            .ok_or_else(|| {
-                FlowError::bad_request(
-                    "invalid_state",
-                    "this sign-in is unknown or was already used",
-                )
-            })?;
-        let now = app.clock.now();
-        if now - pending.created_at > LOGIN_TTL.as_secs() as i64 || now < pending.created_at - 60 {
-            return Err(FlowError::bad_request(
-                "expired_state",
-                "this sign-in took too long and expired",
-            )
-            .into());
-        }
-        if pending.idp != idp.config.name
-            || pending.issuer != idp.config.issuer
-            || pending.client_id != idp.config.client_id
-            || pending.redirect_uri != idp.redirect_uri
-        {
-            return Err(FlowError::bad_request(
-                "state_mismatch",
-                "this sign-in was started for another identity provider",
-            )
-            .into());
-        }
-        let bound = cookie(req, LOGIN_COOKIE)
-            .is_some_and(|binding| constant_time_eq(&sha256_hex(&binding), &pending.browser_hash));
-        if !bound {
-            return Err(FlowError::bad_request(
-                "browser_mismatch",
-                "this sign-in was started in another browser (or cookies are blocked)",
-            )
-            .into());
-        }
-        if let Some(error) = params.get("error") {
-            let description = params
-                .get("error_description")
-                .map(String::as_str)
-                .unwrap_or("");
-            tracing::info!(idp = %idp.config.name, error = %error, "IdP reported an error");
-            return Err(FlowError::bad_request(
-                "idp_error",
-                format!("the identity provider reported: {error} {description}")
-                    .trim()
-                    .to_string(),
-            )
-            .into());
-        }
-        match params.get("iss") {
-            Some(iss) if !idp.issuer_matches(iss) => {
-                return Err(FlowError::bad_request(
-                    "issuer_mismatch",
-                    "the response came from another issuer",
-                )
-                .into());
-            }
-            None if idp.promises_iss().await? => {
-                return Err(FlowError::bad_request(
-                    "issuer_missing",
-                    "the response lacks the issuer it promised",
-                )
-                .into());
-            }
-            _ => {}
-        }
-        let code = params
-            .get("code")
-            .filter(|code| !code.is_empty())
-            .ok_or_else(|| {
-                FlowError::bad_request("missing_code", "the callback has no authorization code")
-            })?;
-        // Connect flow: the session that started it must still be the one finishing it.
-        let current = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
-        if let Some(link_user) = &pending.link_user_id {
-            let session = match &current {
-                Some(hash) => app.store.session(hash).map_err(FlowError::from)?,
-                None => None,
-            };
-            if session.is_none_or(|s| &s.user_id != link_user || s.expires_at <= now) {
-                return Err(FlowError::new(
-                    Status::Forbidden,
-                    "connect_session_mismatch",
-                    "connecting an identity must finish in the session that started it",
-                )
-                .into());
+        let started = std::time::Instant::now();
+        let result = callback_flow(app, req, &idp.0).await;
+        // Metrics by IdP name only for configured names (no label per random URL).
+        if app.idp_known(&idp.0) {
+            match &result {
+                Ok(_) => app.metrics.login_completed(&idp.0, started.elapsed()),
+                Err(err) => app
+                    .metrics
+                    .login_failed(&idp.0, err.code, started.elapsed()),
             }
         }
-        let verified = idp.complete(&pending, code, now).await?;
-        let finished = accounts::finish_login(
-            app,
-            idp,
-            verified,
-            accounts::LoginContext {
-                old_session: current.as_deref(),
-                link_to: pending.link_user_id.clone(),
-                next: pending.next.clone(),
-                browser_hash: pending.browser_hash.clone(),
-                now,
-            },
-        )?;
-        match finished {
-            accounts::Finished::LoggedIn(outcome, session_cookie) => {
-                tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
-                Ok(CallbackResponse::LoggedIn(
-                    app.config.server.url(&pending.next),
-                    Some(set_cookie(
-                        app,
-                        SESSION_COOKIE,
-                        &session_cookie,
-                        "/",
-                        app.config.server.session_ttl.as_secs() as i64,
-                    )),
-                ))
-            }
-            accounts::Finished::NeedsConfirmation(signup) => {
-                let mut url = url::Url::parse(
-                    &app.config
-                        .server
-                        .url(&format!("/authnz/{}/create_user", idp.config.name)),
-                )
-                .map_err(|_| FlowError::internal("bad public URL"))?;
-                url.query_pairs_mut().append_pair("signup", &signup);
-                Ok(CallbackResponse::LoggedIn(url.to_string(), None))
-            }
-        }
+        result.map_err(Into::into)
     }
 
     /// Ends the session. Only same-origin requests are accepted.
@@ -693,7 +794,7 @@ impl Api {
                 if let Some(idp) = app.idp(&session.idp) {
                     let hint = tokens.as_ref().map(|(_, tokens)| tokens.id_token.as_str());
                     end_session_url = idp
-                        .end_session_url(hint, &app.config.server.url("/"), &random_token(16))
+                        .end_session_url(hint, &app.server.url("/"), &random_token(16))
                         .await;
                 }
                 // SECURITY G64: the stored tokens go with the last session that used them.
@@ -727,34 +828,37 @@ impl Api {
     /// the last error) or unavailable (with the reason). Never shows a secret.
     #[oai(path = "/healthz", method = "get", tag = "ApiTags::Authnz")]
     async fn healthz(&self, app: Data<&Arc<App>>) -> HealthResponse {
-        let mut idps = Vec::new();
-        for idp in &app.idps {
-            let (state, reason) = if idp.is_ready().await {
-                ("ready", None)
-            } else {
-                match idp.last_error() {
-                    Some(error) => ("failing", Some(error)),
-                    None => ("pending", None),
-                }
-            };
-            idps.push(IdpHealth {
-                name: idp.config.name.clone(),
-                kind: idp.config.kind.clone(),
-                state: state.to_string(),
-                reason,
-            });
+        HealthResponse::Ok(Json(health(&app).await))
+    }
+
+    /// Readiness: 200 once every configured IdP is discovered, 503 before (same report).
+    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Authnz")]
+    async fn readyz(&self, app: Data<&Arc<App>>) -> ReadyResponse {
+        let report = health(&app).await;
+        if report.ready {
+            ReadyResponse::Ready(Json(report))
+        } else {
+            ReadyResponse::NotReady(Json(report))
         }
-        for entry in &app.config.unavailable {
-            idps.push(IdpHealth {
-                name: entry.name.clone(),
-                kind: entry.kind.clone(),
-                state: "unavailable".to_string(),
-                reason: Some(entry.reason.clone()),
-            });
-        }
-        HealthResponse::Ok(Json(Health {
-            status: "ok".to_string(),
-            idps,
-        }))
+    }
+
+    /// Prometheus metrics: logins started, completed and failed per IdP and reason, callback
+    /// latency, JWKS fetches, reloads.
+    #[oai(path = "/metrics", method = "get", tag = "ApiTags::Authnz")]
+    async fn metrics(&self, app: Data<&Arc<App>>) -> MetricsResponse {
+        let generation = app.current();
+        let jwks: Vec<(String, u64)> = generation
+            .idps
+            .iter()
+            .map(|idp| {
+                (
+                    idp.config.name.clone(),
+                    idp.counters
+                        .jwks_fetches
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect();
+        MetricsResponse::Ok(PlainText(app.metrics.render(&jwks, generation.number)))
     }
 }

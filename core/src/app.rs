@@ -34,16 +34,89 @@ impl Clock {
     }
 }
 
-/// Everything a request needs.
-pub struct App {
+/// One loaded `idps.toml`: the IdPs in force together. Reloading swaps in a new generation;
+/// a retired one stays reachable for the logins that started under it.
+pub struct Generation {
+    /// 1 at start, +1 per successful reload.
+    pub number: u64,
     pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub vault: TokenVault,
     /// In config order.
     pub idps: Vec<Arc<Idp>>,
     by_name: HashMap<String, Arc<Idp>>,
+    /// Unix seconds.
+    pub loaded_at: i64,
+}
+
+impl Generation {
+    fn build(number: u64, config: Config, http: &IdpHttp, now: i64) -> Result<Self, StartError> {
+        let public_url = config.server.public_url.as_str().to_string();
+        let mut idps = Vec::new();
+        for idp_config in &config.idps {
+            let idp =
+                Idp::new(idp_config.clone(), &public_url, http.clone()).map_err(|reason| {
+                    StartError::Idp {
+                        name: idp_config.name.clone(),
+                        reason,
+                    }
+                })?;
+            idps.push(Arc::new(idp));
+        }
+        let by_name = idps
+            .iter()
+            .map(|idp| (idp.config.name.clone(), Arc::clone(idp)))
+            .collect();
+        Ok(Self {
+            number,
+            config,
+            idps,
+            by_name,
+            loaded_at: now,
+        })
+    }
+
+    /// The redirect URIs of its `dev` IdPs (the dev IdP registers them at start).
+    fn dev_redirects(&self) -> Vec<String> {
+        self.idps
+            .iter()
+            .filter(|idp| idp.config.kind == "dev")
+            .map(|idp| idp.redirect_uri.clone())
+            .collect()
+    }
+
+    /// The IdP of a URL segment: exact, case-sensitive match only.
+    pub fn idp(&self, name: &str) -> Option<Arc<Idp>> {
+        self.by_name.get(name).cloned()
+    }
+}
+
+/// What the last reloads did, for `/healthz`, `/readyz` and the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub reloads: u64,
+    pub failures: u64,
+    /// The last failed reload's problems; cleared by a successful one.
+    pub last_error: Option<String>,
+    /// Unix seconds of the last attempt.
+    pub last_attempt_at: Option<i64>,
+}
+
+/// Everything a request needs.
+pub struct App {
+    /// `[server]`: fixed for the life of the process (a reload cannot move the database).
+    pub server: crate::config::ServerConfig,
+    pub store: Arc<dyn Store>,
+    pub vault: TokenVault,
     pub dev_idp: Option<Arc<DevIdp>>,
     pub clock: Clock,
+    pub metrics: crate::metrics::Metrics,
+    registry: crate::registry::Registry,
+    http: IdpHttp,
+    current: std::sync::RwLock<Arc<Generation>>,
+    /// Generations replaced less than a login's lifetime ago.
+    retired: std::sync::Mutex<Vec<(Arc<Generation>, i64)>>,
+    reload: std::sync::Mutex<ReloadStatus>,
+    /// Serialises reloads.
+    reloading: std::sync::Mutex<()>,
 }
 
 /// Why the server could not start. Names the file and the reason.
@@ -72,7 +145,17 @@ impl App {
     }
 
     pub fn with_limits(config: Config, limits: HttpLimits) -> Result<Arc<Self>, StartError> {
-        if let Some(parent) = config.server.database.parent() {
+        Self::build(config, limits, crate::registry::Registry::builtin())
+    }
+
+    /// With the provider kinds of `registry` (also used by reloads).
+    pub fn build(
+        config: Config,
+        limits: HttpLimits,
+        registry: crate::registry::Registry,
+    ) -> Result<Arc<Self>, StartError> {
+        let server = config.server.clone();
+        if let Some(parent) = server.database.parent() {
             std::fs::create_dir_all(parent).map_err(|err| {
                 crate::store::StoreError::Backend(format!(
                     "cannot create {}: {err}",
@@ -80,57 +163,175 @@ impl App {
                 ))
             })?;
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.server.database, 64 << 20)?);
-        let vault = TokenVault::load(
-            &config.server.secret_key_file,
-            &config.server.previous_secret_key_files,
-        )?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&server.database, 64 << 20)?);
+        let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
-        let public_url = config.server.public_url.as_str().to_string();
-        let mut idps = Vec::new();
-        let mut dev_redirects = Vec::new();
-        for idp_config in &config.idps {
-            let idp =
-                Idp::new(idp_config.clone(), &public_url, http.clone()).map_err(|reason| {
-                    StartError::Idp {
-                        name: idp_config.name.clone(),
-                        reason,
-                    }
-                })?;
-            if idp_config.kind == "dev" {
-                dev_redirects.push(idp.redirect_uri.clone());
-            }
-            idps.push(Arc::new(idp));
-        }
+        let clock = Clock::default();
+        let generation = Generation::build(1, config, &http, clock.now())?;
+        let dev_redirects = generation.dev_redirects();
         let dev_idp = if dev_redirects.is_empty() {
             None
         } else {
-            let mut key_file = config.server.database.clone().into_os_string();
+            let mut key_file = server.database.clone().into_os_string();
             key_file.push(".dev-idp.pem");
             Some(Arc::new(DevIdp::new(
-                config.server.url(DEV_IDP_PATH),
+                server.url(DEV_IDP_PATH),
                 dev_redirects,
                 std::path::Path::new(&key_file),
             )?))
         };
-        let by_name = idps
-            .iter()
-            .map(|idp| (idp.config.name.clone(), Arc::clone(idp)))
-            .collect();
         Ok(Arc::new(Self {
-            config,
+            server,
             store,
             vault,
-            idps,
-            by_name,
             dev_idp,
-            clock: Clock::default(),
+            clock,
+            metrics: crate::metrics::Metrics::default(),
+            registry,
+            http,
+            current: std::sync::RwLock::new(Arc::new(generation)),
+            retired: std::sync::Mutex::new(Vec::new()),
+            reload: std::sync::Mutex::new(ReloadStatus::default()),
+            reloading: std::sync::Mutex::new(()),
         }))
     }
 
-    /// The IdP of a URL segment: exact, case-sensitive match only.
-    pub fn idp(&self, name: &str) -> Option<&Arc<Idp>> {
-        self.by_name.get(name)
+    /// The generation in force.
+    pub fn current(&self) -> Arc<Generation> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The IdP of a URL segment in the current generation: exact, case-sensitive match only.
+    pub fn idp(&self, name: &str) -> Option<Arc<Idp>> {
+        self.current().idp(name)
+    }
+
+    /// The IdP a login started with: from its generation while that is retained (so a reload
+    /// does not break logins in flight), else from the current one.
+    pub fn idp_of_generation(&self, name: &str, generation: u64) -> Option<Arc<Idp>> {
+        let current = self.current();
+        if current.number == generation {
+            return current.idp(name);
+        }
+        let retired = match self.retired.lock() {
+            Ok(guard) => guard
+                .iter()
+                .find(|(g, _)| g.number == generation)
+                .map(|(g, _)| Arc::clone(g)),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .find(|(g, _)| g.number == generation)
+                .map(|(g, _)| Arc::clone(g)),
+        };
+        match retired {
+            Some(old) => old.idp(name),
+            None => current.idp(name),
+        }
+    }
+
+    /// Whether an IdP of that name is in force, or was within a login's lifetime.
+    pub fn idp_known(&self, name: &str) -> bool {
+        if self.current().idp(name).is_some() {
+            return true;
+        }
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        retired
+            .iter()
+            .any(|(generation, _)| generation.idp(name).is_some())
+    }
+
+    /// What the reloads did.
+    pub fn reload_status(&self) -> ReloadStatus {
+        match self.reload.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the config file and swaps in the new generation, or changes nothing and says
+    /// why. `[server]` is fixed at start; a change there is reported and ignored.
+    pub fn reload(&self) -> Result<u64, String> {
+        let registry = &self.registry;
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = self.clock.now();
+        let current = self.current();
+        let result = crate::config::load(&current.config.source, registry)
+            .map_err(|errors| errors.to_string())
+            .and_then(|config| {
+                let next = Generation::build(current.number + 1, config, &self.http, now)
+                    .map_err(|err| err.to_string())?;
+                let mut before = current.dev_redirects();
+                let mut after = next.dev_redirects();
+                before.sort();
+                after.sort();
+                if before != after {
+                    return Err("adding or removing a dev IdP needs a restart".to_string());
+                }
+                Ok(next)
+            });
+        let mut status = self
+            .reload
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        status.last_attempt_at = Some(now);
+        match result {
+            Ok(next) => {
+                if next.config.server.public_url != self.server.public_url
+                    || next.config.server.listen != self.server.listen
+                    || next.config.server.database != self.server.database
+                {
+                    tracing::warn!("[server] changes take effect only after a restart");
+                }
+                let number = next.number;
+                let next = Arc::new(next);
+                for idp in &next.idps {
+                    let idp = Arc::clone(idp);
+                    tokio::spawn(async move {
+                        let _ = idp.discovered().await;
+                    });
+                }
+                {
+                    let mut guard = self
+                        .current
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    *guard = next;
+                }
+                let mut retired = self
+                    .retired
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                retired.push((current, now));
+                let keep_after = now - crate::config::LOGIN_TTL.as_secs() as i64;
+                retired.retain(|(_, at)| *at >= keep_after);
+                status.reloads += 1;
+                status.last_error = None;
+                self.metrics
+                    .reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(generation = number, "configuration reloaded");
+                Ok(number)
+            }
+            Err(error) => {
+                status.failures += 1;
+                status.last_error = Some(error.clone());
+                self.metrics
+                    .reload_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(%error, "configuration reload failed; the previous one stays in force");
+                Err(error)
+            }
+        }
     }
 }
 
@@ -154,7 +355,7 @@ pub fn openapi_service(
 
 /// The whole HTTP surface.
 pub fn routes(app: Arc<App>) -> impl Endpoint {
-    let api = openapi_service(app.config.server.public_url.as_str());
+    let api = openapi_service(app.server.public_url.as_str());
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let mut route = Route::new()
@@ -292,14 +493,18 @@ pub async fn serve(
         .first()
         .map(|addr| addr.to_string())
         .unwrap_or_default();
-    tracing::info!(listen = %local, public_url = %app.config.server.public_url, "authnz is serving");
+    tracing::info!(listen = %local, public_url = %app.server.public_url, "authnz is serving");
     // Discover every IdP in the background, so that the first login does not wait.
-    for idp in &app.idps {
+    for idp in &app.current().idps {
         let idp = Arc::clone(idp);
         tokio::spawn(async move {
             let _ = idp.discovered().await;
         });
     }
+    let reloader = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { watch_config(app).await })
+    };
     let sweeper = {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
@@ -325,7 +530,38 @@ pub async fn serve(
             reason: err.to_string(),
         });
     sweeper.abort();
+    reloader.abort();
     result
+}
+
+/// Reloads the config on `SIGHUP` and when the file changes (polled every two seconds).
+async fn watch_config(app: Arc<App>) {
+    let path = app.current().config.source.clone();
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => signal.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<bool>();
+        let by_signal = tokio::select! {
+            _ = tick.tick() => false,
+            got = signalled => got,
+        };
+        let now_modified = modified(&path);
+        if by_signal || now_modified != last {
+            last = now_modified;
+            let _ = app.reload();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +605,10 @@ mod tests {
             ("/api/keys", "post"),
             ("/api/keys/{id}", "delete"),
             ("/api/users/me/tokens/{idp}", "get"),
+            ("/readyz", "get"),
+            ("/metrics", "get"),
+            ("/api/admin/status", "get"),
+            ("/api/admin/reload", "post"),
         ];
         let documented: usize = spec["paths"]
             .as_object()

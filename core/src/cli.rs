@@ -132,7 +132,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 addr: listen.to_string(),
                 reason: err.to_string(),
             })?;
-        println!("authnz: open {} in a browser", app.config.server.public_url);
+        println!("authnz: open {} in a browser", app.server.public_url);
         crate::app::serve(app, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })

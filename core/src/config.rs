@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub secret_key_file: PathBuf,
     /// Earlier keys, kept after a rotation so that tokens they sealed still open.
     pub previous_secret_key_files: Vec<PathBuf>,
+    /// Who may use `/api/admin/*`: usernames or user ids (their API keys work too).
+    pub admins: Vec<String>,
     pub session_ttl: Duration,
 }
 
@@ -610,6 +612,7 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         .iter()
         .map(|path| cx.resolve(path))
         .collect();
+    let admins = fields.take_str_list(cx, "admins").unwrap_or_default();
     let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
         Some((0, span)) => {
             cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
@@ -626,6 +629,7 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         database,
         secret_key_file,
         previous_secret_key_files,
+        admins,
         session_ttl,
     }
 }

@@ -16,6 +16,8 @@ pub enum Status {
     NotFound,
     /// 409: account-link conflict.
     Conflict,
+    /// 422: a new configuration is invalid.
+    Invalid,
     /// 500: our own failure (storage).
     Internal,
     /// 502: IdP transport or protocol failure.
@@ -32,6 +34,7 @@ impl Status {
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::Conflict => 409,
+            Status::Invalid => 422,
             Status::Internal => 500,
             Status::BadGateway => 502,
             Status::Unavailable => 503,

@@ -223,6 +223,8 @@ pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// The discovered state of an IdP.
 pub struct Discovered {
     pub metadata: Metadata,
+    /// Unix seconds of the discovery.
+    pub discovered_at: i64,
     jwks: RwLock<(u64, Arc<CoreJsonWebKeySet>)>,
     refetch: Mutex<RefetchState>,
 }
@@ -386,6 +388,15 @@ impl Idp {
         self.discovered.read().await.is_some()
     }
 
+    /// When discovery last succeeded (Unix seconds).
+    pub async fn discovered_at(&self) -> Option<i64> {
+        self.discovered
+            .read()
+            .await
+            .as_ref()
+            .map(|d| d.discovered_at)
+    }
+
     async fn discover(&self) -> Result<Discovered, String> {
         use std::sync::atomic::Ordering;
         self.counters.discoveries.fetch_add(1, Ordering::Relaxed);
@@ -404,6 +415,7 @@ impl Idp {
         };
         Ok(Discovered {
             metadata,
+            discovered_at: chrono::Utc::now().timestamp(),
             jwks: RwLock::new((0, Arc::new(jwks))),
             refetch: Mutex::new(RefetchState { last: None }),
         })
@@ -619,6 +631,7 @@ impl Idp {
                 browser_hash,
                 created_at: now,
                 link_user_id: None,
+                generation: 0,
             },
         })
     }

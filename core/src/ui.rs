@@ -20,6 +20,7 @@ pub fn index(req: &Request, app: &Arc<App>) -> String {
         }
     }
     let buttons: String = app
+        .current()
         .idps
         .iter()
         .map(|idp| {
@@ -69,6 +70,7 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
         })
         .collect();
     let connect: String = app
+        .current()
         .idps
         .iter()
         .map(|idp| {

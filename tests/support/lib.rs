@@ -80,7 +80,7 @@ impl Reserved {
             total_timeout: std::time::Duration::from_secs(3),
             max_body_bytes: 256 * 1024,
         };
-        let app = App::with_limits(config, limits).expect("app starts");
+        let app = App::build(config, limits, registry).expect("app starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = Arc::clone(&app);
         tokio::spawn(async move {

@@ -57,6 +57,7 @@ fn pending(created_at: i64) -> PendingLogin {
         browser_hash: "b".into(),
         created_at,
         link_user_id: None,
+        generation: 0,
     }
 }
 

@@ -65,6 +65,9 @@ pub struct PendingLogin {
     /// Connect flow: the logged-in user who started it (kept server-side, never in the URL).
     #[serde(default)]
     pub link_user_id: Option<String>,
+    /// The configuration generation the login started under.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for PendingLogin {
