@@ -61,12 +61,21 @@ impl Reserved {
         self.start_with(idps, Registry::builtin()).await
     }
 
+    /// Starts authnz with extra `[server]` lines.
+    pub async fn start_server(self, server: &str, idps: &str) -> TestServer {
+        self.start_full(server, idps, Registry::builtin()).await
+    }
+
     /// Starts authnz with extra provider kinds registered (test providers).
     pub async fn start_with(self, idps: &str, registry: Registry) -> TestServer {
+        self.start_full("", idps, registry).await
+    }
+
+    async fn start_full(self, server: &str, idps: &str, registry: Registry) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\npublic_url = \"{url}\"\ndatabase = \"{db}\"\n\n{idps}",
+            "[server]\nlisten = \"{listen}\"\npublic_url = \"{url}\"\ndatabase = \"{db}\"\n{server}\n{idps}",
             listen = self.listener.local_addr().unwrap(),
             url = self.url,
             db = dir.path().join("db").display(),

@@ -1,0 +1,243 @@
+//! Running it: hot reload of `idps.toml` with logins in flight, a broken reload that changes
+//! nothing, the admin API, health and metrics.
+
+use authnz_tests::{oidc_idp_toml, Browser, OidcProvider, Reserved, TestServer};
+use serde_json::json;
+
+/// Replaces the `[idps.*]` part of the server's config file.
+fn rewrite_idps(server: &TestServer, idps: &str) {
+    let path = server.dir.path().join("idps.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = &text[..text.find("[idps.").unwrap_or(text.len())];
+    std::fs::write(&path, format!("{head}{idps}")).unwrap();
+}
+
+fn with_label(name: &str, issuer: &str, label: &str) -> String {
+    oidc_idp_toml(name, issuer).replace("label = \"Corp\"", &format!("label = \"{label}\""))
+}
+
+#[tokio::test]
+async fn reload_swaps_idps_while_logins_are_in_flight() {
+    let reserved = Reserved::new();
+    let names = ["corp", "lab", "fresh"];
+    let callbacks: Vec<String> = names.iter().map(|name| reserved.callback(name)).collect();
+    let provider = OidcProvider::start(&callbacks, json!({}));
+    let issuer = provider.issuer.clone();
+    let server = reserved
+        .start(&format!(
+            "{}{}",
+            with_label("corp", &issuer, "Corp"),
+            with_label("lab", &issuer, "Lab")
+        ))
+        .await;
+    let url = server.url.clone();
+
+    // Someone logs in with lab before it goes away; two more logins are half-way through.
+    let lab_user = Browser::new();
+    assert_eq!(
+        lab_user
+            .login_with_provider(&url, "lab", "larry")
+            .await
+            .status(),
+        303
+    );
+    let (in_flight_corp, in_flight_lab) = (Browser::new(), Browser::new());
+    let corp_authorize = in_flight_corp.start_login(&url, "corp").await;
+    let corp_callback = in_flight_corp
+        .sign_in_at_provider(
+            &corp_authorize,
+            "carol",
+            &format!("{url}/authnz/corp/callback"),
+        )
+        .await;
+    let lab_authorize = in_flight_lab.start_login(&url, "lab").await;
+    let lab_callback = in_flight_lab
+        .sign_in_at_provider(
+            &lab_authorize,
+            "lena",
+            &format!("{url}/authnz/lab/callback"),
+        )
+        .await;
+
+    // The new config: corp relabelled, lab removed, fresh added.
+    let before = server.app.current().number;
+    rewrite_idps(
+        &server,
+        &format!(
+            "{}{}",
+            with_label("corp", &issuer, "Corp (new)"),
+            with_label("fresh", &issuer, "Fresh")
+        ),
+    );
+    let generation = server.app.reload().expect("the new config loads");
+    assert!(generation > before);
+
+    // The logins in flight finish against what they started with, lab included.
+    assert_eq!(in_flight_corp.get(&corp_callback).await.status(), 303);
+    assert_eq!(
+        in_flight_lab.get(&lab_callback).await.status(),
+        303,
+        "a removed IdP's login in flight completes"
+    );
+
+    // From now on: the new list, lab is 404, its users stay, fresh works.
+    let browser = Browser::new();
+    let list: serde_json::Value = browser
+        .get(&format!("{url}/authnz"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let labels: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|idp| idp["label"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(labels, ["Corp (new)", "Fresh"]);
+    assert_eq!(
+        browser
+            .get(&format!("{url}/authnz/lab/login"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        lab_user.me(&url).await.0,
+        200,
+        "a removed IdP's users and sessions stay"
+    );
+    assert!(server.app.store.identity("lab", "larry").unwrap().is_some());
+    assert_eq!(
+        browser
+            .login_with_provider(&url, "fresh", "fran")
+            .await
+            .status(),
+        303
+    );
+
+    // A broken config changes nothing and says why, on /healthz too.
+    rewrite_idps(&server, "[idps.fresh]\nkind = \"oidcc\"\n");
+    let error = server.app.reload().expect_err("a broken config is refused");
+    assert!(
+        error.contains("idps.fresh.kind: unknown kind \"oidcc\""),
+        "{error}"
+    );
+    let health: serde_json::Value = browser
+        .get(&format!("{url}/healthz"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown kind"),
+        "{health}"
+    );
+    assert_eq!(health["generation"], generation);
+    assert_eq!(
+        Browser::new()
+            .login_with_provider(&url, "fresh", "fred")
+            .await
+            .status(),
+        303,
+        "the old config serves on"
+    );
+
+    // Fixed: in force again, the error gone.
+    rewrite_idps(&server, &with_label("fresh", &issuer, "Fresh"));
+    assert!(server.app.reload().is_ok());
+    let health: serde_json::Value = browser
+        .get(&format!("{url}/healthz"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["reload_error"], serde_json::Value::Null);
+
+    // Metrics moved: logins started/completed/failed, reloads, reload failures.
+    assert_eq!(
+        browser
+            .get(&format!("{url}/authnz/fresh/callback?code=x&state=forged"))
+            .await
+            .status(),
+        400
+    );
+    let metrics = browser
+        .get(&format!("{url}/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "authnz_logins_completed_total{idp=\"fresh\"} 2",
+        "authnz_logins_failed_total{idp=\"fresh\",reason=\"invalid_state\"} 1",
+        "authnz_logins_started_total{idp=\"lab\"} 2",
+        "authnz_reload_failures_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("authnz_callback_duration_seconds_count{idp=\"corp\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("authnz_jwks_fetches_total{idp=\"fresh\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_is_for_admins() {
+    let server = Reserved::new()
+        .start_server("admins = [\"ada\"]\n", "[idps.dev]\nkind = \"dev\"\n")
+        .await;
+    let url = server.url.clone();
+    let (ada, bob) = (Browser::new(), Browser::new());
+    crate::login_flow::dev_login(&ada, &url, "dev", "ada", None).await;
+    crate::login_flow::dev_login(&bob, &url, "dev", "bob", None).await;
+    assert_eq!(
+        bob.get(&format!("{url}/api/admin/status")).await.status(),
+        403
+    );
+    assert_eq!(
+        Browser::new()
+            .get(&format!("{url}/api/admin/status"))
+            .await
+            .status(),
+        401
+    );
+    let status = ada.get(&format!("{url}/api/admin/status")).await;
+    assert_eq!(status.status(), 200);
+    let status: serde_json::Value = status.json().await.unwrap();
+    assert_eq!(status["health"]["idps"][0]["name"], "dev");
+    assert_eq!(bob.post(&url, "/api/admin/reload").await.status(), 403);
+    let response = ada.post(&url, "/api/admin/reload").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["generation"].as_u64().unwrap() >= 2);
+    // Invalid: 422 with every problem, nothing changed.
+    let path = server.dir.path().join("idps.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("kind = \"dev\"", "kind = \"dev\"\ncolour = \"blue\""),
+    )
+    .unwrap();
+    let response = ada.post(&url, "/api/admin/reload").await;
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("idps.dev.colour: unknown key"),
+        "{body}"
+    );
+    assert_eq!(ada.me(&url).await.0, 200);
+}
