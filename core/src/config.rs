@@ -435,6 +435,8 @@ struct Fields<'i> {
     prefix: String,
     span: Range<usize>,
     entries: Vec<(Spanned<std::borrow::Cow<'i, str>>, Spanned<DeValue<'i>>)>,
+    /// Every key asked for, present or not: what an unknown key may be a misspelling of.
+    known: Vec<String>,
 }
 
 impl<'i> Fields<'i> {
@@ -443,6 +445,7 @@ impl<'i> Fields<'i> {
             prefix,
             span,
             entries: table.into_iter().collect(),
+            known: Vec::new(),
         }
     }
 
@@ -455,6 +458,7 @@ impl<'i> Fields<'i> {
     }
 
     fn take(&mut self, name: &str) -> Option<Spanned<DeValue<'i>>> {
+        self.known.push(name.to_string());
         let index = self
             .entries
             .iter()
@@ -544,7 +548,14 @@ impl<'i> Fields<'i> {
     fn finish(mut self, cx: &mut Context) {
         for (key, _) in std::mem::take(&mut self.entries) {
             let path = self.key(key.get_ref());
-            cx.issue(key.span(), &path, "unknown key");
+            let message = match authnz_plugin::did_you_mean(
+                key.get_ref(),
+                self.known.iter().map(String::as_str),
+            ) {
+                Some(close) => format!("unknown key (did you mean `{close}`?)"),
+                None => "unknown key".to_string(),
+            };
+            cx.issue(key.span(), &path, message);
         }
     }
 }
@@ -554,6 +565,7 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         prefix: "server".into(),
         span: 0..0,
         entries: Vec::new(),
+        known: Vec::new(),
     });
     let listen = match fields.take_str(cx, "listen") {
         Some((raw, span)) => raw.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -721,10 +733,13 @@ fn idp_entry(
                 cx.issue(
                     span,
                     &key("kind"),
-                    format!(
-                        "unknown kind {kind:?}; known kinds: {}",
-                        registry.kinds().join(", ")
-                    ),
+                    match authnz_plugin::did_you_mean(&kind, registry.kinds()) {
+                        Some(close) => format!("unknown kind {kind:?} (did you mean {close:?}?)"),
+                        None => format!(
+                            "unknown kind {kind:?}; known kinds: {}",
+                            registry.kinds().join(", ")
+                        ),
+                    },
                 );
                 None
             } else {
@@ -757,6 +772,7 @@ fn idp_entry(
                 prefix: prefix.to_string(),
                 span: span.clone(),
                 entries: Vec::new(),
+                known: Vec::new(),
             };
             list.entries
                 .push((Spanned::new(span.clone(), "id_token_algs".into()), value));
@@ -920,7 +936,16 @@ fn idp_entry(
     let (provider, origin) = match built {
         Ok((provider, origin)) => (Some(provider), origin),
         Err(errors) => {
-            for error in errors {
+            for mut error in errors {
+                // A misspelled core key reaches the provider as an unknown setting.
+                if error.message.starts_with("unknown key") {
+                    if let Some(close) = authnz_plugin::did_you_mean(
+                        &error.key,
+                        fields.known.iter().map(String::as_str),
+                    ) {
+                        error.message = format!("unknown key (did you mean `{close}`?)");
+                    }
+                }
                 let span = setting_spans
                     .get(&error.key)
                     .cloned()
@@ -1217,7 +1242,7 @@ domain = "x"
         let expected = [
             "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
             "idps.toml:4:1: server.colour: unknown key",
-            "idps.toml:8:8: idps.corp.kind: unknown kind \"oidcc\"; known kinds: cilogon, dev, dylib, egi_checkin, einfracz, elixir, entra, github, globus, google, keycloak, lifescience, nfdi, oidc, okta, tapis",
+            "idps.toml:8:8: idps.corp.kind: unknown kind \"oidcc\" (did you mean \"oidc\"?)",
             "idps.toml:5:12: server.database: environment variable MISSING_DIR is not set",
             "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
             "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
@@ -1348,5 +1373,24 @@ domain = "x"
         );
         assert!(!format!("{config:?}").contains("s3cret-value"));
         Ok(())
+    }
+
+    #[test]
+    fn exact_messages_with_suggestions() {
+        let text = "[server]\nlisten = 8080\npublic_ur = \"http://127.0.0.1:8080\"\n\n[idps.okta]\nkind = \"okta\"\ndomian = \"o.okta.com\"\nclient_id = \"c\"\nclient_secert = \"s\"\n\n[idps.g]\nkind = \"gogle\"\nclient_id = \"c\"\n";
+        let found = issues(text);
+        let expected = [
+            "idps.toml:2:10: server.listen: expected a string",
+            "idps.toml:3:1: server.public_ur: unknown key (did you mean `public_url`?)",
+            "idps.toml:7:1: idps.okta.domian: unknown key (did you mean `domain`?)",
+            "idps.toml:9:1: idps.okta.client_secert: unknown key (did you mean `client_secret`?)",
+            "idps.toml:12:8: idps.g.kind: unknown kind \"gogle\" (did you mean \"google\"?)",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|line| line == want),
+                "missing {want:?} in {found:#?}"
+            );
+        }
     }
 }

@@ -57,10 +57,12 @@ impl ProviderSettings {
             .keys()
             .filter(|key| !known.contains(&key.as_str()))
             .map(|key| {
-                let hint = if known.is_empty() {
-                    "this kind takes no settings of its own".to_string()
-                } else {
-                    format!("this kind knows: {}", known.join(", "))
+                let hint = match did_you_mean(key, known.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None if known.is_empty() => {
+                        "this kind takes no settings of its own".to_string()
+                    }
+                    None => format!("this kind knows: {}", known.join(", ")),
                 };
                 ConfigError::new(key, format!("unknown key ({hint})"))
             })
@@ -97,6 +99,46 @@ impl ProviderSettings {
             None => None,
         }
     }
+}
+
+/// The candidate closest to `word` (case-insensitive edit distance at most 2, and less than
+/// half its length), for "did you mean" hints.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|candidate| (edit_distance(&word, &candidate.to_lowercase()), candidate))
+        .filter(|(distance, _)| *distance <= 2 && *distance * 2 < word.chars().count().max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// Levenshtein distance, with adjacent transpositions counting one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        rows[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// A configuration problem in one kind-specific key.
@@ -311,6 +353,21 @@ mod tests {
     }
 
     #[test]
+    fn suggestions_table() {
+        let keys = ["domain", "client_secret", "hosted_domain", "realm"];
+        for (word, want) in [
+            ("domian", Some("domain")),
+            ("client_secert", Some("client_secret")),
+            ("hosted-domain", Some("hosted_domain")),
+            ("REALM", Some("realm")),
+            ("colour", None),
+            ("x", None),
+        ] {
+            assert_eq!(did_you_mean(word, keys), want, "{word}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_reported_each() {
         let mut settings = TomlTable::new();
         settings.insert("domian".into(), TomlValue::String("x".into()));
@@ -322,5 +379,6 @@ mod tests {
         let errors = settings.unknown_keys(&["domain"]);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].key, "domian");
+        assert_eq!(errors[0].message, "unknown key (did you mean `domain`?)");
     }
 }
