@@ -371,6 +371,31 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
 /// Security headers on every response; an HTML page instead of JSON for browsers that failed;
 /// one log line per request, with the path but never the query (it carries codes and state).
 async fn security_headers<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    use tracing::Instrument;
+    // A request id on every log line of the request, and in the answer: a caller's own id if
+    // it is a plain token, else a new one.
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::crypto::random_token(9));
+    let span = tracing::info_span!("request", id = %request_id);
+    let mut response = frame(next, req).instrument(span).await?;
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();

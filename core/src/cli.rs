@@ -86,12 +86,18 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn")),
-        )
-        .init();
+    // RUST_LOG filters (default `info`); AUTHNZ_LOG_FORMAT=json writes one JSON object a line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn"));
+    if std::env::var("AUTHNZ_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
     let config = match config::load(&path, &Registry::builtin()) {
         Ok(config) => config,
         Err(errors) => {

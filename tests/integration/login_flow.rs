@@ -433,3 +433,29 @@ async fn pkce_the_verifier_comes_only_from_the_server_side_state() {
     assert_eq!(response.status(), 303);
     assert_eq!(browser.me(&server.url).await.0, 200);
 }
+
+#[tokio::test]
+async fn every_request_has_an_id_in_the_answer_and_the_logs() {
+    let server = dev_server().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/authnz", server.url))
+        .header("X-Request-Id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
+    assert!(logs::all()
+        .lines()
+        .any(|l| l.contains("trace-abc-123") && l.contains("path=/authnz")));
+    let odd = reqwest::Client::new()
+        .get(format!("{}/authnz", server.url))
+        .header("X-Request-Id", "<script>")
+        .send()
+        .await
+        .unwrap();
+    let id = odd.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        id.len() == 12 && id != "<script>",
+        "a made-up id replaces an odd one: {id}"
+    );
+}
