@@ -36,6 +36,8 @@ enum Command {
     },
     /// Print the OpenAPI spec (JSON).
     Openapi,
+    /// Print the JSON Schema of idps.toml (for editors: taplo, VS Code Even Better TOML).
+    Schema,
     /// List the built-in provider kinds and, with --config, each configured provider with its
     /// origin (built-in or library path) and versions.
     Providers {
@@ -78,6 +80,10 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Providers { config } => providers(config),
+        Command::Schema => {
+            println!("{}", crate::schema::json_schema());
+            ExitCode::SUCCESS
+        }
         Command::Openapi => {
             println!("{}", openapi_service("http://127.0.0.1:8080").spec());
             ExitCode::SUCCESS

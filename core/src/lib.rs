@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod pages;
 pub mod protocol;
 pub mod registry;
+pub mod schema;
 pub mod store;
 pub mod ui;
