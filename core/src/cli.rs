@@ -33,6 +33,9 @@ enum Command {
     Check {
         #[arg(long, default_value = "idps.toml")]
         config: PathBuf,
+        /// Also run discovery and fetch the JWKS of every IdP, and report what was found.
+        #[arg(long)]
+        online: bool,
     },
     /// Print the OpenAPI spec (JSON).
     Openapi,
@@ -51,7 +54,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Check { config } => match config::load(&config, &Registry::builtin()) {
+        Command::Check { config, online } => match config::load(&config, &Registry::builtin()) {
             Ok(config) => {
                 for idp in &config.unavailable {
                     println!(
@@ -71,7 +74,11 @@ pub fn main() -> ExitCode {
                     config.idps.len(),
                     if config.idps.len() == 1 { "" } else { "s" }
                 );
-                ExitCode::SUCCESS
+                if online {
+                    check_online(&config)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(errors) => {
                 eprintln!("{errors}");
@@ -188,5 +195,59 @@ fn providers(config: Option<PathBuf>) -> ExitCode {
             eprintln!("{errors}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `check --online`: discovery and JWKS of every IdP (the dev IdP needs the server running).
+fn check_online(config: &config::Config) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("authnz: cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let Ok(http) = crate::protocol::IdpHttp::new(crate::protocol::HttpLimits::default()) else {
+        eprintln!("authnz: cannot build the HTTP client");
+        return ExitCode::FAILURE;
+    };
+    let mut failed = 0;
+    runtime.block_on(async {
+        for idp_config in config.idps.iter().filter(|idp| idp.kind != "dev") {
+            let name = idp_config.name.clone();
+            let idp = match crate::protocol::Idp::new(idp_config.clone(), config.server.public_url.as_str(), http.clone()) {
+                Ok(idp) => idp,
+                Err(reason) => {
+                    println!("idps.{name}: failed: {reason}");
+                    failed += 1;
+                    continue;
+                }
+            };
+            match idp.discovered().await {
+                Ok(found) => {
+                    let (_, jwks) = found.jwks_snapshot();
+                    let extra = found.metadata.additional_metadata();
+                    println!(
+                        "idps.{name}: ok: issuer {}, {} signing key(s), token endpoint {}, userinfo {}, revocation {}, end-session {}",
+                        found.metadata.issuer().as_str(),
+                        jwks,
+                        found.metadata.token_endpoint().map(|u| u.as_str().to_string()).unwrap_or_else(|| "none".into()),
+                        if found.metadata.userinfo_endpoint().is_some() { "yes" } else { "no" },
+                        if extra.revocation_endpoint.is_some() { "yes" } else { "no" },
+                        if extra.end_session_endpoint.is_some() { "yes" } else { "no" },
+                    );
+                }
+                Err(_) => {
+                    println!("idps.{name}: failed: {}", idp.last_error().unwrap_or_else(|| "discovery failed".into()));
+                    failed += 1;
+                }
+            }
+        }
+    });
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{failed} identity provider(s) failed the online check");
+        ExitCode::FAILURE
     }
 }

@@ -234,6 +234,12 @@ struct RefetchState {
 }
 
 impl Discovered {
+    /// The JWKS generation and how many keys it holds.
+    pub fn jwks_snapshot(&self) -> (u64, usize) {
+        let (generation, jwks) = self.jwks();
+        (generation, jwks.keys().len())
+    }
+
     fn jwks(&self) -> (u64, Arc<CoreJsonWebKeySet>) {
         match self.jwks.read() {
             Ok(guard) => (guard.0, Arc::clone(&guard.1)),

@@ -171,3 +171,40 @@ fn providers_lists_kinds_and_each_configured_origin() {
     );
     assert!(stdout.contains("unavailable: idps.gone.client_id: environment variable AUTHNZ_TEST_UNSET_GOOGLE is not set"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_runs_discovery_for_each_idp() {
+    let good = authnz_tests::hostile::HostileIdp::start().await;
+    let bad = authnz_tests::hostile::HostileIdp::start().await;
+    bad.with(|s| s.discovery["issuer"] = serde_json::json!("https://attacker.example"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(
+        &path,
+        format!("{}{}", good.idp_toml("good"), bad.idp_toml("bad")),
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+        .args(["check", "--online", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "idps.good: ok: issuer {}, 1 signing key(s), token endpoint {}/token",
+            good.issuer, good.issuer
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "idps.bad: failed: discovery issuer \"https://attacker.example\" is not the configured"
+        ),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("1 identity provider(s) failed the online check"));
+}
