@@ -41,6 +41,11 @@ enum Command {
     Openapi,
     /// Print the JSON Schema of idps.toml (for editors: taplo, VS Code Even Better TOML).
     Schema,
+    /// Convert Galaxy's oidc_backends_config.xml into an idps.toml (printed).
+    ImportGalaxy {
+        /// The XML file.
+        file: PathBuf,
+    },
     /// List the built-in provider kinds and, with --config, each configured provider with its
     /// origin (built-in or library path) and versions.
     Providers {
@@ -87,6 +92,25 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Providers { config } => providers(config),
+        Command::ImportGalaxy { file } => {
+            let xml = match std::fs::read_to_string(&file) {
+                Ok(xml) => xml,
+                Err(err) => {
+                    eprintln!("{}: cannot read: {err}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            match crate::galaxy::import(&xml) {
+                Ok(toml) => {
+                    print!("{toml}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{}: {err}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Schema => {
             println!("{}", crate::schema::json_schema());
             ExitCode::SUCCESS

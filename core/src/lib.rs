@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod devidp;
 pub mod dylib;
 pub mod error;
+pub mod galaxy;
 pub mod metrics;
 pub mod pages;
 pub mod protocol;
