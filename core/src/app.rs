@@ -45,6 +45,8 @@ pub struct Generation {
     by_name: HashMap<String, Arc<Idp>>,
     /// Unix seconds.
     pub loaded_at: i64,
+    /// The config file's modification time when it was read (the file watch compares it).
+    source_modified: Option<std::time::SystemTime>,
 }
 
 impl Generation {
@@ -65,12 +67,16 @@ impl Generation {
             .iter()
             .map(|idp| (idp.config.name.clone(), Arc::clone(idp)))
             .collect();
+        let source_modified = std::fs::metadata(&config.source)
+            .and_then(|m| m.modified())
+            .ok();
         Ok(Self {
             number,
             config,
             idps,
             by_name,
             loaded_at: now,
+            source_modified,
         })
     }
 
@@ -563,7 +569,9 @@ pub async fn serve(
 async fn watch_config(app: Arc<App>) {
     let path = app.current().config.source.clone();
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut last = modified(&path);
+    // Compared with what the generation in force was read from, so that a change made before
+    // this task started is not missed.
+    let mut last = app.current().source_modified;
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));

@@ -241,3 +241,32 @@ async fn the_admin_api_is_for_admins() {
     );
     assert_eq!(ada.me(&url).await.0, 200);
 }
+
+#[tokio::test]
+async fn saving_the_file_reloads_it() {
+    let server = Reserved::new()
+        .start("[idps.dev]\nkind = \"dev\"\nlabel = \"Before\"\n")
+        .await;
+    let before = server.app.current().number;
+    rewrite_idps(&server, "[idps.dev]\nkind = \"dev\"\nlabel = \"After\"\n");
+    let mut reloaded = false;
+    for _ in 0..40 {
+        if server.app.current().number > before {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        reloaded,
+        "the watched file was not reloaded: {:?}",
+        server.app.reload_status()
+    );
+    let list: serde_json::Value = Browser::new()
+        .get(&format!("{}/authnz", server.url))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["label"], "After");
+}
