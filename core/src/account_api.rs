@@ -137,6 +137,8 @@ error_responses!(ConnectError {
     BadGateway = 502,
     /// The IdP lacks its credentials.
     Unavailable = 503,
+    /// Too many logins started.
+    TooMany = 429,
 });
 
 #[derive(ApiResponse)]

@@ -91,6 +91,8 @@ error_responses!(LoginError {
     BadGateway = 502,
     /// The IdP is configured but lacks its credentials (see `/healthz`).
     Unavailable = 503,
+    /// Too many logins were started by this client, or in all, in the last ten minutes.
+    TooMany = 429,
 });
 
 error_responses!(CallbackError {
@@ -418,6 +420,21 @@ pub async fn start_login(
         ));
     }
     let generation = app.current();
+    let client = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
+    if generation.idp(idp_name).is_some()
+        && !app.limiter.allow(
+            client,
+            app.clock.now(),
+            app.server.max_logins_per_client,
+            app.server.max_pending_logins,
+        )
+    {
+        return Err(FlowError::new(
+            Status::TooMany,
+            "too_many_logins",
+            "too many sign-ins were started; wait a few minutes and try again",
+        ));
+    }
     let idp = generation.idp(idp_name).ok_or_else(|| {
         FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
     })?;

@@ -95,6 +95,55 @@ impl Generation {
     }
 }
 
+/// Counts logins started per client address and in all, in windows of a login's lifetime:
+/// since pending logins older than that are swept, this bounds the database (SECURITY:
+/// a flood of `/login` cannot grow it without bound).
+#[derive(Default)]
+pub struct LoginLimiter {
+    window: std::sync::Mutex<LimiterWindow>,
+}
+
+#[derive(Default)]
+struct LimiterWindow {
+    started_at: i64,
+    total: u64,
+    per_client: HashMap<std::net::IpAddr, u64>,
+}
+
+impl LoginLimiter {
+    /// Counts one login from `client`; `false` when a cap is reached (answer 429).
+    pub fn allow(
+        &self,
+        client: Option<std::net::IpAddr>,
+        now: i64,
+        per_client: u64,
+        total: u64,
+    ) -> bool {
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if now - window.started_at >= crate::config::LOGIN_TTL.as_secs() as i64 {
+            *window = LimiterWindow {
+                started_at: now,
+                ..LimiterWindow::default()
+            };
+        }
+        if window.total >= total {
+            return false;
+        }
+        if let Some(client) = client {
+            let count = window.per_client.entry(client).or_insert(0);
+            if *count >= per_client {
+                return false;
+            }
+            *count += 1;
+        }
+        window.total += 1;
+        true
+    }
+}
+
 /// What the last reloads did, for `/healthz`, `/readyz` and the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {
@@ -115,6 +164,8 @@ pub struct App {
     pub dev_idp: Option<Arc<DevIdp>>,
     pub clock: Clock,
     pub metrics: crate::metrics::Metrics,
+    /// Caps on logins started, per client address and in all.
+    pub limiter: LoginLimiter,
     registry: crate::registry::Registry,
     http: IdpHttp,
     current: std::sync::RwLock<Arc<Generation>>,
@@ -169,7 +220,8 @@ impl App {
                 ))
             })?;
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&server.database, 64 << 20)?);
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&server.database, server.cache_mb << 20)?);
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
         let clock = Clock::default();
@@ -193,6 +245,7 @@ impl App {
             dev_idp,
             clock,
             metrics: crate::metrics::Metrics::default(),
+            limiter: LoginLimiter::default(),
             registry,
             http,
             current: std::sync::RwLock::new(Arc::new(generation)),
@@ -545,6 +598,9 @@ pub async fn serve(
                 let cutoff = app.clock.now() - crate::config::LOGIN_TTL.as_secs() as i64;
                 if let Err(err) = app.store.sweep_pending_logins(cutoff) {
                     tracing::warn!(error = %err, "sweeping expired logins failed");
+                }
+                if let Err(err) = app.store.sweep_expired(app.clock.now()) {
+                    tracing::warn!(error = %err, "sweeping expired sessions failed");
                 }
             }
         })

@@ -87,6 +87,12 @@ pub struct ServerConfig {
     pub previous_secret_key_files: Vec<PathBuf>,
     /// Who may use `/api/admin/*`: usernames or user ids (their API keys work too).
     pub admins: Vec<String>,
+    /// At most this many logins started by one client address per login lifetime (10 min).
+    pub max_logins_per_client: u64,
+    /// At most this many logins started in all per login lifetime.
+    pub max_pending_logins: u64,
+    /// sled's page cache, in MiB.
+    pub cache_mb: u64,
     pub session_ttl: Duration,
 }
 
@@ -625,6 +631,19 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         .map(|path| cx.resolve(path))
         .collect();
     let admins = fields.take_str_list(cx, "admins").unwrap_or_default();
+    let positive = |cx: &mut Context, fields: &mut Fields, name: &str, default: u64| match fields
+        .take_u64(cx, name)
+    {
+        Some((0, span)) => {
+            cx.issue(span, &format!("server.{name}"), "must be at least 1");
+            default
+        }
+        Some((value, _)) => value,
+        None => default,
+    };
+    let max_logins_per_client = positive(cx, &mut fields, "max_logins_per_client", 300);
+    let max_pending_logins = positive(cx, &mut fields, "max_pending_logins", 100_000);
+    let cache_mb = positive(cx, &mut fields, "cache_mb", 16);
     let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
         Some((0, span)) => {
             cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
@@ -642,6 +661,9 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         secret_key_file,
         previous_secret_key_files,
         admins,
+        max_logins_per_client,
+        max_pending_logins,
+        cache_mb,
         session_ttl,
     }
 }

@@ -24,6 +24,8 @@ pub enum Status {
     BadGateway,
     /// 503: the IdP is configured but not usable (credentials missing).
     Unavailable,
+    /// 429: too many logins started (per client or in all).
+    TooMany,
 }
 
 impl Status {
@@ -38,6 +40,7 @@ impl Status {
             Status::Internal => 500,
             Status::BadGateway => 502,
             Status::Unavailable => 503,
+            Status::TooMany => 429,
         }
     }
 }

@@ -49,6 +49,15 @@ pub struct ServerSection {
     /// How long a login session lasts, in minutes.
     #[schemars(range(min = 1), extend("default" = 480))]
     pub session_ttl_minutes: Option<u64>,
+    /// At most this many logins started by one client address per ten minutes (then 429).
+    #[schemars(range(min = 1), extend("default" = 300))]
+    pub max_logins_per_client: Option<u64>,
+    /// At most this many logins started in all per ten minutes (then 429).
+    #[schemars(range(min = 1), extend("default" = 100000))]
+    pub max_pending_logins: Option<u64>,
+    /// sled's page cache, in MiB.
+    #[schemars(range(min = 1), extend("default" = 16))]
+    pub cache_mb: Option<u64>,
 }
 
 /// What a first login whose verified email belongs to an existing account does.
@@ -315,6 +324,9 @@ secret_key_file = "data/x.key"
 previous_secret_key_files = ["data/old.key"]
 admins = ["ada"]
 session_ttl_minutes = 60
+max_logins_per_client = 50
+max_pending_logins = 1000
+cache_mb = 8
 
 [idps.corp]
 kind = "oidc"

@@ -12,3 +12,4 @@ mod dylib;
 mod id_token_attacks;
 mod login_flow;
 mod providers;
+mod resources;

@@ -396,7 +396,23 @@ fn sessions(store: &dyn Store) -> TestResult {
     )?;
     check(store.delete_session("sess")?, "delete reports it existed")?;
     check(store.session("sess")?.is_none(), "session gone")?;
-    check(!store.delete_session("sess")?, "second delete")
+    check(!store.delete_session("sess")?, "second delete")?;
+    store.complete_login(&sample_login("corp", "s1", "u1", "alive"))?;
+    let mut old = sample_login("corp", "s1", "u1", "old");
+    old.session_expires_at = 1_500;
+    store.complete_login(&old)?;
+    check(
+        store.sweep_expired(1_600)? == 1,
+        "one expired session swept",
+    )?;
+    check(
+        store.session("old")?.is_none() && store.session("alive")?.is_some(),
+        "only the expired one",
+    )?;
+    check(
+        store.end_identity_sessions("corp", Some("s1"), None)? == 1,
+        "its index entry went with it",
+    )
 }
 
 fn concurrent_first_logins(store: Arc<dyn Store>) -> TestResult {

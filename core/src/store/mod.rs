@@ -220,6 +220,9 @@ pub trait Store: Send + Sync + 'static {
     /// Removes pending logins created before `created_before`; returns how many.
     fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize>;
 
+    /// Removes sessions that expired before `now`; returns how many.
+    fn sweep_expired(&self, now: i64) -> StoreResult<usize>;
+
     /// Finds or creates the user of (idp, subject), updates the identity, stores the sealed
     /// tokens and starts the session: all or nothing. Concurrent calls for the same new
     /// identity create exactly one user.

@@ -198,6 +198,20 @@ impl Store for SledStore {
         Ok(removed)
     }
 
+    fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
+        let mut expired = Vec::new();
+        for entry in self.sessions.iter() {
+            let (key, value) = entry.map_err(backend)?;
+            let dead = decode::<Session>(&value)
+                .map(|s| s.expires_at <= now)
+                .unwrap_or(true);
+            if dead {
+                expired.push(String::from_utf8_lossy(&key).into_owned());
+            }
+        }
+        self.remove_sessions(&expired)
+    }
+
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
         let id_key = identity_key(&login.idp, &login.subject);
         // Any address is looked up (an unverified one matching an account is a conflict,
