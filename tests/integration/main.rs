@@ -7,6 +7,7 @@ mod admin;
 mod browser;
 mod callback_attacks;
 mod cli;
+mod crash;
 mod discovery;
 mod dylib;
 mod id_token_attacks;

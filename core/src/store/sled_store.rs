@@ -125,6 +125,12 @@ impl SledStore {
         self.db.flush().map(|_| ()).map_err(backend)
     }
 
+    /// Makes a committed write durable before it is reported: what a client was told happened
+    /// survives a crash (sled otherwise flushes every half second).
+    fn durable<T>(&self, value: T) -> StoreResult<T> {
+        self.flush().map(|_| value)
+    }
+
     fn trees(&self) -> [(&'static str, &Tree); 13] {
         [
             ("pending_logins", &self.pending),
@@ -370,6 +376,7 @@ impl Store for SledStore {
                 },
             )
             .map_err(txn_error)
+            .and_then(|outcome| self.durable(outcome))
     }
 
     fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
@@ -617,6 +624,7 @@ impl Store for SledStore {
                 },
             )
             .map_err(txn_error)
+            .and_then(|deleted| self.durable(deleted))
     }
 
     fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()> {
