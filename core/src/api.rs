@@ -366,6 +366,11 @@ pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) 
 /// Validates `next`: a same-origin path, or `/`. Absolute URLs, scheme-relative `//host`,
 /// backslashes and control characters (raw or percent-encoded) all fall back to `/`.
 pub fn safe_next(app: &App, next: Option<&str>) -> String {
+    safe_next_on(&app.server.public_url, next)
+}
+
+/// [`safe_next`] against a given public URL.
+pub fn safe_next_on(base: &url::Url, next: Option<&str>) -> String {
     let Some(next) = next.filter(|next| !next.is_empty()) else {
         return "/".to_string();
     };
@@ -383,7 +388,6 @@ pub fn safe_next(app: &App, next: Option<&str>) -> String {
     if next.len() > 2048 || suspicious(next) || suspicious(&decoded) {
         return "/".to_string();
     }
-    let base = &app.server.public_url;
     match base.join(next) {
         Ok(url) if url.origin() == base.origin() => {
             let mut out = url.path().to_string();
@@ -504,7 +508,7 @@ impl poem_openapi::types::Example for Me {
 }
 
 /// The callback's query, refusing duplicated parameters (SECURITY A9).
-fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
+pub(crate) fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
     let mut params = HashMap::new();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if params
@@ -877,5 +881,43 @@ impl Api {
             })
             .collect();
         MetricsResponse::Ok(PlainText(app.metrics.render(&jwks, generation.number)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn next_is_always_a_local_path(next in any::<String>()) {
+            let base = url::Url::parse("https://login.example.org").unwrap();
+            let safe = safe_next_on(&base, Some(&next));
+            prop_assert!(safe.starts_with('/') && !safe.starts_with("//"), "{safe:?}");
+            prop_assert!(!safe.contains('\\') && !safe.chars().any(char::is_control), "{safe:?}");
+            let resolved = base.join(&safe).unwrap();
+            prop_assert_eq!(resolved.origin(), base.origin());
+        }
+
+        #[test]
+        fn plain_paths_are_kept(path in "(/[a-z0-9_-]{1,8}){1,4}") {
+            let base = url::Url::parse("https://login.example.org").unwrap();
+            prop_assert_eq!(safe_next_on(&base, Some(&path)), path);
+        }
+
+        #[test]
+        fn callback_queries_never_panic_and_refuse_duplicates(query in any::<String>()) {
+            if let Ok(params) = callback_params(&query) {
+                let mut keys: Vec<String> = url::form_urlencoded::parse(query.as_bytes()).map(|(k, _)| k.into_owned()).collect();
+                let total = keys.len();
+                keys.sort();
+                keys.dedup();
+                prop_assert_eq!(keys.len(), total, "duplicates were accepted");
+                prop_assert_eq!(params.len(), total);
+            }
+        }
     }
 }

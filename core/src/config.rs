@@ -1415,4 +1415,38 @@ domain = "x"
             );
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_text_gives_a_config_or_located_errors(text in any::<String>()) {
+                if let Err(errors) = parse_str(&text) {
+                    prop_assert!(!errors.0.is_empty());
+                    for issue in errors.0 {
+                        prop_assert!(issue.line >= 1 && issue.column >= 1, "{issue}");
+                    }
+                }
+            }
+
+            #[test]
+            fn toml_shaped_input_never_panics(
+                entries in proptest::collection::vec(("[a-z_]{1,12}", "[a-z_]{1,16}", prop_oneof![
+                    Just("\"oidc\"".to_string()), Just("\"dev\"".to_string()), Just("42".to_string()),
+                    Just("true".to_string()), Just("[\"a\", 1]".to_string()), Just("\"${X}\"".to_string()),
+                    Just("\"https://i.example\"".to_string()), Just("{ a = 1 }".to_string()),
+                ]), 0..12)
+            ) {
+                let mut text = String::new();
+                for (table, key, value) in entries {
+                    text.push_str(&format!("[idps.{table}]\n{key} = {value}\n"));
+                }
+                let _ = parse_str(&text);
+            }
+        }
+    }
 }

@@ -312,3 +312,78 @@ macro_rules! export_provider {
         };
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{standard_identity, ProviderInfo};
+    use proptest::prelude::*;
+
+    struct Plain;
+
+    impl IdentityProvider for Plain {
+        fn describe(&self) -> ProviderInfo {
+            ProviderInfo::default()
+        }
+
+        fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+            Ok(standard_identity(claims))
+        }
+    }
+
+    fn factory(_: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
+        Ok(Box::new(Plain))
+    }
+
+    fn take(buffer: PluginBuffer) -> Vec<u8> {
+        if buffer.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the buffer came from this module and is freed once, right after the copy.
+        let bytes = unsafe { std::slice::from_raw_parts(buffer.ptr, buffer.len) }.to_vec();
+        // SAFETY: as above.
+        unsafe { plugin_free(buffer) };
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_in_an_error_out_never_a_crash(input in proptest::collection::vec(any::<u8>(), 0..512), op in 0u32..6) {
+            let mut out = PluginBuffer::empty();
+            let mut status = 0;
+            let settings = br#"{"name":"x","settings":{}}"#;
+            // SAFETY: valid pointers for the call.
+            let handle = unsafe { plugin_new(factory, settings.as_ptr(), settings.len(), &mut out, &mut status) };
+            prop_assert!(!handle.is_null());
+            let _ = take(out);
+            let mut out = PluginBuffer::empty();
+            // SAFETY: valid pointers; `handle` is alive.
+            let status = unsafe { plugin_call(handle, op, input.as_ptr(), input.len(), &mut out) };
+            let answer = take(out);
+            prop_assert!(status == STATUS_OK || status == STATUS_ERROR, "status {status}");
+            if status == STATUS_OK {
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(&answer).is_ok());
+            }
+            // SAFETY: `handle` came from `plugin_new` and is dropped once.
+            unsafe { plugin_drop(handle) };
+        }
+
+        #[test]
+        fn arbitrary_settings_are_refused_cleanly(input in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut out = PluginBuffer::empty();
+            let mut status = 0;
+            // SAFETY: valid pointers for the call.
+            let handle = unsafe { plugin_new(factory, input.as_ptr(), input.len(), &mut out, &mut status) };
+            let answer = take(out);
+            if handle.is_null() {
+                prop_assert_eq!(status, STATUS_ERROR);
+                prop_assert!(serde_json::from_slice::<Vec<ConfigError>>(&answer).is_ok());
+            } else {
+                // SAFETY: as above.
+                unsafe { plugin_drop(handle) };
+            }
+        }
+    }
+}
