@@ -156,8 +156,10 @@ pub enum ConnectResponse {
 }
 
 error_responses!(SignupError {
-    /// Unknown, used or expired sign-up, or another browser.
+    /// The sign-up was started in another browser.
     BadRequest = 400,
+    /// Unknown, used or expired sign-up.
+    NotFound = 404,
     /// Cross-site request or wrong CSRF token.
     Forbidden = 403,
     /// The identity or email was taken meanwhile.
@@ -205,6 +207,7 @@ pub enum DisconnectPage {
 
 /// A removed identity.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Disconnected {
     pub idp: String,
     pub subject: String,
@@ -224,6 +227,7 @@ pub enum DisconnectResponse {
 
 /// A new API key's name and lifetime.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct NewApiKey {
     /// What it is for, e.g. "laptop scripts".
     #[oai(validator(min_length = 1, max_length = 100))]
@@ -235,6 +239,7 @@ pub struct NewApiKey {
 
 /// An API key (never the secret, except once, at creation).
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyView {
     pub id: String,
     pub name: String,
@@ -260,12 +265,16 @@ impl ApiKeyView {
 }
 
 error_responses!(KeysError {
+    /// The body is not a valid JSON key request.
+    BadRequest = 400,
     /// Not logged in.
     Unauthorized = 401,
     /// Cross-site request or missing CSRF token.
     Forbidden = 403,
     /// No such key.
     NotFound = 404,
+    /// The body is not JSON.
+    UnsupportedMediaType = 415,
 });
 
 #[derive(ApiResponse)]
@@ -291,6 +300,7 @@ pub enum KeyDeleted {
 
 /// An IdP access token for the application.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AccessTokenView {
     pub access_token: String,
     pub token_type: String,
@@ -318,8 +328,10 @@ pub enum TokenResponse {
 }
 
 error_responses!(DeleteError {
-    /// `confirm` is not the account's username.
+    /// `confirm` is missing.
     BadRequest = 400,
+    /// `confirm` is not the account's username.
+    Invalid = 422,
     /// Not logged in.
     Unauthorized = 401,
     /// Cross-site request or missing CSRF token.
@@ -328,6 +340,7 @@ error_responses!(DeleteError {
 
 /// What deleting the account did.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Deleted {
     pub deleted: bool,
     /// Identities whose tokens the IdP revoked.
@@ -355,6 +368,7 @@ error_responses!(BackchannelError {
 
 /// What a back-channel logout did.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct BackchannelResult {
     /// Sessions ended.
     pub sessions_ended: u64,
@@ -427,6 +441,7 @@ error_responses!(AdminError {
 
 /// The server's state for admins.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AdminStatus {
     pub health: crate::api::Health,
     /// Successful reloads since start.
@@ -446,6 +461,7 @@ pub enum AdminStatusResponse {
 
 /// A successful reload.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Reloaded {
     /// The generation now in force.
     pub generation: u64,
@@ -948,7 +964,8 @@ impl AccountApi {
         let caller = caller(app, &auth)?;
         check_csrf(app, req, &caller, &HashMap::new())?;
         if confirm.0 != caller.user.username {
-            return Err(FlowError::bad_request(
+            return Err(FlowError::new(
+                Status::Invalid,
                 "confirmation_mismatch",
                 "confirm with the account's username",
             )
@@ -1067,7 +1084,8 @@ fn pending_signup(
     take: bool,
 ) -> Result<PendingSignup, FlowError> {
     let invalid = || {
-        FlowError::bad_request(
+        FlowError::new(
+            Status::NotFound,
             "invalid_signup",
             "this sign-up is unknown, used or expired; sign in again",
         )

@@ -32,7 +32,7 @@ enum ApiTags {
 
 /// An error: a stable machine-readable code and a message for people.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct ErrorBody {
     /// E.g. `invalid_state`, `id_token_invalid`, `unknown_idp`.
     pub error: String,
@@ -128,6 +128,7 @@ error_responses!(MeError {
 
 /// One configured IdP, for building login buttons.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IdpSummary {
     /// The `<name>` in URLs.
     pub name: String,
@@ -147,7 +148,7 @@ pub enum IdpListResponse {
 
 /// Where to send the person's browser.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct LoginRedirect {
     /// The IdP's authorization URL (authorization-code flow with state, nonce and PKCE S256).
     pub redirect_uri: String,
@@ -181,6 +182,7 @@ pub enum CallbackResponse {
 
 /// The result of a logout.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LogoutResult {
     /// Whether a session was ended.
     pub logged_out: bool,
@@ -203,6 +205,7 @@ pub enum LogoutResponse {
 
 /// A linked IdP identity.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IdentityView {
     pub idp: String,
     /// The subject (`sub`) at that IdP.
@@ -217,7 +220,7 @@ pub struct IdentityView {
 
 /// The logged-in user.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(skip_serializing_if_is_none, example)]
 pub struct Me {
     pub id: String,
     pub username: String,
@@ -239,6 +242,7 @@ pub enum MeResponse {
 
 /// The state of one IdP.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct IdpHealth {
     pub name: String,
     pub kind: String,
@@ -255,6 +259,7 @@ pub struct IdpHealth {
 
 /// Liveness and the state of every IdP.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Health {
     /// `ok` while the server serves.
     pub status: String,
@@ -774,8 +779,8 @@ impl Api {
         idp: Path<String>,
         /// The authorization code.
         code: Query<Option<String>>,
-        /// The state of the login.
-        state: Query<Option<String>>,
+        /// The state of the login (required: a callback without one is refused).
+        state: Query<String>,
         /// The issuer (RFC 9207).
         iss: Query<Option<String>>,
     ) -> Result<CallbackResponse, CallbackError> {

@@ -454,6 +454,43 @@ async fn security_headers<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
     Ok(response)
 }
 
+/// The methods the API documents for a path (for the `Allow` header of a 405).
+fn allowed_methods(path: &str) -> Option<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let spec: serde_json::Value =
+            serde_json::from_str(&openapi_service("http://127.0.0.1").spec()).unwrap_or_default();
+        spec["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(template, methods)| {
+                        let segments = template.split('/').map(str::to_string).collect();
+                        let methods = methods
+                            .as_object()
+                            .map(|m| m.keys().map(|k| k.to_uppercase()).collect())
+                            .unwrap_or_default();
+                        (segments, methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    routes
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+        .map(|(_, methods)| methods.join(", "))
+}
+
 async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
@@ -506,6 +543,15 @@ async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
         );
         response.headers_mut().remove(header::CONTENT_LENGTH);
         response.set_body(html);
+    }
+    if status == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(header::ALLOW)
+    {
+        if let Some(value) =
+            allowed_methods(&path).and_then(|m| header::HeaderValue::from_str(&m).ok())
+        {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
     }
     let headers = response.headers_mut();
     let set = |headers: &mut poem::http::HeaderMap, name: &'static str, value: &'static str| {

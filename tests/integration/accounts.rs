@@ -435,7 +435,7 @@ async fn a_first_login_can_require_confirmation() {
     assert_eq!(browser.me(&url).await.0, 200);
     assert_eq!(
         post(&browser, &csrf).await.unwrap().status(),
-        400,
+        404,
         "single use"
     );
     assert_eq!(server.count("users"), 1);
@@ -525,7 +525,7 @@ async fn api_keys_and_deleting_the_account() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
+    assert_eq!(response.status(), 422);
     let response = script
         .delete(format!("{url}/api/users/me?confirm=kai"))
         .bearer_auth(&key)

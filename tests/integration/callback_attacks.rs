@@ -65,12 +65,13 @@ async fn missing_empty_or_forged_state_is_400() {
     let server = dev_server().await;
     let browser = Browser::new();
     let callback = dev_callback(&server, &browser, "dev", "ann").await;
+    // No state at all: refused by the spec's required parameter before the handler runs.
     expect_rejected(
         &server,
         &browser,
         &with_param(&callback, "state", None),
         400,
-        "missing_state",
+        "bad_request",
     )
     .await;
     expect_rejected(

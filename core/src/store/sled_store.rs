@@ -735,7 +735,16 @@ mod tests {
             store.complete_login(&login)?;
             store.flush()?;
         }
-        let store = SledStore::open(dir.path(), 8 << 20)?;
+        // sled's background flusher may hold the directory lock a moment after the drop.
+        let mut reopened = SledStore::open(dir.path(), 8 << 20);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = SledStore::open(dir.path(), 8 << 20);
+        }
+        let store = reopened?;
         let identity = store.identity("idp", "sub-1")?;
         assert_eq!(identity.map(|i| i.user_id), Some("u1".to_string()));
         assert!(store.session("s1")?.is_some());
