@@ -39,9 +39,9 @@ use crate::pages::escape;
 pub const DEV_CLIENT_ID: &str = "authnz-dev";
 
 const CODE_TTL_SECS: i64 = 60;
-const TOKEN_TTL_SECS: i64 = 3600;
+const TOKEN_TTL_SECS: i64 = 300;
 /// Bound on outstanding codes and tokens, so a flood cannot grow memory without limit.
-const MAX_GRANTS: usize = 10_000;
+const MAX_GRANTS: usize = 200_000;
 
 /// Factory for `kind = "dev"`.
 pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {

@@ -122,3 +122,41 @@ async fn health_reports_each_idp_and_missing_credentials_do_not_stop_the_server(
         "unavailable IdPs get no button"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_idp_costs_only_its_own_logins() {
+    // The token endpoint hangs; its login ends in 502 within the client timeout, while logins
+    // through another IdP complete meanwhile.
+    let slow = HostileIdp::start().await;
+    slow.with(|s| s.token = authnz_tests::hostile::Reply::Hang(std::time::Duration::from_secs(8)));
+    let config = format!("{}[idps.dev]\nkind = \"dev\"\n", slow.idp_toml("slow"));
+    let server = Reserved::new().start(&config).await;
+    let url = server.url.clone();
+    let browser = Browser::new();
+    let authorize = browser.start_login(&url, "slow").await;
+    let state = authnz_tests::query_param(&authorize, "state").unwrap();
+    let issuer: String = url::form_urlencoded::byte_serialize(slow.issuer.as_bytes()).collect();
+    let slow_callback = format!("{url}/authnz/slow/callback?code=c&state={state}&iss={issuer}");
+    let started = std::time::Instant::now();
+    let hanging = tokio::spawn(async move { browser.get(&slow_callback).await.status().as_u16() });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for n in 0..5 {
+        let other = Browser::new();
+        let response =
+            crate::login_flow::dev_login(&other, &url, "dev", &format!("quick{n}"), None).await;
+        assert_eq!(
+            response.status(),
+            303,
+            "another IdP's login while one hangs"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the other logins waited for the hanging IdP"
+    );
+    assert_eq!(hanging.await.unwrap(), 502);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "the hanging IdP was not cut off by the timeout"
+    );
+}
