@@ -30,6 +30,12 @@ async fn expect_rejected(
     let after = server.dump();
     assert_only_pending_consumed(&before, &after);
     assert_eq!(browser.me(&server.url).await.0, 401, "a session started");
+    // Neither the code nor the state of the attempt reached the logs.
+    let secrets: Vec<String> = ["code", "state"]
+        .iter()
+        .filter_map(|name| query_param(url, name))
+        .collect();
+    authnz_tests::logs::assert_not_logged(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
     body
 }
 

@@ -80,6 +80,16 @@ impl Rig {
         let after = self.server.dump();
         assert_only_pending_consumed(&before, &after);
         assert_eq!(after["sessions"].len(), sessions_before, "{case}");
+        // No token, code or secret of the attempt reached the logs.
+        let code = self
+            .idp
+            .with(|s| s.token_bodies.last().cloned())
+            .unwrap_or_default();
+        let code = url::form_urlencoded::parse(code.as_bytes())
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        logs::assert_not_logged(&[ACCESS_TOKEN, CLIENT_SECRET, &code]);
         body
     }
 
