@@ -12,8 +12,8 @@
 //! and send a `User-Agent` on API calls (GitHub's API refuses requests without one).
 
 use authnz_plugin::{
-    ApiCall, ConfigError, IdentityProvider, JsonValue, MapError, MappedIdentity, OAuth2Endpoints,
-    ProviderInfo, ProviderSettings, VerifiedClaims,
+    base_url, ApiCall, ConfigError, IdentityProvider, JsonValue, MapError, MappedIdentity,
+    OAuth2Endpoints, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
 /// The web base of github.com.
@@ -55,34 +55,6 @@ pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>,
         url: url.unwrap_or_else(|| GITHUB_URL.to_string()),
         api_url,
     }))
-}
-
-/// A base URL: `https://host[:port][/path]`, or `http://` for a loopback host (tests), with no
-/// credentials, query or fragment. Returned without its trailing slash, so paths can follow.
-fn base_url(raw: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "expected an https:// URL such as https://github.example.org";
-    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
-    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a URL without query, fragment or spaces");
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err("expected a URL with a host and no user name");
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match scheme {
-        "https" => Ok(raw.trim_end_matches('/').to_string()),
-        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
-        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
-        _ => Err(EXPECTED),
-    }
 }
 
 impl IdentityProvider for GitHubProvider {

@@ -6,7 +6,7 @@
 //! a `groups` claim, which Keycloak emits when the client has a "Group Membership" mapper.
 
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, JsonValue, LoginContext, MapError,
+    base_url, standard_identity, ConfigError, IdentityProvider, JsonValue, LoginContext, MapError,
     MappedIdentity, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
@@ -76,37 +76,6 @@ fn is_path_segment(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
-}
-
-/// A base URL: `https://host[:port][/path]`, or `http://` for a loopback host (tests), with no
-/// credentials, query or fragment. Returned without its trailing slash, so paths can follow.
-fn base_url(raw: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "expected an https:// URL such as https://kc.example.org";
-    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
-    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a URL without query, fragment or spaces");
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return Err("expected a URL with a host and no user name");
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host.is_empty() {
-        return Err("expected a URL with a host and no user name");
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match scheme {
-        "https" => Ok(raw.trim_end_matches('/').to_string()),
-        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
-        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
-        _ => Err(EXPECTED),
-    }
 }
 
 impl IdentityProvider for KeycloakProvider {

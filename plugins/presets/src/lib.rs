@@ -8,9 +8,9 @@
 //! [`Factory`] is a plain fn pointer, so each kind is its own fn; [`kinds`] lists them.
 
 use authnz_plugin::{
-    standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue, LoginContext,
-    MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings, TomlValue,
-    VerifiedClaims,
+    base_url, standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue,
+    LoginContext, MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings,
+    TomlValue, VerifiedClaims,
 };
 
 /// Every preset kind with its factory, sorted by kind.
@@ -275,34 +275,6 @@ fn str_list(settings: &ProviderSettings, key: &str, errors: &mut Vec<ConfigError
             ));
             Vec::new()
         }
-    }
-}
-
-/// A base URL: `https://host[:port][/path]`, or `http://` for a loopback host (tests), with no
-/// credentials, query or fragment. Returned without its trailing slash, so paths can follow.
-fn base_url(raw: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "expected an https:// URL such as https://tacc.tapis.io";
-    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
-    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a URL without query, fragment or spaces");
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err("expected a URL with a host and no user name");
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match scheme {
-        "https" => Ok(raw.trim_end_matches('/').to_string()),
-        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
-        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
-        _ => Err(EXPECTED),
     }
 }
 

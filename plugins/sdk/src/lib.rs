@@ -101,6 +101,35 @@ impl ProviderSettings {
     }
 }
 
+/// A base URL setting: `https://host[:port][/path]`, or `http://` for a loopback host (tests),
+/// with no credentials, query or fragment. Returned without its trailing slash, so paths can
+/// follow. Plain string checks: the SDK takes no URL dependency.
+pub fn base_url(raw: &str) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected an https:// URL such as https://idp.example.org";
+    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
+    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected a URL without query, fragment or spaces");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() || authority.contains('@') {
+        return Err("expected a URL with a host and no user name");
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        "https" => Ok(raw.trim_end_matches('/').to_string()),
+        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
+        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
+        _ => Err(EXPECTED),
+    }
+}
+
 /// The candidate closest to `word` (case-insensitive edit distance at most 2, and less than
 /// half its length), for "did you mean" hints.
 pub fn did_you_mean<'a>(
@@ -349,6 +378,41 @@ mod tests {
             assert_eq!(mapped.username.as_deref(), username, "{json}");
             assert_eq!(mapped.email.as_deref(), email, "{json}");
             assert_eq!(mapped.email_verified, verified, "{json}");
+        }
+    }
+
+    #[test]
+    fn base_urls_table() {
+        for (raw, want) in [
+            ("https://kc.example.org/", Ok("https://kc.example.org")),
+            (
+                "https://kc.example.org:8443/auth",
+                Ok("https://kc.example.org:8443/auth"),
+            ),
+            ("http://127.0.0.1:9000", Ok("http://127.0.0.1:9000")),
+            ("http://[::1]:9000/", Ok("http://[::1]:9000")),
+            (
+                "http://kc.example.org",
+                Err("http:// is only allowed for loopback hosts; use https://"),
+            ),
+            (
+                "https://user@kc.example.org",
+                Err("expected a URL with a host and no user name"),
+            ),
+            (
+                "https://kc.example.org/?a=b",
+                Err("expected a URL without query, fragment or spaces"),
+            ),
+            (
+                "kc.example.org",
+                Err("expected an https:// URL such as https://idp.example.org"),
+            ),
+            (
+                "ftp://kc.example.org",
+                Err("expected an https:// URL such as https://idp.example.org"),
+            ),
+        ] {
+            assert_eq!(base_url(raw).as_deref().map_err(|e| *e), want, "{raw}");
         }
     }
 
