@@ -41,7 +41,8 @@ enum AccountTags {
 #[oai(ty = "api_key", key_name = "authnz_session", key_in = "cookie")]
 pub struct SessionAuth(ApiKeyAuth);
 
-/// A personal API key, `authnz_...`, created with `POST /api/keys`.
+/// A personal API key, `authnz_...`, created with `POST /api/keys`; or a JWT access token
+/// issued by an IdP that lists `accepted_audiences`.
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer")]
 pub struct ApiKeyBearer(Bearer);
@@ -63,8 +64,8 @@ pub struct Caller {
 /// The prefix of every API key.
 pub const API_KEY_PREFIX: &str = "authnz_";
 
-/// Resolves the caller; 401 when the session or key is unknown or expired.
-pub fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
+/// Resolves the caller; 401 when the session, key or token is unknown, expired or invalid.
+pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let unauthorized = || FlowError::unauthorized("unauthorized", "log in first");
     let now = app.clock.now();
     let (user_id, session) = match auth {
@@ -73,10 +74,7 @@ pub fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
             let session = session_of(app, &cookie.0.key)?.ok_or_else(unauthorized)?;
             (session.user_id.clone(), Some((hash, session)))
         }
-        Auth::ApiKey(bearer) => {
-            if !bearer.0.token.starts_with(API_KEY_PREFIX) {
-                return Err(unauthorized());
-            }
+        Auth::ApiKey(bearer) if bearer.0.token.starts_with(API_KEY_PREFIX) => {
             let key = app
                 .store
                 .api_key(&sha256_hex(&bearer.0.token))?
@@ -86,9 +84,44 @@ pub fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
             }
             (key.user_id, None)
         }
+        Auth::ApiKey(bearer) => (
+            idp_access_token_user(app, &bearer.0.token, now)
+                .await
+                .ok_or_else(unauthorized)?,
+            None,
+        ),
     };
     let user = app.store.user(&user_id)?.ok_or_else(unauthorized)?;
     Ok(Caller { user, session })
+}
+
+/// The user of an IdP-issued JWT access token, for IdPs that list `accepted_audiences`: the
+/// token's `iss` picks the IdP, which verifies it; its `sub` must be a linked identity.
+async fn idp_access_token_user(app: &App, token: &str, now: i64) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claimed: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let iss = claimed.get("iss")?.as_str()?.to_string();
+    let generation = app.current();
+    let idp = generation
+        .idps
+        .iter()
+        .find(|idp| !idp.config.accepted_audiences.is_empty() && idp.issuer_matches(&iss))?;
+    match idp.verify_access_token(token, now).await {
+        Ok(subject) => Some(
+            app.store
+                .identity(&idp.config.name, &subject)
+                .ok()??
+                .user_id,
+        ),
+        Err(reason) => {
+            tracing::info!(idp = %idp.config.name, reason, "bearer access token rejected");
+            None
+        }
+    }
 }
 
 /// A cookie-authenticated state change must be same-origin and carry the session's CSRF
@@ -475,8 +508,8 @@ pub enum ReloadResponse {
 }
 
 /// The caller, if an admin.
-fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
-    let caller = caller(app, auth)?;
+async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
+    let caller = caller(app, auth).await?;
     let listed = app
         .server
         .admins
@@ -517,7 +550,7 @@ impl AccountApi {
         body: Body,
     ) -> Result<ConnectResponse, ConnectError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         check_csrf(app, req, &caller, &form_of(body).await)?;
         let (url, cookie) = start_login(
             app,
@@ -646,7 +679,7 @@ impl AccountApi {
         idp: Path<String>,
     ) -> Result<DisconnectPage, DisconnectError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         let identities: Vec<_> = app
             .store
             .identities_of(&caller.user.id)?
@@ -707,7 +740,7 @@ impl AccountApi {
         body: Body,
     ) -> Result<DisconnectResponse, DisconnectError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         let form = form_of(body).await;
         check_csrf(app, req, &caller, &form)?;
         let wanted = subject.0.or_else(|| form.get("subject").cloned());
@@ -785,7 +818,7 @@ impl AccountApi {
         request: Json<NewApiKey>,
     ) -> Result<CreatedKey, KeysError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         check_csrf(app, req, &caller, &HashMap::new())?;
         let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
         let now = app.clock.now();
@@ -805,7 +838,7 @@ impl AccountApi {
     #[oai(path = "/api/keys", method = "get", tag = "AccountTags::Account")]
     async fn list_keys(&self, app: Data<&Arc<App>>, auth: Auth) -> Result<KeyList, KeysError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         let keys = app
             .store
             .api_keys_of(&caller.user.id)?
@@ -829,7 +862,7 @@ impl AccountApi {
         id: Path<String>,
     ) -> Result<KeyDeleted, KeysError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         check_csrf(app, req, &caller, &HashMap::new())?;
         if app.store.delete_api_key(&caller.user.id, &id.0)? {
             Ok(KeyDeleted::Deleted)
@@ -854,7 +887,7 @@ impl AccountApi {
         subject: Query<Option<String>>,
     ) -> Result<TokenResponse, TokenError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         let subject = pick_identity(app, &caller, &idp.0, subject.0.as_deref())?;
         let runtime = app.idp(&idp.0).ok_or_else(|| {
             FlowError::new(
@@ -913,7 +946,7 @@ impl AccountApi {
     #[oai(path = "/api/users/me", method = "get", tag = "AccountTags::Account")]
     async fn me(&self, auth: Auth, app: Data<&Arc<App>>) -> Result<MeResponse, MeError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         let csrf_token = caller
             .session
             .as_ref()
@@ -961,7 +994,7 @@ impl AccountApi {
         confirm: Query<String>,
     ) -> Result<DeleteResponse, DeleteError> {
         let app = *app;
-        let caller = caller(app, &auth)?;
+        let caller = caller(app, &auth).await?;
         check_csrf(app, req, &caller, &HashMap::new())?;
         if confirm.0 != caller.user.username {
             return Err(FlowError::new(
@@ -1009,7 +1042,7 @@ impl AccountApi {
         auth: Auth,
     ) -> Result<AdminStatusResponse, AdminError> {
         let app = *app;
-        admin(app, &auth)?;
+        admin(app, &auth).await?;
         let reload = app.reload_status();
         Ok(AdminStatusResponse::Ok(Json(AdminStatus {
             health: crate::api::health(app).await,
@@ -1034,7 +1067,7 @@ impl AccountApi {
         auth: Auth,
     ) -> Result<ReloadResponse, AdminError> {
         let app = *app;
-        let caller = admin(app, &auth)?;
+        let caller = admin(app, &auth).await?;
         check_csrf(app, req, &caller, &HashMap::new())?;
         match app.reload() {
             Ok(generation) => Ok(ReloadResponse::Ok(Json(Reloaded { generation }))),

@@ -139,6 +139,8 @@ pub struct IdpConfig {
     pub trusted_email_domains: Vec<String>,
     /// Whether a first login asks the person to confirm before an account is created.
     pub require_create_confirmation: bool,
+    /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens.
+    pub accepted_audiences: Vec<String>,
     pub provider: Arc<dyn IdentityProvider>,
     /// Where the provider's code comes from: `built-in`, or the library path and its SDK.
     pub origin: String,
@@ -854,6 +856,9 @@ fn idp_entry(
     let require_create_confirmation = fields
         .take_bool(cx, "require_create_confirmation")
         .unwrap_or(false);
+    let accepted_audiences = fields
+        .take_str_list(cx, "accepted_audiences")
+        .unwrap_or_default();
     let authorize_params = match fields.take_table(cx, "authorize_params") {
         Some(mut table) => {
             let mut params = Vec::new();
@@ -1093,6 +1098,7 @@ fn idp_entry(
         link_existing,
         trusted_email_domains,
         require_create_confirmation,
+        accepted_audiences,
         provider: provider?,
         origin,
     })))

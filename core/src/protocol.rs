@@ -1347,21 +1347,14 @@ impl Idp {
         Some(url.to_string())
     }
 
-    /// Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) and returns
-    /// its `sub` and `sid`. Every failure is a 400.
-    pub async fn verify_logout_token(
-        &self,
-        jwt: &str,
-        now: i64,
-    ) -> Result<(Option<String>, Option<String>), FlowError> {
-        let bad = |why: &str| {
-            tracing::info!(idp = %self.config.name, reason = why, "logout token rejected");
-            FlowError::bad_request("invalid_logout_token", "the logout token is invalid")
-        };
-        let discovered = self.discovered().await?;
+    /// Verifies a compact JWS from this IdP: an allowed algorithm (never `none`), no `crit`,
+    /// and a signature by one of its keys (the JWKS refetched once for an unknown `kid`).
+    /// Returns the claims; the caller checks them. The error is a reason for logs only.
+    pub async fn verify_jws(&self, jwt: &str) -> Result<JsonValue, &'static str> {
+        let discovered = self.discovered().await.map_err(|_| "IdP unavailable")?;
         let parts: Vec<&str> = jwt.split('.').collect();
         if parts.len() != 3 {
-            return Err(bad("not a signed JWT"));
+            return Err("not a signed JWT");
         }
         use base64::Engine;
         let decode = |part: &str| {
@@ -1371,24 +1364,24 @@ impl Idp {
         };
         let header: JsonValue = decode(parts[0])
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| bad("header"))?;
+            .ok_or("header")?;
         let claims: JsonValue = decode(parts[1])
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| bad("claims"))?;
-        let signature = decode(parts[2]).ok_or_else(|| bad("signature encoding"))?;
+            .ok_or("claims")?;
+        let signature = decode(parts[2]).ok_or("signature encoding")?;
         let alg_name = header
             .get("alg")
             .and_then(JsonValue::as_str)
             .unwrap_or("none");
         if alg_name == "none" || !self.config.id_token_algs.iter().any(|alg| alg == alg_name) {
-            return Err(bad("algorithm not allowed"));
+            return Err("algorithm not allowed");
         }
         if header.get("crit").is_some() {
-            return Err(bad("crit header"));
+            return Err("crit header");
         }
         let alg: CoreJwsSigningAlgorithm =
             serde_json::from_value(JsonValue::String(alg_name.to_string()))
-                .map_err(|_| bad("algorithm"))?;
+                .map_err(|_| "algorithm")?;
         let message = format!("{}.{}", parts[0], parts[1]);
         let kid = header.get("kid").and_then(JsonValue::as_str);
         let verify_with = |jwks: &CoreJsonWebKeySet| -> Result<(), SignatureVerificationError> {
@@ -1426,7 +1419,65 @@ impl Idp {
                 checked = verify_with(&jwks);
             }
         }
-        checked.map_err(|_| bad("signature"))?;
+        checked.map_err(|_| "signature")?;
+        Ok(claims)
+    }
+
+    /// Verifies an IdP-issued JWT access token presented as a bearer token: signature,
+    /// `iss`, an `aud` among `accepted_audiences`, `exp` (required), `nbf`, and a valid `sub`.
+    /// Returns the subject. Only IdPs with `accepted_audiences` accept any.
+    pub async fn verify_access_token(&self, jwt: &str, now: i64) -> Result<String, &'static str> {
+        if self.config.accepted_audiences.is_empty() {
+            return Err("this IdP's access tokens are not accepted");
+        }
+        let claims = self.verify_jws(jwt).await?;
+        let string = |name: &str| claims.get(name).and_then(JsonValue::as_str);
+        if !string("iss").is_some_and(|iss| self.issuer_matches(iss)) {
+            return Err("iss");
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(JsonValue::String(aud)) => vec![aud.as_str()],
+            Some(JsonValue::Array(auds)) => auds.iter().filter_map(JsonValue::as_str).collect(),
+            _ => Vec::new(),
+        };
+        if !audiences
+            .iter()
+            .any(|aud| self.config.accepted_audiences.iter().any(|ok| ok == aud))
+        {
+            return Err("aud");
+        }
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        match claims.get("exp").and_then(JsonValue::as_i64) {
+            Some(exp) if exp > now - skew => {}
+            _ => return Err("exp"),
+        }
+        if claims
+            .get("nbf")
+            .and_then(JsonValue::as_i64)
+            .is_some_and(|nbf| nbf > now + skew)
+        {
+            return Err("nbf");
+        }
+        match string("sub") {
+            Some(sub) if valid_subject(sub) => Ok(sub.to_string()),
+            _ => Err("sub"),
+        }
+    }
+
+    /// Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) and returns
+    /// its `sub` and `sid`. Every failure is a 400.
+    pub async fn verify_logout_token(
+        &self,
+        jwt: &str,
+        now: i64,
+    ) -> Result<(Option<String>, Option<String>), FlowError> {
+        let bad = |why: &str| {
+            tracing::info!(idp = %self.config.name, reason = why, "logout token rejected");
+            FlowError::bad_request("invalid_logout_token", "the logout token is invalid")
+        };
+        // Unreachable keys are the IdP's failure, not a bad token.
+        self.discovered().await?;
+        let claims = self.verify_jws(jwt).await.map_err(bad)?;
         let string = |name: &str| {
             claims
                 .get(name)

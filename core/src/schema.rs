@@ -130,6 +130,10 @@ macro_rules! idp_kind {
             /// Ask the person to confirm before a first login creates an account.
             #[schemars(extend("default" = false))]
             pub require_create_confirmation: Option<bool>,
+            /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens
+            /// (Galaxy's `accepted_audiences`); none: its access tokens are not accepted.
+            #[schemars(extend("default" = []))]
+            pub accepted_audiences: Option<Vec<String>>,
             /// Extra authorize parameters (not those authnz sets itself).
             #[schemars(extend("default" = {}))]
             pub authorize_params: Option<BTreeMap<String, String>>,
@@ -345,6 +349,7 @@ username_claim = "email"
 link_existing = "verified_email"
 trusted_email_domains = ["example.org"]
 require_create_confirmation = true
+accepted_audiences = ["galaxy-api"]
 [idps.corp.authorize_params]
 access_type = "offline"
 

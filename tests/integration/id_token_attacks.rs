@@ -1082,3 +1082,93 @@ async fn back_channel_logout_tokens_are_verified() {
     assert_eq!(post(key_a().sign(json!({}), &good())).await, 200);
     assert_eq!(browser.me(&rig.server.url).await.0, 401);
 }
+
+#[tokio::test]
+async fn idp_access_tokens_are_bearer_tokens_only_where_accepted() {
+    let idp = HostileIdp::start().await;
+    idp.answer_userinfo(json!({"sub": "alice-sub"}));
+    let toml = format!(
+        "{}accepted_audiences = [\"galaxy-api\"]\n",
+        idp.idp_toml("evil")
+    );
+    let server = Reserved::new().start(&toml).await;
+    let rig = Rig { server, idp };
+    let browser = login_with_refresh(&rig).await;
+    let (_, me) = browser.me(&rig.server.url).await;
+    let now = chrono_now();
+    let good = json!({"iss": rig.idp.issuer, "aud": "galaxy-api", "sub": "alice-sub", "iat": now, "exp": now + 300});
+    let status_with = |token: String| {
+        let url = format!("{}/api/users/me", rig.server.url);
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = status_with(key_a().sign(json!({}), &good)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], me["id"]);
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut claims = good.clone();
+        edit(&mut claims);
+        claims
+    };
+    let refused: Vec<(&str, String)> = vec![
+        (
+            "wrong aud",
+            key_a().sign(json!({}), &edited(&|c| c["aud"] = json!("other-api"))),
+        ),
+        (
+            "expired",
+            key_a().sign(json!({}), &edited(&|c| c["exp"] = json!(now - 120))),
+        ),
+        (
+            "no exp",
+            key_a().sign(
+                json!({}),
+                &edited(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
+            ),
+        ),
+        (
+            "not yet valid",
+            key_a().sign(json!({}), &edited(&|c| c["nbf"] = json!(now + 600))),
+        ),
+        (
+            "unknown subject",
+            key_a().sign(json!({}), &edited(&|c| c["sub"] = json!("bob-sub"))),
+        ),
+        (
+            "other issuer",
+            key_a().sign(
+                json!({}),
+                &edited(&|c| c["iss"] = json!("https://attacker.example")),
+            ),
+        ),
+        ("alg none", jwt::unsigned(&good)),
+        (
+            "attacker's key",
+            key_b().sign(json!({"kid": "key-a"}), &good),
+        ),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (case, token) in refused {
+        assert_eq!(status_with(token).await.0, 401, "{case}");
+    }
+    // An IdP without accepted_audiences accepts none of its tokens.
+    let plain = Reserved::new().start(&rig.idp.idp_toml("evil")).await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/users/me", plain.url))
+        .bearer_auth(key_a().sign(json!({}), &good))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
