@@ -1172,3 +1172,54 @@ async fn idp_access_tokens_are_bearer_tokens_only_where_accepted() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test]
+async fn userinfo_and_jwks_redirects_and_floods_are_not_followed() {
+    // B15/B16 for the other endpoints: a redirect from userinfo or the JWKS is not followed and
+    // fails that login with 502; an oversized JWKS is cut off.
+    let rig = Rig::new().await;
+    let target = format!("{}/stolen", rig.idp.issuer);
+    rig.expect_rejected("userinfo 302", 502, |idp, nonce| {
+        idp.answer_token(
+            Some(key_a().sign(json!({}), &idp.claims(nonce, ACCESS_TOKEN))),
+            ACCESS_TOKEN,
+        );
+        idp.with(|s| s.userinfo = Reply::Redirect(target.clone()));
+    })
+    .await;
+    assert!(
+        !rig.idp.called("/stolen"),
+        "the userinfo redirect was followed"
+    );
+
+    // A key rotation whose refetched JWKS redirects, or is huge: the unknown key stays unknown.
+    rig.idp.with(|s| {
+        s.jwks = Reply::Redirect(format!(
+            "{}/stolen",
+            s.discovery["issuer"].as_str().unwrap()
+        ))
+    });
+    rig.expect_token_rejected("jwks 302 on refetch", |rig, nonce| {
+        key_b().sign(json!({}), &rig.idp.claims(nonce, ACCESS_TOKEN))
+    })
+    .await;
+    assert!(!rig.idp.called("/stolen"), "the JWKS redirect was followed");
+
+    let fresh = HostileIdp::start().await;
+    fresh.with(|s| {
+        s.jwks = Reply::Raw {
+            status: 200,
+            content_type: "application/json".into(),
+            body: vec![b' '; 2 * 1024 * 1024],
+        }
+    });
+    let server = Reserved::new().start(&fresh.idp_toml("huge")).await;
+    let response = Browser::new()
+        .get(&format!("{}/authnz/huge/login", server.url))
+        .await;
+    assert_eq!(
+        response.status(),
+        502,
+        "a JWKS over the body limit makes discovery fail"
+    );
+}
