@@ -653,6 +653,7 @@ impl AccountApi {
             .store
             .complete_login(&login)
             .map_err(|err| accounts::login_error(err, &idp))?;
+        app.store.sync().await?;
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
         Ok(SignupDone::Created(
             app.server.url(&record.next),
@@ -1023,6 +1024,7 @@ impl AccountApi {
             }
         }
         let deleted = app.store.delete_user(&caller.user.id)?;
+        app.store.sync().await?;
         tracing::info!(user = %caller.user.id, "account deleted");
         Ok(DeleteResponse::Ok(
             Json(Deleted {

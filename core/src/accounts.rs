@@ -89,11 +89,11 @@ pub struct LoginContext<'a> {
 
 /// Maps and stores a verified login and starts its session, in one transaction; or parks it
 /// for confirmation.
-pub fn finish_login(
+pub async fn finish_login(
     app: &App,
     idp: &Idp,
     verified: VerifiedLogin,
-    cx: LoginContext,
+    cx: LoginContext<'_>,
 ) -> Result<Finished, FlowError> {
     let mut mapped =
         idp.config
@@ -167,6 +167,8 @@ pub fn finish_login(
             if let Some(old) = cx.old_session {
                 app.store.delete_session(old)?;
             }
+            // Durable before the person is told they are logged in.
+            app.store.sync().await?;
             Ok(Finished::LoggedIn(outcome, session_cookie))
         }
         Err(StoreError::NeedsConfirmation) => {

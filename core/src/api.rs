@@ -650,7 +650,8 @@ async fn callback_flow(
             browser_hash: pending.browser_hash.clone(),
             now,
         },
-    )?;
+    )
+    .await?;
     match finished {
         accounts::Finished::LoggedIn(outcome, session_cookie) => {
             tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");

@@ -313,6 +313,10 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a pending sign-up without consuming it.
     fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
 
+    /// Makes every write so far durable: called before answering a client about a write it
+    /// must not lose (a completed login, a deletion).
+    fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>>;
+
     /// Every record, by collection name: for tests that assert nothing changed, and backups.
     fn dump(&self) -> StoreResult<Dump>;
 }
