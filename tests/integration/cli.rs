@@ -9,6 +9,22 @@ fn authnz() -> Command {
     Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
 }
 
+/// Writes `text` as an idps.toml in a fresh directory and runs `authnz <command> --config` on it.
+fn run_on(
+    command: &str,
+    text: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = authnz()
+        .args([command, "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (dir, path, output)
+}
+
 #[test]
 fn check_accepts_the_default_config() {
     let output = authnz()
@@ -36,18 +52,7 @@ fn check_accepts_the_default_config() {
 
 #[test]
 fn check_reports_every_problem_and_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idps.toml");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = \"127.0.0.1:8080\"\ndatabase = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"s\"\ncolour = \"blue\"\n",
-    )
-    .unwrap();
-    let output = authnz()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path, output) = run_on("check", "[server]\nlisten = \"127.0.0.1:8080\"\ndatabase = \"${AUTHNZ_TEST_UNSET_VARIABLE}\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"http://sso.example.org\"\nclient_id = \"x\"\nclient_secret = \"s\"\ncolour = \"blue\"\n");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let file = path.display().to_string();
@@ -63,14 +68,7 @@ fn check_reports_every_problem_and_fails() {
 
 #[test]
 fn check_names_a_syntax_error_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idps.toml");
-    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\n").unwrap();
-    let output = authnz()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path, output) = run_on("check", "[server]\nlisten = \"127.0.0.1:8080\n");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -81,18 +79,10 @@ fn check_names_a_syntax_error_position() {
 
 #[test]
 fn serve_refuses_a_broken_config_without_starting() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idps.toml");
-    std::fs::write(
-        &path,
+    let (dir, _path, output) = run_on(
+        "serve",
         "[server]\npublic_url = \"https://login.example.org\"\n[idps.dev]\nkind = \"dev\"\n",
-    )
-    .unwrap();
-    let output = authnz()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
