@@ -431,12 +431,9 @@ pub async fn start_login(
     let generation = app.current();
     let client = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
     if generation.idp(idp_name).is_some()
-        && !app.limiter.allow(
-            client,
-            app.clock.now(),
-            app.server.max_logins_per_client,
-            app.server.max_pending_logins,
-        )
+        && !app
+            .limiter
+            .allow(client, app.clock.now(), app.server.max_logins_per_client)
     {
         return Err(FlowError::new(
             Status::TooMany,

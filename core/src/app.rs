@@ -95,9 +95,9 @@ impl Generation {
     }
 }
 
-/// Counts logins started per client address and in all, in windows of a login's lifetime:
-/// since pending logins older than that are swept, this bounds the database (SECURITY:
-/// a flood of `/login` cannot grow it without bound).
+/// Counts logins started per client address, in windows of a login's lifetime (SECURITY: one
+/// client's flood of `/login` is answered 429; the pending-login table's capacity bounds the
+/// total).
 #[derive(Default)]
 pub struct LoginLimiter {
     window: std::sync::Mutex<LimiterWindow>,
@@ -106,19 +106,17 @@ pub struct LoginLimiter {
 #[derive(Default)]
 struct LimiterWindow {
     started_at: i64,
-    total: u64,
     per_client: HashMap<std::net::IpAddr, u64>,
 }
 
 impl LoginLimiter {
-    /// Counts one login from `client`; `false` when a cap is reached (answer 429).
-    pub fn allow(
-        &self,
-        client: Option<std::net::IpAddr>,
-        now: i64,
-        per_client: u64,
-        total: u64,
-    ) -> bool {
+    /// Counts one login from `client`; `false` when its cap for this ten-minute window is
+    /// reached (answer 429). The total is bounded elsewhere: the pending-login table drops its
+    /// oldest entry when full, so a flood cannot lock everyone out.
+    pub fn allow(&self, client: Option<std::net::IpAddr>, now: i64, per_client: u64) -> bool {
+        let Some(client) = client else {
+            return true;
+        };
         let mut window = self
             .window
             .lock()
@@ -129,17 +127,11 @@ impl LoginLimiter {
                 ..LimiterWindow::default()
             };
         }
-        if window.total >= total {
+        let count = window.per_client.entry(client).or_insert(0);
+        if *count >= per_client {
             return false;
         }
-        if let Some(client) = client {
-            let count = window.per_client.entry(client).or_insert(0);
-            if *count >= per_client {
-                return false;
-            }
-            *count += 1;
-        }
-        window.total += 1;
+        *count += 1;
         true
     }
 }
@@ -220,8 +212,9 @@ impl App {
                 ))
             })?;
         }
-        let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&server.database, server.cache_mb << 20)?);
+        let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
+        sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
+        let store: Arc<dyn Store> = Arc::new(sled);
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
         let clock = Clock::default();

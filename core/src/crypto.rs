@@ -17,10 +17,12 @@ use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// `n` random bytes from the OS, base64url without padding.
+/// `n` random bytes from a CSPRNG, base64url without padding.
 pub fn random_token(n: usize) -> String {
+    // `thread_rng` is a CSPRNG (ChaCha) seeded and periodically reseeded from the OS: as
+    // unpredictable as `OsRng`, without a system call per token.
     let mut bytes = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 

@@ -223,6 +223,9 @@ pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// The discovered state of an IdP.
 pub struct Discovered {
     pub metadata: Metadata,
+    /// The authorization endpoint with the parameters every login shares (response type,
+    /// client, redirect URI, scope) already encoded: each login appends only its own.
+    authorize_base: String,
     /// Unix seconds of the discovery.
     pub discovered_at: i64,
     jwks: RwLock<(u64, Arc<CoreJsonWebKeySet>)>,
@@ -419,7 +422,15 @@ impl Idp {
                 .await
                 .map_err(|err| format!("JWKS: {}", discovery_error(&err)))?
         };
+        let mut base = metadata.authorization_endpoint().url().clone();
+        base.set_fragment(None);
+        base.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", &self.config.scopes.join(" "));
         Ok(Discovered {
+            authorize_base: base.into(),
             metadata,
             discovered_at: chrono::Utc::now().timestamp(),
             jwks: RwLock::new((0, Arc::new(jwks))),
@@ -578,49 +589,51 @@ impl Idp {
         let state = random_token(32);
         let nonce = random_token(32);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut url = discovered.metadata.authorization_endpoint().url().clone();
+        // state, nonce and the challenge are base64url: nothing in them needs encoding.
+        let mut url = String::with_capacity(discovered.authorize_base.len() + 256);
+        url.push_str(&discovered.authorize_base);
+        url.push_str("&state=");
+        url.push_str(&state);
+        if self.info.oauth2.is_none() {
+            url.push_str("&nonce=");
+            url.push_str(&nonce);
+        }
+        if self.config.pkce {
+            url.push_str("&code_challenge=");
+            url.push_str(challenge.as_str());
+            url.push_str("&code_challenge_method=S256");
+        }
+        let mut extra = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(prompt) = &self.config.prompt {
+            extra.append_pair("prompt", prompt);
+        }
+        let ctx = LoginContext {
+            idp: self.config.name.clone(),
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for (name, value) in self
+            .config
+            .authorize_params
+            .iter()
+            .cloned()
+            .chain(self.config.provider.authorize_params(&ctx))
         {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &self.config.client_id)
-                .append_pair("redirect_uri", &self.redirect_uri)
-                .append_pair("scope", &self.config.scopes.join(" "))
-                .append_pair("state", &state);
-            if self.info.oauth2.is_none() {
-                query.append_pair("nonce", &nonce);
-            }
-            if self.config.pkce {
-                query
-                    .append_pair("code_challenge", challenge.as_str())
-                    .append_pair("code_challenge_method", "S256");
-            }
-            if let Some(prompt) = &self.config.prompt {
-                query.append_pair("prompt", prompt);
-            }
-            let ctx = LoginContext {
-                idp: self.config.name.clone(),
-            };
-            let mut seen: Vec<String> = Vec::new();
-            for (name, value) in self
-                .config
-                .authorize_params
-                .iter()
-                .cloned()
-                .chain(self.config.provider.authorize_params(&ctx))
+            if RESERVED_AUTHORIZE_PARAMS.contains(&name.as_str())
+                || (name == "prompt" && self.config.prompt.is_some())
+                || seen.contains(&name)
             {
-                if RESERVED_AUTHORIZE_PARAMS.contains(&name.as_str())
-                    || (name == "prompt" && self.config.prompt.is_some())
-                    || seen.contains(&name)
-                {
-                    continue;
-                }
-                query.append_pair(&name, &value);
-                seen.push(name);
+                continue;
             }
+            extra.append_pair(&name, &value);
+            seen.push(name);
+        }
+        let extra = extra.finish();
+        if !extra.is_empty() {
+            url.push('&');
+            url.push_str(&extra);
         }
         Ok(AuthorizeRequest {
-            url: url.to_string(),
+            url,
             state,
             pending: PendingLogin {
                 idp: self.config.name.clone(),

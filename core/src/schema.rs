@@ -52,7 +52,8 @@ pub struct ServerSection {
     /// At most this many logins started by one client address per ten minutes (then 429).
     #[schemars(range(min = 1), extend("default" = 300))]
     pub max_logins_per_client: Option<u64>,
-    /// At most this many logins started in all per ten minutes (then 429).
+    /// At most this many sign-ins in progress are kept (in memory); when full, the oldest is
+    /// dropped and that person starts again.
     #[schemars(range(min = 1), extend("default" = 100000))]
     pub max_pending_logins: Option<u64>,
     /// sled's page cache, in MiB.

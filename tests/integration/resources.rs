@@ -1,5 +1,6 @@
-//! Bounded resources: a flood of `/login` answers 429 past a per-client and a global cap, the
-//! pending logins it made expire and are swept, and expired sessions are swept.
+//! Bounded resources: a flood of `/login` answers 429 past a per-client cap, the pending-login
+//! table keeps at most `max_pending_logins` (dropping the oldest), pending logins expire and are
+//! swept, and expired sessions are swept.
 
 use authnz_tests::{Browser, Reserved};
 
@@ -8,6 +9,22 @@ fn client_from(address: [u8; 4]) -> reqwest::Client {
         .local_address(std::net::IpAddr::from(address))
         .build()
         .unwrap()
+}
+
+/// Starts a login; its status and (when 200) the state in its authorize URL.
+async fn start(client: &reqwest::Client, url: &str) -> (u16, Option<String>) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    let body: serde_json::Value = response.json().await.unwrap();
+    let authorize = url::Url::parse(body["redirect_uri"].as_str().unwrap()).unwrap();
+    let state = authorize
+        .query_pairs()
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned());
+    (status, state)
 }
 
 #[tokio::test]
@@ -20,44 +37,50 @@ async fn a_login_flood_is_capped_and_swept() {
         .await;
     let login = format!("{}/authnz/dev/login", server.url);
     let (first, second) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
-    let status = |client: reqwest::Client, url: String| async move {
-        client.get(url).send().await.unwrap().status().as_u16()
-    };
+    let mut states = Vec::new();
     for _ in 0..5 {
-        assert_eq!(status(first.clone(), login.clone()).await, 200);
+        let (status, state) = start(&first, &login).await;
+        assert_eq!(status, 200);
+        states.push(state.unwrap());
     }
     let refused = first.get(&login).send().await.unwrap();
     assert_eq!(refused.status(), 429, "per-client cap");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "too_many_logins");
-    for _ in 0..3 {
+    for _ in 0..5 {
+        let (status, state) = start(&second, &login).await;
         assert_eq!(
-            status(second.clone(), login.clone()).await,
-            200,
-            "another client still gets in"
+            status, 200,
+            "another client still gets in, past the table's size"
         );
+        states.push(state.unwrap());
     }
-    assert_eq!(
-        status(second.clone(), login.clone()).await,
-        429,
-        "global cap"
-    );
     assert_eq!(
         server.count("pending_logins"),
         8,
-        "refused logins store nothing"
+        "the table holds max_pending_logins; refused logins store nothing"
     );
+    let store = &server.app.store;
+    for (i, state) in states.iter().enumerate().take(2) {
+        assert!(
+            store.take_pending_login(state).unwrap().is_none(),
+            "login {i}, the oldest, was dropped"
+        );
+    }
+    assert!(
+        store.take_pending_login(&states[9]).unwrap().is_some(),
+        "the newest is kept"
+    );
+    assert_eq!(server.count("pending_logins"), 7);
 
     // Ten minutes on: the old pending logins are swept and logins work again.
     server.app.clock.advance(601);
-    let swept = server
-        .app
-        .store
+    let swept = store
         .sweep_pending_logins(server.app.clock.now() - 600)
         .unwrap();
-    assert_eq!(swept, 8);
+    assert_eq!(swept, 7);
     assert_eq!(server.count("pending_logins"), 0);
-    assert_eq!(status(first.clone(), login.clone()).await, 200);
+    assert_eq!(start(&first, &login).await.0, 200);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod conformance;
+pub mod pending;
 pub mod sled_store;
 
 pub use sled_store::SledStore;

@@ -8,16 +8,52 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Db, Transactional, Tree};
 
+use super::pending::PendingTable;
 use super::{
     decode, encode, identity_key, normalize_email, username_candidates, ApiKey, CompletedLogin,
     Dump, EmailMatch, EmailOwner, Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session,
     Store, StoreError, StoreResult, User,
 };
 
+/// Group commit: callers that ask for durability while a flush is running share the next one,
+/// so 32 concurrent logins cost a few fsyncs, not 32 in a row.
+#[derive(Default)]
+struct GroupCommit {
+    /// Callers that asked, numbered from 1 (each after its writes were applied).
+    requested: std::sync::atomic::AtomicU64,
+    /// Every caller numbered up to this is durable.
+    durable: std::sync::atomic::AtomicU64,
+    /// One flush at a time; fair, so waiters are served in order.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    async fn sync(&self, db: Db) -> StoreResult<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ticket = self.requested.fetch_add(1, SeqCst) + 1;
+        let _turn = self.turn.lock().await;
+        if self.durable.load(SeqCst) >= ticket {
+            return Ok(()); // a flush that started after our writes has finished
+        }
+        // Everyone numbered up to here applied their writes before taking a number, so this
+        // flush covers them all. It runs on the blocking pool: no runtime thread waits on the
+        // disk (sled's `flush_async` hung under 32 concurrent callbacks).
+        let covered = self.requested.load(SeqCst);
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|err| StoreError::Backend(err.to_string()))?
+            .map_err(backend)?;
+        self.durable.fetch_max(covered, SeqCst);
+        Ok(())
+    }
+}
+
 /// The sled database of authnz.
 pub struct SledStore {
     db: Db,
-    pending: Tree,
+    commit: std::sync::Arc<GroupCommit>,
+    /// Sign-ins in progress live in memory (see [`PendingTable`]), not in sled.
+    pending: PendingTable,
     users: Tree,
     usernames: Tree,
     emails: Tree,
@@ -102,8 +138,11 @@ impl SledStore {
             .open()
             .map_err(|err| StoreError::Backend(format!("cannot open {}: {err}", dir.display())))?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
+        // Databases from before pending logins moved to memory: free their old tree.
+        db.drop_tree("pending_logins").map_err(backend)?;
         Ok(Self {
-            pending: tree("pending_logins")?,
+            pending: PendingTable::default(),
+            commit: std::sync::Arc::default(),
             users: tree("users")?,
             usernames: tree("usernames")?,
             emails: tree("emails")?,
@@ -120,14 +159,19 @@ impl SledStore {
         })
     }
 
+    /// How many sign-ins in progress are kept before the oldest is dropped
+    /// (`max_pending_logins`).
+    pub fn set_pending_capacity(&self, capacity: usize) {
+        self.pending.set_capacity(capacity);
+    }
+
     /// Flushes to disk.
     pub fn flush(&self) -> StoreResult<()> {
         self.db.flush().map(|_| ()).map_err(backend)
     }
 
-    fn trees(&self) -> [(&'static str, &Tree); 13] {
+    fn trees(&self) -> [(&'static str, &Tree); 12] {
         [
-            ("pending_logins", &self.pending),
             ("users", &self.users),
             ("usernames", &self.usernames),
             ("emails", &self.emails),
@@ -169,33 +213,22 @@ impl SledStore {
 
 impl Store for SledStore {
     fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()> {
-        self.pending
-            .insert(state.as_bytes(), encode(login)?)
-            .map(|_| ())
-            .map_err(backend)
+        if self.pending.put(state, login) {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(
+                "a pending login field holds NUL".into(),
+            ))
+        }
     }
 
     fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>> {
-        // `remove` returns the old value atomically: of two racing callbacks, one gets it.
-        match self.pending.remove(state.as_bytes()).map_err(backend)? {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        // Removed under the table's lock: of two racing callbacks, one gets it.
+        Ok(self.pending.take(state))
     }
 
     fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize> {
-        let mut removed = 0;
-        for entry in self.pending.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let expired = match decode::<PendingLogin>(&value) {
-                Ok(login) => login.created_at < created_before,
-                Err(_) => true,
-            };
-            if expired && self.pending.remove(&key).map_err(backend)?.is_some() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        Ok(self.pending.sweep(created_before))
     }
 
     fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
@@ -689,20 +722,18 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>> {
-        // A blocking flush on the blocking pool: no runtime thread waits on the disk. (sled's
-        // `flush_async` hung under 32 concurrent callbacks in the benchmark.)
         let db = self.db.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || db.flush())
-                .await
-                .map_err(|err| StoreError::Backend(err.to_string()))?
-                .map(|_| ())
-                .map_err(backend)
-        })
+        let commit = self.commit.clone();
+        Box::pin(async move { commit.sync(db).await })
     }
 
     fn dump(&self) -> StoreResult<Dump> {
         let mut out = Dump::new();
+        let mut pending = std::collections::BTreeMap::new();
+        for (key, login) in self.pending.snapshot() {
+            pending.insert(key, encode(&login)?);
+        }
+        out.insert("pending_logins".to_string(), pending);
         for (name, tree) in self.trees() {
             let mut records = std::collections::BTreeMap::new();
             for entry in tree.iter() {
