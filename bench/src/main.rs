@@ -4,7 +4,10 @@
 //! - `authnz-bench idp PORT DELAY_MS`: a stateless stub OpenID Provider with ES256 ID tokens.
 //!   Every path prefix `/<anything>` is its own issuer (so 50 IdPs can be configured against one
 //!   process); discovery answers after `DELAY_MS`. `authorize` redirects at once with a code that
-//!   carries the nonce, so the token endpoint needs no state.
+//!   carries the nonce, so the token endpoint needs no state. `GET /<tenant>/stats` answers how
+//!   often that tenant's JWKS was fetched.
+//! - `authnz-bench seed DIR N`: a sled database in `DIR` holding N users, each with an identity
+//!   at `stub`, sealed tokens and a session, written through authnz's own store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -23,6 +26,8 @@ struct Stub {
     base: String,
     key: p256::ecdsa::SigningKey,
     delay: Duration,
+    /// JWKS fetches by tenant.
+    jwks_fetches: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -101,7 +106,14 @@ async fn discovery(Path(tenant): Path<String>, Data(stub): Data<&Arc<Stub>>) -> 
 }
 
 #[handler]
-fn jwks(Data(stub): Data<&Arc<Stub>>) -> Response {
+fn stats(Path(tenant): Path<String>, Data(stub): Data<&Arc<Stub>>) -> Response {
+    let fetches = stub.jwks_fetches.lock().unwrap().get(&tenant).copied();
+    json_response(json!({"jwks_fetches": fetches.unwrap_or(0)}))
+}
+
+#[handler]
+fn jwks(Path(tenant): Path<String>, Data(stub): Data<&Arc<Stub>>) -> Response {
+    *stub.jwks_fetches.lock().unwrap().entry(tenant).or_default() += 1;
     let point = stub.key.verifying_key().to_sec1_point(false);
     json_response(json!({"keys": [{
         "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "stub",
@@ -203,9 +215,61 @@ fn hello() -> &'static str {
     "hello"
 }
 
+/// Writes `count` users through authnz's store, on two threads, and flushes.
+fn seed(dir: &std::path::Path, count: u64) {
+    use authnz::store::sled_store::SledStore;
+    use authnz::store::{CompletedLogin, EmailMatch, Store};
+    let store = SledStore::open(dir, 16 << 20).unwrap();
+    let now = now();
+    let threads = 2;
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            let store = &store;
+            scope.spawn(move || {
+                for i in (thread..count).step_by(threads as usize) {
+                    let subject = format!("seed-{i:07}");
+                    let login = CompletedLogin {
+                        idp: "stub".into(),
+                        email: Some(format!("{subject}@bench.test")),
+                        email_verified: false,
+                        display_name: Some(format!("Seeded user {i}")),
+                        username: subject.clone(),
+                        // About what two sealed tokens take: the plaintext is never read.
+                        sealed_tokens: vec![7u8; 320],
+                        session_hash: format!("{:064x}", i),
+                        new_user_id: format!("{:032x}", u128::from(i) << 64 | 0x5eed),
+                        now,
+                        session_expires_at: now + 86_400,
+                        sid: None,
+                        csrf: format!("{:043x}", i),
+                        email_authoritative: false,
+                        on_email_match: EmailMatch::Refuse,
+                        link_to: None,
+                        require_existing: false,
+                        subject,
+                    };
+                    store.complete_login(&login).unwrap();
+                    if i % 100_000 == 0 {
+                        eprintln!("seed: {i} users");
+                    }
+                }
+            });
+        }
+    });
+    store.flush().unwrap();
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("seed") {
+        let count = args
+            .get(3)
+            .and_then(|n| n.parse().ok())
+            .expect("usage: authnz-bench seed DIR N");
+        seed(std::path::Path::new(&args[2]), count);
+        return;
+    }
     let port: u16 = args
         .get(2)
         .and_then(|p| p.parse().ok())
@@ -223,6 +287,7 @@ async fn main() {
                 base: format!("http://127.0.0.1:{port}"),
                 key: p256::ecdsa::SigningKey::from_slice(&[42u8; 32]).unwrap(),
                 delay,
+                jwks_fetches: Default::default(),
             });
             let app = Route::new()
                 .at("/:tenant/.well-known/openid-configuration", get(discovery))
@@ -230,6 +295,7 @@ async fn main() {
                 .at("/:tenant/authorize", get(authorize))
                 .at("/:tenant/token", poem::post(token))
                 .at("/:tenant/userinfo", get(userinfo))
+                .at("/:tenant/stats", get(stats))
                 .data(stub);
             Server::new(listener).run(app).await.unwrap()
         }

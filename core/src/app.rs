@@ -634,13 +634,19 @@ pub async fn serve(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                let cutoff = app.clock.now() - crate::config::LOGIN_TTL.as_secs() as i64;
-                if let Err(err) = app.store.sweep_pending_logins(cutoff) {
-                    tracing::warn!(error = %err, "sweeping expired logins failed");
-                }
-                if let Err(err) = app.store.sweep_expired(app.clock.now()) {
-                    tracing::warn!(error = %err, "sweeping expired sessions failed");
-                }
+                // A sweep reads every session: on the blocking pool, so that requests keep
+                // their runtime threads.
+                let app = Arc::clone(&app);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let cutoff = app.clock.now() - crate::config::LOGIN_TTL.as_secs() as i64;
+                    if let Err(err) = app.store.sweep_pending_logins(cutoff) {
+                        tracing::warn!(error = %err, "sweeping expired logins failed");
+                    }
+                    if let Err(err) = app.store.sweep_expired(app.clock.now()) {
+                        tracing::warn!(error = %err, "sweeping expired sessions failed");
+                    }
+                })
+                .await;
             }
         })
     };
