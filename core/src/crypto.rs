@@ -26,6 +26,29 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A value derived from a login's `state` with a key made at startup (HMAC-SHA-256,
+/// base64url): the nonce (`label` "nonce") and the PKCE verifier ("pkce") of a login. They are
+/// as unpredictable as random ones without the key, which never leaves the process, and the
+/// pending-login table need not store them. A restart drops pending logins, and the key with
+/// them.
+pub fn login_secret(label: &str, state: &str) -> String {
+    use hmac::digest::KeyInit;
+    use hmac::{Hmac, Mac};
+    // Keyed once (one SHA-256 block, HMAC's own key size); each use clones the keyed state.
+    static KEYED: std::sync::OnceLock<Hmac<Sha256>> = std::sync::OnceLock::new();
+    let mut mac = KEYED
+        .get_or_init(|| {
+            let mut key = [0u8; 64];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            <Hmac<Sha256> as KeyInit>::new(&key.into())
+        })
+        .clone();
+    mac.update(label.as_bytes());
+    mac.update(&[0]);
+    mac.update(state.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 /// Lowercase hex SHA-256: how cookie values are stored, so a database copy holds no usable
 /// session.
 pub fn sha256_hex(value: &str) -> String {

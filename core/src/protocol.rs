@@ -587,8 +587,11 @@ impl Idp {
     ) -> Result<AuthorizeRequest, FlowError> {
         let discovered = self.discovered().await?;
         let state = random_token(32);
-        let nonce = random_token(32);
-        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        // Derived from the state with a process key: as unpredictable as random values, and the
+        // pending-login table keeps neither (see `login_secret`).
+        let nonce = crate::crypto::login_secret("nonce", &state);
+        let verifier = PkceCodeVerifier::new(crate::crypto::login_secret("pkce", &state));
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
         // state, nonce and the challenge are base64url: nothing in them needs encoding.
         let mut url = String::with_capacity(discovered.authorize_base.len() + 256);
         url.push_str(&discovered.authorize_base);

@@ -9,13 +9,14 @@
 //! of `/login` costs bounded memory and never stops new sign-ins (the per-client cap answers
 //! 429 to the flooder itself).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
 use super::PendingLogin;
+use crate::crypto::login_secret;
 
 /// The first 16 bytes of SHA-256 of the state: fixed size, and not chosen by whoever sent it.
 type Key = [u8; 16];
@@ -55,28 +56,37 @@ struct Binding {
 }
 
 struct Entry {
-    /// Insertion order, for dropping the oldest.
-    seq: u64,
+    /// The key it is stored under.
+    key: Key,
     created_at: i64,
     generation: u64,
     binding: Arc<Binding>,
-    /// A flag, then nonce, PKCE verifier, browser hash, next and link user joined by NUL (none
-    /// contains one).
-    secrets: Box<str>,
+    /// The browser hash (SHA-256), raw, when `extra` is `None`.
+    browser: [u8; 32],
+    /// PKCE off: no verifier.
+    no_pkce: bool,
+    /// `None` for the usual login: nonce and verifier derived from the state
+    /// ([`login_secret`]), a hex browser hash, `next` = "/", no link user. Otherwise a flag,
+    /// then nonce, PKCE verifier, browser hash, next and link user joined by NUL (none contains
+    /// one).
+    extra: Option<Box<str>>,
 }
 
+/// A ring of `capacity` slots in insertion order (the next insert overwrites the oldest) and an
+/// index from key to slot. Both are sized once: no growth spikes under a flood.
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Key, Entry, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<(u64, Key)>,
+    index: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
+    slots: Vec<Option<Entry>>,
+    /// The slot the next insert takes, once `slots` is full size.
+    next: usize,
+    capacity: usize,
     bindings: Vec<Arc<Binding>>,
-    next_seq: u64,
 }
 
 /// The in-memory table of pending logins.
 pub struct PendingTable {
     inner: Mutex<Inner>,
-    capacity: std::sync::atomic::AtomicUsize,
 }
 
 /// The default `max_pending_logins`.
@@ -84,10 +94,11 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 
 impl Default for PendingTable {
     fn default() -> Self {
-        Self {
+        let table = Self {
             inner: Mutex::default(),
-            capacity: DEFAULT_CAPACITY.into(),
-        }
+        };
+        table.set_capacity(DEFAULT_CAPACITY);
+        table
     }
 }
 
@@ -98,10 +109,21 @@ impl PendingTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sets how many logins are kept before the oldest is dropped.
+    /// Sets how many logins are kept before the oldest is dropped; drops every login held
+    /// (it is set at startup).
     pub fn set_capacity(&self, capacity: usize) {
-        self.capacity
-            .store(capacity.max(1), std::sync::atomic::Ordering::Relaxed);
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        // Reserved up front, up to a limit: the index at twice the table (so deletions never
+        // make it grow), the ring exactly. Pages are only touched as they fill.
+        let reserve = capacity.min(1 << 18);
+        let mut inner = self.lock();
+        *inner = Inner {
+            index: HashMap::with_capacity_and_hasher(2 * reserve, Default::default()),
+            slots: Vec::with_capacity(reserve),
+            next: 0,
+            capacity,
+            bindings: Vec::new(),
+        };
     }
 
     /// Stores a login; `false` (and nothing stored) when a field holds a NUL.
@@ -116,54 +138,73 @@ impl PendingTable {
         if parts.iter().any(|part| part.contains('\0')) {
             return false;
         }
-        // A leading L or N tells whether a link user is present (it may be empty).
-        let flag = if login.link_user_id.is_some() {
-            "L"
-        } else {
-            "N"
-        };
-        let secrets = format!("{flag}{}", parts.join("\0"));
+        let no_pkce = login.pkce_verifier.is_empty();
+        let browser = hex32(&login.browser_hash);
+        let compact = login.next == "/"
+            && login.link_user_id.is_none()
+            && browser.is_some()
+            && login.nonce == login_secret("nonce", state)
+            && (no_pkce || login.pkce_verifier == login_secret("pkce", state));
+        let extra = (!compact).then(|| {
+            // A leading L or N tells whether a link user is present (it may be empty).
+            let flag = if login.link_user_id.is_some() {
+                "L"
+            } else {
+                "N"
+            };
+            format!("{flag}{}", parts.join("\0")).into_boxed_str()
+        });
         let key = key_of(state);
-        let capacity = self.capacity.load(std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.lock();
         let binding = inner.binding(login);
-        while inner.entries.len() >= capacity {
-            if !inner.drop_oldest() {
-                break;
-            }
-        }
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.order.push_back((seq, key));
-        inner.entries.insert(
+        let entry = Entry {
             key,
-            Entry {
-                seq,
-                created_at: login.created_at,
-                generation: login.generation,
-                binding,
-                secrets: secrets.into_boxed_str(),
-            },
-        );
-        inner.compact_order();
+            created_at: login.created_at,
+            generation: login.generation,
+            binding,
+            browser: browser.unwrap_or_default(),
+            no_pkce,
+            extra,
+        };
+        inner.remove(&key);
+        let slot = if inner.slots.len() < inner.capacity {
+            inner.slots.push(None);
+            inner.slots.len() - 1
+        } else {
+            let slot = inner.next;
+            inner.next = (slot + 1) % inner.capacity;
+            if let Some(oldest) = inner.slots[slot].take() {
+                inner.index.remove(&oldest.key);
+            }
+            slot
+        };
+        inner.slots[slot] = Some(entry);
+        inner.index.insert(key, slot as u32);
         true
     }
 
     /// Removes and returns the login: of two racing callbacks, one gets it.
     pub fn take(&self, state: &str) -> Option<PendingLogin> {
-        let entry = self.lock().entries.remove(&key_of(state))?;
-        Some(entry.login())
+        let entry = self.lock().remove(&key_of(state))?;
+        Some(entry.login(state))
     }
 
     /// Drops logins created before `created_before`; returns how many.
     pub fn sweep(&self, created_before: i64) -> usize {
         let mut inner = self.lock();
-        let before = inner.entries.len();
-        inner
-            .entries
-            .retain(|_, entry| entry.created_at >= created_before);
-        let removed = before - inner.entries.len();
-        inner.compact_order();
+        let Inner { index, slots, .. } = &mut *inner;
+        let mut removed = 0;
+        for slot in slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|entry| entry.created_at < created_before)
+            {
+                if let Some(entry) = slot.take() {
+                    index.remove(&entry.key);
+                    removed += 1;
+                }
+            }
+        }
         inner
             .bindings
             .retain(|binding| Arc::strong_count(binding) > 1);
@@ -172,7 +213,7 @@ impl PendingTable {
 
     /// How many logins are held.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().index.len()
     }
 
     /// Whether no login is held.
@@ -180,21 +221,36 @@ impl PendingTable {
         self.len() == 0
     }
 
-    /// Every login by the hex of its key, for [`super::Store::dump`].
+    /// Every login by the hex of its key, for [`super::Store::dump`] (derived secrets show as
+    /// "(derived)").
     pub fn snapshot(&self) -> Vec<(Vec<u8>, PendingLogin)> {
         let inner = self.lock();
         inner
-            .entries
+            .slots
             .iter()
-            .map(|(key, entry)| {
-                let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                (hex.into_bytes(), entry.login())
+            .flatten()
+            .map(|entry| {
+                let hex: String = entry.key.iter().map(|b| format!("{b:02x}")).collect();
+                let mut login = entry.login("");
+                if entry.extra.is_none() {
+                    // Derived from the state, which only the browser holds.
+                    login.nonce = "(derived)".into();
+                    if !entry.no_pkce {
+                        login.pkce_verifier = "(derived)".into();
+                    }
+                }
+                (hex.into_bytes(), login)
             })
             .collect()
     }
 }
 
 impl Inner {
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let slot = self.index.remove(key)? as usize;
+        self.slots.get_mut(slot)?.take()
+    }
+
     fn binding(&mut self, login: &PendingLogin) -> Arc<Binding> {
         let wanted = Binding {
             idp: login.idp.clone(),
@@ -211,51 +267,63 @@ impl Inner {
         }
         binding
     }
-
-    /// Drops the oldest login still held; `false` when none is.
-    fn drop_oldest(&mut self) -> bool {
-        while let Some((seq, key)) = self.order.pop_front() {
-            if self.entries.get(&key).is_some_and(|entry| entry.seq == seq) {
-                self.entries.remove(&key);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// `order` keeps keys of logins already taken until they reach its front; rebuild it when
-    /// those outnumber the live ones, so it stays within twice the table.
-    fn compact_order(&mut self) {
-        if self.order.len() > 2 * self.entries.len() + 1024 {
-            let entries = &self.entries;
-            self.order
-                .retain(|(seq, key)| entries.get(key).is_some_and(|entry| entry.seq == *seq));
-        }
-    }
 }
 
 impl Entry {
-    fn login(&self) -> PendingLogin {
-        let (flag, rest) = self.secrets.split_at(self.secrets.len().min(1));
-        let mut parts = rest.split('\0');
-        let mut part = || parts.next().unwrap_or_default().to_string();
-        let (nonce, pkce_verifier, browser_hash, next, link) =
-            (part(), part(), part(), part(), part());
-        let link_user_id = (flag == "L").then_some(link);
-        PendingLogin {
+    /// The login, given the state it was stored under.
+    fn login(&self, state: &str) -> PendingLogin {
+        let mut login = PendingLogin {
             idp: self.binding.idp.clone(),
             issuer: self.binding.issuer.clone(),
             client_id: self.binding.client_id.clone(),
             redirect_uri: self.binding.redirect_uri.clone(),
-            nonce,
-            pkce_verifier,
-            next,
-            browser_hash,
+            nonce: String::new(),
+            pkce_verifier: String::new(),
+            next: "/".to_string(),
+            browser_hash: self.browser.iter().map(|b| format!("{b:02x}")).collect(),
             created_at: self.created_at,
-            link_user_id,
+            link_user_id: None,
             generation: self.generation,
+        };
+        match &self.extra {
+            None => {
+                login.nonce = login_secret("nonce", state);
+                if !self.no_pkce {
+                    login.pkce_verifier = login_secret("pkce", state);
+                }
+            }
+            Some(extra) => {
+                let (flag, rest) = extra.split_at(extra.len().min(1));
+                let mut parts = rest.split('\0');
+                let mut part = || parts.next().unwrap_or_default().to_string();
+                login.nonce = part();
+                login.pkce_verifier = part();
+                login.browser_hash = part();
+                login.next = part();
+                let link = part();
+                login.link_user_id = (flag == "L").then_some(link);
+            }
         }
+        login
     }
+}
+
+/// 64 lowercase hex digits as 32 bytes.
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let digit = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -292,6 +360,45 @@ mod tests {
     }
 
     #[test]
+    fn the_usual_login_is_stored_compactly_and_comes_back_whole() {
+        let table = PendingTable::default();
+        for pkce in [true, false] {
+            let state = format!("state-{pkce}");
+            let mut usual = login(7, None);
+            usual.next = "/".into();
+            usual.nonce = login_secret("nonce", &state);
+            usual.pkce_verifier = if pkce {
+                login_secret("pkce", &state)
+            } else {
+                String::new()
+            };
+            usual.browser_hash = crate::crypto::sha256_hex("browser");
+            assert!(table.put(&state, &usual));
+            assert!(table
+                .lock()
+                .slots
+                .iter()
+                .flatten()
+                .all(|e| e.extra.is_none()));
+            assert_eq!(table.take(&state), Some(usual));
+        }
+        assert!(std::mem::size_of::<Option<Entry>>() <= 96);
+        // Another state's secrets are not this one's: stored in full, and still correct.
+        let mut odd = login(7, None);
+        odd.next = "/".into();
+        odd.nonce = login_secret("nonce", "other");
+        odd.browser_hash = crate::crypto::sha256_hex("browser");
+        assert!(table.put("mine", &odd));
+        assert!(table
+            .lock()
+            .slots
+            .iter()
+            .flatten()
+            .all(|e| e.extra.is_some()));
+        assert_eq!(table.take("mine"), Some(odd));
+    }
+
+    #[test]
     fn a_nul_is_refused() {
         let table = PendingTable::default();
         let mut bad = login(1, None);
@@ -315,9 +422,19 @@ mod tests {
             table.put(&format!("t{i}"), &login(i, None));
             table.take(&format!("t{i}"));
         }
-        let held = table.len();
-        assert!(table.lock().order.len() <= 2 * held + 1025);
-        assert_eq!(table.len(), 2, "s2 and s3 are still held");
+        assert_eq!(
+            table.lock().slots.len(),
+            3,
+            "the ring never grows past its capacity"
+        );
+        assert!(table.lock().index.capacity() < 64, "nor the index");
+        // Each of those inserts overwrote the oldest slot: s2 and s3 went long ago.
+        assert_eq!(table.len(), 0);
+        table.put("u1", &login(1, None));
+        table.put("u2", &login(2, None));
+        table.put("u1", &login(3, None));
+        assert_eq!(table.len(), 2, "a state stored twice is held once");
+        assert_eq!(table.take("u1").map(|l| l.created_at), Some(3));
         assert_eq!(table.lock().bindings.len(), 1, "one IdP, one binding");
     }
 
