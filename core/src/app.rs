@@ -631,7 +631,9 @@ pub async fn serve(
     let sweeper = {
         let app = Arc::clone(&app);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            // The first sweep a minute after startup, not during it.
+            let period = std::time::Duration::from_secs(60);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
                 // A sweep reads every session: on the blocking pool, so that requests keep

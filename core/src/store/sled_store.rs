@@ -97,6 +97,20 @@ fn key_of(parts: &[&str]) -> Vec<u8> {
     key
 }
 
+/// Sessions by expiry live in the `sessions` tree under this first byte (a session's own key is
+/// hex, so never starts with it): written in the same transactions as the sessions themselves
+/// (sled's tuple transactions stop at nine trees), read by the sweep.
+const EXPIRY: u8 = 0xff;
+
+/// `EXPIRY, expires_at (big-endian), hash`: ordered by expiry.
+fn expiry_key(expires_at: i64, hash: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + hash.len());
+    key.push(EXPIRY);
+    key.extend_from_slice(&(expires_at.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(hash.as_bytes());
+    key
+}
+
 /// `parts \0` — the prefix of every key that starts with these parts.
 fn prefix_of(parts: &[&str]) -> Vec<u8> {
     let mut prefix = key_of(parts);
@@ -140,7 +154,7 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         // Databases from before pending logins moved to memory: free their old tree.
         db.drop_tree("pending_logins").map_err(backend)?;
-        Ok(Self {
+        Self {
             pending: PendingTable::default(),
             commit: std::sync::Arc::default(),
             users: tree("users")?,
@@ -156,7 +170,31 @@ impl SledStore {
             user_api_keys: tree("user_api_keys")?,
             signups: tree("signups")?,
             db,
-        })
+        }
+        .with_expiry_index()
+    }
+
+    /// Databases from before the expiry index: index every session once.
+    fn with_expiry_index(self) -> StoreResult<Self> {
+        let indexed = self
+            .sessions
+            .scan_prefix([EXPIRY])
+            .next()
+            .transpose()
+            .map_err(backend)?
+            .is_some();
+        if !indexed {
+            for entry in self.sessions.iter() {
+                let (key, value) = entry.map_err(backend)?;
+                if let Ok(session) = decode::<Session>(&value) {
+                    let hash = String::from_utf8_lossy(&key).into_owned();
+                    self.sessions
+                        .insert(expiry_key(session.expires_at, &hash), &[][..])
+                        .map_err(backend)?;
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// How many sign-ins in progress are kept before the oldest is dropped
@@ -198,6 +236,7 @@ impl SledStore {
                         return Ok(false);
                     };
                     sessions.remove(hash.as_bytes())?;
+                    sessions.remove(expiry_key(session.expires_at, hash))?;
                     user_sessions.remove(key_of(&[&session.user_id, hash]))?;
                     identity_sessions.remove(key_of(&[&session.idp, &session.subject, hash]))?;
                     Ok(true)
@@ -232,15 +271,32 @@ impl Store for SledStore {
     }
 
     fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
+        // The expiry index, oldest first: only expired sessions are read.
         let mut expired = Vec::new();
-        for entry in self.sessions.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            let dead = decode::<Session>(&value)
-                .map(|s| s.expires_at <= now)
-                .unwrap_or(true);
-            if dead {
-                expired.push(String::from_utf8_lossy(&key).into_owned());
+        let mut orphans = Vec::new();
+        for entry in self.sessions.scan_prefix([EXPIRY]) {
+            let (key, _) = entry.map_err(backend)?;
+            let Some(expires) = key.get(1..9) else {
+                orphans.push(key);
+                continue;
+            };
+            let expires = u64::from_be_bytes(expires.try_into().unwrap_or([0xff; 8]));
+            if expires > now.max(0) as u64 {
+                break;
             }
+            let hash = String::from_utf8_lossy(&key[9..]).into_owned();
+            if self
+                .sessions
+                .contains_key(hash.as_bytes())
+                .map_err(backend)?
+            {
+                expired.push(hash);
+            } else {
+                orphans.push(key);
+            }
+        }
+        for key in orphans {
+            self.sessions.remove(key).map_err(backend)?;
         }
         self.remove_sessions(&expired)
     }
@@ -389,6 +445,10 @@ impl Store for SledStore {
                     sessions.insert(
                         login.session_hash.as_bytes(),
                         encode(&session).map_err(abort)?,
+                    )?;
+                    sessions.insert(
+                        expiry_key(login.session_expires_at, &login.session_hash),
+                        &[][..],
                     )?;
                     user_sessions.insert(key_of(&[&user.id, &login.session_hash]), &[][..])?;
                     identity_sessions.insert(
@@ -639,6 +699,7 @@ impl Store for SledStore {
                                 &session.subject,
                                 &hash,
                             ]))?;
+                            sessions.remove(expiry_key(session.expires_at, &hash))?;
                         }
                         sessions.remove(hash)?;
                     }
@@ -734,14 +795,20 @@ impl Store for SledStore {
             pending.insert(key, encode(&login)?);
         }
         out.insert("pending_logins".to_string(), pending);
+        let mut expiry = std::collections::BTreeMap::new();
         for (name, tree) in self.trees() {
             let mut records = std::collections::BTreeMap::new();
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(backend)?;
-                records.insert(key.to_vec(), value.to_vec());
+                if name == "sessions" && key.first() == Some(&EXPIRY) {
+                    expiry.insert(key.to_vec(), value.to_vec());
+                } else {
+                    records.insert(key.to_vec(), value.to_vec());
+                }
             }
             out.insert(name.to_string(), records);
         }
+        out.insert("session_expiry".to_string(), expiry);
         Ok(out)
     }
 }
@@ -784,6 +851,70 @@ mod tests {
         let identity = store.identity("idp", "sub-1")?;
         assert_eq!(identity.map(|i| i.user_id), Some("u1".to_string()));
         assert!(store.session("s1")?.is_some());
+        Ok(())
+    }
+
+    fn login_expiring(subject: &str, session: &str, expires_at: i64) -> CompletedLogin {
+        let mut login = super::super::conformance::sample_login("idp", subject, subject, session);
+        login.username = subject.into();
+        login.session_expires_at = expires_at;
+        login
+    }
+
+    #[test]
+    fn the_sweep_reads_the_expiry_index() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SledStore::open(dir.path(), 8 << 20)?;
+        store.complete_login(&login_expiring("a", "s-early", 2_000))?;
+        store.complete_login(&login_expiring("b", "s-late", 5_000))?;
+        store.complete_login(&login_expiring("c", "s-gone", 1_500))?;
+        assert!(store.delete_session("s-gone")?);
+        assert_eq!(
+            store.dump()?["session_expiry"].len(),
+            2,
+            "deleting drops its entry"
+        );
+        // An entry whose session vanished another way is cleaned up, not counted.
+        store
+            .sessions
+            .insert(expiry_key(1_000, "s-orphan"), &[][..])?;
+        assert_eq!(store.sweep_expired(3_000)?, 1);
+        assert!(store.session("s-early")?.is_none());
+        assert!(store.session("s-late")?.is_some());
+        let dump = store.dump()?;
+        assert_eq!(dump["session_expiry"].len(), 1);
+        assert_eq!(dump["sessions"].len(), 1);
+        assert!(store.delete_user("b")?);
+        assert!(
+            store.dump()?["session_expiry"].is_empty(),
+            "deleting the user drops it"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_old_database_gets_its_expiry_index() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        {
+            let store = SledStore::open(dir.path(), 8 << 20)?;
+            store.complete_login(&login_expiring("a", "s-early", 2_000))?;
+            for entry in store.sessions.scan_prefix([EXPIRY]) {
+                store.sessions.remove(entry?.0)?;
+            }
+            assert!(store.dump()?["session_expiry"].is_empty());
+            store.flush()?;
+        }
+        let mut reopened = SledStore::open(dir.path(), 8 << 20);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = SledStore::open(dir.path(), 8 << 20);
+        }
+        let store = reopened?;
+        assert_eq!(store.dump()?["session_expiry"].len(), 1);
+        assert_eq!(store.sweep_expired(3_000)?, 1);
         Ok(())
     }
 }
