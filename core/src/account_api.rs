@@ -18,8 +18,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi, SecurityScheme, Tags};
 
 use crate::accounts::{self, PendingSignup};
 use crate::api::{
-    check_same_origin, cookie, error_responses, session_of, set_cookie, start_login, ErrorBody,
-    IdentityView, LoginRedirect, Me, MeError, MeResponse, LOGIN_COOKIE, SESSION_COOKIE,
+    check_same_origin, cookie, error_responses, set_cookie, start_login, ErrorBody, IdentityView,
+    LoginRedirect, Me, MeError, MeResponse, LOGIN_COOKIE, SESSION_COOKIE,
 };
 use crate::app::{prefers_html, App};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
@@ -71,7 +71,7 @@ pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let (user_id, session) = match auth {
         Auth::Session(cookie) => {
             let hash = sha256_hex(&cookie.0.key);
-            let session = session_of(app, &cookie.0.key)?.ok_or_else(unauthorized)?;
+            let session = crate::api::session_by_hash(app, &hash)?.ok_or_else(unauthorized)?;
             (session.user_id.clone(), Some((hash, session)))
         }
         Auth::ApiKey(bearer) if bearer.0.token.starts_with(API_KEY_PREFIX) => {

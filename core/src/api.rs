@@ -711,7 +711,12 @@ pub fn session_of(
     app: &App,
     cookie_value: &str,
 ) -> Result<Option<crate::store::Session>, FlowError> {
-    let session = app.store.session(&sha256_hex(cookie_value))?;
+    session_by_hash(app, &sha256_hex(cookie_value))
+}
+
+/// [`session_of`] for a cookie already hashed.
+pub fn session_by_hash(app: &App, hash: &str) -> Result<Option<crate::store::Session>, FlowError> {
+    let session = app.store.session(hash)?;
     Ok(session.filter(|session| session.expires_at > app.clock.now()))
 }
 

@@ -230,7 +230,7 @@ impl PendingTable {
             .iter()
             .flatten()
             .map(|entry| {
-                let hex: String = entry.key.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = crate::crypto::hex(&entry.key);
                 let mut login = entry.login("");
                 if entry.extra.is_none() {
                     // Derived from the state, which only the browser holds.
@@ -280,7 +280,7 @@ impl Entry {
             nonce: String::new(),
             pkce_verifier: String::new(),
             next: "/".to_string(),
-            browser_hash: self.browser.iter().map(|b| format!("{b:02x}")).collect(),
+            browser_hash: crate::crypto::hex(&self.browser),
             created_at: self.created_at,
             link_user_id: None,
             generation: self.generation,
