@@ -547,28 +547,25 @@ async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
         }
     }
     let headers = response.headers_mut();
-    let set = |headers: &mut poem::http::HeaderMap, name: &'static str, value: &'static str| {
-        headers.insert(name, header::HeaderValue::from_static(value));
+    // Names and values built at compile time: no parsing per response.
+    let set = |headers: &mut poem::http::HeaderMap, (name, value): (HeaderName, HeaderValue)| {
+        headers.insert(name, value);
     };
-    set(headers, "x-content-type-options", "nosniff");
+    set(headers, NOSNIFF);
     // `no-referrer` wherever a URL may carry a code or state (the flow under /authnz and the
     // dev IdP); `same-origin` on the pages, so that their own form posts keep their Origin.
     if path.starts_with("/authnz") || path.starts_with(DEV_IDP_PATH) {
-        set(headers, "referrer-policy", "no-referrer");
+        set(headers, NO_REFERRER);
     } else {
-        set(headers, "referrer-policy", "same-origin");
+        set(headers, SAME_ORIGIN_REFERRER);
     }
     if !path.starts_with("/docs") {
         // Swagger UI needs its inline scripts; every other page is script-free.
-        set(
-            headers,
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
-        );
-        set(headers, "x-frame-options", "DENY");
+        set(headers, CSP);
+        set(headers, FRAME_DENY);
     }
     if path.starts_with("/authnz") || path.starts_with("/api") || path.starts_with(DEV_IDP_PATH) {
-        set(headers, "cache-control", "no-store");
+        set(headers, NO_STORE);
     }
     tracing::info!(
         %method,
@@ -578,6 +575,28 @@ async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
         "request"
     );
     Ok(response)
+}
+
+const NOSNIFF: (HeaderName, HeaderValue) = static_header("x-content-type-options", "nosniff");
+const NO_REFERRER: (HeaderName, HeaderValue) = static_header("referrer-policy", "no-referrer");
+const SAME_ORIGIN_REFERRER: (HeaderName, HeaderValue) =
+    static_header("referrer-policy", "same-origin");
+const CSP: (HeaderName, HeaderValue) = static_header(
+    "content-security-policy",
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
+);
+const FRAME_DENY: (HeaderName, HeaderValue) = static_header("x-frame-options", "DENY");
+const NO_STORE: (HeaderName, HeaderValue) = static_header("cache-control", "no-store");
+
+type HeaderName = poem::http::HeaderName;
+type HeaderValue = header::HeaderValue;
+
+/// A header from two literals, for the `const`s above: checked and built at compile time.
+const fn static_header(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static(name),
+        HeaderValue::from_static(value),
+    )
 }
 
 /// Whether the client asked for a page rather than JSON (a browser navigating).
