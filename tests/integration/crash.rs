@@ -43,6 +43,32 @@ async fn wait_ready(url: &str) {
     panic!("the server did not start");
 }
 
+/// A dev-IdP login as `username` up to the callback, not sent: the browser and the callback URL.
+async fn half_login(url: &str, username: &str) -> (Browser, String) {
+    let browser = Browser::new();
+    let body: serde_json::Value = browser
+        .client
+        .get(format!("{url}/authnz/dev/login"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parsed = url::Url::parse(body["redirect_uri"].as_str().unwrap()).unwrap();
+    let mut form: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    form.push(("username".into(), username.into()));
+    let response = browser
+        .client
+        .post(format!("{url}/dev-idp/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let callback = response.headers()["location"].to_str().unwrap().to_string();
+    (browser, callback)
+}
+
 /// One whole dev-IdP login as `username`; true when it ended with a session.
 async fn login(url: &str, username: &str) -> bool {
     let browser = Browser::new();
@@ -118,6 +144,8 @@ async fn a_killed_server_loses_no_answered_login_and_leaves_no_half_records() {
             }
         }));
     }
+    // A sign-in in progress when the server dies: pending logins live in memory only.
+    let (in_progress, callback) = half_login(&url, "mid-login").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.start_kill().unwrap(); // SIGKILL
     let _ = server.wait().await;
@@ -185,11 +213,30 @@ async fn a_killed_server_loses_no_answered_login_and_leaves_no_half_records() {
                 "a session without its user"
             );
         }
+        assert_eq!(
+            dump["session_expiry"].len(),
+            dump["sessions"].len(),
+            "every session is in the expiry index, and nothing else is"
+        );
+        for key in dump["session_expiry"].keys() {
+            assert!(
+                dump["sessions"].contains_key(&key[9..]),
+                "an expiry entry without its session"
+            );
+        }
     }
 
     // The server comes back on the same database, and a returning person is the same account.
     let mut server = spawn_server(&config).await;
     wait_ready(&url).await;
+    let refused = in_progress.client.get(&callback).send().await.unwrap();
+    assert_eq!(
+        refused.status(),
+        400,
+        "a restart drops sign-ins in progress"
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_state");
     let someone = answered.iter().next().unwrap().clone();
     assert!(login(&url, &someone).await, "{someone} logs in again");
     server.start_kill().unwrap();
