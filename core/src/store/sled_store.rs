@@ -837,6 +837,20 @@ mod tests {
         })
     }
 
+    /// Opens a database just closed: sled's background flusher may hold the directory lock a
+    /// moment after the drop.
+    fn reopen(dir: &Path) -> StoreResult<SledStore> {
+        let mut reopened = SledStore::open(dir, 8 << 20);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = SledStore::open(dir, 8 << 20);
+        }
+        reopened
+    }
+
     #[test]
     fn data_survives_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -846,16 +860,7 @@ mod tests {
             store.complete_login(&login)?;
             store.flush()?;
         }
-        // sled's background flusher may hold the directory lock a moment after the drop.
-        let mut reopened = SledStore::open(dir.path(), 8 << 20);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            reopened = SledStore::open(dir.path(), 8 << 20);
-        }
-        let store = reopened?;
+        let store = reopen(dir.path())?;
         let identity = store.identity("idp", "sub-1")?;
         assert_eq!(identity.map(|i| i.user_id), Some("u1".to_string()));
         assert!(store.session("s1")?.is_some());
@@ -912,15 +917,7 @@ mod tests {
             assert!(store.dump()?["session_expiry"].is_empty());
             store.flush()?;
         }
-        let mut reopened = SledStore::open(dir.path(), 8 << 20);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            reopened = SledStore::open(dir.path(), 8 << 20);
-        }
-        let store = reopened?;
+        let store = reopen(dir.path())?;
         assert_eq!(store.dump()?["session_expiry"].len(), 1);
         assert_eq!(store.sweep_expired(3_000)?, 1);
         Ok(())
