@@ -72,14 +72,18 @@ struct Entry {
     extra: Option<Box<str>>,
 }
 
-/// A ring of `capacity` slots in insertion order (the next insert overwrites the oldest) and an
-/// index from key to slot. Both are sized once: no growth spikes under a flood.
+/// Logins in insertion order, oldest first, and an index from key to position. A login is
+/// dropped once `capacity` newer ones were started. A taken login leaves a hole that goes as it
+/// reaches the front, so the queue spans only from the oldest login still held to the newest:
+/// small when logins complete, at most `capacity` under a flood. The index is sized once: no
+/// growth spikes.
 #[derive(Default)]
 struct Inner {
-    index: HashMap<Key, u32, BuildHasherDefault<KeyHasher>>,
-    slots: Vec<Option<Entry>>,
-    /// The slot the next insert takes, once `slots` is full size.
-    next: usize,
+    /// Key to sequence number (position = sequence - `front_seq`).
+    index: HashMap<Key, u64, BuildHasherDefault<KeyHasher>>,
+    queue: std::collections::VecDeque<Option<Entry>>,
+    /// The sequence number of the queue's front.
+    front_seq: u64,
     capacity: usize,
     bindings: Vec<Arc<Binding>>,
 }
@@ -112,17 +116,15 @@ impl PendingTable {
     /// Sets how many logins are kept before the oldest is dropped; drops every login held
     /// (it is set at startup).
     pub fn set_capacity(&self, capacity: usize) {
-        let capacity = capacity.clamp(1, u32::MAX as usize);
-        // Reserved up front, up to a limit: the index at twice the table (so deletions never
-        // make it grow), the ring exactly. Pages are only touched as they fill.
-        let reserve = capacity.min(1 << 18);
+        let capacity = capacity.max(1);
+        // The index reserved at twice the table, up to a limit, so that deletions never make
+        // it grow; its pages are touched as it fills.
+        let reserve = capacity.min(1 << 17);
         let mut inner = self.lock();
         *inner = Inner {
             index: HashMap::with_capacity_and_hasher(2 * reserve, Default::default()),
-            slots: Vec::with_capacity(reserve),
-            next: 0,
             capacity,
-            bindings: Vec::new(),
+            ..Inner::default()
         };
     }
 
@@ -167,19 +169,14 @@ impl PendingTable {
             extra,
         };
         inner.remove(&key);
-        let slot = if inner.slots.len() < inner.capacity {
-            inner.slots.push(None);
-            inner.slots.len() - 1
-        } else {
-            let slot = inner.next;
-            inner.next = (slot + 1) % inner.capacity;
-            if let Some(oldest) = inner.slots[slot].take() {
-                inner.index.remove(&oldest.key);
-            }
-            slot
-        };
-        inner.slots[slot] = Some(entry);
-        inner.index.insert(key, slot as u32);
+        // A login is dropped once `capacity` newer ones were started: the queue (holes
+        // included) never spans more.
+        while inner.queue.len() >= inner.capacity {
+            inner.drop_front();
+        }
+        let seq = inner.front_seq + inner.queue.len() as u64;
+        inner.queue.push_back(Some(entry));
+        inner.index.insert(key, seq);
         true
     }
 
@@ -192,9 +189,9 @@ impl PendingTable {
     /// Drops logins created before `created_before`; returns how many.
     pub fn sweep(&self, created_before: i64) -> usize {
         let mut inner = self.lock();
-        let Inner { index, slots, .. } = &mut *inner;
+        let Inner { index, queue, .. } = &mut *inner;
         let mut removed = 0;
-        for slot in slots.iter_mut() {
+        for slot in queue.iter_mut() {
             if slot
                 .as_ref()
                 .is_some_and(|entry| entry.created_at < created_before)
@@ -205,6 +202,7 @@ impl PendingTable {
                 }
             }
         }
+        inner.pop_holes();
         inner
             .bindings
             .retain(|binding| Arc::strong_count(binding) > 1);
@@ -226,7 +224,7 @@ impl PendingTable {
     pub fn snapshot(&self) -> Vec<(Vec<u8>, PendingLogin)> {
         let inner = self.lock();
         inner
-            .slots
+            .queue
             .iter()
             .flatten()
             .map(|entry| {
@@ -247,8 +245,28 @@ impl PendingTable {
 
 impl Inner {
     fn remove(&mut self, key: &Key) -> Option<Entry> {
-        let slot = self.index.remove(key)? as usize;
-        self.slots.get_mut(slot)?.take()
+        let seq = self.index.remove(key)?;
+        let position = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
+        let entry = self.queue.get_mut(position)?.take();
+        self.pop_holes();
+        entry
+    }
+
+    /// Drops the oldest login held (and the holes before it).
+    fn drop_front(&mut self) {
+        self.pop_holes();
+        if let Some(Some(oldest)) = self.queue.pop_front() {
+            self.index.remove(&oldest.key);
+        }
+        self.front_seq += 1;
+        self.pop_holes();
+    }
+
+    fn pop_holes(&mut self) {
+        while matches!(self.queue.front(), Some(None)) {
+            self.queue.pop_front();
+            self.front_seq += 1;
+        }
     }
 
     fn binding(&mut self, login: &PendingLogin) -> Arc<Binding> {
@@ -376,7 +394,7 @@ mod tests {
             assert!(table.put(&state, &usual));
             assert!(table
                 .lock()
-                .slots
+                .queue
                 .iter()
                 .flatten()
                 .all(|e| e.extra.is_none()));
@@ -391,7 +409,7 @@ mod tests {
         assert!(table.put("mine", &odd));
         assert!(table
             .lock()
-            .slots
+            .queue
             .iter()
             .flatten()
             .all(|e| e.extra.is_some()));
@@ -423,19 +441,43 @@ mod tests {
             table.take(&format!("t{i}"));
         }
         assert_eq!(
-            table.lock().slots.len(),
-            3,
-            "the ring never grows past its capacity"
+            table.len(),
+            0,
+            "s2 and s3 were dropped: 3 newer logins started since"
         );
-        assert!(table.lock().index.capacity() < 64, "nor the index");
-        // Each of those inserts overwrote the oldest slot: s2 and s3 went long ago.
-        assert_eq!(table.len(), 0);
+        assert!(
+            table.lock().queue.is_empty(),
+            "completed logins leave nothing"
+        );
+        assert!(
+            table.lock().index.capacity() < 64,
+            "nor does the index grow"
+        );
+        table.put("held", &login(1, None));
+        for i in 0..2 {
+            table.put(&format!("x{i}"), &login(i, None));
+            table.take(&format!("x{i}"));
+        }
+        assert!(
+            table.take("held").is_some(),
+            "held while fewer than 3 came after"
+        );
         table.put("u1", &login(1, None));
         table.put("u2", &login(2, None));
         table.put("u1", &login(3, None));
         assert_eq!(table.len(), 2, "a state stored twice is held once");
+        assert_eq!(table.take("u2").map(|l| l.created_at), Some(2));
         assert_eq!(table.take("u1").map(|l| l.created_at), Some(3));
         assert_eq!(table.lock().bindings.len(), 1, "one IdP, one binding");
+        // A flood with no completions: the oldest go first, the newest stay.
+        let table = PendingTable::default();
+        table.set_capacity(100);
+        for i in 0..1_000 {
+            table.put(&format!("f{i}"), &login(i, None));
+        }
+        assert_eq!(table.len(), 100);
+        assert_eq!(table.lock().queue.len(), 100);
+        assert!(table.take("f899").is_none() && table.take("f900").is_some());
     }
 
     #[test]
