@@ -117,12 +117,13 @@ impl PendingTable {
     /// (it is set at startup).
     pub fn set_capacity(&self, capacity: usize) {
         let capacity = capacity.max(1);
-        // The index reserved at twice the table, up to a limit, so that deletions never make
-        // it grow; its pages are touched as it fills.
+        // Reserved up to a limit: the queue at the table's size and the index at twice it (so
+        // that deletions never make it grow), so a flood causes no doubling and copying.
         let reserve = capacity.min(1 << 17);
         let mut inner = self.lock();
         *inner = Inner {
             index: HashMap::with_capacity_and_hasher(2 * reserve, Default::default()),
+            queue: std::collections::VecDeque::with_capacity(reserve),
             capacity,
             ..Inner::default()
         };
