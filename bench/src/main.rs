@@ -260,14 +260,7 @@ fn seed(dir: &std::path::Path, count: u64) {
     drop(store);
     // Opening once more replays the log and leaves a fresh snapshot, as a server that has run
     // for a while would: otherwise every copy's first start replays the whole seeding (~3.5 s).
-    // sled may hold the directory lock a moment after the drop.
-    for _ in 0..100 {
-        if SledStore::open(dir, 16 << 20).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("cannot reopen {}", dir.display());
+    SledStore::reopen(dir, 16 << 20).unwrap();
 }
 
 #[tokio::main]

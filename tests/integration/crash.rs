@@ -43,19 +43,18 @@ async fn wait_ready(url: &str) {
     panic!("the server did not start");
 }
 
-/// A dev-IdP login as `username` up to the callback, not sent: the browser and the callback URL.
-async fn half_login(url: &str, username: &str) -> (Browser, String) {
+/// A dev-IdP login as `username` up to the callback, not sent: the browser and the callback
+/// URL, or `None` when the server failed on the way (it may be dying).
+async fn half_login(url: &str, username: &str) -> Option<(Browser, String)> {
     let browser = Browser::new();
-    let body: serde_json::Value = browser
+    let response = browser
         .client
         .get(format!("{url}/authnz/dev/login"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let parsed = url::Url::parse(body["redirect_uri"].as_str().unwrap()).unwrap();
+        .ok()?;
+    let body: serde_json::Value = response.json().await.ok()?;
+    let parsed = url::Url::parse(body["redirect_uri"].as_str()?).ok()?;
     let mut form: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
     form.push(("username".into(), username.into()));
     let response = browser
@@ -64,46 +63,19 @@ async fn half_login(url: &str, username: &str) -> (Browser, String) {
         .form(&form)
         .send()
         .await
-        .unwrap();
-    let callback = response.headers()["location"].to_str().unwrap().to_string();
-    (browser, callback)
+        .ok()?;
+    let callback = response
+        .headers()
+        .get("location")?
+        .to_str()
+        .ok()?
+        .to_string();
+    Some((browser, callback))
 }
 
 /// One whole dev-IdP login as `username`; true when it ended with a session.
 async fn login(url: &str, username: &str) -> bool {
-    let browser = Browser::new();
-    let Ok(response) = browser
-        .client
-        .get(format!("{url}/authnz/dev/login"))
-        .send()
-        .await
-    else {
-        return false;
-    };
-    let Ok(body) = response.json::<serde_json::Value>().await else {
-        return false;
-    };
-    let Some(authorize) = body["redirect_uri"].as_str() else {
-        return false;
-    };
-    let parsed = url::Url::parse(authorize).unwrap();
-    let mut form: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
-    form.push(("username".into(), username.into()));
-    let Ok(response) = browser
-        .client
-        .post(format!("{url}/dev-idp/authorize"))
-        .form(&form)
-        .send()
-        .await
-    else {
-        return false;
-    };
-    let Some(callback) = response
-        .headers()
-        .get("location")
-        .and_then(|l| l.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some((browser, callback)) = half_login(url, username).await else {
         return false;
     };
     browser
@@ -145,7 +117,7 @@ async fn a_killed_server_loses_no_answered_login_and_leaves_no_half_records() {
         }));
     }
     // A sign-in in progress when the server dies: pending logins live in memory only.
-    let (in_progress, callback) = half_login(&url, "mid-login").await;
+    let (in_progress, callback) = half_login(&url, "mid-login").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.start_kill().unwrap(); // SIGKILL
     let _ = server.wait().await;

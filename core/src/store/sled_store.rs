@@ -182,6 +182,20 @@ impl SledStore {
         .with_expiry_index()
     }
 
+    /// [`SledStore::open`] for a database just closed in this process: sled's background
+    /// flusher may hold the directory lock a moment after the drop, so this retries for ~2 s.
+    pub fn reopen(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
+        let mut reopened = Self::open(dir, cache_bytes);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = Self::open(dir, cache_bytes);
+        }
+        reopened
+    }
+
     /// Databases from before the expiry index: index every session once.
     fn with_expiry_index(self) -> StoreResult<Self> {
         let indexed = self
@@ -837,20 +851,6 @@ mod tests {
         })
     }
 
-    /// Opens a database just closed: sled's background flusher may hold the directory lock a
-    /// moment after the drop.
-    fn reopen(dir: &Path) -> StoreResult<SledStore> {
-        let mut reopened = SledStore::open(dir, 8 << 20);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            reopened = SledStore::open(dir, 8 << 20);
-        }
-        reopened
-    }
-
     #[test]
     fn data_survives_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -860,7 +860,7 @@ mod tests {
             store.complete_login(&login)?;
             store.flush()?;
         }
-        let store = reopen(dir.path())?;
+        let store = SledStore::reopen(dir.path(), 8 << 20)?;
         let identity = store.identity("idp", "sub-1")?;
         assert_eq!(identity.map(|i| i.user_id), Some("u1".to_string()));
         assert!(store.session("s1")?.is_some());
@@ -917,7 +917,7 @@ mod tests {
             assert!(store.dump()?["session_expiry"].is_empty());
             store.flush()?;
         }
-        let store = reopen(dir.path())?;
+        let store = SledStore::reopen(dir.path(), 8 << 20)?;
         assert_eq!(store.dump()?["session_expiry"].len(), 1);
         assert_eq!(store.sweep_expired(3_000)?, 1);
         Ok(())
