@@ -651,9 +651,9 @@ impl AccountApi {
         login.session_expires_at = now + app.server.session_ttl.as_secs() as i64;
         let outcome = app
             .store
-            .complete_login(&login)
+            .complete_login_durable(login)
+            .await
             .map_err(|err| accounts::login_error(err, &idp))?;
-        app.store.sync().await?;
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
         Ok(SignupDone::Created(
             app.server.url(&record.next),

@@ -162,13 +162,13 @@ pub async fn finish_login(
         require_existing: idp.config.require_create_confirmation && cx.link_to.is_none(),
         link_to: cx.link_to,
     };
-    match app.store.complete_login(&login) {
+    // Durable before the person is told they are logged in.
+    match app.store.complete_login_durable(login.clone()).await {
         Ok(outcome) => {
             if let Some(old) = cx.old_session {
                 app.store.delete_session(old)?;
+                app.store.sync().await?;
             }
-            // Durable before the person is told they are logged in.
-            app.store.sync().await?;
             Ok(Finished::LoggedIn(outcome, session_cookie))
         }
         Err(StoreError::NeedsConfirmation) => {

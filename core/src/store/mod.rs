@@ -229,6 +229,20 @@ pub trait Store: Send + Sync + 'static {
     /// identity create exactly one user.
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome>;
 
+    /// [`Store::complete_login`], durable when it returns (as after [`Store::sync`]). A backend
+    /// may write concurrent logins in one transaction and flush; each login still stands or
+    /// falls on its own.
+    fn complete_login_durable<'a>(
+        &'a self,
+        login: CompletedLogin,
+    ) -> futures_util::future::BoxFuture<'a, StoreResult<LoginOutcome>> {
+        Box::pin(async move {
+            let outcome = self.complete_login(&login)?;
+            self.sync().await?;
+            Ok(outcome)
+        })
+    }
+
     fn session(&self, session_hash: &str) -> StoreResult<Option<Session>>;
 
     /// Ends a session; returns whether it existed.

@@ -60,6 +60,7 @@ const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
 pub struct SledStore {
     db: Db,
     commit: std::sync::Arc<GroupCommit>,
+    logins: std::sync::Arc<LoginBatcher>,
     /// Sign-ins in progress live in memory (see [`PendingTable`]), not in sled.
     pending: PendingTable,
     users: Tree,
@@ -151,6 +152,298 @@ fn keys_with_prefix(tree: &Tree, prefix: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// How many logins one transaction and flush may carry at most.
+const MAX_LOGIN_BATCH: usize = 128;
+
+/// The trees a login writes.
+#[derive(Clone)]
+struct LoginTrees {
+    users: Tree,
+    usernames: Tree,
+    emails: Tree,
+    identities: Tree,
+    user_identities: Tree,
+    tokens: Tree,
+    sessions: Tree,
+    user_sessions: Tree,
+    identity_sessions: Tree,
+}
+
+/// [`LoginTrees`] inside a transaction.
+type LoginView = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+impl LoginTrees {
+    /// Applies `logins` in order in one transaction, each seeing those before it. One refused
+    /// login aborts them all with its error.
+    fn apply(
+        &self,
+        logins: &[CompletedLogin],
+    ) -> Result<Vec<LoginOutcome>, TransactionError<StoreError>> {
+        (
+            &self.users,
+            &self.usernames,
+            &self.emails,
+            &self.identities,
+            &self.user_identities,
+            &self.tokens,
+            &self.sessions,
+            &self.user_sessions,
+            &self.identity_sessions,
+        )
+            .transaction(|trees| {
+                logins
+                    .iter()
+                    .map(|login| apply_login(trees, login))
+                    .collect()
+            })
+    }
+}
+
+/// Durable logins, batched: logins that arrive while a batch is being written share the next
+/// transaction and flush. sled rolls its log buffer (a write on its IO threads) for every
+/// transaction and syncs it for every flush, so at 32 concurrent callbacks one transaction per
+/// batch instead of per login is most of the difference.
+struct LoginBatcher {
+    db: Db,
+    trees: LoginTrees,
+    queue: std::sync::Mutex<LoginQueue>,
+}
+
+type LoginReply = tokio::sync::oneshot::Sender<StoreResult<LoginOutcome>>;
+
+#[derive(Default)]
+struct LoginQueue {
+    waiting: Vec<(CompletedLogin, LoginReply)>,
+    /// A writer is running on the blocking pool; it takes what waits before it stops.
+    writing: bool,
+}
+
+impl LoginBatcher {
+    async fn commit(
+        self: std::sync::Arc<Self>,
+        login: CompletedLogin,
+    ) -> StoreResult<LoginOutcome> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start_writer = {
+            let mut queue = self.lock();
+            queue.waiting.push((login, reply));
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start_writer {
+            tokio::task::spawn_blocking(move || self.write_all());
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the login writer stopped".into()))?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LoginQueue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes batches until none waits.
+    fn write_all(&self) {
+        loop {
+            let batch = {
+                let mut queue = self.lock();
+                if queue.waiting.is_empty() {
+                    queue.writing = false;
+                    return;
+                }
+                let rest = queue.waiting.len().saturating_sub(MAX_LOGIN_BATCH);
+                let mut batch = std::mem::take(&mut queue.waiting);
+                queue.waiting = batch.split_off(batch.len() - rest);
+                batch
+            };
+            let (logins, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            for (reply, result) in replies.into_iter().zip(self.write(&logins)) {
+                let _ = reply.send(result); // the caller may have gone; its login stands
+            }
+        }
+    }
+
+    /// One transaction for the batch, then one flush. If a login of the batch is refused, each
+    /// login gets its own transaction, so the others are unaffected.
+    fn write(&self, logins: &[CompletedLogin]) -> Vec<StoreResult<LoginOutcome>> {
+        let mut results: Vec<StoreResult<LoginOutcome>> = match self.trees.apply(logins) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(TransactionError::Abort(_)) if logins.len() > 1 => logins
+                .iter()
+                .map(|login| {
+                    self.trees
+                        .apply(std::slice::from_ref(login))
+                        .map_err(txn_error)?
+                        .pop()
+                        .ok_or_else(|| {
+                            StoreError::Backend("a login transaction returned nothing".into())
+                        })
+                })
+                .collect(),
+            Err(TransactionError::Abort(err)) => vec![Err(err)],
+            Err(TransactionError::Storage(err)) => {
+                logins.iter().map(|_| Err(backend(err.clone()))).collect()
+            }
+        };
+        if results.iter().any(Result::is_ok) {
+            if let Err(err) = self.db.flush() {
+                for result in results.iter_mut().filter(|result| result.is_ok()) {
+                    *result = Err(backend(err.clone()));
+                }
+            }
+        }
+        results
+    }
+}
+
+/// One login's reads and writes inside a login transaction. A refused login aborts before it
+/// writes anything.
+fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutcome> {
+    let (
+        users,
+        usernames,
+        emails,
+        identities,
+        user_identities,
+        tokens,
+        sessions,
+        user_sessions,
+        identity_sessions,
+    ) = trees;
+    let id_key = identity_key(&login.idp, &login.subject);
+    // Any address is looked up (an unverified one matching an account is a conflict,
+    // SECURITY F56); only verified ones are indexed (an unverified one claims nothing, F58).
+    let email_key = login.email.as_deref().map(normalize_email);
+    let existing: Option<Identity> = get_in(identities, &id_key)?;
+    let (user, created, linked, identity) = match existing {
+        Some(mut identity) => {
+            if login
+                .link_to
+                .as_ref()
+                .is_some_and(|to| *to != identity.user_id)
+            {
+                return Err(abort(StoreError::LinkedElsewhere));
+            }
+            let user: User = get_in(users, identity.user_id.as_bytes())?
+                .ok_or_else(|| abort(StoreError::Corrupt("identity without its user".into())))?;
+            identity.email = login.email.clone();
+            identity.email_verified = login.email_verified;
+            identity.last_login_at = login.now;
+            (user, false, false, identity)
+        }
+        None => {
+            let owner: Option<EmailOwner> = match &email_key {
+                Some(email) => get_in(emails, email.as_bytes())?,
+                None => None,
+            };
+            let target = match (&login.link_to, owner) {
+                // Connecting from a logged-in account: that account.
+                (Some(to), _) => Some(to.clone()),
+                (None, Some(owner)) => {
+                    let may_link = login.on_email_match == EmailMatch::LinkIfAuthoritative
+                        && login.email_verified
+                        && login.email_authoritative
+                        && owner.authoritative;
+                    if !may_link {
+                        return Err(abort(StoreError::EmailConflict));
+                    }
+                    Some(owner.user_id)
+                }
+                (None, None) => None,
+            };
+            let (user, created) = match target {
+                Some(user_id) => {
+                    let user: User = get_in(users, user_id.as_bytes())?
+                        .ok_or_else(|| abort(StoreError::NoSuchUser))?;
+                    (user, false)
+                }
+                None => {
+                    if login.require_existing {
+                        return Err(abort(StoreError::NeedsConfirmation));
+                    }
+                    let mut username = None;
+                    for candidate in username_candidates(&login.username) {
+                        if usernames.get(candidate.as_bytes())?.is_none() {
+                            username = Some(candidate);
+                            break;
+                        }
+                    }
+                    let username = username.ok_or_else(|| abort(StoreError::UsernameExhausted))?;
+                    let user = User {
+                        id: login.new_user_id.clone(),
+                        username: username.clone(),
+                        email: login.email.clone(),
+                        display_name: login.display_name.clone(),
+                        created_at: login.now,
+                    };
+                    users.insert(user.id.as_bytes(), encode(&user).map_err(abort)?)?;
+                    usernames.insert(username.as_bytes(), user.id.as_bytes())?;
+                    if let Some(email) = email_key.as_ref().filter(|_| login.email_verified) {
+                        let owner = EmailOwner {
+                            user_id: user.id.clone(),
+                            authoritative: login.email_authoritative,
+                        };
+                        emails.insert(email.as_bytes(), encode(&owner).map_err(abort)?)?;
+                    }
+                    (user, true)
+                }
+            };
+            user_identities.insert(key_of(&[&user.id, &login.idp, &login.subject]), &[][..])?;
+            let identity = Identity {
+                idp: login.idp.clone(),
+                subject: login.subject.clone(),
+                user_id: user.id.clone(),
+                email: login.email.clone(),
+                email_verified: login.email_verified,
+                linked_at: login.now,
+                last_login_at: login.now,
+            };
+            let linked = !created;
+            (user, created, linked, identity)
+        }
+    };
+    identities.insert(id_key.as_slice(), encode(&identity).map_err(abort)?)?;
+    tokens.insert(id_key.as_slice(), login.sealed_tokens.as_slice())?;
+    let session = Session {
+        user_id: user.id.clone(),
+        idp: login.idp.clone(),
+        subject: login.subject.clone(),
+        created_at: login.now,
+        expires_at: login.session_expires_at,
+        sid: login.sid.clone(),
+        csrf: login.csrf.clone(),
+    };
+    sessions.insert(
+        login.session_hash.as_bytes(),
+        encode(&session).map_err(abort)?,
+    )?;
+    sessions.insert(
+        expiry_key(login.session_expires_at, &login.session_hash),
+        &[][..],
+    )?;
+    user_sessions.insert(key_of(&[&user.id, &login.session_hash]), &[][..])?;
+    identity_sessions.insert(
+        key_of(&[&login.idp, &login.subject, &login.session_hash]),
+        &[][..],
+    )?;
+    Ok(LoginOutcome {
+        user,
+        created,
+        linked,
+    })
+}
+
 impl SledStore {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
@@ -162,9 +455,7 @@ impl SledStore {
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         // Databases from before pending logins moved to memory: free their old tree.
         db.drop_tree("pending_logins").map_err(backend)?;
-        Self {
-            pending: PendingTable::default(),
-            commit: std::sync::Arc::default(),
+        let trees = LoginTrees {
             users: tree("users")?,
             usernames: tree("usernames")?,
             emails: tree("emails")?,
@@ -174,6 +465,24 @@ impl SledStore {
             sessions: tree("sessions")?,
             user_sessions: tree("user_sessions")?,
             identity_sessions: tree("identity_sessions")?,
+        };
+        Self {
+            logins: std::sync::Arc::new(LoginBatcher {
+                db: db.clone(),
+                trees: trees.clone(),
+                queue: std::sync::Mutex::default(),
+            }),
+            pending: PendingTable::default(),
+            commit: std::sync::Arc::default(),
+            users: trees.users,
+            usernames: trees.usernames,
+            emails: trees.emails,
+            identities: trees.identities,
+            user_identities: trees.user_identities,
+            tokens: trees.tokens,
+            sessions: trees.sessions,
+            user_sessions: trees.user_sessions,
+            identity_sessions: trees.identity_sessions,
             api_keys: tree("api_keys")?,
             user_api_keys: tree("user_api_keys")?,
             signups: tree("signups")?,
@@ -324,167 +633,21 @@ impl Store for SledStore {
     }
 
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
-        let id_key = identity_key(&login.idp, &login.subject);
-        // Any address is looked up (an unverified one matching an account is a conflict,
-        // SECURITY F56); only verified ones are indexed (an unverified one claims nothing, F58).
-        let email_key = login.email.as_deref().map(normalize_email);
-        let trees = (
-            &self.users,
-            &self.usernames,
-            &self.emails,
-            &self.identities,
-            &self.user_identities,
-            &self.tokens,
-            &self.sessions,
-            &self.user_sessions,
-            &self.identity_sessions,
-        );
-        trees
-            .transaction(
-                |(
-                    users,
-                    usernames,
-                    emails,
-                    identities,
-                    user_identities,
-                    tokens,
-                    sessions,
-                    user_sessions,
-                    identity_sessions,
-                )| {
-                    let existing: Option<Identity> = get_in(identities, &id_key)?;
-                    let (user, created, linked, identity) = match existing {
-                        Some(mut identity) => {
-                            if login
-                                .link_to
-                                .as_ref()
-                                .is_some_and(|to| *to != identity.user_id)
-                            {
-                                return Err(abort(StoreError::LinkedElsewhere));
-                            }
-                            let user: User = get_in(users, identity.user_id.as_bytes())?
-                                .ok_or_else(|| {
-                                    abort(StoreError::Corrupt("identity without its user".into()))
-                                })?;
-                            identity.email = login.email.clone();
-                            identity.email_verified = login.email_verified;
-                            identity.last_login_at = login.now;
-                            (user, false, false, identity)
-                        }
-                        None => {
-                            let owner: Option<EmailOwner> = match &email_key {
-                                Some(email) => get_in(emails, email.as_bytes())?,
-                                None => None,
-                            };
-                            let target = match (&login.link_to, owner) {
-                                // Connecting from a logged-in account: that account.
-                                (Some(to), _) => Some(to.clone()),
-                                (None, Some(owner)) => {
-                                    let may_link = login.on_email_match
-                                        == EmailMatch::LinkIfAuthoritative
-                                        && login.email_verified
-                                        && login.email_authoritative
-                                        && owner.authoritative;
-                                    if !may_link {
-                                        return Err(abort(StoreError::EmailConflict));
-                                    }
-                                    Some(owner.user_id)
-                                }
-                                (None, None) => None,
-                            };
-                            let (user, created) = match target {
-                                Some(user_id) => {
-                                    let user: User = get_in(users, user_id.as_bytes())?
-                                        .ok_or_else(|| abort(StoreError::NoSuchUser))?;
-                                    (user, false)
-                                }
-                                None => {
-                                    if login.require_existing {
-                                        return Err(abort(StoreError::NeedsConfirmation));
-                                    }
-                                    let mut username = None;
-                                    for candidate in username_candidates(&login.username) {
-                                        if usernames.get(candidate.as_bytes())?.is_none() {
-                                            username = Some(candidate);
-                                            break;
-                                        }
-                                    }
-                                    let username = username
-                                        .ok_or_else(|| abort(StoreError::UsernameExhausted))?;
-                                    let user = User {
-                                        id: login.new_user_id.clone(),
-                                        username: username.clone(),
-                                        email: login.email.clone(),
-                                        display_name: login.display_name.clone(),
-                                        created_at: login.now,
-                                    };
-                                    users.insert(
-                                        user.id.as_bytes(),
-                                        encode(&user).map_err(abort)?,
-                                    )?;
-                                    usernames.insert(username.as_bytes(), user.id.as_bytes())?;
-                                    if let Some(email) =
-                                        email_key.as_ref().filter(|_| login.email_verified)
-                                    {
-                                        let owner = EmailOwner {
-                                            user_id: user.id.clone(),
-                                            authoritative: login.email_authoritative,
-                                        };
-                                        emails.insert(
-                                            email.as_bytes(),
-                                            encode(&owner).map_err(abort)?,
-                                        )?;
-                                    }
-                                    (user, true)
-                                }
-                            };
-                            user_identities
-                                .insert(key_of(&[&user.id, &login.idp, &login.subject]), &[][..])?;
-                            let identity = Identity {
-                                idp: login.idp.clone(),
-                                subject: login.subject.clone(),
-                                user_id: user.id.clone(),
-                                email: login.email.clone(),
-                                email_verified: login.email_verified,
-                                linked_at: login.now,
-                                last_login_at: login.now,
-                            };
-                            let linked = !created;
-                            (user, created, linked, identity)
-                        }
-                    };
-                    identities.insert(id_key.as_slice(), encode(&identity).map_err(abort)?)?;
-                    tokens.insert(id_key.as_slice(), login.sealed_tokens.as_slice())?;
-                    let session = Session {
-                        user_id: user.id.clone(),
-                        idp: login.idp.clone(),
-                        subject: login.subject.clone(),
-                        created_at: login.now,
-                        expires_at: login.session_expires_at,
-                        sid: login.sid.clone(),
-                        csrf: login.csrf.clone(),
-                    };
-                    sessions.insert(
-                        login.session_hash.as_bytes(),
-                        encode(&session).map_err(abort)?,
-                    )?;
-                    sessions.insert(
-                        expiry_key(login.session_expires_at, &login.session_hash),
-                        &[][..],
-                    )?;
-                    user_sessions.insert(key_of(&[&user.id, &login.session_hash]), &[][..])?;
-                    identity_sessions.insert(
-                        key_of(&[&login.idp, &login.subject, &login.session_hash]),
-                        &[][..],
-                    )?;
-                    Ok(LoginOutcome {
-                        user,
-                        created,
-                        linked,
-                    })
-                },
-            )
-            .map_err(txn_error)
+        let mut outcomes = self
+            .logins
+            .trees
+            .apply(std::slice::from_ref(login))
+            .map_err(txn_error)?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Backend("a login transaction returned nothing".into()))
+    }
+
+    fn complete_login_durable<'a>(
+        &'a self,
+        login: CompletedLogin,
+    ) -> futures_util::future::BoxFuture<'a, StoreResult<LoginOutcome>> {
+        Box::pin(self.logins.clone().commit(login))
     }
 
     fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
@@ -864,6 +1027,94 @@ mod tests {
         let identity = store.identity("idp", "sub-1")?;
         assert_eq!(identity.map(|i| i.user_id), Some("u1".to_string()));
         assert!(store.session("s1")?.is_some());
+        Ok(())
+    }
+
+    /// A batch: a new user; a second IdP claiming the first one's verified email (refused); the
+    /// first identity again (returning); a new user wanting the same username.
+    fn batch() -> Vec<CompletedLogin> {
+        use super::super::conformance::sample_login;
+        let first = sample_login("a", "s1", "u1", "x1");
+        let mut conflict = sample_login("b", "s2", "u2", "x2");
+        conflict.email = first.email.clone();
+        let again = sample_login("a", "s1", "u-unused", "x3");
+        let other = sample_login("c", "s4", "u4", "x4");
+        vec![first, conflict, again, other]
+    }
+
+    #[test]
+    fn a_batch_of_logins_equals_the_same_logins_one_by_one(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (one_dir, batch_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let one_by_one = SledStore::open(one_dir.path(), 8 << 20)?;
+        let batched = SledStore::open(batch_dir.path(), 8 << 20)?;
+        let expected: Vec<_> = batch()
+            .iter()
+            .map(|login| one_by_one.complete_login(login))
+            .collect();
+        let results = batched.logins.write(&batch());
+        assert_eq!(results.len(), 4);
+        for (got, want) in results.iter().zip(&expected) {
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert_eq!(got.to_string(), want.to_string()),
+                _ => panic!("batched {got:?} but one by one {want:?}"),
+            }
+        }
+        assert!(matches!(results[1], Err(StoreError::EmailConflict)));
+        let returning = results[2].as_ref().map_err(|err| err.to_string())?;
+        assert!(!returning.created && returning.user.id == "u1");
+        let other = results[3].as_ref().map_err(|err| err.to_string())?;
+        assert!(other.created && other.user.username != "alice");
+        assert_eq!(batched.dump()?, one_by_one.dump()?);
+        // Alone in its batch, a refused login keeps its own error too.
+        let alone = batched.logins.write(&batch()[1..2]);
+        assert!(matches!(alone[..], [Err(StoreError::EmailConflict)]));
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_durable_logins_each_get_their_own_outcome(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = std::sync::Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()?;
+        let outcomes = runtime.block_on(async {
+            let mut tasks = Vec::new();
+            // 40 new people, and 20 logins racing for one new identity.
+            for i in 0..60 {
+                let store = store.clone();
+                let mut login = super::super::conformance::sample_login(
+                    "idp",
+                    &format!("sub-{}", if i < 40 { i } else { 99 }),
+                    &format!("user-{i}"),
+                    &format!("session-{i}"),
+                );
+                login.username = format!("person{i}");
+                tasks.push(tokio::spawn(async move {
+                    store.complete_login_durable(login).await
+                }));
+            }
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await);
+            }
+            outcomes
+        });
+        let mut racing_users = std::collections::BTreeSet::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let outcome = outcome?.map_err(|err| err.to_string())?;
+            if i < 40 {
+                assert!(outcome.created && outcome.user.id == format!("user-{i}"));
+            } else {
+                racing_users.insert(outcome.user.id);
+            }
+            assert!(store.session(&format!("session-{i}"))?.is_some());
+        }
+        assert_eq!(racing_users.len(), 1, "one user for one identity");
+        assert_eq!(store.dump()?["users"].len(), 41);
         Ok(())
     }
 
