@@ -149,7 +149,7 @@ pub async fn finish_login(
         username: local_username(mapped.username.as_deref()),
         sealed_tokens,
         session_hash: sha256_hex(&session_cookie),
-        new_user_id: random_token(16),
+        new_user_id: crate::crypto::new_user_id(),
         now: cx.now,
         session_expires_at: cx.now + app.server.session_ttl.as_secs() as i64,
         sid: verified.claims.str("sid").map(str::to_string),

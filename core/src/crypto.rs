@@ -26,6 +26,17 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A new user's id: the creation time in milliseconds (12 hex digits), then 12 random bytes
+/// (base64url). Ids made later sort after earlier ones, so a new user's records land at the
+/// end of the trees keyed by user id (one page stays in the cache) instead of on a random
+/// page each. The time is no secret: the account shows `created_at`.
+pub fn new_user_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    format!("{:012x}{}", millis & 0xffff_ffff_ffff, random_token(12))
+}
+
 /// A value derived from a login's `state` with a key made at startup (HMAC-SHA-256,
 /// base64url): the nonce (`label` "nonce") and the PKCE verifier ("pkce") of a login. They are
 /// as unpredictable as random ones without the key, which never leaves the process, and the
@@ -247,6 +258,27 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_ids_sort_by_creation_and_stay_unpredictable() {
+        let first = new_user_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later: Vec<String> = (0..100).map(|_| new_user_id()).collect();
+        assert!(later.iter().all(|id| *id > first), "a later id sorts after");
+        let distinct: std::collections::BTreeSet<_> = later.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            100,
+            "ids made in the same millisecond differ"
+        );
+        for id in &later {
+            assert_eq!(id.len(), 12 + 16);
+            assert!(id[..12].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+    }
 
     #[test]
     fn seal_round_trips_and_binds_context() -> Result<(), VaultError> {
