@@ -96,6 +96,9 @@ pub struct PendingTable {
 /// The default `max_pending_logins`.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// How many logins the table has room for before it grows.
+const INITIAL_ROOM: usize = 4096;
+
 impl Default for PendingTable {
     fn default() -> Self {
         let table = Self {
@@ -117,9 +120,10 @@ impl PendingTable {
     /// (it is set at startup).
     pub fn set_capacity(&self, capacity: usize) {
         let capacity = capacity.max(1);
-        // Reserved up to a limit: the queue at the table's size and the index at twice it (so
-        // that deletions never make it grow), so a flood causes no doubling and copying.
-        let reserve = capacity.min(1 << 17);
+        // A small start that grows with the logins actually held: reserving the table's size
+        // up front made memory creep for hours, as the queue's window slid through a buffer
+        // it had never touched. The index gets twice the room, so deletions never make it grow.
+        let reserve = capacity.min(INITIAL_ROOM);
         let mut inner = self.lock();
         *inner = Inner {
             index: HashMap::with_capacity_and_hasher(2 * reserve, Default::default()),
@@ -207,6 +211,7 @@ impl PendingTable {
         inner
             .bindings
             .retain(|binding| Arc::strong_count(binding) > 1);
+        inner.shrink();
         removed
     }
 
@@ -254,6 +259,20 @@ impl Inner {
     }
 
     /// Drops the oldest login held (and the holes before it).
+    /// After a flood: gives back the room of logins no longer held, once it is four times
+    /// what is held (so a steady load does not shrink and grow again).
+    fn shrink(&mut self) {
+        let floor = self.capacity.min(INITIAL_ROOM);
+        let queue = self.queue.len().max(floor);
+        if self.queue.capacity() > 4 * queue {
+            self.queue.shrink_to(2 * queue);
+        }
+        let index = 2 * self.index.len().max(floor);
+        if self.index.capacity() > 4 * index {
+            self.index.shrink_to(2 * index);
+        }
+    }
+
     fn drop_front(&mut self) {
         self.pop_holes();
         if let Some(Some(oldest)) = self.queue.pop_front() {
@@ -424,6 +443,34 @@ mod tests {
         bad.next = "/a\0b".into();
         assert!(!table.put("s", &bad));
         assert_eq!(table.take("s"), None);
+    }
+
+    #[test]
+    fn room_follows_what_is_held() {
+        let table = PendingTable::default();
+        for i in 0..50_000 {
+            table.put(&format!("s{i}"), &login(i, None));
+        }
+        let flooded = table.lock().queue.capacity();
+        assert!(flooded >= 50_000);
+        // The flood is swept (its logins expired): the room goes back.
+        assert_eq!(table.sweep(50_000), 50_000);
+        let inner = table.lock();
+        assert!(
+            inner.queue.capacity() < flooded / 4,
+            "queue room given back"
+        );
+        assert!(
+            inner.index.capacity() <= 4 * 2 * INITIAL_ROOM,
+            "index room given back"
+        );
+        drop(inner);
+        // Steady logins that complete stay in the initial room.
+        for i in 0..20_000 {
+            table.put(&format!("t{i}"), &login(i, None));
+            table.take(&format!("t{i}"));
+        }
+        assert!(table.lock().queue.capacity() <= 2 * INITIAL_ROOM);
     }
 
     #[test]
