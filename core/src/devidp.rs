@@ -97,6 +97,9 @@ pub struct DevIdp {
     jwks: CoreJsonWebKeySet,
     codes: Mutex<HashMap<String, CodeGrant>>,
     tokens: Mutex<HashMap<String, TokenGrant>>,
+    /// The second of the last sweep of expired codes and tokens.
+    swept_codes: std::sync::atomic::AtomicI64,
+    swept_tokens: std::sync::atomic::AtomicI64,
 }
 
 /// A dev IdP failure at startup.
@@ -154,6 +157,8 @@ impl DevIdp {
             jwks,
             codes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            swept_codes: std::sync::atomic::AtomicI64::new(0),
+            swept_tokens: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -389,7 +394,13 @@ fn authorize_submit(Form(form): Form<AuthorizeSubmit>, Data(idp): Data<&Arc<DevI
             Err(poisoned) => poisoned.into_inner(),
         };
         let now = now();
-        codes.retain(|_, grant| grant.expires_at > now);
+        if idp
+            .swept_codes
+            .swap(now, std::sync::atomic::Ordering::Relaxed)
+            != now
+        {
+            codes.retain(|_, grant| grant.expires_at > now); // once a second, not per code
+        }
         if codes.len() >= MAX_GRANTS {
             return oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -498,7 +509,13 @@ fn token_endpoint(Form(form): Form<TokenForm>, Data(idp): Data<&Arc<DevIdp>>) ->
             Err(poisoned) => poisoned.into_inner(),
         };
         let now = now();
-        tokens.retain(|_, grant| grant.expires_at > now);
+        if idp
+            .swept_tokens
+            .swap(now, std::sync::atomic::Ordering::Relaxed)
+            != now
+        {
+            tokens.retain(|_, grant| grant.expires_at > now); // once a second, not per token
+        }
         if tokens.len() >= MAX_GRANTS {
             return oauth_error(
                 StatusCode::SERVICE_UNAVAILABLE,
