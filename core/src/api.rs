@@ -429,7 +429,11 @@ pub async fn start_login(
         ));
     }
     let generation = app.current();
-    let client = req.remote_addr().as_socket_addr().map(|addr| addr.ip());
+    let client = crate::proxy::client_address(
+        req.remote_addr().as_socket_addr().map(|addr| addr.ip()),
+        req.headers(),
+        &app.server.trusted_proxies,
+    );
     if generation.idp(idp_name).is_some()
         && !app
             .limiter

@@ -157,6 +157,15 @@ fn serve(path: PathBuf) -> ExitCode {
             idp.name
         );
     }
+    if config.server.trusted_proxies.is_empty()
+        && config.server.listen.ip().is_loopback()
+        && config.server.public_url.scheme() == "https"
+    {
+        tracing::warn!(
+            "authnz listens on loopback behind an https public_url, so a reverse proxy forwards to it: \
+             name it in [server] trusted_proxies, or every person shares the proxy's per-client login cap"
+        );
+    }
     let listen = config.server.listen;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

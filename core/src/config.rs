@@ -89,6 +89,8 @@ pub struct ServerConfig {
     pub admins: Vec<String>,
     /// At most this many logins started by one client address per login lifetime (10 min).
     pub max_logins_per_client: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see [`crate::proxy`]).
+    pub trusted_proxies: Vec<crate::proxy::IpNet>,
     /// At most this many logins started in all per login lifetime.
     pub max_pending_logins: u64,
     /// sled's page cache, in MiB.
@@ -532,6 +534,16 @@ impl<'i> Fields<'i> {
     }
 
     fn take_str_list(&mut self, cx: &mut Context, name: &str) -> Option<Vec<String>> {
+        self.take_str_items(cx, name)
+            .map(|items| items.into_iter().map(|(item, _)| item).collect())
+    }
+
+    /// A list of strings, each with where it stands (to report a bad item at its place).
+    fn take_str_items(
+        &mut self,
+        cx: &mut Context,
+        name: &str,
+    ) -> Option<Vec<(String, Range<usize>)>> {
         let value = self.take(name)?;
         let span = value.span();
         let key = self.key(name);
@@ -542,7 +554,7 @@ impl<'i> Fields<'i> {
         let mut out = Vec::new();
         for item in items.iter() {
             match item.get_ref().as_str() {
-                Some(raw) => out.push(cx.expand(item.span(), &key, raw)?),
+                Some(raw) => out.push((cx.expand(item.span(), &key, raw)?, item.span())),
                 None => {
                     cx.issue(item.span(), &key, "expected a string");
                     return None;
@@ -644,6 +656,18 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         None => default,
     };
     let max_logins_per_client = positive(cx, &mut fields, "max_logins_per_client", 300);
+    let trusted_proxies = fields
+        .take_str_items(cx, "trusted_proxies")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(item, span)| match item.trim().parse() {
+            Ok(net) => Some(net),
+            Err(reason) => {
+                cx.issue(span, "server.trusted_proxies", reason);
+                None
+            }
+        })
+        .collect();
     let max_pending_logins = positive(cx, &mut fields, "max_pending_logins", 100_000);
     let cache_mb = positive(cx, &mut fields, "cache_mb", 16);
     let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
@@ -664,6 +688,7 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         previous_secret_key_files,
         admins,
         max_logins_per_client,
+        trusted_proxies,
         max_pending_logins,
         cache_mb,
         session_ttl,
@@ -1282,6 +1307,30 @@ domain = "x"
             );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_a_bad_one_is_named_where_it_stands() {
+        let config = parse_str(
+            "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n\n[idps.dev]\nkind = \"dev\"\n",
+        );
+        let proxies = config
+            .map(|config| config.server.trusted_proxies)
+            .unwrap_or_default();
+        assert_eq!(proxies.len(), 3);
+        assert!(proxies[1].contains("10.9.8.7".parse().unwrap()));
+        let found = issues("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/33\"]\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("idps.toml:2:33: server.trusted_proxies: \"10.0.0.0/33\": the prefix length must be 0 to 32"),
+            "{found:?}"
+        );
+        let found = issues("[server]\ntrusted_proxies = \"127.0.0.1\"\n");
+        assert!(
+            found[0]
+                .starts_with("idps.toml:2:19: server.trusted_proxies: expected a list of strings"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct ServerSection {
     /// At most this many logins started by one client address per ten minutes (then 429).
     #[schemars(range(min = 1), extend("default" = 300))]
     pub max_logins_per_client: Option<u64>,
+    /// Reverse proxies (addresses or networks: "127.0.0.1", "10.0.0.0/8", "::1") whose
+    /// `X-Forwarded-For` is believed about who the client is, for the per-client login cap.
+    /// Empty (the default): the header is ignored and the peer address counts, so behind a
+    /// proxy every person shares the proxy's cap.
+    #[schemars(extend("default" = []))]
+    pub trusted_proxies: Option<Vec<String>>,
     /// At most this many sign-ins in progress are kept (in memory); when full, the oldest is
     /// dropped and that person starts again.
     #[schemars(range(min = 1), extend("default" = 100000))]
@@ -330,6 +336,7 @@ previous_secret_key_files = ["data/old.key"]
 admins = ["ada"]
 session_ttl_minutes = 60
 max_logins_per_client = 50
+trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
 max_pending_logins = 1000
 cache_mb = 8
 

@@ -109,3 +109,38 @@ async fn expired_sessions_are_swept() {
     assert_eq!(server.count("identity_sessions"), 0);
     assert_eq!(server.count("user_sessions"), 0);
 }
+
+/// Behind a trusted reverse proxy each person has their own cap; a client that is not a trusted
+/// proxy cannot pick its address with `X-Forwarded-For`.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
+    let server = Reserved::new()
+        .start_server(
+            "max_logins_per_client = 2\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            "[idps.dev]\nkind = \"dev\"\n",
+        )
+        .await;
+    let login = format!("{}/authnz/dev/login", server.url);
+    let (proxy, direct) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
+    let status = |client: &reqwest::Client, forwarded: &'static str| {
+        let request = client.get(&login).header("X-Forwarded-For", forwarded);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Through the proxy: one person's cap...
+    assert_eq!(status(&proxy, "198.51.100.7").await, 200);
+    assert_eq!(status(&proxy, "198.51.100.7").await, 200);
+    assert_eq!(status(&proxy, "198.51.100.7").await, 429, "their cap");
+    // ...is not another's,
+    assert_eq!(status(&proxy, "198.51.100.8").await, 200, "someone else");
+    // and writing another address into the header in front of the proxy's entry changes
+    // nothing: the rightmost untrusted address counts.
+    assert_eq!(status(&proxy, "203.0.113.1, 198.51.100.7").await, 429);
+    // A client that is not a trusted proxy: its header is ignored, its own address counts.
+    assert_eq!(status(&direct, "203.0.113.2").await, 200);
+    assert_eq!(status(&direct, "203.0.113.3").await, 200);
+    assert_eq!(
+        status(&direct, "203.0.113.4").await,
+        429,
+        "one cap, whatever it claims"
+    );
+}
