@@ -489,9 +489,16 @@ async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let wants_html = prefers_html(&req);
+    // A parameter the framework refused is named in the answer (its value never is).
+    let mut refused_param = None;
     let mut response = match next.call(req).await {
         Ok(response) => response.into_response(),
-        Err(err) => err.into_response(),
+        Err(err) => {
+            refused_param = err
+                .downcast_ref::<poem_openapi::error::ParseParamError>()
+                .map(|err| err.name);
+            err.into_response()
+        }
     };
     let status = response.status();
     let is_json = response
@@ -503,13 +510,17 @@ async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
     if api_path && !is_json && status.as_u16() >= 400 {
         // Errors raised by the framework itself (a missing session cookie, a malformed
         // parameter) get the same JSON shape as ours.
-        let (code, message) = match status.as_u16() {
-            401 => ("unauthorized", "log in first"),
-            403 => ("forbidden", "not allowed"),
-            404 => ("not_found", "no such resource"),
-            405 => ("method_not_allowed", "method not allowed"),
-            400..=499 => ("bad_request", "the request is malformed"),
-            _ => ("internal_error", "internal error"),
+        let (code, message) = match (status.as_u16(), refused_param) {
+            (401, _) => ("unauthorized", "log in first".to_string()),
+            (403, _) => ("forbidden", "not allowed".to_string()),
+            (404, _) => ("not_found", "no such resource".to_string()),
+            (405, _) => ("method_not_allowed", "method not allowed".to_string()),
+            (400..=499, Some(name)) => (
+                "bad_request",
+                format!("the parameter `{name}` is missing or malformed"),
+            ),
+            (400..=499, None) => ("bad_request", "the request is malformed".to_string()),
+            _ => ("internal_error", "internal error".to_string()),
         };
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -80,6 +80,16 @@ async fn missing_empty_or_forged_state_is_400() {
         "bad_request",
     )
     .await;
+    let refused: serde_json::Value = browser
+        .get(&with_param(&callback, "state", None))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused["message"], "the parameter `state` is missing or malformed",
+        "the missing parameter is named"
+    );
     expect_rejected(
         &server,
         &browser,
