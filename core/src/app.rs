@@ -50,7 +50,14 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn build(number: u64, config: Config, http: &IdpHttp, now: i64) -> Result<Self, StartError> {
+    /// The IdPs of `config`; those unchanged since `previous` keep what it discovered.
+    fn build(
+        number: u64,
+        config: Config,
+        http: &IdpHttp,
+        now: i64,
+        previous: Option<&Generation>,
+    ) -> Result<Self, StartError> {
         let public_url = config.server.public_url.as_str().to_string();
         let mut idps = Vec::new();
         for idp_config in &config.idps {
@@ -61,6 +68,11 @@ impl Generation {
                         reason,
                     }
                 })?;
+            if let Some(old) = previous.and_then(|previous| previous.idp(&idp_config.name)) {
+                if idp.keep_discovery_of(&old) {
+                    tracing::debug!(idp = %idp_config.name, "unchanged: discovery kept");
+                }
+            }
             idps.push(Arc::new(idp));
         }
         let by_name = idps
@@ -218,7 +230,7 @@ impl App {
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
         let clock = Clock::default();
-        let generation = Generation::build(1, config, &http, clock.now())?;
+        let generation = Generation::build(1, config, &http, clock.now(), None)?;
         let dev_redirects = generation.dev_redirects();
         let dev_idp = if dev_redirects.is_empty() {
             None
@@ -320,8 +332,9 @@ impl App {
         let result = crate::config::load(&current.config.source, registry)
             .map_err(|errors| errors.to_string())
             .and_then(|config| {
-                let next = Generation::build(current.number + 1, config, &self.http, now)
-                    .map_err(|err| err.to_string())?;
+                let next =
+                    Generation::build(current.number + 1, config, &self.http, now, Some(&current))
+                        .map_err(|err| err.to_string())?;
                 let mut before = current.dev_redirects();
                 let mut after = next.dev_redirects();
                 before.sort();

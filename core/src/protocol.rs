@@ -352,6 +352,33 @@ impl Idp {
         })
     }
 
+    /// On a reload: takes over what `old` (the same IdP in the previous configuration)
+    /// discovered, when nothing that discovery depends on changed (kind and provider, issuer,
+    /// client, redirect URI, scopes). Then a reload neither refetches metadata and keys nor
+    /// leaves the IdP unusable while it is briefly unreachable; keys still refresh on an
+    /// unknown `kid`. Returns whether it did.
+    pub fn keep_discovery_of(&self, old: &Idp) -> bool {
+        let same = self.config.kind == old.config.kind
+            && self.config.origin == old.config.origin
+            && self.config.issuer == old.config.issuer
+            && self.info == old.info
+            && self.config.client_id == old.config.client_id
+            && self.redirect_uri == old.redirect_uri
+            && self.config.scopes == old.config.scopes;
+        let found = old
+            .discovered
+            .try_read()
+            .ok()
+            .and_then(|found| found.as_ref().map(Arc::clone));
+        match (same, found, self.discovered.try_write()) {
+            (true, Some(found), Ok(mut mine)) => {
+                *mine = Some(found);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The discovered metadata, discovering on first use (and again after a failure).
     pub async fn discovered(&self) -> Result<Arc<Discovered>, FlowError> {
         if let Some(found) = self.discovered.read().await.as_ref() {

@@ -270,3 +270,51 @@ async fn saving_the_file_reloads_it() {
         .unwrap();
     assert_eq!(list[0]["label"], "After");
 }
+
+/// A reload keeps what an unchanged IdP discovered: no refetch, and an IdP that is down at
+/// that moment stays usable. A change that discovery depends on (here the scopes) discovers
+/// anew.
+#[tokio::test]
+async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
+    let issuer = provider.issuer.clone();
+    let server = reserved.start(&with_label("corp", &issuer, "Corp")).await;
+    let url = server.url.clone();
+    let corp = server.app.current().idp("corp").unwrap();
+    assert!(corp.discovered().await.is_ok());
+    let fetches = |idp: &authnz::protocol::Idp| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            idp.counters.discoveries.load(Relaxed),
+            idp.counters.jwks_fetches.load(Relaxed),
+        )
+    };
+    assert_eq!(fetches(&corp), (1, 1));
+
+    // The provider goes down; the label changes; the reload keeps the discovery.
+    drop(provider);
+    rewrite_idps(&server, &with_label("corp", &issuer, "Corp (new)"));
+    server.app.reload().expect("the new config loads");
+    let kept = server.app.current().idp("corp").unwrap();
+    assert_eq!(kept.config.label, "Corp (new)");
+    assert!(kept.is_ready().await, "ready at once, without the network");
+    let started = Browser::new()
+        .get(&format!("{url}/authnz/corp/login"))
+        .await;
+    assert_eq!(started.status(), 200, "logins still start");
+    assert_eq!(fetches(&kept), (0, 0), "nothing was fetched again");
+
+    // Other scopes: discovered anew, which fails while the provider is down.
+    rewrite_idps(
+        &server,
+        &format!(
+            "{}scopes = [\"openid\", \"email\"]\n",
+            with_label("corp", &issuer, "Corp (new)")
+        ),
+    );
+    server.app.reload().expect("the new config loads");
+    let changed = server.app.current().idp("corp").unwrap();
+    assert!(changed.discovered().await.is_err(), "discovered anew");
+    assert_eq!(fetches(&changed).0, 1);
+}
