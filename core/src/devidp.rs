@@ -40,7 +40,7 @@ pub const DEV_CLIENT_ID: &str = "authnz-dev";
 
 const CODE_TTL_SECS: i64 = 60;
 const TOKEN_TTL_SECS: i64 = 300;
-/// Bound on outstanding codes and tokens, so a flood cannot grow memory without limit.
+/// Bound on outstanding codes, so a flood cannot grow memory without limit.
 const MAX_GRANTS: usize = 200_000;
 
 /// Factory for `kind = "dev"`.
@@ -83,10 +83,56 @@ struct CodeGrant {
     expires_at: i64,
 }
 
+/// What an access token carries (signed with the dev IdP's token key).
+#[derive(serde::Serialize, Deserialize)]
 struct TokenGrant {
+    #[serde(rename = "u")]
     username: String,
+    #[serde(rename = "e")]
     email: String,
+    #[serde(rename = "x")]
     expires_at: i64,
+}
+
+/// Signs access tokens that carry their grant: userinfo needs no table of issued tokens, so
+/// memory does not grow with the tokens of the last five minutes.
+struct TokenSigner {
+    key: [u8; 64],
+}
+
+impl TokenSigner {
+    fn new() -> Self {
+        use rand::RngCore;
+        let mut key = [0u8; 64];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Self { key }
+    }
+
+    fn mac(&self, payload: &str) -> hmac::Hmac<Sha256> {
+        use hmac::{digest::KeyInit, Mac};
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new(&self.key.into());
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// `<base64url JSON grant>.<base64url HMAC-SHA-256>`.
+    fn sign(&self, grant: &TokenGrant) -> Option<String> {
+        use hmac::Mac;
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(grant).ok()?);
+        let tag = URL_SAFE_NO_PAD.encode(self.mac(&payload).finalize().into_bytes());
+        Some(format!("{payload}.{tag}"))
+    }
+
+    /// The grant of a token signed here that has not expired at `now`.
+    fn open(&self, token: &str, now: i64) -> Option<TokenGrant> {
+        use hmac::Mac;
+        let (payload, tag) = token.split_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(payload).verify_slice(&tag).ok()?;
+        let grant: TokenGrant =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        (grant.expires_at > now).then_some(grant)
+    }
 }
 
 /// The OpenID Provider state.
@@ -96,10 +142,9 @@ pub struct DevIdp {
     key: CoreRsaPrivateSigningKey,
     jwks: CoreJsonWebKeySet,
     codes: Mutex<HashMap<String, CodeGrant>>,
-    tokens: Mutex<HashMap<String, TokenGrant>>,
-    /// The second of the last sweep of expired codes and tokens.
+    /// The second of the last sweep of expired codes.
     swept_codes: std::sync::atomic::AtomicI64,
-    swept_tokens: std::sync::atomic::AtomicI64,
+    tokens: TokenSigner,
 }
 
 /// A dev IdP failure at startup.
@@ -156,9 +201,8 @@ impl DevIdp {
             key,
             jwks,
             codes: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
             swept_codes: std::sync::atomic::AtomicI64::new(0),
-            swept_tokens: std::sync::atomic::AtomicI64::new(0),
+            tokens: TokenSigner::new(),
         })
     }
 
@@ -490,7 +534,21 @@ fn token_endpoint(Form(form): Form<TokenForm>, Data(idp): Data<&Arc<DevIdp>>) ->
             "PKCE verification failed",
         );
     }
-    let access_token = AccessToken::new(random_token(32));
+    let Some(access_token) = idp
+        .tokens
+        .sign(&TokenGrant {
+            username: grant.username.clone(),
+            email: grant.email.clone(),
+            expires_at: now() + TOKEN_TTL_SECS,
+        })
+        .map(AccessToken::new)
+    else {
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "token encoding failed",
+        );
+    };
     let code = AuthorizationCode::new(form.code.unwrap_or_default());
     let id_token = match idp.id_token(&grant, &access_token, &code) {
         Ok(token) => token,
@@ -503,35 +561,6 @@ fn token_endpoint(Form(form): Form<TokenForm>, Data(idp): Data<&Arc<DevIdp>>) ->
             );
         }
     };
-    {
-        let mut tokens = match idp.tokens.lock() {
-            Ok(tokens) => tokens,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let now = now();
-        if idp
-            .swept_tokens
-            .swap(now, std::sync::atomic::Ordering::Relaxed)
-            != now
-        {
-            tokens.retain(|_, grant| grant.expires_at > now); // once a second, not per token
-        }
-        if tokens.len() >= MAX_GRANTS {
-            return oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "too many tokens",
-            );
-        }
-        tokens.insert(
-            access_token.secret().clone(),
-            TokenGrant {
-                username: grant.username.clone(),
-                email: grant.email.clone(),
-                expires_at: now + TOKEN_TTL_SECS,
-            },
-        );
-    }
     Response::builder()
         .content_type("application/json")
         .header("Cache-Control", "no-store")
@@ -555,11 +584,7 @@ fn userinfo_endpoint(req: &Request, Data(idp): Data<&Arc<DevIdp>>) -> Response {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let tokens = match idp.tokens.lock() {
-        Ok(tokens) => tokens,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    match tokens.get(token).filter(|grant| grant.expires_at > now()) {
+    match idp.tokens.open(token, now()) {
         Some(grant) => Response::builder().content_type("application/json").body(
             serde_json::json!({
                 "sub": grant.username,
@@ -574,5 +599,46 @@ fn userinfo_endpoint(req: &Request, Data(idp): Data<&Arc<DevIdp>>) -> Response {
             .status(StatusCode::UNAUTHORIZED)
             .header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
             .finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(expires_at: i64) -> TokenGrant {
+        TokenGrant {
+            username: "ann".into(),
+            email: "ann@dev.invalid".into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn access_tokens_carry_their_grant_and_cannot_be_forged() {
+        let signer = TokenSigner::new();
+        let token = signer.sign(&grant(2_000)).unwrap();
+        let opened = signer.open(&token, 1_000).unwrap();
+        assert_eq!(
+            (opened.username.as_str(), opened.expires_at),
+            ("ann", 2_000)
+        );
+        assert!(signer.open(&token, 2_000).is_none(), "expired");
+        assert!(
+            TokenSigner::new().open(&token, 1_000).is_none(),
+            "another key"
+        );
+        // Another grant under the same signature: refused.
+        let (_, tag) = token.split_once('.').unwrap();
+        let mut forged = grant(2_000);
+        forged.username = "root".into();
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        assert!(
+            signer.open(&format!("{payload}.{tag}"), 1_000).is_none(),
+            "forged"
+        );
+        for junk in ["", ".", "abc", "abc.def", &token.replace('.', "")] {
+            assert!(signer.open(junk, 1_000).is_none(), "{junk:?}");
+        }
     }
 }
