@@ -139,12 +139,25 @@ impl LoginLimiter {
                 ..LimiterWindow::default()
             };
         }
-        let count = window.per_client.entry(client).or_insert(0);
+        let count = window.per_client.entry(client_key(client)).or_insert(0);
         if *count >= per_client {
             return false;
         }
         *count += 1;
         true
+    }
+}
+
+/// The unit the per-client cap counts: an IPv4 address, or an IPv6 /64. One IPv6 client
+/// usually holds a whole /64 (SLAAC, privacy addresses), so counting single addresses would
+/// let it start logins from 2^64 of them.
+fn client_key(client: std::net::IpAddr) -> std::net::IpAddr {
+    match client {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
     }
 }
 
@@ -746,6 +759,25 @@ async fn watch_config(app: Arc<App>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cap_counts_an_ipv6_client_by_its_64() {
+        let limiter = LoginLimiter::default();
+        let ip = |text: &str| Some(text.parse::<std::net::IpAddr>().unwrap());
+        // Rotating through one /64 is one client.
+        assert!(limiter.allow(ip("2001:db8:1:2::1"), 0, 2));
+        assert!(limiter.allow(ip("2001:db8:1:2:ffff::9"), 0, 2));
+        assert!(!limiter.allow(ip("2001:db8:1:2:abcd::1"), 0, 2), "same /64");
+        assert!(limiter.allow(ip("2001:db8:1:3::1"), 0, 2), "another /64");
+        // IPv4 counts per address, also when it arrives IPv4-mapped.
+        assert!(limiter.allow(ip("192.0.2.1"), 0, 2));
+        assert!(limiter.allow(ip("::ffff:192.0.2.1"), 0, 2));
+        assert!(!limiter.allow(ip("192.0.2.1"), 0, 2), "one IPv4 client");
+        assert!(
+            limiter.allow(ip("192.0.2.2"), 0, 2),
+            "its neighbour is another"
+        );
+    }
 
     fn committed_spec_path() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")

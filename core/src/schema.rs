@@ -49,7 +49,8 @@ pub struct ServerSection {
     /// How long a login session lasts, in minutes.
     #[schemars(range(min = 1), extend("default" = 480))]
     pub session_ttl_minutes: Option<u64>,
-    /// At most this many logins started by one client address per ten minutes (then 429).
+    /// At most this many logins started by one client address (an IPv6 client: its /64) per
+    /// ten minutes (then 429).
     #[schemars(range(min = 1), extend("default" = 300))]
     pub max_logins_per_client: Option<u64>,
     /// Reverse proxies (addresses or networks: "127.0.0.1", "10.0.0.0/8", "::1") whose
