@@ -182,6 +182,14 @@ type LoginView = (
 );
 
 impl AccountTrees {
+    /// One login in its own transaction.
+    fn apply_one(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
+        self.apply(std::slice::from_ref(login))
+            .map_err(txn_error)?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("a login transaction returned nothing".into()))
+    }
+
     /// Applies `logins` in order in one transaction, each seeing those before it. One refused
     /// login aborts them all with its error.
     fn apply(
@@ -310,15 +318,7 @@ impl LoginBatcher {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(TransactionError::Abort(_)) if logins.len() > 1 => logins
                 .iter()
-                .map(|login| {
-                    self.trees
-                        .apply(std::slice::from_ref(login))
-                        .map_err(txn_error)?
-                        .pop()
-                        .ok_or_else(|| {
-                            StoreError::Backend("a login transaction returned nothing".into())
-                        })
-                })
+                .map(|login| self.trees.apply_one(login))
                 .collect(),
             Err(TransactionError::Abort(err)) => vec![Err(err)],
             Err(TransactionError::Storage(err)) => {
@@ -673,14 +673,7 @@ impl Store for SledStore {
     }
 
     fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
-        let mut outcomes = self
-            .logins
-            .trees
-            .apply(std::slice::from_ref(login))
-            .map_err(txn_error)?;
-        outcomes
-            .pop()
-            .ok_or_else(|| StoreError::Backend("a login transaction returned nothing".into()))
+        self.accounts.apply_one(login)
     }
 
     fn complete_login_durable<'a>(
