@@ -140,7 +140,7 @@ pub async fn finish_login(
                     .any(|trusted| trusted.eq_ignore_ascii_case(domain))
             });
     let session_cookie = random_token(32);
-    let mut login = CompletedLogin {
+    let login = CompletedLogin {
         idp: idp.config.name.clone(),
         subject: mapped.subject.clone(),
         email: mapped.email.clone(),
@@ -162,8 +162,10 @@ pub async fn finish_login(
         require_existing: idp.config.require_create_confirmation && cx.link_to.is_none(),
         link_to: cx.link_to,
     };
+    // Only a login that must be confirmed can come back for a sign-up: copy just that one.
+    let for_signup = login.require_existing.then(|| login.clone());
     // Durable before the person is told they are logged in.
-    match app.store.complete_login_durable(login.clone()).await {
+    match app.store.complete_login_durable(login).await {
         Ok(outcome) => {
             if let Some(old) = cx.old_session {
                 app.store.delete_session(old)?;
@@ -172,6 +174,8 @@ pub async fn finish_login(
             Ok(Finished::LoggedIn(outcome, session_cookie))
         }
         Err(StoreError::NeedsConfirmation) => {
+            let mut login =
+                for_signup.ok_or_else(|| FlowError::internal("a confirmation nobody asked for"))?;
             login.require_existing = false;
             let id = random_token(32);
             let signup = PendingSignup {

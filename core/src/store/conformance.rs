@@ -45,7 +45,8 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
     }
 }
 
-fn pending(created_at: i64) -> PendingLogin {
+/// A pending login with plausible values.
+pub fn sample_pending(created_at: i64) -> PendingLogin {
     PendingLogin {
         idp: "corp".into(),
         issuer: "https://idp.example".into(),
@@ -95,9 +96,9 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
 }
 
 fn pending_single_use(store: &dyn Store) -> TestResult {
-    store.put_pending_login("state-1", &pending(10))?;
+    store.put_pending_login("state-1", &sample_pending(10))?;
     check(
-        store.take_pending_login("state-1")? == Some(pending(10)),
+        store.take_pending_login("state-1")? == Some(sample_pending(10)),
         "first take returns it",
     )?;
     check(
@@ -111,8 +112,8 @@ fn pending_single_use(store: &dyn Store) -> TestResult {
 }
 
 fn sweep(store: &dyn Store) -> TestResult {
-    store.put_pending_login("old", &pending(10))?;
-    store.put_pending_login("new", &pending(100))?;
+    store.put_pending_login("old", &sample_pending(10))?;
+    store.put_pending_login("new", &sample_pending(100))?;
     check(store.sweep_pending_logins(50)? == 1, "one swept")?;
     check(store.take_pending_login("old")?.is_none(), "old gone")?;
     check(store.take_pending_login("new")?.is_some(), "new kept")

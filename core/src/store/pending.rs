@@ -370,17 +370,11 @@ mod tests {
 
     fn login(created_at: i64, link: Option<&str>) -> PendingLogin {
         PendingLogin {
-            idp: "corp".into(),
-            issuer: "https://idp.example".into(),
-            client_id: "c".into(),
-            redirect_uri: "http://127.0.0.1/authnz/corp/callback".into(),
-            nonce: "n".into(),
             pkce_verifier: String::new(),
             next: "/after".into(),
-            browser_hash: "b".into(),
-            created_at,
             link_user_id: link.map(str::to_string),
             generation: 3,
+            ..super::super::conformance::sample_pending(created_at)
         }
     }
 
