@@ -2,9 +2,11 @@
 //! IdP), confirming a new account, API keys, the IdP access token for the application,
 //! deleting the account, and back-channel logout from IdPs.
 //!
-//! Authentication is the session cookie or an API key (`Authorization: Bearer authnz_...`).
-//! State-changing requests made with the cookie must be same-origin and carry the session's
-//! CSRF token (`X-CSRF-Token` header, or a `csrf` form field); API keys need neither.
+//! Authentication is the session cookie, an API key (`Authorization: Bearer authnz_...`) or an
+//! IdP's access token (`accepted_audiences`). State-changing requests made with the cookie must
+//! be same-origin and carry the session's CSRF token (`X-CSRF-Token` header, or a `csrf` form
+//! field). Managing credentials and the account needs the session: a bearer credential reads,
+//! and acts only within what it was issued for ([`Caller::check_session_change`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +61,35 @@ pub struct Caller {
     pub user: User,
     /// The cookie session (hash and record), when authenticated by cookie.
     pub session: Option<(String, Session)>,
+    /// With an IdP access token: the identity (IdP name, subject) it was issued for.
+    pub idp_token: Option<(String, String)>,
+}
+
+impl Caller {
+    /// Managing credentials and the account (API keys, connect, disconnect, deleting the
+    /// account, reading an IdP's stored tokens) needs the browser session and its CSRF token:
+    /// a bearer credential acts only within what it was issued for, so that a stolen or
+    /// expiring one cannot mint a lasting one or take the account (SECURITY I71).
+    pub fn check_session_change(
+        &self,
+        app: &App,
+        req: &Request,
+        form: &HashMap<String, String>,
+    ) -> Result<(), FlowError> {
+        if self.session.is_none() {
+            return Err(session_required());
+        }
+        check_csrf(app, req, self, form)
+    }
+}
+
+/// The 403 of a bearer credential where the browser session is needed.
+fn session_required() -> FlowError {
+    FlowError::new(
+        Status::Forbidden,
+        "session_required",
+        "this needs a signed-in browser session (with its CSRF token); an API key or access token cannot do it",
+    )
 }
 
 /// The prefix of every API key.
@@ -68,11 +99,11 @@ pub const API_KEY_PREFIX: &str = "authnz_";
 pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let unauthorized = || FlowError::unauthorized("unauthorized", "log in first");
     let now = app.clock.now();
-    let (user_id, session) = match auth {
+    let (user_id, session, idp_token) = match auth {
         Auth::Session(cookie) => {
             let hash = sha256_hex(&cookie.0.key);
             let session = crate::api::session_by_hash(app, &hash)?.ok_or_else(unauthorized)?;
-            (session.user_id.clone(), Some((hash, session)))
+            (session.user_id.clone(), Some((hash, session)), None)
         }
         Auth::ApiKey(bearer) if bearer.0.token.starts_with(API_KEY_PREFIX) => {
             let key = app
@@ -82,22 +113,32 @@ pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
             if key.expires_at.is_some_and(|expires| expires <= now) {
                 return Err(unauthorized());
             }
-            (key.user_id, None)
+            (key.user_id, None, None)
         }
-        Auth::ApiKey(bearer) => (
-            idp_access_token_user(app, &bearer.0.token, now)
+        Auth::ApiKey(bearer) => {
+            let (user_id, idp, subject) = idp_access_token_user(app, &bearer.0.token, now)
                 .await
-                .ok_or_else(unauthorized)?,
-            None,
-        ),
+                .ok_or_else(unauthorized)?;
+            (user_id, None, Some((idp, subject)))
+        }
     };
     let user = app.store.user(&user_id)?.ok_or_else(unauthorized)?;
-    Ok(Caller { user, session })
+    Ok(Caller {
+        user,
+        session,
+        idp_token,
+    })
 }
 
 /// The user of an IdP-issued JWT access token, for IdPs that list `accepted_audiences`: the
-/// token's `iss` picks the IdP, which verifies it; its `sub` must be a linked identity.
-async fn idp_access_token_user(app: &App, token: &str, now: i64) -> Option<String> {
+/// token's `iss` picks the IdP, which verifies it; the provider's own policy and subject
+/// mapping apply as at a login (hosted domain, tenants, allowed IdPs), and the mapped subject
+/// must be a linked identity. Returns the user id, the IdP name and the subject.
+async fn idp_access_token_user(
+    app: &App,
+    token: &str,
+    now: i64,
+) -> Option<(String, String, String)> {
     use base64::Engine;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -110,18 +151,27 @@ async fn idp_access_token_user(app: &App, token: &str, now: i64) -> Option<Strin
         .idps
         .iter()
         .find(|idp| !idp.config.accepted_audiences.is_empty() && idp.issuer_matches(&iss))?;
-    match idp.verify_access_token(token, now).await {
-        Ok(subject) => Some(
-            app.store
-                .identity(&idp.config.name, &subject)
-                .ok()??
-                .user_id,
-        ),
+    let claims = match idp.verify_access_token(token, now).await {
+        Ok(claims) => claims,
         Err(reason) => {
             tracing::info!(idp = %idp.config.name, reason, "bearer access token rejected");
-            None
+            return None;
         }
-    }
+    };
+    let subject = match idp.config.provider.map_identity(&claims) {
+        Ok(mapped) if crate::protocol::valid_subject(&mapped.subject) => mapped.subject,
+        Ok(_) => return None,
+        Err(err) => {
+            tracing::info!(idp = %idp.config.name, reason = %err, "bearer access token refused by the provider's policy");
+            return None;
+        }
+    };
+    let user_id = app
+        .store
+        .identity(&idp.config.name, &subject)
+        .ok()??
+        .user_id;
+    Some((user_id, idp.config.name.clone(), subject))
 }
 
 /// A cookie-authenticated state change must be same-origin and carry the session's CSRF
@@ -136,27 +186,7 @@ pub fn check_csrf(
         return Ok(());
     };
     check_same_origin(app, req)?;
-    let presented = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| form.get("csrf").cloned())
-        .unwrap_or_default();
-    if session.csrf.is_empty() || !constant_time_eq(&presented, &session.csrf) {
-        return Err(FlowError::new(
-            Status::Forbidden,
-            "csrf_token_invalid",
-            "the request lacks this session's CSRF token",
-        ));
-    }
-    Ok(())
-}
-
-/// A small form-encoded body (at most 16 KiB); anything else reads as empty.
-async fn form_of(body: Body) -> HashMap<String, String> {
-    let bytes = body.into_bytes_limit(16 * 1024).await.unwrap_or_default();
-    url::form_urlencoded::parse(&bytes).into_owned().collect()
+    crate::api::check_session_csrf(req, session, form)
 }
 
 error_responses!(ConnectError {
@@ -347,6 +377,8 @@ error_responses!(TokenError {
     BadRequest = 400,
     /// Not logged in, or the IdP refused to refresh (the session is then ended: log in again).
     Unauthorized = 401,
+    /// A cross-site request, or a bearer credential that was not issued for this identity.
+    Forbidden = 403,
     /// No identity at that IdP, or no tokens kept for it.
     NotFound = 404,
     /// The IdP could not be reached.
@@ -510,11 +542,13 @@ pub enum ReloadResponse {
 /// The caller, if an admin.
 async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let caller = caller(app, auth).await?;
-    let listed = app
-        .server
-        .admins
-        .iter()
-        .any(|admin| admin == &caller.user.username || admin == &caller.user.id);
+    let identities = app.store.identities_of(&caller.user.id)?;
+    let listed = app.server.admins.iter().any(|admin| match admin {
+        crate::config::AdminRef::User(id) => id == &caller.user.id,
+        crate::config::AdminRef::Identity { idp, subject } => identities
+            .iter()
+            .any(|identity| &identity.idp == idp && &identity.subject == subject),
+    });
     if listed {
         Ok(caller)
     } else {
@@ -551,7 +585,7 @@ impl AccountApi {
     ) -> Result<ConnectResponse, ConnectError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        check_csrf(app, req, &caller, &form_of(body).await)?;
+        caller.check_session_change(app, req, &crate::api::form_of(body).await)?;
         let (url, cookie) = start_login(
             app,
             req,
@@ -618,7 +652,7 @@ impl AccountApi {
     ) -> Result<SignupDone, SignupError> {
         let app = *app;
         check_same_origin(app, req)?;
-        let form = form_of(body).await;
+        let form = crate::api::form_of(body).await;
         let id = form.get("signup").cloned().unwrap_or_default();
         let record = pending_signup(app, req, &id, false)?;
         if !constant_time_eq(
@@ -742,8 +776,8 @@ impl AccountApi {
     ) -> Result<DisconnectResponse, DisconnectError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        let form = form_of(body).await;
-        check_csrf(app, req, &caller, &form)?;
+        let form = crate::api::form_of(body).await;
+        caller.check_session_change(app, req, &form)?;
         let wanted = subject.0.or_else(|| form.get("subject").cloned());
         let subject = pick_identity(app, &caller, &idp.0, wanted.as_deref())?;
         if app.store.identities_of(&caller.user.id)?.len() <= 1 {
@@ -820,7 +854,7 @@ impl AccountApi {
     ) -> Result<CreatedKey, KeysError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        check_csrf(app, req, &caller, &HashMap::new())?;
+        caller.check_session_change(app, req, &HashMap::new())?;
         let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
         let now = app.clock.now();
         let key = ApiKey {
@@ -864,7 +898,7 @@ impl AccountApi {
     ) -> Result<KeyDeleted, KeysError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        check_csrf(app, req, &caller, &HashMap::new())?;
+        caller.check_session_change(app, req, &HashMap::new())?;
         if app.store.delete_api_key(&caller.user.id, &id.0)? {
             Ok(KeyDeleted::Deleted)
         } else {
@@ -881,6 +915,7 @@ impl AccountApi {
     )]
     async fn access_token(
         &self,
+        req: &Request,
         app: Data<&Arc<App>>,
         auth: Auth,
         idp: Path<String>,
@@ -889,7 +924,28 @@ impl AccountApi {
     ) -> Result<TokenResponse, TokenError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        let subject = pick_identity(app, &caller, &idp.0, subject.0.as_deref())?;
+        // A cross-site GET rides on the Lax cookie; a refused refresh would end the session.
+        if caller.session.is_some() {
+            check_same_origin(app, req)?;
+        }
+        // An IdP's access token reads its own identity's tokens, nothing else; an API key none
+        // (SECURITY I71).
+        let issued_for = match (&caller.session, &caller.idp_token) {
+            (Some(_), _) => None,
+            (None, Some((token_idp, token_subject))) if token_idp == &idp.0 => {
+                Some(token_subject.clone())
+            }
+            _ => return Err(session_required().into()),
+        };
+        let subject = pick_identity(
+            app,
+            &caller,
+            &idp.0,
+            subject.0.as_deref().or(issued_for.as_deref()),
+        )?;
+        if issued_for.is_some_and(|issued_for| issued_for != subject) {
+            return Err(session_required().into());
+        }
         let runtime = app.idp(&idp.0).ok_or_else(|| {
             FlowError::new(
                 Status::NotFound,
@@ -996,7 +1052,7 @@ impl AccountApi {
     ) -> Result<DeleteResponse, DeleteError> {
         let app = *app;
         let caller = caller(app, &auth).await?;
-        check_csrf(app, req, &caller, &HashMap::new())?;
+        caller.check_session_change(app, req, &HashMap::new())?;
         if confirm.0 != caller.user.username {
             return Err(FlowError::new(
                 Status::Invalid,
@@ -1096,14 +1152,28 @@ impl AccountApi {
         let runtime = app.idp(&idp.0).ok_or_else(|| {
             FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
         })?;
-        let form = form_of(body).await;
+        let form = crate::api::form_of(body).await;
         let token = form.get("logout_token").ok_or_else(|| {
             FlowError::bad_request("invalid_logout_token", "logout_token is missing")
         })?;
-        let (sub, sid) = runtime.verify_logout_token(token, app.clock.now()).await?;
-        let ended = app
-            .store
-            .end_identity_sessions(&idp.0, sub.as_deref(), sid.as_deref())?;
+        let now = app.clock.now();
+        let claims = runtime.verify_logout_token(token, now).await?;
+        if !app
+            .used_logout_tokens
+            .first_use(&idp.0, &claims.jti, claims.replayable_until, now)
+        {
+            tracing::info!(idp = %idp.0, "logout token replayed");
+            return Err(FlowError::bad_request(
+                "invalid_logout_token",
+                "this logout token was already used",
+            )
+            .into());
+        }
+        let ended = app.store.end_identity_sessions(
+            &idp.0,
+            claims.sub.as_deref(),
+            claims.sid.as_deref(),
+        )?;
         tracing::info!(idp = %idp.0, ended, "back-channel logout");
         Ok(BackchannelResponse::Ok(Json(BackchannelResult {
             sessions_ended: ended as u64,

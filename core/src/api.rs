@@ -87,6 +87,8 @@ pub(crate) use error_responses;
 error_responses!(LoginError {
     /// No IdP of that name is configured.
     NotFound = 404,
+    /// A dev IdP login from a client off this machine.
+    Forbidden = 403,
     /// The IdP's discovery document could not be fetched or is unsafe.
     BadGateway = 502,
     /// The IdP is configured but lacks its credentials (see `/healthz`).
@@ -429,11 +431,7 @@ pub async fn start_login(
         ));
     }
     let generation = app.current();
-    let client = crate::proxy::client_address(
-        req.remote_addr().as_socket_addr().map(|addr| addr.ip()),
-        req.headers(),
-        &app.server.trusted_proxies,
-    );
+    let client = client_of(app, req);
     if generation.idp(idp_name).is_some()
         && !app
             .limiter
@@ -448,6 +446,9 @@ pub async fn start_login(
     let idp = generation.idp(idp_name).ok_or_else(|| {
         FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
     })?;
+    if idp.config.kind == "dev" {
+        check_loopback_client(app, req)?;
+    }
     let next = safe_next(app, next);
     // One pre-login cookie per browser: reuse it so that logins in two tabs both work.
     let binding = cookie(req, LOGIN_COOKIE)
@@ -565,6 +566,9 @@ async fn callback_flow(
         .ok_or_else(|| {
             FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
         })?;
+    if idp.config.kind == "dev" {
+        check_loopback_client(app, req)?;
+    }
     let now = app.clock.now();
     if now - pending.created_at > LOGIN_TTL.as_secs() as i64 || now < pending.created_at - 60 {
         return Err(FlowError::bad_request(
@@ -710,6 +714,58 @@ pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
     }
 }
 
+/// The client of a request (the peer, or who a trusted proxy forwarded for).
+pub fn client_of(app: &App, req: &Request) -> Option<std::net::IpAddr> {
+    crate::proxy::client_address(
+        req.remote_addr().as_socket_addr().map(|addr| addr.ip()),
+        req.headers(),
+        &app.server.trusted_proxies,
+    )
+}
+
+/// The dev IdP and its logins serve clients on this machine only (SECURITY I70): 403 for any
+/// other, also when a proxy on loopback forwards them.
+pub fn check_loopback_client(app: &App, req: &Request) -> Result<(), FlowError> {
+    if client_of(app, req).is_some_and(|ip| ip.is_loopback()) {
+        return Ok(());
+    }
+    tracing::warn!("a dev IdP request from a client off this machine was refused");
+    Err(FlowError::new(
+        Status::Forbidden,
+        "dev_idp_loopback_only",
+        "the dev IdP answers only clients on this machine",
+    ))
+}
+
+/// A small form-encoded body (at most 16 KiB); anything else reads as empty.
+pub(crate) async fn form_of(body: poem::Body) -> HashMap<String, String> {
+    let bytes = body.into_bytes_limit(16 * 1024).await.unwrap_or_default();
+    url::form_urlencoded::parse(&bytes).into_owned().collect()
+}
+
+/// The session's CSRF token must come with the request, in `X-CSRF-Token` or a `csrf` form
+/// field (SECURITY G64, G65); 403 otherwise.
+pub fn check_session_csrf(
+    req: &Request,
+    session: &crate::store::Session,
+    form: &HashMap<String, String>,
+) -> Result<(), FlowError> {
+    let presented = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| form.get("csrf").map(String::as_str))
+        .unwrap_or_default();
+    if session.csrf.is_empty() || !constant_time_eq(presented, &session.csrf) {
+        return Err(FlowError::new(
+            Status::Forbidden,
+            "csrf_token_invalid",
+            "the request lacks this session's CSRF token",
+        ));
+    }
+    Ok(())
+}
+
 /// The session of the request, from the cookie value.
 pub fn session_of(
     app: &App,
@@ -807,20 +863,25 @@ impl Api {
         result.map_err(Into::into)
     }
 
-    /// Ends the session. Only same-origin requests are accepted.
+    /// Ends the session. Only same-origin requests that carry the session's CSRF token
+    /// (`X-CSRF-Token` header or `csrf` form field) are accepted.
     #[oai(path = "/authnz/logout", method = "post", tag = "ApiTags::Authnz")]
     async fn logout(
         &self,
         req: &Request,
         app: Data<&Arc<App>>,
+        body: poem::Body,
     ) -> Result<LogoutResponse, LogoutError> {
         let app = *app;
         check_same_origin(app, req)?;
+        let form = form_of(body).await;
         let mut end_session_url = None;
         let mut logged_out = false;
         if let Some(value) = cookie(req, SESSION_COOKIE) {
             let hash = sha256_hex(&value);
             if let Some(session) = app.store.session(&hash)? {
+                // Like every state change of a session (SECURITY G64).
+                check_session_csrf(req, &session, &form)?;
                 let tokens = crate::account_api::open_tokens(app, &session.idp, &session.subject)
                     .ok()
                     .flatten();

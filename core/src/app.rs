@@ -8,7 +8,7 @@ use std::sync::Arc;
 use poem::http::header;
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::middleware::AddData;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, Server};
 use poem_openapi::OpenApiService;
 
 use crate::config::{Config, DEV_IDP_PATH};
@@ -161,6 +161,41 @@ fn client_key(client: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+/// The `jti`s of the back-channel logout tokens used, until their `iat` window closes: a
+/// logout token works once (SECURITY I75). Bounded: when full of live entries, a new token is
+/// refused rather than an old one forgotten.
+#[derive(Default)]
+pub struct UsedTokenIds {
+    seen: std::sync::Mutex<HashMap<(String, String), i64>>,
+}
+
+impl UsedTokenIds {
+    /// At most this many remembered at once.
+    pub const CAPACITY: usize = 100_000;
+
+    /// Records `(idp, jti)` as used until `until`; `false` when it was used already (or the
+    /// table is full of live ones).
+    pub fn first_use(&self, idp: &str, jti: &str, until: i64, now: i64) -> bool {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (idp.to_string(), jti.to_string());
+        if seen.get(&key).is_some_and(|expires| *expires >= now) {
+            return false;
+        }
+        if seen.len() >= Self::CAPACITY {
+            seen.retain(|_, expires| *expires >= now);
+            if seen.len() >= Self::CAPACITY {
+                tracing::warn!("too many back-channel logout tokens in ten minutes; refusing more");
+                return false;
+            }
+        }
+        seen.insert(key, until);
+        true
+    }
+}
+
 /// What the last reloads did, for `/healthz`, `/readyz` and the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {
@@ -183,6 +218,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Caps on logins started, per client address and in all.
     pub limiter: LoginLimiter,
+    /// Back-channel logout tokens already used.
+    pub used_logout_tokens: UsedTokenIds,
     registry: crate::registry::Registry,
     http: IdpHttp,
     current: std::sync::RwLock<Arc<Generation>>,
@@ -264,6 +301,7 @@ impl App {
             clock,
             metrics: crate::metrics::Metrics::default(),
             limiter: LoginLimiter::default(),
+            used_logout_tokens: UsedTokenIds::default(),
             registry,
             http,
             current: std::sync::RwLock::new(Arc::new(generation)),
@@ -441,9 +479,36 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .at("/openapi.json", spec)
         .nest("/docs", docs);
     if let Some(dev) = &app.dev_idp {
-        route = route.nest(DEV_IDP_PATH, Arc::clone(dev).routes());
+        route = route.nest(
+            DEV_IDP_PATH,
+            Arc::clone(dev)
+                .routes()
+                .into_endpoint()
+                .around(loopback_only),
+        );
     }
     route.with(AddData::new(app)).around(security_headers)
+}
+
+/// The dev IdP lets anyone sign in as anyone: besides the config check, each of its requests
+/// must come from a loopback client (SECURITY I70), the real one behind a trusted proxy.
+async fn loopback_only<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let allowed = req
+        .data::<Arc<App>>()
+        .is_some_and(|app| crate::api::check_loopback_client(app, &req).is_ok());
+    if !allowed {
+        return Ok(Response::builder()
+            .status(poem::http::StatusCode::FORBIDDEN)
+            .content_type("application/json; charset=utf-8")
+            .body(
+                serde_json::json!({
+                    "error": "dev_idp_loopback_only",
+                    "message": "the dev IdP answers only clients on this machine",
+                })
+                .to_string(),
+            ));
+    }
+    Ok(next.call(req).await?.into_response())
 }
 
 /// Security headers on every response; an HTML page instead of JSON for browsers that failed;

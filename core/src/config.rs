@@ -85,8 +85,8 @@ pub struct ServerConfig {
     pub secret_key_file: PathBuf,
     /// Earlier keys, kept after a rotation so that tokens they sealed still open.
     pub previous_secret_key_files: Vec<PathBuf>,
-    /// Who may use `/api/admin/*`: usernames or user ids (their API keys work too).
-    pub admins: Vec<String>,
+    /// Who may use `/api/admin/*`: user ids or IdP identities (their API keys work too).
+    pub admins: Vec<AdminRef>,
     /// At most this many logins started by one client address per login lifetime (10 min).
     pub max_logins_per_client: u64,
     /// Reverse proxies whose `X-Forwarded-For` names the client (see [`crate::proxy`]).
@@ -107,6 +107,38 @@ impl ServerConfig {
     /// `<public_url><path>`, `path` starting with `/`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+/// An admin of `[server] admins`: pinned to something no IdP claim can choose (SECURITY I74).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRef {
+    /// A local user id (the `id` of `GET /api/users/me`).
+    User(String),
+    /// `<idp>:<subject>`: whichever account holds that identity.
+    Identity { idp: String, subject: String },
+}
+
+impl AdminRef {
+    /// `<idp>:<subject>` or a user id; a bare username is refused, with what to write instead.
+    fn parse(text: &str) -> Result<Self, String> {
+        if let Some((idp, subject)) = text.split_once(':') {
+            if valid_idp_name(idp) && !subject.is_empty() {
+                return Ok(Self::Identity {
+                    idp: idp.to_string(),
+                    subject: subject.to_string(),
+                });
+            }
+            return Err(format!(
+                "{text:?}: expected \"<idp>:<subject>\" with an IdP name from this file, e.g. \"okta:00u1abcd\""
+            ));
+        }
+        if crate::crypto::looks_like_user_id(text) {
+            return Ok(Self::User(text.to_string()));
+        }
+        Err(format!(
+            "{text:?} looks like a username; usernames come from IdP claims (first come, first served), so admins are named by user id (the `id` of GET /api/users/me) or as \"<idp>:<subject>\" (the `idp` and `subject` of one of its identities)"
+        ))
     }
 }
 
@@ -644,7 +676,18 @@ fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
         .iter()
         .map(|path| cx.resolve(path))
         .collect();
-    let admins = fields.take_str_list(cx, "admins").unwrap_or_default();
+    let admins = fields
+        .take_str_items(cx, "admins")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(item, span)| match AdminRef::parse(&item) {
+            Ok(admin) => Some(admin),
+            Err(reason) => {
+                cx.issue(span, "server.admins", reason);
+                None
+            }
+        })
+        .collect();
     let positive = |cx: &mut Context, fields: &mut Fields, name: &str, default: u64| match fields
         .take_u64(cx, name)
     {
@@ -882,7 +925,7 @@ fn idp_entry(
         .take_bool(cx, "require_create_confirmation")
         .unwrap_or(false);
     let accepted_audiences = fields
-        .take_str_list(cx, "accepted_audiences")
+        .take_str_items(cx, "accepted_audiences")
         .unwrap_or_default();
     let authorize_params = match fields.take_table(cx, "authorize_params") {
         Some(mut table) => {
@@ -1018,6 +1061,16 @@ fn idp_entry(
                 "the dev IdP lets anyone sign in as anyone: it is refused unless server.public_url is a loopback address",
             );
         }
+        if !server.listen.ip().is_loopback() {
+            cx.issue(
+                table_span.clone(),
+                &key("kind"),
+                format!(
+                    "the dev IdP lets anyone sign in as anyone: it is refused unless server.listen is a loopback address (it is {}, which anyone on the network can reach); remove [{prefix}] or listen on 127.0.0.1",
+                    server.listen
+                ),
+            );
+        }
         if let Some((_, span)) = &issuer {
             cx.issue(
                 span.clone(),
@@ -1082,6 +1135,20 @@ fn idp_entry(
         }
     };
     let client_secret = if is_dev { None } else { secret };
+    // Tokens addressed to our own client are ID tokens, never access tokens (SECURITY I72).
+    for (audience, span) in &accepted_audiences {
+        if client_id.as_deref() == Some(audience.as_str()) {
+            cx.issue(
+                span.clone(),
+                &key("accepted_audiences"),
+                "lists this entry's own client_id: tokens addressed to authnz are ID tokens, which are never accepted as access tokens; list the audience of your API instead",
+            );
+        }
+    }
+    let accepted_audiences: Vec<String> = accepted_audiences
+        .into_iter()
+        .map(|(audience, _)| audience)
+        .collect();
 
     // OpenID providers always get `openid`; plain OAuth 2.0 providers (GitHub) do not know it.
     let mut all_scopes = if info.oauth2.is_some() {
@@ -1377,6 +1444,21 @@ domain = "x"
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("loopback"), "{found:?}");
         assert!(issues("[idps.dev]\nkind = \"dev\"\n").is_empty());
+        // SECURITY I70: a wildcard listener with the loopback public_url it defaults to.
+        for listen in ["0.0.0.0:8080", "[::]:8080"] {
+            let found = issues(&format!(
+                "[server]\nlisten = \"{listen}\"\n\n[idps.dev]\nkind = \"dev\"\n"
+            ));
+            assert_eq!(found.len(), 1, "{listen}: {found:?}");
+            assert!(
+                found[0].starts_with("idps.toml:4:1: idps.dev.kind:")
+                    && found[0].contains("server.listen"),
+                "{found:?}"
+            );
+        }
+        assert!(
+            issues("[server]\nlisten = \"[::1]:8080\"\n[idps.dev]\nkind = \"dev\"\n").is_empty()
+        );
     }
 
     #[test]

@@ -37,6 +37,17 @@ pub fn new_user_id() -> String {
     format!("{:012x}{}", millis & 0xffff_ffff_ffff, random_token(12))
 }
 
+/// Whether `text` has the shape of [`new_user_id`]: 12 hex digits, then 16 base64url
+/// characters.
+pub fn looks_like_user_id(text: &str) -> bool {
+    text.len() == 28
+        && text.bytes().take(12).all(|b| b.is_ascii_hexdigit())
+        && text
+            .bytes()
+            .skip(12)
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A value derived from a login's `state` with a key made at startup (HMAC-SHA-256,
 /// base64url): the nonce (`label` "nonce") and the PKCE verifier ("pkce") of a login. They are
 /// as unpredictable as random ones without the key, which never leaves the process, and the

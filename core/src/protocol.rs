@@ -1466,7 +1466,10 @@ impl Idp {
     /// Verifies a compact JWS from this IdP: an allowed algorithm (never `none`), no `crit`,
     /// and a signature by one of its keys (the JWKS refetched once for an unknown `kid`).
     /// Returns the claims; the caller checks them. The error is a reason for logs only.
-    pub async fn verify_jws(&self, jwt: &str) -> Result<JsonValue, &'static str> {
+    pub async fn verify_jws(&self, jwt: &str, typs: &[&str]) -> Result<JsonValue, &'static str> {
+        if !typ_allowed(jwt, typs) {
+            return Err("typ");
+        }
         let discovered = self.discovered().await.map_err(|_| "IdP unavailable")?;
         let payload = self.verified_payload(&discovered, jwt).await?;
         serde_json::from_slice(&payload).map_err(|_| "claims")
@@ -1562,13 +1565,19 @@ impl Idp {
     }
 
     /// Verifies an IdP-issued JWT access token presented as a bearer token: signature,
-    /// `iss`, an `aud` among `accepted_audiences`, `exp` (required), `nbf`, and a valid `sub`.
-    /// Returns the subject. Only IdPs with `accepted_audiences` accept any.
-    pub async fn verify_access_token(&self, jwt: &str, now: i64) -> Result<String, &'static str> {
+    /// `typ` (`at+jwt` or `JWT`, if any), `iss`, an `aud` among `accepted_audiences` and never
+    /// our own client id, no `nonce` (an ID token is no access token: SECURITY I72), `exp`
+    /// (required), `nbf`, and a valid `sub`. Returns the verified claims, for the provider's
+    /// own policy and subject mapping. Only IdPs with `accepted_audiences` accept any.
+    pub async fn verify_access_token(
+        &self,
+        jwt: &str,
+        now: i64,
+    ) -> Result<authnz_plugin::VerifiedClaims, &'static str> {
         if self.config.accepted_audiences.is_empty() {
             return Err("this IdP's access tokens are not accepted");
         }
-        let claims = self.verify_jws(jwt).await?;
+        let claims = self.verify_jws(jwt, &["at+jwt", "JWT"]).await?;
         let string = |name: &str| claims.get(name).and_then(JsonValue::as_str);
         if !string("iss").is_some_and(|iss| self.issuer_matches(iss)) {
             return Err("iss");
@@ -1584,6 +1593,18 @@ impl Idp {
         {
             return Err("aud");
         }
+        // An ID token is addressed to us and carries the login's nonce; an access token is
+        // for an API, never for our client.
+        if audiences.contains(&self.config.client_id.as_str()) {
+            return Err("aud is our own client: an ID token");
+        }
+        // Claims only ID tokens carry (OpenID Connect Core §2, §3.1.3.6).
+        if ["nonce", "at_hash", "c_hash"]
+            .iter()
+            .any(|claim| claims.get(claim).is_some())
+        {
+            return Err("an ID token's claim (nonce, at_hash or c_hash)");
+        }
         let skew = CLOCK_SKEW.as_secs() as i64;
         match claims.get("exp").and_then(JsonValue::as_i64) {
             Some(exp) if exp > now - skew => {}
@@ -1596,26 +1617,38 @@ impl Idp {
         {
             return Err("nbf");
         }
-        match string("sub") {
-            Some(sub) if valid_subject(sub) => Ok(sub.to_string()),
-            _ => Err("sub"),
-        }
+        let subject = match string("sub") {
+            Some(sub) if valid_subject(sub) => sub.to_string(),
+            _ => return Err("sub"),
+        };
+        let issuer = string("iss").unwrap_or_default().to_string();
+        let JsonValue::Object(claims) = claims else {
+            return Err("claims");
+        };
+        Ok(authnz_plugin::VerifiedClaims {
+            issuer,
+            subject,
+            claims,
+        })
     }
 
     /// Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) and returns
-    /// its `sub` and `sid`. Every failure is a 400.
+    /// what it names. Every failure is a 400. The caller refuses a `jti` seen before.
     pub async fn verify_logout_token(
         &self,
         jwt: &str,
         now: i64,
-    ) -> Result<(Option<String>, Option<String>), FlowError> {
+    ) -> Result<LogoutClaims, FlowError> {
         let bad = |why: &str| {
             tracing::info!(idp = %self.config.name, reason = why, "logout token rejected");
             FlowError::bad_request("invalid_logout_token", "the logout token is invalid")
         };
         // Unreachable keys are the IdP's failure, not a bad token.
         self.discovered().await?;
-        let claims = self.verify_jws(jwt).await.map_err(bad)?;
+        let claims = self
+            .verify_jws(jwt, &["logout+jwt", "JWT"])
+            .await
+            .map_err(bad)?;
         let string = |name: &str| {
             claims
                 .get(name)
@@ -1654,9 +1687,9 @@ impl Idp {
         {
             return Err(bad("expired"));
         }
-        if string("jti").is_none() {
-            return Err(bad("jti"));
-        }
+        let jti = string("jti")
+            .filter(|jti| !jti.is_empty() && jti.len() <= 256)
+            .ok_or_else(|| bad("jti"))?;
         let event_ok = claims
             .get("events")
             .and_then(JsonValue::as_object)
@@ -1675,7 +1708,48 @@ impl Idp {
         if sub.as_deref().is_some_and(|sub| !valid_subject(sub)) {
             return Err(bad("sub"));
         }
-        Ok((sub, sid))
+        Ok(LogoutClaims {
+            sub,
+            sid,
+            jti,
+            // Past this, the `iat` window refuses the token anyway.
+            replayable_until: iat + 600 + skew,
+        })
+    }
+}
+
+/// What a verified logout token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutClaims {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    /// Its unique id: a second use is a replay (SECURITY I75).
+    pub jti: String,
+    /// Unix seconds until which the token would still verify.
+    pub replayable_until: i64,
+}
+
+/// Whether a JWS's `typ` header is absent or one of `typs` (compared as RFC 7515 §4.1.9 says:
+/// case-insensitively, an `application/` prefix optional).
+fn typ_allowed(jwt: &str, typs: &[&str]) -> bool {
+    use base64::Engine;
+    let header = jwt
+        .split('.')
+        .next()
+        .and_then(|part| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<JsonValue>(&bytes).ok());
+    match header.as_ref().and_then(|header| header.get("typ")) {
+        None => true,
+        Some(JsonValue::String(typ)) => {
+            let typ = typ.to_ascii_lowercase();
+            let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+            typs.iter().any(|allowed| allowed.eq_ignore_ascii_case(typ))
+        }
+        Some(_) => false,
     }
 }
 

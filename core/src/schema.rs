@@ -43,7 +43,8 @@ pub struct ServerSection {
     /// Earlier keys, after a rotation, so that the tokens they sealed still open.
     #[schemars(extend("default" = []))]
     pub previous_secret_key_files: Option<Vec<String>>,
-    /// Who may use `/api/admin/*`: usernames or user ids.
+    /// Who may use `/api/admin/*`: user ids (the `id` of `GET /api/users/me`) or identities
+    /// written `"<idp>:<subject>"`. Usernames are refused: IdP claims choose them.
     #[schemars(extend("default" = []))]
     pub admins: Option<Vec<String>>,
     /// How long a login session lasts, in minutes.
@@ -334,7 +335,7 @@ public_url = "http://127.0.0.1:9000"
 database = "data/x.sled"
 secret_key_file = "data/x.key"
 previous_secret_key_files = ["data/old.key"]
-admins = ["ada"]
+admins = ["corp:00u1ada", "0192a3b4c5d6Qm9vNjRiYWJ5MTIz"]
 session_ttl_minutes = 60
 max_logins_per_client = 50
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]

@@ -106,12 +106,13 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
 <h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 <h2>Connect another provider</h2>{connect}\
 <h2>API keys</h2>{keys}\
-<form method=\"post\" action=\"/authnz/logout\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
+<form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
         escape(&user.username),
         user.email
             .as_deref()
             .map(|email| format!(" ({})", escape(email)))
             .unwrap_or_default(),
+        csrf = escape(csrf),
     );
     page("Your account", &body)
 }

@@ -174,13 +174,7 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
     assert!(page.contains("Disconnect corp"), "{page}");
 
     // Logout: the session ends, the unused tokens go, and the IdP's end-session URL comes back.
-    let response = browser
-        .client
-        .post(format!("{url}/authnz/logout"))
-        .header("Origin", &url)
-        .send()
-        .await
-        .unwrap();
+    let response = browser.post(&url, "/authnz/logout").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     let end = body["end_session_url"].as_str().unwrap();
@@ -493,19 +487,23 @@ async fn api_keys_and_deleting_the_account() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
-    // A key needs no CSRF token (browsers cannot send it cross-site); it can create another.
-    let second = script
+    // The session makes and deletes keys (a key itself cannot: `credentials` tests that).
+    let second = browser
+        .client
         .post(format!("{url}/api/keys"))
-        .bearer_auth(&key)
+        .header("Origin", &url)
+        .header("X-CSRF-Token", browser.csrf(&url).await)
         .json(&json!({"name": "ci"}))
         .send()
         .await
         .unwrap();
     assert_eq!(second.status(), 201);
     let second: serde_json::Value = second.json().await.unwrap();
-    let response = script
+    let response = browser
+        .client
         .delete(format!("{url}/api/keys/{}", second["id"].as_str().unwrap()))
-        .bearer_auth(&key)
+        .header("Origin", &url)
+        .header("X-CSRF-Token", browser.csrf(&url).await)
         .send()
         .await
         .unwrap();
@@ -519,16 +517,21 @@ async fn api_keys_and_deleting_the_account() {
     assert_eq!(dead.status(), 401);
 
     // Deleting the account needs its username; then nothing of it is left.
-    let response = script
-        .delete(format!("{url}/api/users/me?confirm=someone"))
-        .bearer_auth(&key)
+    let delete = |confirm: &str| {
+        browser
+            .client
+            .delete(format!("{url}/api/users/me?confirm={confirm}"))
+            .header("Origin", &url)
+    };
+    let csrf = browser.csrf(&url).await;
+    let response = delete("someone")
+        .header("X-CSRF-Token", &csrf)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
-    let response = script
-        .delete(format!("{url}/api/users/me?confirm=kai"))
-        .bearer_auth(&key)
+    let response = delete("kai")
+        .header("X-CSRF-Token", &csrf)
         .send()
         .await
         .unwrap();

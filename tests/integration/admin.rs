@@ -195,7 +195,7 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
 #[tokio::test]
 async fn the_admin_api_is_for_admins() {
     let server = Reserved::new()
-        .start_server("admins = [\"ada\"]\n", "[idps.dev]\nkind = \"dev\"\n")
+        .start_server("admins = [\"dev:ada\"]\n", "[idps.dev]\nkind = \"dev\"\n")
         .await;
     let url = server.url.clone();
     let (ada, bob) = (Browser::new(), Browser::new());

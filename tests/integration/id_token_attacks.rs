@@ -1068,6 +1068,10 @@ async fn back_channel_logout_tokens_are_verified() {
             }),
         ),
         ("old iat", edit(|c| c["iat"] = json!(chrono_now() - 3600))),
+        (
+            "typ of an ID token",
+            Box::new(|claims: Value| key_a().sign(json!({"typ": "id_token+jwt"}), &claims)),
+        ),
     ];
     for (case, make) in &cases {
         assert_eq!(post(make(good())).await, 400, "{case}");
@@ -1078,9 +1082,20 @@ async fn back_channel_logout_tokens_are_verified() {
         );
     }
     assert_eq!(post("not-a-jwt".into()).await, 400);
-    // Positive control: a good token ends the session it names.
-    assert_eq!(post(key_a().sign(json!({}), &good())).await, 200);
+    // Positive control: a good token ends the session it names (`typ` as the spec has it).
+    let used = key_a().sign(json!({"typ": "logout+jwt"}), &good());
+    assert_eq!(post(used.clone()).await, 200);
     assert_eq!(browser.me(&rig.server.url).await.0, 401);
+
+    // I75: the same token again, within its `iat` window, ends nothing: the person's next
+    // session survives it.
+    let again = login_with_refresh(&rig).await;
+    assert_eq!(post(used).await, 400, "a replayed logout token");
+    assert_eq!(
+        again.me(&rig.server.url).await.0,
+        200,
+        "the replay ended a session"
+    );
 }
 
 #[tokio::test]

@@ -262,13 +262,7 @@ async fn me_needs_a_session_and_logout_ends_it() {
     assert_eq!(response.status(), 405);
     assert_eq!(browser.me(&server.url).await.0, 200);
 
-    let response = browser
-        .client
-        .post(format!("{}/authnz/logout", server.url))
-        .header("Origin", &server.url)
-        .send()
-        .await
-        .unwrap();
+    let response = browser.post(&server.url, "/authnz/logout").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["logged_out"], true);

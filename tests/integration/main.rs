@@ -8,6 +8,7 @@ mod browser;
 mod callback_attacks;
 mod cli;
 mod crash;
+mod credentials;
 mod discovery;
 mod dylib;
 mod id_token_attacks;

@@ -114,13 +114,15 @@ async fn expired_sessions_are_swept() {
 /// proxy cannot pick its address with `X-Forwarded-For`.
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
+    // Not the dev IdP: it serves no client off this machine.
+    let idp = authnz_tests::hostile::HostileIdp::start().await;
     let server = Reserved::new()
         .start_server(
             "max_logins_per_client = 2\ntrusted_proxies = [\"127.0.0.1\"]\n",
-            "[idps.dev]\nkind = \"dev\"\n",
+            &idp.idp_toml("corp"),
         )
         .await;
-    let login = format!("{}/authnz/dev/login", server.url);
+    let login = format!("{}/authnz/corp/login", server.url);
     let (proxy, direct) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
     let status = |client: &reqwest::Client, forwarded: &'static str| {
         let request = client.get(&login).header("X-Forwarded-For", forwarded);
