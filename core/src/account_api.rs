@@ -688,6 +688,11 @@ impl AccountApi {
             .complete_login_durable(login)
             .await
             .map_err(|err| accounts::login_error(err, &idp))?;
+        // A session planted in this browser before ends here, as at every login (SECURITY G62).
+        if let Some(planted) = cookie(req, SESSION_COOKIE) {
+            app.store.delete_session(&sha256_hex(&planted))?;
+            app.store.sync().await?;
+        }
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
         Ok(SignupDone::Created(
             app.server.url(&record.next),
@@ -1103,7 +1108,7 @@ impl AccountApi {
         admin(app, &auth).await?;
         let reload = app.reload_status();
         Ok(AdminStatusResponse::Ok(Json(AdminStatus {
-            health: crate::api::health(app).await,
+            health: crate::api::health(app, true).await,
             reloads: reload.reloads,
             reload_failures: reload.failures,
             last_reload_attempt_at: reload.last_attempt_at,

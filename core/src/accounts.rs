@@ -187,7 +187,7 @@ pub async fn finish_login(
             };
             let record = serde_json::to_vec(&signup)
                 .map_err(|_| FlowError::internal("sign-up encoding failed"))?;
-            app.store.put_signup(&id, &record)?;
+            app.store.put_signup(&id, signup.expires_at, &record)?;
             Ok(Finished::NeedsConfirmation(id))
         }
         Err(err) => Err(login_error(err, idp)),

@@ -276,8 +276,10 @@ pub struct Health {
     pub idps: Vec<IdpHealth>,
 }
 
-/// The health report (shared by `/healthz`, `/readyz` and the admin API).
-pub async fn health(app: &App) -> Health {
+/// The health report (shared by `/healthz`, `/readyz` and the admin API). Only `detail` (the
+/// admin API) says why an entry is unavailable: the reason names files and environment
+/// variables, which are nobody else's business.
+pub async fn health(app: &App, detail: bool) -> Health {
     let generation = app.current();
     let mut idps = Vec::new();
     for idp in &generation.idps {
@@ -304,7 +306,11 @@ pub async fn health(app: &App) -> Health {
             name: entry.name.clone(),
             kind: entry.kind.clone(),
             state: "unavailable".to_string(),
-            reason: Some(entry.reason.clone()),
+            reason: Some(if detail {
+                entry.reason.clone()
+            } else {
+                "its credentials are not configured yet (admins: see /api/admin/status)".to_string()
+            }),
             discovered_at: None,
             jwks_fetches: 0,
         });
@@ -316,7 +322,13 @@ pub async fn health(app: &App) -> Health {
             .all(|idp| idp.state == "ready" || idp.state == "unavailable"),
         generation: generation.number,
         loaded_at: generation.loaded_at,
-        reload_error: app.reload_status().last_error,
+        reload_error: app.reload_status().last_error.map(|error| {
+            if detail {
+                error
+            } else {
+                "the last reload was refused; the previous configuration stays in force (admins: see /api/admin/status)".to_string()
+            }
+        }),
         idps,
     }
 }
@@ -360,14 +372,60 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// A `Set-Cookie` value with the attributes every authnz cookie carries.
+/// A `Set-Cookie` value with the attributes every authnz cookie carries. Under https the name
+/// takes the `__Host-` prefix (Secure, `Path=/`, no `Domain`), so that a sibling subdomain
+/// cannot toss in a cookie of its own (SECURITY I78); [`host_cookies`] maps it back on the way
+/// in.
 pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> String {
-    let secure = if app.server.secure_cookies() {
-        "; Secure"
+    if app.server.secure_cookies() {
+        format!("{HOST_PREFIX}{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax; Secure")
     } else {
-        ""
-    };
-    format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
+        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax")
+    }
+}
+
+/// The prefix of the cookie names under https.
+pub const HOST_PREFIX: &str = "__Host-";
+
+/// Under https, the request's cookies as the handlers read them: `__Host-authnz_*` under their
+/// plain names, and a plain `authnz_*` cookie dropped, since anyone on a sibling subdomain can set
+/// that one (SECURITY I78). Over http (loopback) the cookies pass as they are.
+pub async fn host_cookies<E: poem::Endpoint>(
+    next: E,
+    mut req: Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let secure = req
+        .data::<Arc<App>>()
+        .is_some_and(|app| app.server.secure_cookies());
+    if secure {
+        let ours = |name: &str| name == SESSION_COOKIE || name == LOGIN_COOKIE;
+        let pairs: Vec<String> = req
+            .headers()
+            .get_all(poem::http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                match name.strip_prefix(HOST_PREFIX) {
+                    Some(plain) if ours(plain) => Some(pair[HOST_PREFIX.len()..].to_string()),
+                    _ if ours(name) => None,
+                    _ => Some(pair.to_string()),
+                }
+            })
+            .collect();
+        let headers = req.headers_mut();
+        headers.remove(poem::http::header::COOKIE);
+        if let Ok(value) = poem::http::HeaderValue::from_str(&pairs.join("; ")) {
+            if !pairs.is_empty() {
+                headers.insert(poem::http::header::COOKIE, value);
+            }
+        }
+    }
+    Ok(next.call(req).await?.into_response())
 }
 
 /// Validates `next`: a same-origin path, or `/`. Absolute URLs, scheme-relative `//host`,
@@ -396,7 +454,8 @@ pub fn safe_next_on(base: &url::Url, next: Option<&str>) -> String {
         return "/".to_string();
     }
     match base.join(next) {
-        Ok(url) if url.origin() == base.origin() => {
+        // `/.//evil` normalises to `//evil`, which a browser reads as another host.
+        Ok(url) if url.origin() == base.origin() && !url.path().starts_with("//") => {
             let mut out = url.path().to_string();
             if let Some(query) = url.query() {
                 out.push('?');
@@ -599,7 +658,7 @@ async fn callback_flow(
             .get("error_description")
             .map(String::as_str)
             .unwrap_or("");
-        tracing::info!(idp = %idp.config.name, error = %error, "IdP reported an error");
+        tracing::info!(idp = %idp.config.name, error = %crate::error::loggable(error), "IdP reported an error");
         return Err(FlowError::bad_request(
             "idp_error",
             format!("the identity provider reported: {error} {description}")
@@ -922,13 +981,13 @@ impl Api {
     /// the last error) or unavailable (with the reason). Never shows a secret.
     #[oai(path = "/healthz", method = "get", tag = "ApiTags::Authnz")]
     async fn healthz(&self, app: Data<&Arc<App>>) -> HealthResponse {
-        HealthResponse::Ok(Json(health(&app).await))
+        HealthResponse::Ok(Json(health(&app, false).await))
     }
 
     /// Readiness: 200 once every configured IdP is discovered, 503 before (same report).
     #[oai(path = "/readyz", method = "get", tag = "ApiTags::Authnz")]
     async fn readyz(&self, app: Data<&Arc<App>>) -> ReadyResponse {
-        let report = health(&app).await;
+        let report = health(&app, false).await;
         if report.ready {
             ReadyResponse::Ready(Json(report))
         } else {
@@ -962,6 +1021,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn dot_segments_that_normalise_to_a_host_mean_the_start_page() {
+        let base = url::Url::parse("https://login.example.org").unwrap();
+        for next in [
+            "/.//evil",
+            "/..//evil.example",
+            "/././/evil/x",
+            "/a/..//evil",
+        ] {
+            assert_eq!(safe_next_on(&base, Some(next)), "/", "{next}");
+        }
+        assert_eq!(safe_next_on(&base, Some("/a/./b")), "/a/b");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -973,6 +1046,13 @@ mod tests {
             prop_assert!(!safe.contains('\\') && !safe.chars().any(char::is_control), "{safe:?}");
             let resolved = base.join(&safe).unwrap();
             prop_assert_eq!(resolved.origin(), base.origin());
+        }
+
+        #[test]
+        fn dot_segments_never_make_a_host(prefix in "(/\\.{1,2}){1,3}", rest in "/{1,3}[a-z]{1,8}") {
+            let base = url::Url::parse("https://login.example.org").unwrap();
+            let safe = safe_next_on(&base, Some(&format!("{prefix}{rest}")));
+            prop_assert!(!safe.starts_with("//"), "{safe:?}");
         }
 
         #[test]

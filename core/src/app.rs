@@ -311,6 +311,22 @@ impl App {
         }))
     }
 
+    /// Removes what has expired: pending logins, sessions, and pending sign-ups (with the
+    /// sealed IdP tokens they hold). The server does it once a minute.
+    pub fn sweep(&self) {
+        let now = self.clock.now();
+        let cutoff = now - crate::config::LOGIN_TTL.as_secs() as i64;
+        if let Err(err) = self.store.sweep_pending_logins(cutoff) {
+            tracing::warn!(error = %err, "sweeping expired logins failed");
+        }
+        if let Err(err) = self.store.sweep_expired(now) {
+            tracing::warn!(error = %err, "sweeping expired sessions failed");
+        }
+        if let Err(err) = self.store.sweep_signups(now) {
+            tracing::warn!(error = %err, "sweeping expired sign-ups failed");
+        }
+    }
+
     /// The generation in force.
     pub fn current(&self) -> Arc<Generation> {
         match self.current.read() {
@@ -487,7 +503,10 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
                 .around(loopback_only),
         );
     }
-    route.with(AddData::new(app)).around(security_headers)
+    route
+        .around(crate::api::host_cookies)
+        .with(AddData::new(app))
+        .around(security_headers)
 }
 
 /// The dev IdP lets anyone sign in as anyone: besides the config check, each of its requests
@@ -760,16 +779,7 @@ pub async fn serve(
                 // A sweep reads every session: on the blocking pool, so that requests keep
                 // their runtime threads.
                 let app = Arc::clone(&app);
-                let _ = tokio::task::spawn_blocking(move || {
-                    let cutoff = app.clock.now() - crate::config::LOGIN_TTL.as_secs() as i64;
-                    if let Err(err) = app.store.sweep_pending_logins(cutoff) {
-                        tracing::warn!(error = %err, "sweeping expired logins failed");
-                    }
-                    if let Err(err) = app.store.sweep_expired(app.clock.now()) {
-                        tracing::warn!(error = %err, "sweeping expired sessions failed");
-                    }
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || app.sweep()).await;
             }
         })
     };

@@ -250,10 +250,13 @@ impl IdentityProvider for DylibProvider {
     }
 
     fn authorize_params(&self, ctx: &LoginContext) -> Vec<(String, String)> {
-        let input = serde_json::to_vec(ctx).unwrap_or_default();
-        self.call(OP_AUTHORIZE_PARAMS, &input).unwrap_or_else(|reason| {
+        self.try_authorize_params(ctx).unwrap_or_default()
+    }
+
+    fn try_authorize_params(&self, ctx: &LoginContext) -> Result<Vec<(String, String)>, String> {
+        let input = serde_json::to_vec(ctx).map_err(|err| err.to_string())?;
+        self.call(OP_AUTHORIZE_PARAMS, &input).inspect_err(|reason| {
             tracing::error!(library = %self.path.display(), %reason, "provider authorize_params failed");
-            Vec::new()
         })
     }
 

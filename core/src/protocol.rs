@@ -576,21 +576,22 @@ impl Idp {
             .into_iter()
             .chain(extra_urls.iter().map(|(n, u)| (*n, u)))
         {
-            let loopback = is_loopback_host(url);
+            // An IPv4-mapped IPv6 host (`[::ffff:10.0.0.1]`) is its IPv4 address.
+            let ip = match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(
+                    ip.to_ipv4_mapped()
+                        .map_or(std::net::IpAddr::V6(ip), std::net::IpAddr::V4),
+                ),
+                _ => None,
+            };
+            let loopback = is_loopback_host(url) || ip.is_some_and(|ip| ip.is_loopback());
             let ok = match url.scheme() {
                 "https" => !loopback || issuer_loopback,
                 "http" => loopback && issuer_loopback,
                 _ => false,
             };
-            let private_ip = match url.host() {
-                Some(url::Host::Ipv4(ip)) => {
-                    ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-                }
-                Some(url::Host::Ipv6(ip)) => {
-                    ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
-                }
-                _ => false,
-            };
+            let private_ip = ip.is_some_and(not_public);
             if !ok || (private_ip && !issuer_loopback) {
                 return Err(format!(
                     "discovery lists an unsafe {name} ({}://{})",
@@ -640,14 +641,19 @@ impl Idp {
         let ctx = LoginContext {
             idp: self.config.name.clone(),
         };
-        let mut seen: Vec<String> = Vec::new();
-        for (name, value) in self
+        // A provider that cannot say its parameters stops the login (fail closed).
+        let provided = self
             .config
-            .authorize_params
-            .iter()
-            .cloned()
-            .chain(self.config.provider.authorize_params(&ctx))
-        {
+            .provider
+            .try_authorize_params(&ctx)
+            .map_err(|_| {
+                FlowError::bad_gateway(
+                    "provider_failed",
+                    "the identity provider's plugin failed; the sign-in cannot start",
+                )
+            })?;
+        let mut seen: Vec<String> = Vec::new();
+        for (name, value) in self.config.authorize_params.iter().cloned().chain(provided) {
             if RESERVED_AUTHORIZE_PARAMS.contains(&name.as_str())
                 || (name == "prompt" && self.config.prompt.is_some())
                 || seen.contains(&name)
@@ -1729,6 +1735,35 @@ pub struct LogoutClaims {
     pub replayable_until: i64,
 }
 
+/// Whether an address is anything but a public unicast one: private, shared (CGNAT
+/// 100.64.0.0/10), benchmarking (198.18.0.0/15), link-local (169.254.0.0/16, fe80::/10),
+/// unique-local (fc00::/7), unspecified, broadcast, multicast, documentation or `0.0.0.0/8`.
+/// Loopback is judged apart (allowed only for a loopback issuer).
+fn not_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || ip.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+        }
+        std::net::IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            ip.is_unspecified()
+                || ip.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && ip.segments()[1] == 0x0db8
+        }
+    }
+}
+
 /// Whether a JWS's `typ` header is absent or one of `typs` (compared as RFC 7515 §4.1.9 says:
 /// case-insensitively, an `application/` prefix optional).
 fn typ_allowed(jwt: &str, typs: &[&str]) -> bool {
@@ -1904,6 +1939,22 @@ mod endpoint_tests {
             ("https://127.0.0.1/token", false),
             ("https://[fd00::1]/token", false),
             ("ftp://idp.example/token", false),
+            // IPv4-mapped IPv6, link-local IPv6, CGNAT, benchmarking (SECURITY H68).
+            ("https://[::ffff:10.0.0.1]/token", false),
+            ("https://[::ffff:127.0.0.1]/token", false),
+            ("https://[::ffff:a9fe:a9fe]/token", false),
+            ("https://[fe80::1]/token", false),
+            ("https://[febf::1]/token", false),
+            ("https://100.64.0.1/token", false),
+            ("https://100.127.255.254/token", false),
+            ("https://198.18.0.1/token", false),
+            ("https://198.19.255.1/token", false),
+            ("https://0.1.2.3/token", false),
+            ("https://224.0.0.1/token", false),
+            ("https://100.128.0.1/token", true),
+            ("https://198.20.0.1/token", true),
+            ("https://[2606:4700::1111]/token", true),
+            ("https://[::ffff:8.8.8.8]/token", true),
         ];
         for (token, ok) in cases {
             let result = public.check_endpoints(&metadata("https://idp.example", token));

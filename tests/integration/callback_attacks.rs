@@ -3,7 +3,9 @@
 //! consumed pending login.
 
 use authnz_tests::hostile::HostileIdp;
-use authnz_tests::{assert_only_pending_consumed, query_param, Browser, Reserved, TestServer};
+use authnz_tests::{
+    assert_only_pending_consumed, logs, query_param, Browser, Reserved, TestServer,
+};
 
 use crate::login_flow::{dev_server, dev_sign_in};
 
@@ -218,6 +220,23 @@ async fn an_idp_error_is_shown_escaped_and_consumes_the_state() {
     assert!(!page.contains("<script>"), "{page}");
     assert!(page.contains("&lt;script&gt;"), "{page}");
     expect_rejected(&server, &browser, &callback, 400, "invalid_state").await;
+
+    // An `error` with CR/LF cannot forge a log line: it is logged escaped, on its own line.
+    let callback = dev_callback(&server, &browser, "dev", "ann").await;
+    let state = query_param(&callback, "state").unwrap();
+    let forged = format!(
+        "{}/authnz/dev/callback?error=access_denied%0D%0A2026-12-02T00:00:00Z%20INFO%20forged-line-7781&state={state}",
+        server.url
+    );
+    assert_eq!(browser.get(&forged).await.status(), 400);
+    let logs = logs::all();
+    assert!(logs.contains("forged-line-7781"), "the error is logged");
+    assert!(
+        !logs
+            .lines()
+            .any(|line| line.starts_with("2026-12-02T00:00:00Z INFO forged-line-7781")),
+        "a forged log line"
+    );
 }
 
 #[tokio::test]

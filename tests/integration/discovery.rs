@@ -96,9 +96,20 @@ async fn health_reports_each_idp_and_missing_credentials_do_not_stop_the_server(
         .unwrap()
         .contains("attacker.example"));
     assert_eq!(state("okta")["state"], "unavailable");
+    // The public report names no variable or file; the admin API does.
+    let reason = state("okta")["reason"].as_str().unwrap().to_string();
+    assert!(
+        !reason.contains("AUTHNZ_TEST_NEVER_SET") && reason.contains("/api/admin/status"),
+        "{reason}"
+    );
+    let detail = authnz::api::health(&server.app, true).await;
     assert_eq!(
-        state("okta")["reason"],
-        "idps.okta.client_id: environment variable AUTHNZ_TEST_NEVER_SET is not set"
+        detail
+            .idps
+            .iter()
+            .find(|idp| idp.name == "okta")
+            .and_then(|idp| idp.reason.as_deref()),
+        Some("idps.okta.client_id: environment variable AUTHNZ_TEST_NEVER_SET is not set")
     );
     let response = browser
         .get(&format!("{}/authnz/okta/login", server.url))

@@ -56,7 +56,7 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
         json!({}),
     );
     let config = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         dylib_toml(
             "orcid",
             &library("authnz_example_dylib"),
@@ -68,6 +68,12 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
             &library("authnz_faulty_plugin"),
             &provider.issuer,
             "panic_in = \"map_identity\""
+        ),
+        dylib_toml(
+            "paramless",
+            &library("authnz_faulty_plugin"),
+            &provider.issuer,
+            "panic_in = \"authorize_params\""
         ),
         oidc_idp_toml("corp", &provider.issuer),
     );
@@ -98,6 +104,15 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
         list[0]["label"], "ORCID",
         "the label comes from the library"
     );
+
+    // A provider whose authorize parameters fail does not start a login without them.
+    let response = Browser::new()
+        .get(&format!("{}/authnz/paramless/login", server.url))
+        .await;
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "provider_failed", "{body}");
+    assert_eq!(server.count("pending_logins"), 0);
 
     // The faulty provider panics while mapping: 502 for that login, nothing stored.
     let panicky = Browser::new();

@@ -11,6 +11,7 @@ mod crash;
 mod credentials;
 mod discovery;
 mod dylib;
+mod hardening;
 mod id_token_attacks;
 mod login_flow;
 mod providers;

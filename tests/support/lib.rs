@@ -71,13 +71,35 @@ impl Reserved {
         self.start_full("", idps, registry).await
     }
 
+    /// Starts authnz as if behind a TLS-terminating proxy: `public_url` is `https://...`, while
+    /// the tests still talk plain HTTP to its loopback port (`TestServer::url`).
+    pub async fn start_behind_https(self, public_url: &str, idps: &str) -> TestServer {
+        self.start_config(
+            &format!("public_url = \"{public_url}\"\n"),
+            "",
+            idps,
+            Registry::builtin(),
+        )
+        .await
+    }
+
     async fn start_full(self, server: &str, idps: &str, registry: Registry) -> TestServer {
+        let public_url = format!("public_url = \"{}\"\n", self.url);
+        self.start_config(&public_url, server, idps, registry).await
+    }
+
+    async fn start_config(
+        self,
+        public_url: &str,
+        server: &str,
+        idps: &str,
+        registry: Registry,
+    ) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\npublic_url = \"{url}\"\ndatabase = \"{db}\"\n{server}\n{idps}",
+            "[server]\nlisten = \"{listen}\"\n{public_url}database = \"{db}\"\n{server}\n{idps}",
             listen = self.listener.local_addr().unwrap(),
-            url = self.url,
             db = dir.path().join("db").display(),
         );
         let path = dir.path().join("idps.toml");

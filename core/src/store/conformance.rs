@@ -64,7 +64,7 @@ pub fn sample_pending(created_at: i64) -> PendingLogin {
 
 /// Runs every conformance test, each on a fresh store.
 pub fn run_all(open: &OpenFresh) -> TestResult {
-    let tests: [(&str, StoreTest); 13] = [
+    let tests: [(&str, StoreTest); 14] = [
         ("pending logins are single use", pending_single_use),
         ("sweep removes only expired pending logins", sweep),
         ("a second login maps to the same user", same_user_again),
@@ -84,6 +84,7 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
         ("deleting a user removes everything", delete_user),
         ("tokens are replaced by compare-and-swap", replace_tokens),
         ("api keys", api_keys),
+        ("sign-ups are single use and expire", signups),
     ];
     for (name, test) in tests {
         let (store, _guard) = open()?;
@@ -109,6 +110,22 @@ fn pending_single_use(store: &dyn Store) -> TestResult {
         store.take_pending_login("unknown")?.is_none(),
         "unknown state",
     )
+}
+
+fn signups(store: &dyn Store) -> TestResult {
+    store.put_signup("old", 1_500, b"{\"old\":1}")?;
+    store.put_signup("new", 3_000, b"{\"new\":1}")?;
+    check(
+        store.signup("old")?.as_deref() == Some(&b"{\"old\":1}"[..]),
+        "read back as written",
+    )?;
+    check(store.sweep_signups(2_000)? == 1, "the expired one swept")?;
+    check(store.signup("old")?.is_none(), "old gone")?;
+    check(
+        store.take_signup("new")?.as_deref() == Some(&b"{\"new\":1}"[..]),
+        "new taken",
+    )?;
+    check(store.take_signup("new")?.is_none(), "taken once")
 }
 
 fn sweep(store: &dyn Store) -> TestResult {
@@ -385,7 +402,26 @@ fn unique_usernames(store: &dyn Store) -> TestResult {
         ))?;
         names.push(outcome.user.username);
     }
-    check(names == ["alice", "alice2", "alice3"], "suffixes in order")
+    check(names == ["alice", "alice2", "alice3"], "suffixes in order")?;
+    // 999 look-alikes hold alice..alice999: the next one still gets an account.
+    for i in 3..999 {
+        store.complete_login(&sample_login(
+            "corp",
+            &format!("s{i}"),
+            &format!("u{i}"),
+            &format!("x{i}"),
+        ))?;
+    }
+    let last = store.complete_login(&sample_login("corp", "real", "u-real", "x-real"))?;
+    let name = last.user.username;
+    check(
+        name.starts_with("alice-")
+            && name.len() == "alice-".len() + 8
+            && name[6..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+        "a random suffix after alice999",
+    )
 }
 
 fn sessions(store: &dyn Store) -> TestResult {

@@ -319,8 +319,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a user's API key by its public id; returns whether it existed.
     fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool>;
 
-    /// Saves a pending sign-up (a first login waiting for confirmation), opaque to the store.
-    fn put_signup(&self, id: &str, record: &[u8]) -> StoreResult<()>;
+    /// Saves a pending sign-up (a first login waiting for confirmation), opaque to the store,
+    /// until `expires_at` (Unix seconds).
+    fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()>;
+
+    /// Removes pending sign-ups that expired before `now` (they hold sealed IdP tokens);
+    /// returns how many.
+    fn sweep_signups(&self, now: i64) -> StoreResult<usize>;
 
     /// Removes and returns a pending sign-up.
     fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
@@ -361,9 +366,20 @@ pub(crate) fn identity_key(idp: &str, subject: &str) -> Vec<u8> {
     key
 }
 
-/// Candidate usernames for a wanted one: `name`, `name2`, `name3`, ...
+/// Candidate usernames for a wanted one: `name`, `name2`, ... `name999`, then `name-` and eight
+/// random characters: 999 look-alike accounts cannot lock the real person out of a first login.
 pub(crate) fn username_candidates(wanted: &str) -> impl Iterator<Item = String> + '_ {
-    std::iter::once(wanted.to_string()).chain((2..1000).map(move |n| format!("{wanted}{n}")))
+    use rand::Rng;
+    std::iter::once(wanted.to_string())
+        .chain((2..1000).map(move |n| format!("{wanted}{n}")))
+        .chain((0..8).map(move |_| {
+            const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let mut rng = rand::thread_rng();
+            let suffix: String = (0..8)
+                .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+                .collect();
+            format!("{wanted}-{suffix}")
+        }))
 }
 
 /// The identity key, as the token vault binds ciphertexts to it.

@@ -336,6 +336,30 @@ impl LoginBatcher {
     }
 }
 
+/// The first byte of a stored sign-up that carries its expiry (8 bytes, big-endian) before the
+/// record; a record itself (JSON) never starts with it.
+const SIGNUP_WITH_EXPIRY: u8 = 0xff;
+
+/// The expiry of a stored sign-up, if it carries one.
+fn signup_expiry(value: &[u8]) -> Option<i64> {
+    match value {
+        [SIGNUP_WITH_EXPIRY, rest @ ..] if rest.len() >= 8 => {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&rest[..8]);
+            Some(i64::from_be_bytes(bytes))
+        }
+        _ => None,
+    }
+}
+
+/// The record of a stored sign-up.
+fn signup_record(value: &[u8]) -> &[u8] {
+    match signup_expiry(value) {
+        Some(_) => &value[9..],
+        None => value,
+    }
+}
+
 /// Should a writer ever unwind, the next login starts a new one instead of waiting forever
 /// (the logins it held get "the login writer stopped").
 struct Unstuck<'a>(&'a LoginBatcher);
@@ -990,11 +1014,33 @@ impl Store for SledStore {
         Ok(false)
     }
 
-    fn put_signup(&self, id: &str, record: &[u8]) -> StoreResult<()> {
+    fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()> {
+        let mut value = Vec::with_capacity(record.len() + 9);
+        value.push(SIGNUP_WITH_EXPIRY);
+        value.extend_from_slice(&expires_at.to_be_bytes());
+        value.extend_from_slice(record);
         self.signups
-            .insert(id.as_bytes(), record)
+            .insert(id.as_bytes(), value)
             .map(|_| ())
             .map_err(backend)
+    }
+
+    fn sweep_signups(&self, now: i64) -> StoreResult<usize> {
+        let mut swept = 0;
+        for entry in self.signups.iter() {
+            let (id, value) = entry.map_err(backend)?;
+            // A record written before expiries were kept is swept too: sign-ups last minutes.
+            if signup_expiry(&value).is_none_or(|expires_at| expires_at < now)
+                && self
+                    .signups
+                    .compare_and_swap(&id, Some(&value), None as Option<&[u8]>)
+                    .map_err(backend)?
+                    .is_ok()
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 
     fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -1002,7 +1048,7 @@ impl Store for SledStore {
             .signups
             .remove(id.as_bytes())
             .map_err(backend)?
-            .map(|bytes| bytes.to_vec()))
+            .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
     fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -1010,7 +1056,7 @@ impl Store for SledStore {
             .signups
             .get(id.as_bytes())
             .map_err(backend)?
-            .map(|bytes| bytes.to_vec()))
+            .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
     fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>> {

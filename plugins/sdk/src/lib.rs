@@ -31,6 +31,13 @@ pub trait IdentityProvider: Send + Sync {
         Vec::new()
     }
 
+    /// [`IdentityProvider::authorize_params`], or why they could not be made. The core calls
+    /// this one and refuses to start the login on an error (fail closed: a parameter such as
+    /// `hd` may be what keeps the wrong people out). Providers that cannot fail keep the default.
+    fn try_authorize_params(&self, ctx: &LoginContext) -> Result<Vec<(String, String)>, String> {
+        Ok(self.authorize_params(ctx))
+    }
+
     /// Maps verified claims to a local identity, or denies the login (403) with a reason
     /// that is safe to show to the person logging in.
     fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError>;
