@@ -261,14 +261,22 @@ fn check_online(config: &config::Config) -> ExitCode {
                     let (_, jwks) = found.jwks_snapshot();
                     let extra = found.metadata.additional_metadata();
                     println!(
-                        "idps.{name}: ok: issuer {}, {} signing key(s), token endpoint {}, userinfo {}, revocation {}, end-session {}",
+                        "idps.{name}: ok: issuer {}, {} signing key(s), algorithms {}, token endpoint {}, userinfo {}, revocation {}, end-session {}",
                         found.metadata.issuer().as_str(),
                         jwks,
+                        found.algs.join(" "),
                         found.metadata.token_endpoint().map(|u| u.as_str().to_string()).unwrap_or_else(|| "none".into()),
                         if found.metadata.userinfo_endpoint().is_some() { "yes" } else { "no" },
                         if extra.revocation_endpoint.is_some() { "yes" } else { "no" },
                         if extra.end_session_endpoint.is_some() { "yes" } else { "no" },
                     );
+                    let problems = idp.algorithm_problems(&found);
+                    for problem in &problems {
+                        println!("idps.{name}: failed: {problem}");
+                    }
+                    if !problems.is_empty() {
+                        failed += 1;
+                    }
                 }
                 Err(_) => {
                     println!("idps.{name}: failed: {}", idp.last_error().unwrap_or_else(|| "discovery failed".into()));

@@ -157,8 +157,9 @@ pub struct IdpConfig {
     /// Every scope to request, `openid` first.
     pub scopes: Vec<String>,
     pub prompt: Option<String>,
-    /// Accepted ID-token signature algorithms (never `none`).
-    pub id_token_algs: Vec<String>,
+    /// Accepted ID-token signature algorithms (never `none`) as configured; `None`: the
+    /// asymmetric ones the IdP's discovery advertises (see `protocol::Discovered::algs`).
+    pub id_token_algs: Option<Vec<String>>,
     /// Whether to call the userinfo endpoint when the IdP has one.
     pub userinfo: bool,
     /// Extra authorize parameters from the config.
@@ -762,7 +763,7 @@ fn unreachable_url() -> Url {
     panic!("literal URL failed to parse")
 }
 
-const SUPPORTED_ALGS: &[&str] = &[
+pub const SUPPORTED_ALGS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
     "HS384", "HS512",
 ];
@@ -888,9 +889,9 @@ fn idp_entry(
                     "must list at least one algorithm",
                 );
             }
-            algs
+            Some(algs)
         }
-        None => vec!["RS256".to_string()],
+        None => None,
     };
     let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
     let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
@@ -1330,7 +1331,7 @@ client_id = "x"
             Some("s3cret-value")
         );
         assert_eq!(corp.scopes, ["openid", "email", "profile"]);
-        assert_eq!(corp.id_token_algs, ["RS256"]);
+        assert_eq!(corp.id_token_algs, None, "from discovery");
         assert!(
             !format!("{config:?}").contains("s3cret-value"),
             "secret in Debug"

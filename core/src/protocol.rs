@@ -228,6 +228,10 @@ pub struct Discovered {
     authorize_base: String,
     /// Unix seconds of the discovery.
     pub discovered_at: i64,
+    /// The ID-token (and logout/access-token) signature algorithms accepted: `id_token_algs`
+    /// as configured, or else the asymmetric ones discovery advertises that authnz supports
+    /// (never `none`, never HS*: those only when configured), or RS256 when it lists none.
+    pub algs: Vec<String>,
     jwks: RwLock<(u64, Arc<CoreJsonWebKeySet>)>,
     refetch: Mutex<RefetchState>,
 }
@@ -449,6 +453,7 @@ impl Idp {
                 .await
                 .map_err(|err| format!("JWKS: {}", discovery_error(&err)))?
         };
+        let algs = self.accepted_algs(&metadata);
         let mut base = metadata.authorization_endpoint().url().clone();
         base.set_fragment(None);
         base.query_pairs_mut()
@@ -460,9 +465,81 @@ impl Idp {
             authorize_base: base.into(),
             metadata,
             discovered_at: chrono::Utc::now().timestamp(),
+            algs,
             jwks: RwLock::new((0, Arc::new(jwks))),
             refetch: Mutex::new(RefetchState { last: None }),
         })
+    }
+
+    /// The signature algorithms this IdP's tokens may use (see [`Discovered::algs`]).
+    fn accepted_algs(&self, metadata: &Metadata) -> Vec<String> {
+        if let Some(configured) = &self.config.id_token_algs {
+            return configured.clone();
+        }
+        let advertised: Vec<String> = metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter_map(|alg| serde_json::to_value(alg).ok())
+            .filter_map(|alg| alg.as_str().map(str::to_string))
+            .filter(|alg| DISCOVERABLE_ALGS.contains(&alg.as_str()))
+            .collect();
+        if advertised.is_empty() {
+            // OpenID Connect Discovery §3: RS256 is the default and must be supported.
+            vec!["RS256".to_string()]
+        } else {
+            advertised
+        }
+    }
+
+    /// What `check --online` reports when discovery, the keys and the allowed algorithms do
+    /// not meet: no algorithm both advertised and allowed, or no key for any allowed one.
+    pub fn algorithm_problems(&self, discovered: &Discovered) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.info.oauth2.is_some() {
+            return problems;
+        }
+        let advertised: Vec<String> = discovered
+            .metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter_map(|alg| serde_json::to_value(alg).ok())
+            .filter_map(|alg| alg.as_str().map(str::to_string))
+            .collect();
+        if !advertised.is_empty() && !advertised.iter().any(|alg| discovered.algs.contains(alg)) {
+            problems.push(format!(
+                "the IdP signs ID tokens with {} but id_token_algs allows only {}: set id_token_algs = [{}] in [idps.{}] (or remove it)",
+                advertised.join(", "),
+                discovered.algs.join(", "),
+                advertised
+                    .iter()
+                    .filter(|alg| *alg != "none")
+                    .map(|alg| format!("\"{alg}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.config.name
+            ));
+        }
+        let (_, jwks) = discovered.jwks();
+        let asymmetric: Vec<&String> = discovered
+            .algs
+            .iter()
+            .filter(|alg| !alg.starts_with("HS"))
+            .collect();
+        let usable = asymmetric.iter().any(|alg| {
+            serde_json::from_value::<CoreJwsSigningAlgorithm>(JsonValue::String((*alg).clone()))
+                .is_ok_and(|alg| jwks.keys().iter().any(|key| key_fits(key, &alg)))
+        });
+        if !asymmetric.is_empty() && !usable {
+            problems.push(format!(
+                "the JWKS has no key for {}: ID tokens cannot verify",
+                asymmetric
+                    .iter()
+                    .map(|alg| alg.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        problems
     }
 
     /// Fetches `<issuer>/.well-known/openid-configuration` and checks that its `issuer` is the
@@ -757,6 +834,7 @@ impl Idp {
 
     fn verifier<'a>(
         &self,
+        algs: &[String],
         jwks: CoreJsonWebKeySet,
         not_before: i64,
         now: i64,
@@ -776,9 +854,7 @@ impl Idp {
             // Checked against the template and the token's own `tid` after verification.
             verifier = verifier.require_issuer_match(false);
         }
-        let algs: Vec<CoreJwsSigningAlgorithm> = self
-            .config
-            .id_token_algs
+        let algs: Vec<CoreJwsSigningAlgorithm> = algs
             .iter()
             .filter_map(|alg| serde_json::from_value(JsonValue::String(alg.clone())).ok())
             .collect();
@@ -967,7 +1043,12 @@ impl Idp {
         }
         let nonce = Nonce::new(pending.nonce.clone());
         let verifier = self
-            .verifier(CoreJsonWebKeySet::new(Vec::new()), pending.created_at, now)
+            .verifier(
+                &discovered.algs,
+                CoreJsonWebKeySet::new(Vec::new()),
+                pending.created_at,
+                now,
+            )
             .insecure_disable_signature_check();
         let claims = id_token.claims(&verifier, &nonce).map_err(|err| {
             tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "ID token rejected");
@@ -1331,7 +1412,7 @@ impl Idp {
         let id_token = match response.id_token() {
             Some(id_token) => {
                 let verifier = self
-                    .verifier((*jwks).clone(), now - 3600, now)
+                    .verifier(&discovered.algs, (*jwks).clone(), now - 3600, now)
                     .require_issuer_match(self.info.issuer_template.is_none());
                 let claims = id_token
                     .claims(&verifier, |_: Option<&Nonce>| Ok(()))
@@ -1510,7 +1591,16 @@ impl Idp {
             .get("alg")
             .and_then(JsonValue::as_str)
             .unwrap_or("none");
-        if alg_name == "none" || !self.config.id_token_algs.iter().any(|alg| alg == alg_name) {
+        if alg_name == "none" || !discovered.algs.iter().any(|alg| alg == alg_name) {
+            if crate::config::SUPPORTED_ALGS.contains(&alg_name) {
+                // Most often a real IdP that signs with what nobody allowed: say what to set.
+                tracing::warn!(
+                    idp = %self.config.name,
+                    alg = %crate::error::loggable(alg_name),
+                    allowed = %discovered.algs.join(", "),
+                    "a token signed with an algorithm this IdP may not use was refused; if the IdP signs with it, add it to id_token_algs in its [idps.*] entry"
+                );
+            }
             return Err("algorithm not allowed");
         }
         if header.get("crit").is_some() || header.get("enc").is_some() {
@@ -1734,6 +1824,12 @@ pub struct LogoutClaims {
     /// Unix seconds until which the token would still verify.
     pub replayable_until: i64,
 }
+
+/// The algorithms taken from discovery when `id_token_algs` is not set: the asymmetric ones
+/// authnz verifies. HS* (shared secret) only when configured; `none` never.
+const DISCOVERABLE_ALGS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
 
 /// Whether an address is anything but a public unicast one: private, shared (CGNAT
 /// 100.64.0.0/10), benchmarking (198.18.0.0/15), link-local (169.254.0.0/16, fe80::/10),

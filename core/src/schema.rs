@@ -119,8 +119,9 @@ macro_rules! idp_kind {
             pub extra_scopes: Option<Vec<String>>,
             /// The authorize request's `prompt` (`login`, `consent`, `select_account`, ...).
             pub prompt: Option<String>,
-            /// Accepted ID-token signature algorithms; `none` is never accepted.
-            #[schemars(extend("default" = ["RS256"]))]
+            /// Accepted ID-token signature algorithms; `none` is never accepted. Default: the
+            /// asymmetric ones the IdP's discovery advertises (RS*, PS*, ES256, ES384, EdDSA),
+            /// RS256 if it lists none; HS* only when listed here.
             pub id_token_algs: Option<Vec<String>>,
             /// Also fetch userinfo (its `sub` must match the ID token's).
             #[schemars(extend("default" = true))]

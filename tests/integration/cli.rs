@@ -184,7 +184,7 @@ async fn check_online_runs_discovery_for_each_idp() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains(&format!(
-            "idps.good: ok: issuer {}, 1 signing key(s), token endpoint {}/token",
+            "idps.good: ok: issuer {}, 1 signing key(s), algorithms RS256, token endpoint {}/token",
             good.issuer, good.issuer
         )),
         "{stdout}"

@@ -9,6 +9,7 @@ mod callback_attacks;
 mod cli;
 mod crash;
 mod credentials;
+mod defaults;
 mod discovery;
 mod dylib;
 mod hardening;
