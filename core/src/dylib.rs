@@ -2,7 +2,8 @@
 //!
 //! The library must export the SDK's versioned entry symbol and table
 //! ([`authnz_plugin::abi`]). Loading checks everything it can before trusting the library:
-//! the file (an admin-owned path, not writable by others: SECURITY H69), the symbol, the ABI
+//! the file and every directory above it (owned by root or authnz's user, writable by nobody
+//! else: SECURITY H69), loaded through the descriptor that was checked, the symbol, the ABI
 //! version, the table size and the SDK's major version. Each is refused with an error that
 //! names the file and the reason, never a crash. Libraries are never unloaded (their code may be
 //! running on another thread), and every call goes through the table, whose plugin side catches
@@ -60,11 +61,7 @@ fn path_error(message: impl Into<String>) -> Vec<ConfigError> {
 /// Loads the library at `path` and builds its provider from `settings`.
 pub fn load(path: &Path, settings: &ProviderSettings) -> Result<DylibProvider, Vec<ConfigError>> {
     let shown = path.display().to_string();
-    check_path(path).map_err(|reason| path_error(format!("{shown}: {reason}")))?;
-    // SAFETY: loading runs the library's initialisers; the path was checked to be an
-    // admin-controlled file, which is the trust boundary for provider code.
-    let library = unsafe { libloading::Library::new(path) }
-        .map_err(|err| path_error(format!("{shown}: cannot load: {err}")))?;
+    let library = open_checked(path).map_err(|reason| path_error(format!("{shown}: {reason}")))?;
     // Never unloaded: a provider's code may still run elsewhere.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol's type is fixed by the SDK's ABI version 1.
@@ -190,31 +187,125 @@ fn take(table: &PluginTableV1, buffer: PluginBuffer) -> Vec<u8> {
     bytes
 }
 
-/// Refuses libraries that someone other than an admin could have written (SECURITY H69).
-fn check_path(path: &Path) -> Result<(), String> {
-    let metadata = std::fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
-    if !metadata.is_file() {
+/// Opens the library, checks it, and loads what was checked (SECURITY H69). The file and every
+/// directory above it (after resolving symlinks) must be owned by root or by the user authnz
+/// runs as and be writable by nobody else (no group or world write, sticky or not: `/tmp` is
+/// refused). On Linux the library is then loaded through its open descriptor
+/// (`/proc/self/fd/<n>`), so a file swapped in after the check is never the one that runs; the
+/// descriptor stays open for the life of the process (a reused number would name another file).
+fn open_checked(path: &Path) -> Result<libloading::Library, String> {
+    let real = std::fs::canonicalize(path).map_err(|err| format!("cannot read: {err}"))?;
+    let file = std::fs::File::open(&real).map_err(|err| format!("cannot read: {err}"))?;
+    let held = file
+        .metadata()
+        .map_err(|err| format!("cannot read: {err}"))?;
+    if !held.is_file() {
         return Err("not a file".into());
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let writable_by_others = |mode: u32| mode & 0o002 != 0;
-        if writable_by_others(metadata.mode()) {
-            return Err("refused: the library is writable by every user".into());
+        let euid = effective_uid()?;
+        let trusted = |what: &str, shown: &Path, metadata: &std::fs::Metadata| {
+            if metadata.uid() != 0 && metadata.uid() != euid {
+                return Err(format!(
+                    "refused: {what} {} belongs to uid {}, not to root or to the user authnz runs as (uid {euid})",
+                    shown.display(),
+                    metadata.uid()
+                ));
+            }
+            match metadata.mode() {
+                mode if mode & 0o002 != 0 => Err(format!(
+                    "refused: {what} {} is writable by every user",
+                    shown.display()
+                )),
+                mode if mode & 0o020 != 0 => Err(format!(
+                    "refused: {what} {} is writable by its group",
+                    shown.display()
+                )),
+                _ => Ok(()),
+            }
+        };
+        trusted("the library", &real, &held)?;
+        for dir in real.ancestors().skip(1) {
+            let metadata = std::fs::metadata(dir)
+                .map_err(|err| format!("cannot read {}: {err}", dir.display()))?;
+            trusted("its directory", dir, &metadata)?;
         }
-        let parent = path.parent().unwrap_or(Path::new("."));
-        let parent = std::fs::metadata(if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        })
-        .map_err(|err| format!("cannot read its directory: {err}"))?;
-        if writable_by_others(parent.mode()) && parent.mode() & 0o1000 == 0 {
-            return Err("refused: its directory is writable by every user".into());
+        let again = std::fs::metadata(&real).map_err(|err| format!("cannot read: {err}"))?;
+        if (again.dev(), again.ino()) != (held.dev(), held.ino()) {
+            return Err("refused: the file was replaced while it was checked".into());
         }
     }
-    Ok(())
+    load_open(file, &real)
+}
+
+/// Loads the checked, open file: through its descriptor on Linux.
+#[cfg(target_os = "linux")]
+fn load_open(file: std::fs::File, real: &Path) -> Result<libloading::Library, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let via = format!("/proc/self/fd/{}", file.as_raw_fd());
+    let held = file
+        .metadata()
+        .map_err(|err| format!("cannot read: {err}"))?;
+    match std::fs::metadata(&via) {
+        Ok(seen) if (seen.dev(), seen.ino()) == (held.dev(), held.ino()) => {}
+        _ => {
+            return Err(format!(
+                "refused: cannot load {} through its descriptor (is /proc mounted?)",
+                real.display()
+            ))
+        }
+    }
+    // SAFETY: loading runs the library's initialisers; this is the inode checked above, an
+    // admin-controlled file, which is the trust boundary for provider code. RTLD_NOW: a missing
+    // symbol fails here, with the file's name, not in the middle of a login.
+    let library = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&via),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map_err(|err| format!("cannot load: {err}"))?;
+    // Kept open for good: the loader knows the library by this descriptor's path.
+    std::mem::forget(file);
+    Ok(library.into())
+}
+
+/// Loads the checked file by its resolved path (no descriptor loading off Linux).
+#[cfg(not(target_os = "linux"))]
+fn load_open(file: std::fs::File, real: &Path) -> Result<libloading::Library, String> {
+    drop(file);
+    // SAFETY: as on Linux; the whole tree up to the file was checked just now.
+    unsafe { libloading::Library::new(real) }.map_err(|err| format!("cannot load: {err}"))
+}
+
+/// The effective user id, from `/proc/self/status` (std has no `geteuid`).
+#[cfg(unix)]
+fn effective_uid() -> Result<u32, String> {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string("/proc/self/status")
+            .map_err(|err| format!("cannot read /proc/self/status: {err}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1)?.parse().ok())
+            .ok_or_else(|| "no effective uid in /proc/self/status".to_string())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // The owner of a file this process creates is its effective uid.
+        let probe = std::env::temp_dir().join(format!("authnz-uid-{}", std::process::id()));
+        let uid = std::fs::File::create(&probe)
+            .and_then(|file| file.metadata())
+            .map(|metadata| metadata.uid())
+            .map_err(|err| format!("cannot tell the effective uid: {err}"));
+        let _ = std::fs::remove_file(&probe);
+        uid
+    }
 }
 
 impl DylibProvider {

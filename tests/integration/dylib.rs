@@ -11,12 +11,25 @@ use authnz_tests::{
 };
 use serde_json::json;
 
-/// A plugin library built by `scripts/test` (`cargo build -p <crate>`).
-fn library(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
-        .join("debug");
+}
+
+/// A fresh directory that passes the loader's ownership checks (unlike one in `/tmp`, which
+/// everyone can write to).
+fn trusted_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("dylib-test-")
+        .tempdir_in(target_dir())
+        .unwrap()
+}
+
+/// A plugin library built by `scripts/test` (`cargo build -p <crate>`).
+fn library(name: &str) -> PathBuf {
+    let dir = target_dir().join("debug");
     let path = dir.join(format!("lib{name}.so"));
     assert!(
         path.exists(),
@@ -160,7 +173,7 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
 #[test]
 fn broken_libraries_are_refused_with_the_file_and_the_reason() {
     let issuer = "https://idp.example";
-    let dir = tempfile::tempdir().unwrap();
+    let dir = trusted_dir();
 
     // A missing file.
     let missing = dir.path().join("libnothing.so");
@@ -238,24 +251,65 @@ fn broken_libraries_are_refused_with_the_file_and_the_reason() {
 #[test]
 #[cfg(unix)]
 fn a_library_others_can_write_is_refused() {
-    // SECURITY H69.
+    // SECURITY H69: the file and every directory above it, owner and group included.
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("libcopy.so");
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = trusted_dir();
+    let sub = dir.path().join("plugins");
+    std::fs::create_dir(&sub).unwrap();
+    let copy = sub.join("libcopy.so");
     std::fs::copy(library("authnz_example_dylib"), &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let errors = config_errors(&dylib_toml("x", &copy, "https://idp.example", ""));
+    let refused = |why: &str| {
+        let errors = config_errors(&dylib_toml("x", &copy, "https://idp.example", ""));
+        assert!(
+            errors.len() == 1 && errors[0].contains("refused") && errors[0].contains(why),
+            "{why}: {errors:?}"
+        );
+    };
+    mode(&copy, 0o666);
+    refused("the library");
+    mode(&copy, 0o775);
+    refused("is writable by its group");
+    mode(&copy, 0o755);
+    mode(&sub, 0o777);
+    refused(&format!(
+        "its directory {} is writable by every user",
+        sub.display()
+    ));
+    mode(&sub, 0o1777);
+    refused("writable by every user"); // sticky or not
+    mode(&sub, 0o755);
+    mode(dir.path(), 0o775);
+    refused(&format!(
+        "its directory {} is writable by its group",
+        dir.path().display()
+    ));
+    mode(dir.path(), 0o700);
+    assert!(config_errors(&dylib_toml("x", &copy, "https://idp.example", "")).is_empty());
+
+    // A library in /tmp, which every user can write to (sticky), is refused.
+    let in_tmp = tempfile::tempdir().unwrap();
+    let tmp_copy = in_tmp.path().join("libcopy.so");
+    std::fs::copy(&copy, &tmp_copy).unwrap();
+    let errors = config_errors(&dylib_toml("x", &tmp_copy, "https://idp.example", ""));
     assert!(
         errors.len() == 1 && errors[0].contains("writable by every user"),
         "{errors:?}"
     );
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let errors = config_errors(&dylib_toml("x", &copy, "https://idp.example", ""));
-    assert!(
-        errors.len() == 1 && errors[0].contains("directory is writable by every user"),
-        "{errors:?}"
-    );
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(config_errors(&dylib_toml("x", &copy, "https://idp.example", "")).is_empty());
+
+    // Owned by someone else (only root can hand a file to another user).
+    let running_as_root = std::fs::read_to_string("/proc/self/status")
+        .map(|status| status.lines().any(|line| line.starts_with("Uid:\t0\t")))
+        .unwrap_or(false);
+    if running_as_root {
+        let chown = std::process::Command::new("chown")
+            .arg("65534")
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        refused("belongs to uid 65534");
+    }
 }
