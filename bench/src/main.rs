@@ -242,6 +242,7 @@ fn seed(dir: &std::path::Path, count: u64) {
                         session_expires_at: now + 86_400,
                         sid: None,
                         csrf: format!("{:043x}", i),
+                        sealed_id_token: None,
                         email_authoritative: false,
                         on_email_match: EmailMatch::Refuse,
                         link_to: None,

@@ -958,15 +958,36 @@ impl AccountApi {
                 "this identity provider is no longer configured",
             )
         })?;
-        let (sealed, tokens) = open_tokens(app, &idp.0, &subject)?.ok_or_else(|| {
+        let no_tokens = || {
             FlowError::new(
                 Status::NotFound,
                 "no_tokens",
                 "no tokens are kept for this identity; log in again",
             )
-        })?;
-        let now = app.clock.now();
-        let fresh = if tokens.expires_at.is_some_and(|expires| expires <= now + 30) {
+        };
+        let expiring = |tokens: &IdpTokens, now: i64| {
+            tokens.expires_at.is_some_and(|expires| expires <= now + 30)
+        };
+        let (mut sealed, mut tokens) = open_tokens(app, &idp.0, &subject)?.ok_or_else(no_tokens)?;
+        let mut now = app.clock.now();
+        // One refresh per identity at a time; whoever waited takes what it left.
+        let _refreshing = if expiring(&tokens, now) {
+            let guard = app
+                .refreshing
+                .lock(identity_key_public(&idp.0, &subject))
+                .await;
+            (sealed, tokens) = open_tokens(app, &idp.0, &subject)?.ok_or_else(|| {
+                FlowError::unauthorized(
+                    "reauthenticate",
+                    "the identity provider no longer accepts this sign-in; log in again",
+                )
+            })?;
+            now = app.clock.now();
+            Some(guard)
+        } else {
+            None
+        };
+        let fresh = if expiring(&tokens, now) {
             match runtime.refresh(&tokens, &subject, now).await {
                 Ok(fresh) => {
                     let plain = serde_json::to_vec(&fresh)
@@ -985,10 +1006,16 @@ impl AccountApi {
                     fresh
                 }
                 Err(err) if err.status == Status::Unauthorized => {
-                    // SECURITY E50: no retry loop; the session that relied on them ends.
+                    // SECURITY E50: no retry loop; the session that relied on them ends. Tokens
+                    // the IdP refused are dead: dropped (I77); tokens a bad refresh answer came
+                    // for are kept as they were (E49).
+                    if err.code == "reauthenticate" {
+                        app.store.delete_tokens(&idp.0, &subject)?;
+                    }
                     if let Some((hash, _)) = &caller.session {
                         app.store.delete_session(hash)?;
                     }
+                    app.store.sync().await?;
                     return Err(err.into());
                 }
                 Err(err) => return Err(err.into()),
@@ -1174,11 +1201,30 @@ impl AccountApi {
             )
             .into());
         }
-        let ended = app.store.end_identity_sessions(
-            &idp.0,
-            claims.sub.as_deref(),
-            claims.sid.as_deref(),
-        )?;
+        // Sessions belong to the provider's mapping of `sub` (Entra: `tid:oid`): map it as a
+        // login is mapped. A provider that cannot map a logout token's few claims is matched by
+        // `sid` alone where there is one, else by the raw `sub`.
+        let subject = claims.sub.as_ref().and_then(|sub| {
+            let mapped = runtime
+                .config
+                .provider
+                .map_identity(&authnz_plugin::VerifiedClaims {
+                    issuer: runtime.config.issuer.clone(),
+                    subject: sub.clone(),
+                    claims: claims.claims.clone(),
+                })
+                .ok()
+                .map(|mapped| mapped.subject)
+                .filter(|mapped| crate::protocol::valid_subject(mapped));
+            match (mapped, &claims.sid) {
+                (Some(mapped), _) => Some(mapped),
+                (None, Some(_)) => None,
+                (None, None) => Some(sub.clone()),
+            }
+        });
+        let ended =
+            app.store
+                .end_identity_sessions(&idp.0, subject.as_deref(), claims.sid.as_deref())?;
         tracing::info!(idp = %idp.0, ended, "back-channel logout");
         Ok(BackchannelResponse::Ok(Json(BackchannelResult {
             sessions_ended: ended as u64,

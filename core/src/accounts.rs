@@ -91,7 +91,7 @@ pub struct LoginContext<'a> {
 /// for confirmation.
 pub async fn finish_login(
     app: &App,
-    idp: &Idp,
+    idp: &std::sync::Arc<Idp>,
     verified: VerifiedLogin,
     cx: LoginContext<'_>,
 ) -> Result<Finished, FlowError> {
@@ -139,6 +139,20 @@ pub async fn finish_login(
                     .iter()
                     .any(|trusted| trusted.eq_ignore_ascii_case(domain))
             });
+    // The session keeps the ID token of its own login, for its own logout (SECURITY I76).
+    let sealed_id_token = (!verified.tokens.id_token.is_empty())
+        .then(|| {
+            app.vault.seal(
+                &id_token_context(&idp.config.name, &mapped.subject),
+                verified.tokens.id_token.as_bytes(),
+            )
+        })
+        .transpose()
+        .map_err(|_| FlowError::internal("token sealing failed"))?
+        .map(|sealed| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+        });
     let session_cookie = random_token(32);
     let login = CompletedLogin {
         idp: idp.config.name.clone(),
@@ -154,6 +168,7 @@ pub async fn finish_login(
         session_expires_at: cx.now + app.server.session_ttl.as_secs() as i64,
         sid: verified.claims.str("sid").map(str::to_string),
         csrf: random_token(32),
+        sealed_id_token,
         email_authoritative,
         on_email_match: match idp.config.link_existing {
             LinkPolicy::VerifiedEmail => EmailMatch::LinkIfAuthoritative,
@@ -165,11 +180,15 @@ pub async fn finish_login(
     // Only a login that must be confirmed can come back for a sign-up: copy just that one.
     let for_signup = login.require_existing.then(|| login.clone());
     // Durable before the person is told they are logged in.
+    let new_tokens = verified.tokens;
     match app.store.complete_login_durable(login).await {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
             if let Some(old) = cx.old_session {
                 app.store.delete_session(old)?;
                 app.store.sync().await?;
+            }
+            if let Some(replaced) = outcome.replaced_tokens.take() {
+                revoke_replaced(app, idp, &mapped.subject, &replaced, &new_tokens);
             }
             Ok(Finished::LoggedIn(outcome, session_cookie))
         }
@@ -192,6 +211,68 @@ pub async fn finish_login(
         }
         Err(err) => Err(login_error(err, idp)),
     }
+}
+
+/// What a session's sealed ID token is bound to: its identity, apart from the tokens' own.
+pub fn id_token_context(idp: &str, subject: &str) -> Vec<u8> {
+    let mut context = b"id_token\0".to_vec();
+    context.extend_from_slice(&identity_key_public(idp, subject));
+    context
+}
+
+/// The ID token of a session's own login, if it kept one.
+pub fn session_id_token(app: &App, session: &crate::store::Session) -> Option<String> {
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(session.id_token.as_deref()?)
+        .ok()?;
+    let plain = app
+        .vault
+        .open(&id_token_context(&session.idp, &session.subject), &sealed)
+        .ok()?;
+    String::from_utf8(plain).ok()
+}
+
+/// A later login replaced an identity's tokens: the refresh (and access) token it held is
+/// revoked at the IdP in the background, so that no grant outlives what authnz keeps and a
+/// disconnect or deletion leaves none alive (SECURITY I77).
+fn revoke_replaced(
+    app: &App,
+    idp: &std::sync::Arc<Idp>,
+    subject: &str,
+    replaced: &[u8],
+    new: &crate::protocol::IdpTokens,
+) {
+    let Some(old) = app
+        .vault
+        .open(&identity_key_public(&idp.config.name, subject), replaced)
+        .ok()
+        .and_then(|plain| serde_json::from_slice::<crate::protocol::IdpTokens>(&plain).ok())
+    else {
+        return;
+    };
+    let stale = crate::protocol::IdpTokens {
+        refresh_token: old
+            .refresh_token
+            .filter(|token| new.refresh_token.as_ref() != Some(token)),
+        access_token: if old.access_token == new.access_token {
+            String::new()
+        } else {
+            old.access_token
+        },
+        id_token: String::new(),
+        expires_at: None,
+        scope: None,
+    };
+    if stale.refresh_token.is_none() && stale.access_token.is_empty() {
+        return;
+    }
+    let idp = std::sync::Arc::clone(idp);
+    tokio::spawn(async move {
+        if let Err(err) = idp.revoke(&stale).await {
+            tracing::warn!(idp = %idp.config.name, error = %err, "revoking the tokens a login replaced failed");
+        }
+    });
 }
 
 /// The 409s of account linking, with what the person can do.

@@ -941,13 +941,12 @@ impl Api {
             if let Some(session) = app.store.session(&hash)? {
                 // Like every state change of a session (SECURITY G64).
                 check_session_csrf(req, &session, &form)?;
-                let tokens = crate::account_api::open_tokens(app, &session.idp, &session.subject)
-                    .ok()
-                    .flatten();
                 if let Some(idp) = app.idp(&session.idp) {
-                    let hint = tokens.as_ref().map(|(_, tokens)| tokens.id_token.as_str());
+                    // This session's own ID token: another browser's login of the same identity
+                    // is not this one's to end (SECURITY I76).
+                    let hint = accounts::session_id_token(app, &session);
                     end_session_url = idp
-                        .end_session_url(hint, &app.server.url("/"), &random_token(16))
+                        .end_session_url(hint.as_deref(), &app.server.url("/"), &random_token(16))
                         .await;
                 }
                 // SECURITY G64: the stored tokens go with the last session that used them.

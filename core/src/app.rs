@@ -196,6 +196,70 @@ impl UsedTokenIds {
     }
 }
 
+/// One lock per key, made on demand and forgotten when nobody holds or waits for it: one
+/// refresh per identity at a time, so that IdPs that rotate refresh tokens and detect reuse
+/// (Okta, Auth0, Keycloak, oidc-provider) never see one redeemed twice (SECURITY I77).
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: std::sync::Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds a [`KeyedLocks`] key until dropped.
+pub struct KeyedGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: Vec<u8>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    /// Waits until no one else holds `key`.
+    pub async fn lock(&self, key: Vec<u8>) -> KeyedGuard<'_> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            Arc::clone(locks.entry(key.clone()).or_default())
+        };
+        let guard = lock.lock_owned().await;
+        KeyedGuard {
+            locks: self,
+            key,
+            guard: Some(guard),
+        }
+    }
+
+    /// How many keys are held or waited for (for tests).
+    pub fn len(&self) -> usize {
+        self.locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for KeyedGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self
+            .locks
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Only the map holds it: nobody waits.
+        if locks
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
+
 /// What the last reloads did, for `/healthz`, `/readyz` and the admin API.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {
@@ -220,6 +284,8 @@ pub struct App {
     pub limiter: LoginLimiter,
     /// Back-channel logout tokens already used.
     pub used_logout_tokens: UsedTokenIds,
+    /// The identities whose tokens are being refreshed.
+    pub refreshing: KeyedLocks,
     registry: crate::registry::Registry,
     http: IdpHttp,
     current: std::sync::RwLock<Arc<Generation>>,
@@ -302,6 +368,7 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             limiter: LoginLimiter::default(),
             used_logout_tokens: UsedTokenIds::default(),
+            refreshing: KeyedLocks::default(),
             registry,
             http,
             current: std::sync::RwLock::new(Arc::new(generation)),

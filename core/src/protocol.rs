@@ -120,6 +120,30 @@ impl IdpHttp {
             .map_err(|err| HttpError::Transport(err.to_string()))
     }
 
+    /// [`IdpHttp::as_oidc`], keeping the last answer's status in `status`.
+    fn recording(
+        &self,
+        status: Arc<std::sync::atomic::AtomicU16>,
+    ) -> impl Fn(
+        HttpRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<HttpResponse, HttpError>>
+           + '_ {
+        move |request| {
+            let http = self.clone();
+            let status = Arc::clone(&status);
+            Box::pin(async move {
+                let response = http.execute(request).await;
+                if let Ok(response) = &response {
+                    status.store(
+                        response.status().as_u16(),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                response
+            })
+        }
+    }
+
     /// The client as `openidconnect` wants it.
     fn as_oidc(
         &self,
@@ -1374,23 +1398,22 @@ fn ring_verify(key: &CoreJsonWebKey, alg: &str, message: &[u8], signature: &[u8]
 impl Idp {
     /// Exchanges a refresh token. An ID token in the answer must name the same issuer,
     /// subject and audience as before (SECURITY E49); a new refresh token replaces the old one,
-    /// an absent one keeps it. `invalid_grant` comes back as 401 `refresh_rejected`.
+    /// an absent one keeps it. Any 4xx from the token endpoint (`invalid_grant`, or the empty
+    /// 400 of a grant the person revoked at the IdP) is a refusal: 401 `reauthenticate`
+    /// (SECURITY I77); only a transport failure or a 5xx is the IdP's failure (502).
     pub async fn refresh(
         &self,
         tokens: &IdpTokens,
         subject: &str,
         now: i64,
     ) -> Result<IdpTokens, FlowError> {
-        let refresh_token = tokens.refresh_token.clone().ok_or_else(|| {
-            FlowError::unauthorized(
-                "refresh_unavailable",
-                "the identity provider gave no refresh token; log in again",
-            )
-        })?;
+        let refresh_token = tokens.refresh_token.clone().ok_or_else(reauthenticate)?;
         let discovered = self.discovered().await?;
         let (_, jwks) = discovered.jwks();
         let client = self.client(&discovered, (*jwks).clone())?;
-        let oidc_http = self.http.as_oidc();
+        // The status of the answer: openidconnect's error does not keep it.
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let recording = self.http.recording(Arc::clone(&status));
         let token = openidconnect::RefreshToken::new(refresh_token.clone());
         let response = client
             .exchange_refresh_token(&token)
@@ -1400,14 +1423,17 @@ impl Idp {
                     "the identity provider has no token endpoint",
                 )
             })?
-            .request_async(&oidc_http)
+            .request_async(&recording)
             .await
-            .map_err(|err| match self.token_error(&err) {
-                rejected if rejected.code == "code_rejected" => FlowError::unauthorized(
-                    "refresh_rejected",
-                    "the identity provider refused the refresh token; log in again",
-                ),
-                other => other,
+            .map_err(|err| {
+                let failure = self.token_error(&err);
+                let status = status.load(std::sync::atomic::Ordering::Relaxed);
+                if (400..500).contains(&status) || failure.code == "code_rejected" {
+                    tracing::info!(idp = %self.config.name, status, "the identity provider refused the refresh token");
+                    reauthenticate()
+                } else {
+                    failure
+                }
             })?;
         let id_token = match response.id_token() {
             Some(id_token) => {
@@ -1420,8 +1446,11 @@ impl Idp {
                         tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "refreshed ID token rejected");
                         FlowError::unauthorized("refresh_invalid", "the refreshed ID token failed verification; log in again")
                     })?;
+                // Raw `sub` against the raw `sub` of the login: the identity's subject may be
+                // the provider's mapping of it (Entra: `tid:oid`).
                 let previous = IdTokenClaimsView::of(&tokens.id_token);
-                if claims.subject().as_str() != subject
+                let raw_subject = previous.as_ref().map_or(subject, |p| p.sub.as_str());
+                if claims.subject().as_str() != raw_subject
                     || previous
                         .as_ref()
                         .is_some_and(|p| p.iss != claims.issuer().as_str())
@@ -1810,6 +1839,10 @@ impl Idp {
             jti,
             // Past this, the `iat` window refuses the token anyway.
             replayable_until: iat + 600 + skew,
+            claims: match claims {
+                JsonValue::Object(claims) => claims,
+                _ => JsonMap::new(),
+            },
         })
     }
 }
@@ -1823,6 +1856,8 @@ pub struct LogoutClaims {
     pub jti: String,
     /// Unix seconds until which the token would still verify.
     pub replayable_until: i64,
+    /// Every claim, for the provider's subject mapping.
+    pub claims: JsonMap<String, JsonValue>,
 }
 
 /// The algorithms taken from discovery when `id_token_algs` is not set: the asymmetric ones
@@ -1884,9 +1919,18 @@ fn typ_allowed(jwt: &str, typs: &[&str]) -> bool {
     }
 }
 
-/// The `iss` of a stored ID token (already verified when it was stored).
+/// The 401 of a refresh the IdP refused: the person must sign in again.
+fn reauthenticate() -> FlowError {
+    FlowError::unauthorized(
+        "reauthenticate",
+        "the identity provider no longer accepts this sign-in; log in again",
+    )
+}
+
+/// The `iss` and `sub` of a stored ID token (already verified when it was stored).
 struct IdTokenClaimsView {
     iss: String,
+    sub: String,
 }
 
 impl IdTokenClaimsView {
@@ -1899,6 +1943,7 @@ impl IdTokenClaimsView {
         let claims: JsonValue = serde_json::from_slice(&bytes).ok()?;
         Some(Self {
             iss: claims.get("iss")?.as_str()?.to_string(),
+            sub: claims.get("sub")?.as_str()?.to_string(),
         })
     }
 }

@@ -977,7 +977,7 @@ async fn refresh_keeps_the_identity_or_ends_the_session() {
     let response = browser.get(&tokens_url).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "refresh_rejected");
+    assert_eq!(body["error"], "reauthenticate");
     assert_eq!(
         rig.idp
             .calls()

@@ -17,3 +17,4 @@ mod id_token_attacks;
 mod login_flow;
 mod providers;
 mod resources;
+mod tokens;

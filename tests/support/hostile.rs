@@ -26,6 +26,8 @@ pub enum Reply {
     },
     Redirect(String),
     Hang(Duration),
+    /// JSON, after a pause (to make concurrent callers overlap).
+    Slow(Duration, u16, Value),
 }
 
 /// What the hostile IdP does, and what it saw.
@@ -43,6 +45,8 @@ pub struct Script {
     pub userinfo_requests: Vec<(String, Option<String>)>,
     /// Answers for other paths (e.g. a GitHub-style `/user`).
     pub extra: std::collections::HashMap<String, Reply>,
+    /// Path and body of every request.
+    pub bodies: Vec<(String, String)>,
 }
 
 pub struct HostileIdp {
@@ -71,6 +75,7 @@ async fn serve(
     let reply = {
         let mut script = script.lock().unwrap();
         script.calls.push(call);
+        script.bodies.push((path.clone(), body.clone()));
         match path.as_str() {
             // Also below a path, for issuers like `<base>/common/v2.0`.
             discovery if discovery.ends_with("/.well-known/openid-configuration") => {
@@ -117,6 +122,13 @@ async fn serve(
             .status(StatusCode::FOUND)
             .header("Location", location)
             .finish(),
+        Reply::Slow(duration, status, value) => {
+            tokio::time::sleep(duration).await;
+            Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .content_type("application/json")
+                .body(value.to_string())
+        }
         Reply::Hang(duration) => {
             tokio::time::sleep(duration).await;
             Response::builder()
@@ -141,6 +153,7 @@ impl HostileIdp {
             token_bodies: Vec::new(),
             userinfo_requests: Vec::new(),
             extra: std::collections::HashMap::new(),
+            bodies: Vec::new(),
         }));
         let app = Route::new().at("/*path", serve).data(Arc::clone(&script));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

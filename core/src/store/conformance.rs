@@ -38,6 +38,7 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
         session_expires_at: 2_000,
         sid: None,
         csrf: format!("csrf-{session}"),
+        sealed_id_token: Some(format!("id-token-of-{session}")),
         email_authoritative: false,
         on_email_match: EmailMatch::Refuse,
         link_to: None,

@@ -146,6 +146,10 @@ pub struct Session {
     /// The CSRF token that this session's state-changing form posts must carry.
     #[serde(default)]
     pub csrf: String,
+    /// The ID token of this session's own login, sealed (base64url), for its RP-initiated
+    /// logout: never another login's of the same identity (SECURITY I76).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Everything a successful callback writes, in one transaction.
@@ -170,6 +174,8 @@ pub struct CompletedLogin {
     pub sid: Option<String>,
     /// The new session's CSRF token.
     pub csrf: String,
+    /// The login's ID token, sealed for the new session (see [`Session::id_token`]).
+    pub sealed_id_token: Option<String>,
     /// Whether an IdP authoritative for the email's domain verified it (see [`EmailOwner`]).
     pub email_authoritative: bool,
     /// How a new identity whose verified email belongs to another user is treated.
@@ -197,6 +203,8 @@ pub struct LoginOutcome {
     pub created: bool,
     /// Whether the identity was newly linked to an existing user.
     pub linked: bool,
+    /// The sealed tokens this login replaced, if they differed (to revoke what they hold).
+    pub replaced_tokens: Option<Vec<u8>>,
 }
 
 /// What removing an identity did.

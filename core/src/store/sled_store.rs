@@ -479,7 +479,10 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
         }
     };
     identities.insert(id_key.as_slice(), encode(&identity).map_err(abort)?)?;
-    tokens.insert(id_key.as_slice(), login.sealed_tokens.as_slice())?;
+    let replaced_tokens = tokens
+        .insert(id_key.as_slice(), login.sealed_tokens.as_slice())?
+        .map(|old| old.to_vec())
+        .filter(|old| *old != login.sealed_tokens);
     let session = Session {
         user_id: user.id.clone(),
         idp: login.idp.clone(),
@@ -488,6 +491,7 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
         expires_at: login.session_expires_at,
         sid: login.sid.clone(),
         csrf: login.csrf.clone(),
+        id_token: login.sealed_id_token.clone(),
     };
     sessions.insert(
         login.session_hash.as_bytes(),
@@ -506,6 +510,7 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
         user,
         created,
         linked,
+        replaced_tokens,
     })
 }
 
@@ -814,6 +819,7 @@ impl Store for SledStore {
                 session.idp = idp.to_string();
                 session.subject = subject.to_string();
                 session.sid = None;
+                session.id_token = None;
                 sessions.insert(session_hash.as_bytes(), encode(&session).map_err(abort)?)?;
                 identity_sessions.insert(key_of(&[idp, subject, session_hash]), &[][..])?;
                 Ok(true)
