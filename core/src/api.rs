@@ -492,9 +492,12 @@ pub async fn start_login(
     let generation = app.current();
     let client = client_of(app, req);
     if generation.idp(idp_name).is_some()
-        && !app
-            .limiter
-            .allow(client, app.clock.now(), app.server.max_logins_per_client)
+        && app.limiter.admit(
+            client,
+            app.clock.now(),
+            app.server.max_logins_per_client,
+            app.server.max_pending_logins,
+        ) == crate::app::Admission::TooMany
     {
         return Err(FlowError::new(
             Status::TooMany,

@@ -241,6 +241,8 @@ type OidcClient = openidconnect::Client<
 
 /// Tolerance for clock differences with the IdP.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// The longest pause between two discovery attempts of a failing IdP.
+pub const DISCOVERY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// At most one unknown-`kid` JWKS refetch per IdP in this interval.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -310,6 +312,8 @@ pub struct Idp {
     http: IdpHttp,
     discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
     discover_lock: Mutex<()>,
+    /// After a failed discovery: no other attempt before this instant; failures in a row.
+    backoff: std::sync::Mutex<Option<(Instant, u32)>>,
     /// Why the last discovery failed, until one succeeds (for `/healthz`).
     last_error: std::sync::Mutex<Option<String>>,
     pub counters: IdpCounters,
@@ -375,6 +379,7 @@ impl Idp {
             http,
             discovered: tokio::sync::RwLock::new(None),
             discover_lock: Mutex::new(()),
+            backoff: std::sync::Mutex::new(None),
             last_error: std::sync::Mutex::new(None),
             counters: IdpCounters::default(),
         })
@@ -392,7 +397,8 @@ impl Idp {
             && self.info == old.info
             && self.config.client_id == old.config.client_id
             && self.redirect_uri == old.redirect_uri
-            && self.config.scopes == old.config.scopes;
+            && self.config.scopes == old.config.scopes
+            && self.config.id_token_algs == old.config.id_token_algs;
         let found = old
             .discovered
             .try_read()
@@ -408,17 +414,15 @@ impl Idp {
     }
 
     /// The discovered metadata, discovering on first use (and again after a failure).
+    /// The discovered state, discovering first if needed. One discovery at a time (callers
+    /// that waited share its outcome), and after a failure none again for a while: 1 s, then
+    /// doubling up to a minute, so that requests (unauthenticated back-channel posts among
+    /// them) cannot make authnz hammer an IdP that is down, nor queue behind its timeouts.
     pub async fn discovered(&self) -> Result<Arc<Discovered>, FlowError> {
         if let Some(found) = self.discovered.read().await.as_ref() {
             return Ok(Arc::clone(found));
         }
-        let _one_at_a_time = self.discover_lock.lock().await;
-        if let Some(found) = self.discovered.read().await.as_ref() {
-            return Ok(Arc::clone(found));
-        }
-        let found = Arc::new(self.discover().await.map_err(|err| {
-            tracing::warn!(idp = %self.config.name, error = %err, "discovery failed");
-            self.set_last_error(Some(err.clone()));
+        let unavailable = || {
             FlowError::bad_gateway(
                 "idp_unavailable",
                 format!(
@@ -426,10 +430,52 @@ impl Idp {
                     self.config.label
                 ),
             )
-        })?);
+        };
+        if self.backing_off() {
+            return Err(unavailable());
+        }
+        let _one_at_a_time = self.discover_lock.lock().await;
+        if let Some(found) = self.discovered.read().await.as_ref() {
+            return Ok(Arc::clone(found));
+        }
+        // Whoever held the lock just failed: share that outcome.
+        if self.backing_off() {
+            return Err(unavailable());
+        }
+        let found = match self.discover().await {
+            Ok(found) => Arc::new(found),
+            Err(err) => {
+                let failures = {
+                    let mut backoff = self
+                        .backoff
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let failures = backoff.map_or(1, |(_, failures)| failures.saturating_add(1));
+                    let pause = DISCOVERY_BACKOFF_MAX
+                        .min(Duration::from_secs(1) * 2u32.saturating_pow(failures - 1));
+                    *backoff = Some((Instant::now() + pause, failures));
+                    failures
+                };
+                tracing::warn!(idp = %self.config.name, error = %err, failures, "discovery failed");
+                self.set_last_error(Some(err));
+                return Err(unavailable());
+            }
+        };
         *self.discovered.write().await = Some(Arc::clone(&found));
+        *self
+            .backoff
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.set_last_error(None);
         Ok(found)
+    }
+
+    /// Whether the last discovery failed too recently to try again.
+    fn backing_off(&self) -> bool {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|(until, _)| Instant::now() < until)
     }
 
     fn set_last_error(&self, error: Option<String>) {

@@ -171,3 +171,44 @@ async fn a_hanging_idp_costs_only_its_own_logins() {
         "the hanging IdP was not cut off by the timeout"
     );
 }
+
+/// A failing discovery is tried once at a time and then not again for a while (doubling from
+/// a second): a flood of logins and unauthenticated back-channel posts costs the IdP nothing.
+#[tokio::test]
+async fn a_failing_discovery_backs_off_instead_of_retrying_per_request() {
+    let idp = HostileIdp::start().await;
+    let good = idp.with(|s| s.discovery["issuer"].clone());
+    idp.with(|s| s.discovery["issuer"] = json!("https://attacker.example"));
+    let server = Reserved::new().start(&idp.idp_toml("evil")).await;
+    let url = server.url.clone();
+    let discoveries = || {
+        idp.calls()
+            .iter()
+            .filter(|call| call.ends_with("/.well-known/openid-configuration"))
+            .count()
+    };
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let login = client.get(format!("{url}/authnz/evil/login")).send();
+        let logout = client
+            .post(format!("{url}/authnz/evil/backchannel-logout"))
+            .form(&[("logout_token", "a.b.c")])
+            .send();
+        let (login, logout) = futures_util::join!(login, logout);
+        statuses.push(login.unwrap().status().as_u16());
+        statuses.push(logout.unwrap().status().as_u16());
+    }
+    assert!(statuses.iter().all(|status| *status == 502), "{statuses:?}");
+    assert_eq!(discoveries(), 1, "one attempt, then the backoff");
+    // The IdP is fixed; after the pause, the next login discovers it.
+    idp.with(|s| s.discovery["issuer"] = good);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = client
+        .get(format!("{url}/authnz/evil/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(discoveries(), 2);
+}

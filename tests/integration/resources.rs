@@ -36,7 +36,8 @@ async fn a_login_flood_is_capped_and_swept() {
         )
         .await;
     let login = format!("{}/authnz/dev/login", server.url);
-    let (first, second) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
+    // Two clients of two networks: one network may take only its share of the table.
+    let (first, second) = (client_from([127, 0, 0, 1]), client_from([127, 1, 0, 2]));
     let mut states = Vec::new();
     for _ in 0..5 {
         let (status, state) = start(&first, &login).await;
@@ -144,5 +145,54 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_cap() {
         status(&direct, "203.0.113.4").await,
         429,
         "one cap, whatever it claims"
+    );
+}
+
+/// A flood from many /64s of one network takes at most its share of the pending-login table:
+/// another person's sign-in, started before it, survives.
+#[tokio::test]
+async fn a_flood_from_one_network_does_not_push_out_other_sign_ins() {
+    let idp = authnz_tests::hostile::HostileIdp::start().await;
+    let server = Reserved::new()
+        .start_server(
+            "max_pending_logins = 64\nmax_logins_per_client = 2\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            &idp.idp_toml("corp"),
+        )
+        .await;
+    let login = format!("{}/authnz/corp/login", server.url);
+    let proxy = client_from([127, 0, 0, 1]);
+    let from = |client: &str| {
+        let request = proxy.get(&login).header("X-Forwarded-For", client);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let state = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|body| {
+                    authnz_tests::query_param(body["redirect_uri"].as_str()?, "state")
+                });
+            (status, state)
+        }
+    };
+    let (status, victim) = from("203.0.113.9").await;
+    assert_eq!(status, 200);
+    // 400 sign-ins from 400 /64s of one /32 (eight /48s of it).
+    let mut admitted = 0;
+    for n in 0..400 {
+        if from(&format!("2001:db8:{:x}:{n:x}::1", n % 8)).await.0 == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 16, "a quarter of the table for one /32");
+    assert!(
+        server
+            .app
+            .store
+            .take_pending_login(&victim.unwrap())
+            .unwrap()
+            .is_some(),
+        "the flood pushed out another person's sign-in"
     );
 }
