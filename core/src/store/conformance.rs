@@ -94,6 +94,58 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
     let (store, _guard) = open()?;
     concurrent_first_logins(Arc::from(store))
         .map_err(|err| format!("concurrent first logins: {err}"))?;
+    let (store, _guard) = open()?;
+    deletion_and_linking_exclude_each_other(Arc::from(store))
+        .map_err(|err| format!("deletion and linking: {err}"))?;
+    Ok(())
+}
+
+/// Connecting identities to an account while it is deleted never leaves an identity, a
+/// session or a key without its user.
+fn deletion_and_linking_exclude_each_other(store: Arc<dyn Store>) -> TestResult {
+    for round in 0..40 {
+        let owner = format!("owner{round}");
+        store.complete_login(&sample_login("corp", &owner, &owner, &format!("s-{owner}")))?;
+        let linker = {
+            let store = Arc::clone(&store);
+            let owner = owner.clone();
+            std::thread::spawn(move || {
+                for n in 0..30 {
+                    let mut login = sample_login(
+                        "lab",
+                        &format!("{owner}-{n}"),
+                        "unused",
+                        &format!("{owner}-s{n}"),
+                    );
+                    login.link_to = Some(owner.clone());
+                    match store.complete_login(&login) {
+                        Ok(_) | Err(StoreError::NoSuchUser) => {}
+                        Err(err) => return Err(err.to_string()),
+                    }
+                }
+                Ok(())
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_micros(200 * (round % 5)));
+        store.delete_user(&owner)?;
+        linker.join().map_err(|_| "thread panicked")??;
+        // Whatever linked after the deletion found the user gone; clean up as an admin would.
+        store.delete_user(&owner)?;
+        let dump = store.dump()?;
+        let users = dump.get("users").cloned().unwrap_or_default();
+        for (_, record) in dump.get("identities").into_iter().flatten() {
+            let identity: crate::store::Identity = crate::store::decode(record)?;
+            check(
+                users.contains_key(identity.user_id.as_bytes()),
+                "an identity outlived its user",
+            )?;
+        }
+        check(
+            dump.get("sessions")
+                .is_none_or(|sessions| sessions.is_empty()),
+            "a session outlived its user",
+        )?;
+    }
     Ok(())
 }
 
@@ -378,6 +430,14 @@ fn sample_key(user_id: &str) -> ApiKey {
 }
 
 fn api_keys(store: &dyn Store) -> TestResult {
+    check(
+        matches!(
+            store.put_api_key("hash1", &sample_key("u1")),
+            Err(StoreError::NoSuchUser)
+        ),
+        "no key for a user that does not exist",
+    )?;
+    store.complete_login(&sample_login("corp", "s1", "u1", "sess1"))?;
     store.put_api_key("hash1", &sample_key("u1"))?;
     check(
         store.api_key("hash1")? == Some(sample_key("u1")),

@@ -166,6 +166,12 @@ struct AccountTrees {
     sessions: Tree,
     user_sessions: Tree,
     identity_sessions: Tree,
+    /// Deleting a user reads its index entries before its transaction (sled transactions cannot
+    /// scan), so it holds this exclusively from the scan to the commit, while every transaction
+    /// that may add to a user (logins, API keys) holds it shared: a connect racing the deletion
+    /// either lands before the scan (and is deleted too) or finds the user gone, never leaves an
+    /// identity without its user.
+    membership: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 /// [`AccountTrees`] inside a transaction.
@@ -182,6 +188,20 @@ type LoginView = (
 );
 
 impl AccountTrees {
+    /// Held while a transaction may add records to a user (see `membership`).
+    fn adding(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Held by a user's deletion, from reading its index entries to its commit.
+    fn deleting(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.membership
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// One login in its own transaction.
     fn apply_one(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
         self.apply(std::slice::from_ref(login))
@@ -196,6 +216,7 @@ impl AccountTrees {
         &self,
         logins: &[CompletedLogin],
     ) -> Result<Vec<LoginOutcome>, TransactionError<StoreError>> {
+        let _adding = self.adding();
         (
             &self.users,
             &self.usernames,
@@ -535,6 +556,7 @@ impl SledStore {
             sessions: tree("sessions")?,
             user_sessions: tree("user_sessions")?,
             identity_sessions: tree("identity_sessions")?,
+            membership: std::sync::Arc::default(),
         };
         Self {
             logins: std::sync::Arc::new(LoginBatcher {
@@ -899,6 +921,7 @@ impl Store for SledStore {
     }
 
     fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+        let _deleting = self.accounts.deleting();
         let identity_keys =
             keys_with_prefix(&self.accounts.user_identities, &prefix_of(&[user_id]))?;
         let session_keys = keys_with_prefix(&self.accounts.user_sessions, &prefix_of(&[user_id]))?;
@@ -975,7 +998,17 @@ impl Store for SledStore {
     }
 
     fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()> {
+        let _adding = self.accounts.adding();
         let trees = (&self.api_keys, &self.user_api_keys);
+        if self
+            .accounts
+            .users
+            .get(key.user_id.as_bytes())
+            .map_err(backend)?
+            .is_none()
+        {
+            return Err(StoreError::NoSuchUser);
+        }
         trees
             .transaction(|(api_keys, user_api_keys)| {
                 api_keys.insert(key_hash.as_bytes(), encode(key).map_err(abort)?)?;
