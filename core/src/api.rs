@@ -273,6 +273,10 @@ pub struct Health {
     pub loaded_at: i64,
     /// Why the last reload was refused (the previous configuration stays in force), if it was.
     pub reload_error: Option<String>,
+    /// `ok`, or `failing` while the database cannot take writes (a full disk): not ready.
+    pub store: String,
+    /// Why the store fails (admin API only).
+    pub store_error: Option<String>,
     pub idps: Vec<IdpHealth>,
 }
 
@@ -315,11 +319,20 @@ pub async fn health(app: &App, detail: bool) -> Health {
             jwks_fetches: 0,
         });
     }
+    let store_failure = app.store_failure();
     Health {
         status: "ok".to_string(),
-        ready: idps
-            .iter()
-            .all(|idp| idp.state == "ready" || idp.state == "unavailable"),
+        ready: store_failure.is_none()
+            && idps
+                .iter()
+                .all(|idp| idp.state == "ready" || idp.state == "unavailable"),
+        store: if store_failure.is_some() {
+            "failing"
+        } else {
+            "ok"
+        }
+        .to_string(),
+        store_error: store_failure.filter(|_| detail),
         generation: generation.number,
         loaded_at: generation.loaded_at,
         reload_error: app.reload_status().last_error.map(|error| {
@@ -338,7 +351,7 @@ pub enum ReadyResponse {
     /// Every IdP is discovered.
     #[oai(status = 200)]
     Ready(Json<Health>),
-    /// Some IdP is still being discovered or failing.
+    /// Some IdP is still being discovered or failing, or the database cannot take writes.
     #[oai(status = 503)]
     NotReady(Json<Health>),
 }
@@ -986,7 +999,8 @@ impl Api {
         HealthResponse::Ok(Json(health(&app, false).await))
     }
 
-    /// Readiness: 200 once every configured IdP is discovered, 503 before (same report).
+    /// Readiness: 200 once every configured IdP is discovered and while the database takes
+    /// writes; 503 otherwise (same report).
     #[oai(path = "/readyz", method = "get", tag = "ApiTags::Authnz")]
     async fn readyz(&self, app: Data<&Arc<App>>) -> ReadyResponse {
         let report = health(&app, false).await;

@@ -343,6 +343,8 @@ pub struct App {
     pub used_logout_tokens: UsedTokenIds,
     /// The identities whose tokens are being refreshed.
     pub refreshing: KeyedLocks,
+    /// Why the store's last write probe failed, while it fails (`/readyz` answers 503).
+    store_failure: std::sync::Mutex<Option<String>>,
     registry: crate::registry::Registry,
     http: IdpHttp,
     current: std::sync::RwLock<Arc<Generation>>,
@@ -369,6 +371,8 @@ pub enum StartError {
     Idp { name: String, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("the database stopped taking writes ({reason}) and cannot resume in place now that the disk has room again; exiting so that the supervisor restarts authnz (every write answered before the failure is on disk)")]
+    StoreStuck { reason: String },
 }
 
 impl App {
@@ -426,6 +430,7 @@ impl App {
             limiter: LoginLimiter::default(),
             used_logout_tokens: UsedTokenIds::default(),
             refreshing: KeyedLocks::default(),
+            store_failure: std::sync::Mutex::new(None),
             registry,
             http,
             current: std::sync::RwLock::new(Arc::new(generation)),
@@ -433,6 +438,25 @@ impl App {
             reload: std::sync::Mutex::new(ReloadStatus::default()),
             reloading: std::sync::Mutex::new(()),
         }))
+    }
+
+    /// Why the store fails to take writes, if it does.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the last probe's outcome; returns whether that changed the state.
+    fn set_store_failure(&self, failure: Option<String>) -> bool {
+        let mut current = self
+            .store_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = current.is_some() != failure.is_some();
+        *current = failure;
+        changed
     }
 
     /// Removes what has expired: pending logins, sessions, and pending sign-ups (with the
@@ -907,6 +931,27 @@ pub async fn serve(
             }
         })
     };
+    // A store that cannot resume after a failed write stops the server (see `watch_store`).
+    let (stuck_tx, stuck_rx) = tokio::sync::oneshot::channel::<StartError>();
+    let store_watch = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let _ = stuck_tx.send(watch_store(app).await);
+        })
+    };
+    let stuck = Arc::new(std::sync::Mutex::new(None));
+    let shutdown = {
+        let stuck = Arc::clone(&stuck);
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                Ok(err) = stuck_rx => {
+                    tracing::error!(error = %err, "stopping");
+                    *stuck.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(err);
+                }
+            }
+        }
+    };
     let result = Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
             routes(app),
@@ -920,7 +965,67 @@ pub async fn serve(
         });
     sweeper.abort();
     reloader.abort();
-    result
+    store_watch.abort();
+    let stuck = stuck
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    match stuck {
+        Some(err) => Err(err),
+        None => result,
+    }
+}
+
+/// Probes the store every second. While writes fail (a full disk), `/readyz` says so; once
+/// they succeed again, it is ready again. sled keeps the error of a failed write for good, so
+/// when the disk has room again but the store still fails, this returns: the server stops and
+/// its supervisor starts it anew (the database reopens; nothing answered is lost).
+async fn watch_store(app: Arc<App>) -> StartError {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let probing = Arc::clone(&app);
+        let Ok(probe) = tokio::task::spawn_blocking(move || {
+            let probe = probing.store.probe();
+            let room = probe.is_err() && has_room(&probing.server.database);
+            (probe, room)
+        })
+        .await
+        else {
+            continue;
+        };
+        match probe {
+            (Ok(()), _) => {
+                if app.set_store_failure(None) {
+                    tracing::info!("the store takes writes again");
+                }
+            }
+            (Err(err), room) => {
+                if app.set_store_failure(Some(err.to_string())) {
+                    tracing::error!(error = %err, "the store cannot take writes (is the disk full?); logins fail until it can");
+                }
+                if room {
+                    return StartError::StoreStuck {
+                        reason: err.to_string(),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Whether the database's filesystem can take a megabyte now.
+fn has_room(database: &std::path::Path) -> bool {
+    use std::io::Write;
+    let probe = database.join(".authnz-room-probe");
+    let wrote = std::fs::File::create(&probe)
+        .and_then(|mut file| {
+            file.write_all(&vec![0u8; 1 << 20])?;
+            file.sync_all()
+        })
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    wrote
 }
 
 /// Reloads the config on `SIGHUP` and when the file changes (polled every two seconds).

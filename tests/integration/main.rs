@@ -12,6 +12,7 @@ mod credentials;
 mod defaults;
 mod discovery;
 mod dylib;
+mod faults;
 mod hardening;
 mod id_token_attacks;
 mod login_flow;

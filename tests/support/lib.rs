@@ -97,10 +97,11 @@ impl Reserved {
     ) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
         let text = format!(
             "[server]\nlisten = \"{listen}\"\n{public_url}database = \"{db}\"\n{server}\n{idps}",
             listen = self.listener.local_addr().unwrap(),
-            db = dir.path().join("db").display(),
+            db = db.display(),
         );
         let path = dir.path().join("idps.toml");
         std::fs::write(&path, &text).unwrap();

@@ -347,6 +347,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every record, by collection name: for tests that assert nothing changed, and backups.
     fn dump(&self) -> StoreResult<Dump>;
+
+    /// Writes a small record and makes it durable: whether the store can take writes now
+    /// (the server probes it, so that `/readyz` tells a full disk).
+    fn probe(&self) -> StoreResult<()>;
 }
 
 /// The lowercase form of an email address, as the index keys it.

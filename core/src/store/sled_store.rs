@@ -1098,6 +1098,16 @@ impl Store for SledStore {
             .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
+    fn probe(&self) -> StoreResult<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        self.db
+            .insert(b"authnz-write-probe", &now.to_be_bytes())
+            .map_err(backend)?;
+        self.flush()
+    }
+
     fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>> {
         let db = self.db.clone();
         let commit = self.commit.clone();

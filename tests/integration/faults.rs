@@ -1,0 +1,167 @@
+//! Faults: a full disk. Logins fail cleanly while it is full (500, nothing half-written), the
+//! sessions in hand keep working, `/readyz` says the store is failing; once there is room again
+//! the real binary, whose database (sled) cannot resume after a failed write, exits with a clear
+//! message, and its restart serves with every account intact. The database lives on a small
+//! tmpfs of the test's own (mounting one needs root: the test says so and stops early
+//! otherwise).
+
+use authnz_tests::Browser;
+
+use crate::login_flow::dev_login;
+
+/// A tmpfs of `megabytes`, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+
+    /// Fills it up; returns the filler to remove.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let mut small = vec![0u8; 1024];
+        while file.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while file.write_all(&small).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary on `config`, its stderr kept.
+fn spawn(config: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// `/readyz`'s status, or 0 while nothing answers.
+async fn readyz(url: &str) -> u16 {
+    reqwest::get(format!("{url}/readyz"))
+        .await
+        .map_or(0, |response| response.status().as_u16())
+}
+
+/// Polls until `/readyz` answers `status` (at most ten seconds).
+async fn until_ready_is(url: &str, status: u16) {
+    for _ in 0..100 {
+        if readyz(url).await == status {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/readyz never answered {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_logins_cleanly_and_authnz_recovers_when_there_is_room() {
+    let Some(disk) = SmallDisk::mount(32) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("idps.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{url}\"\ndatabase = \"{}\"\n\n[idps.dev]\nkind = \"dev\"\n",
+            disk.dir.path().join("db").display()
+        ),
+    )
+    .unwrap();
+    let mut server = spawn(&config);
+    until_ready_is(&url, 200).await;
+    let ann = Browser::new();
+    assert_eq!(
+        dev_login(&ann, &url, "dev", "ann", None).await.status(),
+        303
+    );
+    let (_, before) = ann.me(&url).await;
+
+    // Full: every login fails cleanly, the sessions in hand still work, /readyz says so.
+    let filler = disk.fill();
+    for n in 0..5 {
+        let response = dev_login(&Browser::new(), &url, "dev", &format!("full{n}"), None).await;
+        assert_eq!(response.status(), 500);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["message"], "storage failure", "{body}");
+    }
+    until_ready_is(&url, 503).await;
+    let report: serde_json::Value = reqwest::get(format!("{url}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["store"], "failing", "{report}");
+    assert_eq!(ann.me(&url).await.0, 200, "reads still work");
+
+    // Room again: sled cannot resume in place, so authnz exits, saying why...
+    std::fs::remove_file(&filler).unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), server.wait())
+        .await
+        .expect("authnz went on with a store that cannot write")
+        .unwrap();
+    assert!(!status.success());
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(server.stderr.as_mut().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("cannot resume in place") && stderr.contains("restarts authnz"),
+        "{stderr}"
+    );
+    // ...and the supervisor's restart serves again, with nothing lost.
+    let _restarted = spawn(&config);
+    until_ready_is(&url, 200).await;
+    let again = Browser::new();
+    assert_eq!(
+        dev_login(&again, &url, "dev", "ann", None).await.status(),
+        303
+    );
+    let (_, after) = again.me(&url).await;
+    assert_eq!(after["id"], before["id"], "the account survived");
+    assert_eq!(
+        dev_login(&Browser::new(), &url, "dev", "bob", None)
+            .await
+            .status(),
+        303
+    );
+}
