@@ -230,6 +230,9 @@ fn seed(dir: &std::path::Path, count: u64) {
                     let subject = format!("seed-{i:07}");
                     let login = CompletedLogin {
                         idp: "stub".into(),
+                        // Seeded people make the database big; none logs in again.
+                        issuer: "https://seeded.bench.test".into(),
+                        previous_issuers: Vec::new(),
                         email: Some(format!("{subject}@bench.test")),
                         email_verified: false,
                         display_name: Some(format!("Seeded user {i}")),

@@ -166,12 +166,12 @@ async fn idp_access_token_user(
             return None;
         }
     };
-    let user_id = app
-        .store
-        .identity(&idp.config.name, &subject)
-        .ok()??
-        .user_id;
-    Some((user_id, idp.config.name.clone(), subject))
+    let identity = app.store.identity(&idp.config.name, &subject).ok()??;
+    if !idp.owns(&identity) {
+        tracing::info!(idp = %idp.config.name, "bearer access token of an identity linked under another issuer");
+        return None;
+    }
+    Some((identity.user_id, idp.config.name.clone(), subject))
 }
 
 /// A cookie-authenticated state change must be same-origin and carry the session's CSRF
@@ -1222,6 +1222,18 @@ impl AccountApi {
                 (None, None) => Some(sub.clone()),
             }
         });
+        // A logout token of this issuer ends nothing of an identity linked under another.
+        if let Some(subject) = &subject {
+            if app
+                .store
+                .identity(&idp.0, subject)?
+                .is_some_and(|identity| !runtime.owns(&identity))
+            {
+                return Ok(BackchannelResponse::Ok(Json(BackchannelResult {
+                    sessions_ended: 0,
+                })));
+            }
+        }
         let ended =
             app.store
                 .end_identity_sessions(&idp.0, subject.as_deref(), claims.sid.as_deref())?;

@@ -157,6 +157,8 @@ pub async fn finish_login(
     let login = CompletedLogin {
         idp: idp.config.name.clone(),
         subject: mapped.subject.clone(),
+        issuer: idp.config.issuer.clone(),
+        previous_issuers: idp.config.previous_issuers.clone(),
         email: mapped.email.clone(),
         email_verified: mapped.email_verified,
         display_name: mapped.display_name.clone(),
@@ -295,6 +297,17 @@ pub fn login_error(err: StoreError, idp: &Idp) -> FlowError {
             format!("This {} identity is already connected to another account.", idp.config.label),
         ),
         StoreError::NoSuchUser => FlowError::unauthorized("unauthorized", "the account no longer exists"),
+        StoreError::IssuerChanged => {
+            tracing::warn!(idp = %idp.config.name, "a login matched an identity of another issuer and was refused; if the provider really moved, list its old issuer in previous_issuers");
+            FlowError::new(
+                Status::Conflict,
+                "issuer_changed",
+                format!(
+                    "This {} account was connected when the provider had another address, so it cannot sign in to it now. An administrator can tell authnz that the provider moved.",
+                    idp.config.label
+                ),
+            )
+        }
         other => FlowError::from(other),
     }
 }

@@ -404,6 +404,13 @@ impl App {
         let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
         sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
         let store: Arc<dyn Store> = Arc::new(sled);
+        let migrated = store.migrate_issuers(&config.issuers())?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "identities from before issuers were recorded took their entry's issuer"
+            );
+        }
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
         let clock = Clock::default();
@@ -600,6 +607,10 @@ impl App {
                     .reloads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(generation = number, "configuration reloaded");
+                // An entry that came back gives its waiting legacy identities their issuer.
+                if let Err(err) = self.store.migrate_issuers(&self.current().config.issuers()) {
+                    tracing::warn!(error = %err, "recording the issuers of older identities failed");
+                }
                 Ok(number)
             }
             Err(error) => {

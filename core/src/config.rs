@@ -98,6 +98,16 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
 }
 
+impl Config {
+    /// Each entry's issuer, by entry name.
+    pub fn issuers(&self) -> BTreeMap<String, String> {
+        self.idps
+            .iter()
+            .map(|idp| (idp.name.clone(), idp.issuer.clone()))
+            .collect()
+    }
+}
+
 impl ServerConfig {
     /// Whether cookies must carry `Secure`.
     pub fn secure_cookies(&self) -> bool {
@@ -176,6 +186,9 @@ pub struct IdpConfig {
     pub require_create_confirmation: bool,
     /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens.
     pub accepted_audiences: Vec<String>,
+    /// Issuers this entry had before the provider really moved: identities linked under them
+    /// keep signing in (and take the current issuer).
+    pub previous_issuers: Vec<String>,
     pub provider: Arc<dyn IdentityProvider>,
     /// Where the provider's code comes from: `built-in`, or the library path and its SDK.
     pub origin: String,
@@ -928,6 +941,9 @@ fn idp_entry(
     let accepted_audiences = fields
         .take_str_items(cx, "accepted_audiences")
         .unwrap_or_default();
+    let previous_issuers = fields
+        .take_str_list(cx, "previous_issuers")
+        .unwrap_or_default();
     let authorize_params = match fields.take_table(cx, "authorize_params") {
         Some(mut table) => {
             let mut params = Vec::new();
@@ -1192,6 +1208,7 @@ fn idp_entry(
         trusted_email_domains,
         require_create_confirmation,
         accepted_audiences,
+        previous_issuers,
         provider: provider?,
         origin,
     })))

@@ -838,6 +838,16 @@ impl Idp {
         })
     }
 
+    /// Whether an identity stored under this entry's name belongs to this entry's issuer (or
+    /// one it had before a real move): the bearer and logout paths ask what logins ask.
+    pub fn owns(&self, identity: &crate::store::Identity) -> bool {
+        crate::store::identity_belongs_to(
+            identity,
+            &self.config.issuer,
+            &self.config.previous_issuers,
+        )
+    }
+
     /// Whether `iss` (an authorization response's RFC 9207 parameter) names this IdP: the
     /// configured issuer exactly, or, for a multi-tenant IdP, its template with one tenant.
     pub fn issuer_matches(&self, iss: &str) -> bool {

@@ -144,6 +144,11 @@ macro_rules! idp_kind {
             /// (Galaxy's `accepted_audiences`); none: its access tokens are not accepted.
             #[schemars(extend("default" = []))]
             pub accepted_audiences: Option<Vec<String>>,
+            /// Issuers this entry had before the provider really moved (same accounts, new
+            /// address): identities linked under one keep signing in. Without it, a login from
+            /// another issuer never matches an identity linked under the old one.
+            #[schemars(extend("default" = []))]
+            pub previous_issuers: Option<Vec<String>>,
             /// Extra authorize parameters (not those authnz sets itself).
             #[schemars(extend("default" = {}))]
             pub authorize_params: Option<BTreeMap<String, String>>,
@@ -361,6 +366,7 @@ link_existing = "verified_email"
 trusted_email_domains = ["example.org"]
 require_create_confirmation = true
 accepted_audiences = ["galaxy-api"]
+previous_issuers = ["https://old-sso.example.org"]
 [idps.corp.authorize_params]
 access_type = "offline"
 

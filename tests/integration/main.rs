@@ -15,6 +15,7 @@ mod dylib;
 mod faults;
 mod hardening;
 mod id_token_attacks;
+mod issuers;
 mod login_flow;
 mod providers;
 mod resources;

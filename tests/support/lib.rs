@@ -88,6 +88,15 @@ impl Reserved {
         self.start_config(&public_url, server, idps, registry).await
     }
 
+    /// Starts authnz on an existing database directory (its key file beside it, as
+    /// `<database>.key`).
+    pub async fn start_on(self, database: &std::path::Path, idps: &str) -> TestServer {
+        let server = format!("database = \"{}\"\n", database.display());
+        let public_url = format!("public_url = \"{}\"\n", self.url);
+        self.start_config(&public_url, &server, idps, Registry::builtin())
+            .await
+    }
+
     async fn start_config(
         self,
         public_url: &str,
@@ -97,11 +106,14 @@ impl Reserved {
     ) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("db");
+        let database = if server.contains("database = ") {
+            String::new()
+        } else {
+            format!("database = \"{}\"\n", dir.path().join("db").display())
+        };
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\n{public_url}database = \"{db}\"\n{server}\n{idps}",
+            "[server]\nlisten = \"{listen}\"\n{public_url}{database}{server}\n{idps}",
             listen = self.listener.local_addr().unwrap(),
-            db = db.display(),
         );
         let path = dir.path().join("idps.toml");
         std::fs::write(&path, &text).unwrap();

@@ -27,6 +27,8 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
     CompletedLogin {
         idp: idp.into(),
         subject: subject.into(),
+        issuer: format!("https://{idp}.example"),
+        previous_issuers: Vec::new(),
         email: Some(format!("{subject}.{idp}@example.test")),
         email_verified: true,
         display_name: None,
@@ -65,7 +67,7 @@ pub fn sample_pending(created_at: i64) -> PendingLogin {
 
 /// Runs every conformance test, each on a fresh store.
 pub fn run_all(open: &OpenFresh) -> TestResult {
-    let tests: [(&str, StoreTest); 14] = [
+    let tests: [(&str, StoreTest); 15] = [
         ("pending logins are single use", pending_single_use),
         ("sweep removes only expired pending logins", sweep),
         ("a second login maps to the same user", same_user_again),
@@ -86,6 +88,7 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
         ("tokens are replaced by compare-and-swap", replace_tokens),
         ("api keys", api_keys),
         ("sign-ups are single use and expire", signups),
+        ("identities belong to their issuer", issuers),
     ];
     for (name, test) in tests {
         let (store, _guard) = open()?;
@@ -162,6 +165,39 @@ fn pending_single_use(store: &dyn Store) -> TestResult {
     check(
         store.take_pending_login("unknown")?.is_none(),
         "unknown state",
+    )
+}
+
+fn issuers(store: &dyn Store) -> TestResult {
+    let first = store.complete_login(&sample_login("corp", "42", "u1", "s1"))?;
+    let mut other = sample_login("corp", "42", "u2", "s2");
+    other.issuer = "https://elsewhere.example".into();
+    let before = store.dump()?;
+    check(
+        matches!(store.complete_login(&other), Err(StoreError::IssuerChanged)),
+        "another issuer's subject 42 is not this one's",
+    )?;
+    check(store.dump()? == before, "a refused login writes nothing")?;
+    other.previous_issuers = vec!["https://corp.example".into()];
+    let moved = store.complete_login(&other)?;
+    check(
+        moved.user.id == first.user.id,
+        "a real move keeps the account",
+    )?;
+    check(
+        store
+            .identity("corp", "42")?
+            .and_then(|identity| identity.issuer)
+            .as_deref()
+            == Some("https://elsewhere.example"),
+        "the identity takes the new issuer",
+    )?;
+    check(
+        matches!(
+            store.complete_login(&sample_login("corp", "42", "u3", "s3")),
+            Err(StoreError::IssuerChanged)
+        ),
+        "and the old issuer is the stranger now",
     )
 }
 

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// The user to link to does not exist (any more).
     #[error("the account does not exist")]
     NoSuchUser,
+    /// The identity was linked under another issuer than the entry's current one.
+    #[error("the identity belongs to another issuer")]
+    IssuerChanged,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -117,11 +120,17 @@ pub struct ApiKey {
     pub expires_at: Option<i64>,
 }
 
-/// One IdP identity of a user, keyed by (idp, subject). Email is never an identity.
+/// One IdP identity of a user, stored under (idp, subject) and belonging to (issuer, subject):
+/// a login from another issuer never matches it, even under the same entry name (SECURITY I73).
+/// Email is never an identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub idp: String,
     pub subject: String,
+    /// The issuer of the entry when the identity was linked (or when a database from before
+    /// issuers were recorded was migrated). `None`: unknown, matches no login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub user_id: String,
     pub email: Option<String>,
     pub email_verified: bool,
@@ -157,6 +166,13 @@ pub struct Session {
 pub struct CompletedLogin {
     pub idp: String,
     pub subject: String,
+    /// The entry's configured issuer: an existing identity must belong to it.
+    #[serde(default)]
+    pub issuer: String,
+    /// Issuers the entry had before a real move (`previous_issuers`): their identities match
+    /// too, and take `issuer` from this login on.
+    #[serde(default)]
+    pub previous_issuers: Vec<String>,
     pub email: Option<String>,
     pub email_verified: bool,
     pub display_name: Option<String>,
@@ -351,6 +367,20 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a small record and makes it durable: whether the store can take writes now
     /// (the server probes it, so that `/readyz` tells a full disk).
     fn probe(&self) -> StoreResult<()>;
+
+    /// Gives identities from before issuers were recorded the issuer of their entry, from
+    /// `issuers` (entry name to issuer). Those of entries not configured now wait for the start
+    /// or reload that configures them. Returns how many were given one.
+    fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize>;
+}
+
+/// Whether `identity` belongs to an entry whose issuer is `issuer` (and was `previous` before a
+/// real move): logins, bearer tokens and logout tokens all ask this, every backend applies it.
+pub fn identity_belongs_to(identity: &Identity, issuer: &str, previous: &[String]) -> bool {
+    identity
+        .issuer
+        .as_deref()
+        .is_some_and(|recorded| recorded == issuer || previous.iter().any(|old| old == recorded))
 }
 
 /// The lowercase form of an email address, as the index keys it.

@@ -3,6 +3,7 @@
 //!
 //! sled holds an exclusive lock on its directory, so one process owns a database.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -67,6 +68,9 @@ pub struct SledStore {
     api_keys: Tree,
     user_api_keys: Tree,
     signups: Tree,
+    /// Identities from before issuers were recorded whose entry was not configured when the
+    /// database was migrated: they get its issuer when it is.
+    legacy_identities: Tree,
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -413,7 +417,13 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
     let email_key = login.email.as_deref().map(normalize_email);
     let existing: Option<Identity> = get_in(identities, &id_key)?;
     let (user, created, linked, identity) = match existing {
+        Some(identity)
+            if !super::identity_belongs_to(&identity, &login.issuer, &login.previous_issuers) =>
+        {
+            return Err(abort(StoreError::IssuerChanged));
+        }
         Some(mut identity) => {
+            identity.issuer = Some(login.issuer.clone());
             if login
                 .link_to
                 .as_ref()
@@ -489,6 +499,7 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
             let identity = Identity {
                 idp: login.idp.clone(),
                 subject: login.subject.clone(),
+                issuer: Some(login.issuer.clone()),
                 user_id: user.id.clone(),
                 email: login.email.clone(),
                 email_verified: login.email_verified,
@@ -570,6 +581,7 @@ impl SledStore {
             api_keys: tree("api_keys")?,
             user_api_keys: tree("user_api_keys")?,
             signups: tree("signups")?,
+            legacy_identities: tree("legacy_identities")?,
             db,
         }
         .with_expiry_index()
@@ -1098,6 +1110,60 @@ impl Store for SledStore {
             .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
+    fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize> {
+        const DONE: &[u8] = b"identity-issuers-migrated";
+        // The first start of a version that records issuers looks at every identity; later
+        // ones only at those whose entry was missing then.
+        let candidates: Vec<Vec<u8>> = if self.db.get(DONE).map_err(backend)?.is_none() {
+            let mut keys = Vec::new();
+            for entry in self.accounts.identities.iter() {
+                let (key, value) = entry.map_err(backend)?;
+                if decode::<Identity>(&value)?.issuer.is_none() {
+                    keys.push(key.to_vec());
+                }
+            }
+            keys
+        } else {
+            self.legacy_identities
+                .iter()
+                .keys()
+                .map(|key| key.map(|key| key.to_vec()).map_err(backend))
+                .collect::<StoreResult<_>>()?
+        };
+        let mut migrated = 0;
+        for key in candidates {
+            let (identities, legacy) = (&self.accounts.identities, &self.legacy_identities);
+            let given = (identities, legacy)
+                .transaction(|(identities, legacy)| {
+                    let Some(mut identity) = get_in::<Identity>(identities, &key)? else {
+                        legacy.remove(key.as_slice())?;
+                        return Ok(false);
+                    };
+                    if identity.issuer.is_some() {
+                        legacy.remove(key.as_slice())?;
+                        return Ok(false);
+                    }
+                    match issuers.get(&identity.idp) {
+                        Some(issuer) => {
+                            identity.issuer = Some(issuer.clone());
+                            identities.insert(key.as_slice(), encode(&identity).map_err(abort)?)?;
+                            legacy.remove(key.as_slice())?;
+                            Ok(true)
+                        }
+                        None => {
+                            legacy.insert(key.as_slice(), &[][..])?;
+                            Ok(false)
+                        }
+                    }
+                })
+                .map_err(txn_error)?;
+            migrated += usize::from(given);
+        }
+        self.db.insert(DONE, &[1u8][..]).map_err(backend)?;
+        self.flush()?;
+        Ok(migrated)
+    }
+
     fn probe(&self) -> StoreResult<()> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1264,6 +1330,49 @@ mod tests {
         login.username = subject.into();
         login.session_expires_at = expires_at;
         login
+    }
+
+    #[test]
+    fn identities_from_before_issuers_take_their_entrys_issuer(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // Records as the version before issuers wrote them.
+        let dir = tempfile::tempdir()?;
+        {
+            let db = sled::open(dir.path())?;
+            let identities = db.open_tree("identities")?;
+            for (idp, subject) in [("corp", "42"), ("gone", "7")] {
+                let old = serde_json::json!({"idp": idp, "subject": subject, "user_id": "u1",
+                    "email": null, "email_verified": false, "linked_at": 1, "last_login_at": 1});
+                identities.insert(identity_key(idp, subject), serde_json::to_vec(&old)?)?;
+            }
+            db.flush()?;
+        }
+        let store = SledStore::reopen(dir.path(), 8 << 20)?;
+        let issuers = |names: &[&str]| -> BTreeMap<String, String> {
+            names
+                .iter()
+                .map(|name| (name.to_string(), format!("https://{name}.example")))
+                .collect()
+        };
+        assert_eq!(store.migrate_issuers(&issuers(&["corp"]))?, 1);
+        let issuer = |idp: &str, subject: &str| {
+            store
+                .identity(idp, subject)
+                .ok()
+                .flatten()
+                .and_then(|identity| identity.issuer)
+        };
+        assert_eq!(
+            issuer("corp", "42").as_deref(),
+            Some("https://corp.example")
+        );
+        assert_eq!(issuer("gone", "7"), None, "its entry is not configured");
+        // Later starts look only at those waiting; an entry that comes back gives them its own.
+        assert_eq!(store.migrate_issuers(&issuers(&["corp"]))?, 0);
+        assert_eq!(store.migrate_issuers(&issuers(&["corp", "gone"]))?, 1);
+        assert_eq!(issuer("gone", "7").as_deref(), Some("https://gone.example"));
+        assert_eq!(store.legacy_identities.len(), 0);
+        Ok(())
     }
 
     #[test]
