@@ -964,6 +964,23 @@ impl Idp {
         now: i64,
     ) -> Result<VerifiedLogin, FlowError> {
         let discovered = self.discovered().await?;
+        if let Some(answer) = self
+            .info
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.token_answer.clone())
+        {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code.to_string()),
+                ("redirect_uri", self.redirect_uri.clone()),
+            ];
+            if !pending.pkce_verifier.is_empty() {
+                form.push(("code_verifier", pending.pkce_verifier.clone()));
+            }
+            let tokens = self.nested_token_request(&answer, &form, now).await?;
+            return self.complete_oauth2(tokens).await;
+        }
         let (_, jwks) = discovered.jwks();
         let client = self.client(&discovered, (*jwks).clone())?;
         let oidc_http = self.http.as_oidc();
@@ -984,7 +1001,9 @@ impl Idp {
             .await
             .map_err(|err| self.token_error(&err))?;
         if self.info.oauth2.is_some() {
-            return self.complete_oauth2(&response, now).await;
+            return self
+                .complete_oauth2(tokens_of(&response, String::new(), now))
+                .await;
         }
 
         let id_token = response.id_token().ok_or_else(|| {
@@ -1050,11 +1069,7 @@ impl Idp {
 
     /// The rest of a plain OAuth 2.0 login: the provider's API calls, with the access token in
     /// the Authorization header, their JSON answers becoming the claims.
-    async fn complete_oauth2(
-        &self,
-        response: &TokenResponseWithClaims,
-        now: i64,
-    ) -> Result<VerifiedLogin, FlowError> {
+    async fn complete_oauth2(&self, tokens: IdpTokens) -> Result<VerifiedLogin, FlowError> {
         let mut claims = JsonMap::new();
         let calls = self
             .info
@@ -1063,14 +1078,15 @@ impl Idp {
             .map(|o| o.api_calls.clone())
             .unwrap_or_default();
         for call in calls {
+            let (name, value) = match &call.token_header {
+                Some(name) => (name.as_str(), tokens.access_token.clone()),
+                None => ("authorization", format!("Bearer {}", tokens.access_token)),
+            };
             let request = http::Request::builder()
                 .method(http::Method::GET)
                 .uri(&call.url)
                 .header(http::header::ACCEPT, "application/json")
-                .header(
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", response.access_token().secret()),
-                )
+                .header(name, value)
                 .body(Vec::new())
                 .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid API URL"))?;
             let answer = self.http.execute(request).await.map_err(|err| {
@@ -1098,8 +1114,119 @@ impl Idp {
                 subject: String::new(),
                 claims,
             },
-            tokens: tokens_of(response, String::new(), now),
+            tokens,
         })
+    }
+
+    /// A token request to a provider whose answer nests the tokens ([`TokenAnswer`]): the
+    /// grant in `form`, the client authenticated with HTTP Basic (or its id in the form when it
+    /// has no secret). A 4xx is a refusal (401), anything else unusable the IdP's failure (502).
+    ///
+    /// [`TokenAnswer`]: authnz_plugin::TokenAnswer
+    async fn nested_token_request(
+        &self,
+        answer: &authnz_plugin::TokenAnswer,
+        form: &[(&str, String)],
+        now: i64,
+    ) -> Result<IdpTokens, FlowError> {
+        let endpoint = self
+            .info
+            .oauth2
+            .as_ref()
+            .map(|o| o.token_endpoint.clone())
+            .unwrap_or_default();
+        let credentials = self.basic_auth();
+        let body = {
+            let mut body = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in form {
+                body.append_pair(name, value);
+            }
+            if credentials.is_none() {
+                body.append_pair("client_id", &self.config.client_id);
+            }
+            body.finish()
+        };
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(credentials) = credentials {
+            request = request.header(http::header::AUTHORIZATION, credentials);
+        }
+        let request = request
+            .body(body.into_bytes())
+            .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid token endpoint"))?;
+        let response = self.http.execute(request).await.map_err(|err| {
+            tracing::warn!(idp = %self.config.name, error = %err, "token request failed");
+            FlowError::bad_gateway(
+                "idp_unavailable",
+                "the identity provider's token endpoint failed",
+            )
+        })?;
+        let status = response.status().as_u16();
+        if (400..500).contains(&status) {
+            tracing::info!(idp = %self.config.name, status, "token endpoint refused the grant");
+            return Err(FlowError::unauthorized(
+                "code_rejected",
+                "the identity provider refused the authorization code",
+            ));
+        }
+        let unusable = || {
+            FlowError::bad_gateway(
+                "idp_protocol_error",
+                "the identity provider's token response was unusable",
+            )
+        };
+        if status != 200 {
+            tracing::warn!(idp = %self.config.name, status, "token endpoint failed");
+            return Err(unusable());
+        }
+        // Never logged: the body holds the tokens (SECURITY B17).
+        let value: JsonValue = serde_json::from_slice(response.body()).map_err(|_| unusable())?;
+        let text = |pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(JsonValue::as_str)
+                .filter(|token| !token.is_empty())
+                .map(str::to_string)
+        };
+        let access_token = text(&answer.access_token).ok_or_else(unusable)?;
+        let expires_in = answer
+            .expires_in
+            .as_deref()
+            .and_then(|pointer| value.pointer(pointer))
+            .and_then(JsonValue::as_i64)
+            .filter(|seconds| *seconds > 0);
+        Ok(IdpTokens {
+            access_token,
+            refresh_token: answer.refresh_token.as_deref().and_then(text),
+            id_token: String::new(),
+            expires_at: expires_in.map(|seconds| now.saturating_add(seconds)),
+            scope: None,
+        })
+    }
+
+    /// `Basic base64(urlencode(client_id):urlencode(secret))` (RFC 6749 §2.3.1), when the
+    /// client has a secret.
+    fn basic_auth(&self) -> Option<String> {
+        use base64::Engine;
+        let secret = self.config.client_secret.as_ref()?;
+        let encode = |value: &str| {
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        };
+        let credentials = format!(
+            "{}:{}",
+            encode(&self.config.client_id),
+            encode(secret.expose())
+        );
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ))
     }
 
     /// Verifies the ID token, refetching the JWKS once if its key is unknown (key rotation).
@@ -1465,6 +1592,28 @@ impl Idp {
     ) -> Result<IdpTokens, FlowError> {
         let refresh_token = tokens.refresh_token.clone().ok_or_else(reauthenticate)?;
         let discovered = self.discovered().await?;
+        if let Some(answer) = self
+            .info
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.token_answer.clone())
+        {
+            let form = [
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", refresh_token.clone()),
+            ];
+            let mut fresh = self
+                .nested_token_request(&answer, &form, now)
+                .await
+                .map_err(|err| match err.status {
+                    crate::error::Status::Unauthorized => reauthenticate(),
+                    _ => err,
+                })?;
+            if fresh.refresh_token.is_none() {
+                fresh.refresh_token = Some(refresh_token);
+            }
+            return Ok(fresh);
+        }
         let (_, jwks) = discovered.jwks();
         let client = self.client(&discovered, (*jwks).clone())?;
         // The status of the answer: openidconnect's error does not keep it.
@@ -1561,24 +1710,9 @@ impl Idp {
                     "application/x-www-form-urlencoded",
                 )
                 .header(http::header::ACCEPT, "application/json");
-            match &self.config.client_secret {
-                Some(secret) => {
-                    use base64::Engine;
-                    let encode = |value: &str| {
-                        url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
-                    };
-                    let credentials = format!(
-                        "{}:{}",
-                        encode(&self.config.client_id),
-                        encode(secret.expose())
-                    );
-                    request = request.header(
-                        http::header::AUTHORIZATION,
-                        format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD.encode(credentials)
-                        ),
-                    );
+            match self.basic_auth() {
+                Some(credentials) => {
+                    request = request.header(http::header::AUTHORIZATION, credentials);
                 }
                 None => {
                     body.push_str("&client_id=");

@@ -267,3 +267,120 @@ async fn github_logs_in_over_plain_oauth2() {
     assert_eq!(response.status(), 401);
     assert_eq!(server.count("users"), 1);
 }
+
+/// Tapis, played by the hostile IdP as its authenticator answers: the token answer nested in
+/// `result`, HTTP Basic client authentication, the token in `X-Tapis-Token` for userinfo, and
+/// refresh through the same nested answer.
+#[tokio::test]
+async fn tapis_logs_in_with_its_nested_answers_and_refreshes() {
+    let idp = HostileIdp::start().await;
+    let answer = |access: &str, refresh: &str| {
+        Reply::Json(
+            200,
+            json!({"result": {
+                       "access_token": {"access_token": access, "expires_at": "2026-12-02T19:53:03+00:00",
+                                        "expires_in": 14400, "jti": "8ef1d271"},
+                       "refresh_token": {"refresh_token": refresh, "expires_in": 86400, "jti": "9a0b"}},
+                   "status": "success", "message": "Token created successfully.", "version": "dev"}),
+        )
+    };
+    idp.with(|s| {
+        s.extra.insert(
+            "/v3/oauth2/tokens".into(),
+            answer("tapis-access-one", "tapis-refresh-one"),
+        );
+        s.extra.insert(
+            "/v3/oauth2/userinfo".into(),
+            Reply::Json(
+                200,
+                json!({"result": {"username": "tacc-user", "email": "tacc-user@example.test",
+                                  "given_name": "Tacc", "last_name": "User"},
+                       "status": "success", "message": "User profile retrieved successfully."}),
+            ),
+        );
+    });
+    let toml = format!(
+        "[idps.tacc]\nkind = \"tapis\"\nurl = \"{}\"\nclient_id = \"galaxy-client\"\nclient_secret = \"tapis-secret\"\n",
+        idp.issuer
+    );
+    let server = Reserved::new().start(&toml).await;
+    let browser = Browser::new();
+    let authorize = browser.start_login(&server.url, "tacc").await;
+    assert!(
+        authorize.starts_with(&format!("{}/v3/oauth2/authorize?", idp.issuer)),
+        "{authorize}"
+    );
+    let state = query_param(&authorize, "state").unwrap();
+    let response = browser
+        .get(&format!(
+            "{}/authnz/tacc/callback?code=tapis-code&state={state}",
+            server.url
+        ))
+        .await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    let (_, me) = browser.me(&server.url).await;
+    assert_eq!(me["username"], "tacc-user");
+    assert_eq!(me["identities"][0]["subject"], "tacc-user");
+    assert_eq!(me["identities"][0]["email_verified"], false);
+    let (token_request, token_headers) = idp.with(|s| {
+        let body = s
+            .bodies
+            .iter()
+            .find(|(path, _)| path == "/v3/oauth2/tokens")
+            .map(|(_, body)| body.clone())
+            .unwrap();
+        let headers = s
+            .headers
+            .iter()
+            .find(|(path, _)| path == "/v3/oauth2/tokens")
+            .map(|(_, headers)| headers.clone())
+            .unwrap();
+        (body, headers)
+    });
+    assert!(
+        token_request.contains("grant_type=authorization_code")
+            && token_request.contains("code=tapis-code")
+            && !token_request.contains("tapis-secret"),
+        "{token_request}"
+    );
+    assert!(token_headers["authorization"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic "));
+    let userinfo = idp.with(|s| {
+        s.headers
+            .iter()
+            .find(|(path, _)| path == "/v3/oauth2/userinfo")
+            .map(|(_, headers)| headers.clone())
+            .unwrap()
+    });
+    assert_eq!(userinfo["x-tapis-token"], "tapis-access-one");
+    assert!(userinfo.get("authorization").is_none());
+
+    // The application's token, then a refresh through the nested answer.
+    let tokens = format!("{}/api/users/me/tokens/tacc", server.url);
+    let token: serde_json::Value = browser.get(&tokens).await.json().await.unwrap();
+    assert_eq!(token["access_token"], "tapis-access-one");
+    server.app.clock.advance(14_400);
+    idp.with(|s| {
+        s.extra.insert(
+            "/v3/oauth2/tokens".into(),
+            answer("tapis-access-two", "tapis-refresh-two"),
+        )
+    });
+    let token: serde_json::Value = browser.get(&tokens).await.json().await.unwrap();
+    assert_eq!(token["access_token"], "tapis-access-two", "{token}");
+    let refresh = idp.with(|s| {
+        s.bodies
+            .iter()
+            .rev()
+            .find(|(path, _)| path == "/v3/oauth2/tokens")
+            .map(|(_, body)| body.clone())
+            .unwrap()
+    });
+    assert!(
+        refresh.contains("grant_type=refresh_token")
+            && refresh.contains("refresh_token=tapis-refresh-one"),
+        "{refresh}"
+    );
+}

@@ -47,6 +47,8 @@ pub struct Script {
     pub extra: std::collections::HashMap<String, Reply>,
     /// Path and body of every request.
     pub bodies: Vec<(String, String)>,
+    /// Path and headers of every request.
+    pub headers: Vec<(String, poem::http::HeaderMap)>,
 }
 
 pub struct HostileIdp {
@@ -76,6 +78,7 @@ async fn serve(
         let mut script = script.lock().unwrap();
         script.calls.push(call);
         script.bodies.push((path.clone(), body.clone()));
+        script.headers.push((path.clone(), req.headers().clone()));
         match path.as_str() {
             // Also below a path, for issuers like `<base>/common/v2.0`.
             discovery if discovery.ends_with("/.well-known/openid-configuration") => {
@@ -154,6 +157,7 @@ impl HostileIdp {
             userinfo_requests: Vec::new(),
             extra: std::collections::HashMap::new(),
             bodies: Vec::new(),
+            headers: Vec::new(),
         }));
         let app = Route::new().at("/*path", serve).data(Arc::clone(&script));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

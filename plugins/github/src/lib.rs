@@ -76,12 +76,15 @@ impl IdentityProvider for GitHubProvider {
                     ApiCall {
                         claim: "user".into(),
                         url: format!("{api}/user"),
+                        ..Default::default()
                     },
                     ApiCall {
                         claim: "emails".into(),
                         url: format!("{api}/user/emails"),
+                        ..Default::default()
                     },
                 ],
+                ..Default::default()
             }),
             ..Default::default()
         }

@@ -10,7 +10,7 @@
 use authnz_plugin::{
     base_url, standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue,
     LoginContext, MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings,
-    TomlValue, VerifiedClaims,
+    TokenAnswer, TomlValue, VerifiedClaims,
 };
 
 /// Every preset kind with its factory, sorted by kind.
@@ -144,12 +144,17 @@ pub fn cilogon(settings: &ProviderSettings) -> Built {
 }
 
 /// Tapis (TACC's API platform), plain OAuth 2.0 per tenant: `url` is the tenant's base, e.g.
-/// `https://tacc.tapis.io`. Source: Galaxy's `lib/galaxy/authnz/tapis.py` (endpoints
-/// `/v3/oauth2/authorize`, `/v3/oauth2/tokens`, `/v3/oauth2/userinfo`; the person is its
-/// `username`). Unsure, for the core: per that file Tapis wraps its answers in `result` (the
-/// token response's access token sits at `result.access_token.access_token`) and its API takes
-/// the token in an `X-Tapis-Token` header rather than `Authorization: Bearer`; a standard
-/// OAuth 2.0 exchange may need those quirks before this kind works end to end.
+/// `https://tacc.tapis.io`. Sources: Galaxy's `lib/galaxy/authnz/tapis.py` and the Tapis
+/// authenticator (`service/api.py`, `TokensResource`). Its quirks, all declared here:
+/// - the token endpoint (`/v3/oauth2/tokens`, HTTP Basic client authentication) wraps its
+///   answer: `{"result": {"access_token": {"access_token", "expires_in", ...},
+///   "refresh_token": {"refresh_token", ...}}, "status": "success"}`;
+/// - its API takes the token in `X-Tapis-Token`, not `Authorization: Bearer`;
+/// - `/v3/oauth2/userinfo` answers `{"result": {"username", "email", ...}}`: the person is its
+///   `username` (unique within the tenant); the email is not said to be verified.
+///
+/// Tapis ignores PKCE (it neither needs nor checks `code_challenge`); the state, bound to the
+/// browser, and the exact redirect URI are what protect its logins.
 pub fn tapis(settings: &ProviderSettings) -> Built {
     let mut errors = Vec::new();
     let url = settings
@@ -174,7 +179,13 @@ pub fn tapis(settings: &ProviderSettings) -> Built {
             api_calls: vec![ApiCall {
                 claim: "userinfo".into(),
                 url: format!("{url}/v3/oauth2/userinfo"),
+                token_header: Some("X-Tapis-Token".into()),
             }],
+            token_answer: Some(TokenAnswer {
+                access_token: "/result/access_token/access_token".into(),
+                expires_in: Some("/result/access_token/expires_in".into()),
+                refresh_token: Some("/result/refresh_token/refresh_token".into()),
+            }),
         }),
         ..Default::default()
     };
@@ -519,7 +530,13 @@ mod tests {
                     api_calls: vec![ApiCall {
                         claim: "userinfo".into(),
                         url: "https://tacc.tapis.io/v3/oauth2/userinfo".into(),
+                        token_header: Some("X-Tapis-Token".into()),
                     }],
+                    token_answer: Some(TokenAnswer {
+                        access_token: "/result/access_token/access_token".into(),
+                        expires_in: Some("/result/access_token/expires_in".into()),
+                        refresh_token: Some("/result/refresh_token/refresh_token".into()),
+                    }),
                 })
             );
         }

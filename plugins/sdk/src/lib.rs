@@ -228,6 +228,21 @@ pub struct OAuth2Endpoints {
     pub token_endpoint: String,
     /// Called in order; an answer that is not 2xx JSON fails the login (502).
     pub api_calls: Vec<ApiCall>,
+    /// Where the token endpoint's answer keeps the tokens, for a provider that does not answer
+    /// as RFC 6749 §5.1 says (Tapis nests them). `None`: the standard answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_answer: Option<TokenAnswer>,
+}
+
+/// JSON pointers (RFC 6901) into a non-standard token answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenAnswer {
+    /// The access token, e.g. `/result/access_token/access_token`.
+    pub access_token: String,
+    /// Its lifetime in seconds, if the answer says.
+    pub expires_in: Option<String>,
+    /// The refresh token, if the answer has one.
+    pub refresh_token: Option<String>,
 }
 
 /// One authenticated API call of an OAuth 2.0 provider.
@@ -237,6 +252,10 @@ pub struct ApiCall {
     pub claim: String,
     /// An https URL (or http on loopback, for tests).
     pub url: String,
+    /// The header that carries the access token as it is (Tapis: `X-Tapis-Token`). `None`:
+    /// `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_header: Option<String>,
 }
 
 /// What the core knows about a login when it asks for authorize parameters.
