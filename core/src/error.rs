@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-/// The status classes of `SECURITY.md`.
+/// The status classes of the security checklist (`tests/SECURITY-COVERAGE.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// 400: bad or mismatched callback input.

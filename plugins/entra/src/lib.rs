@@ -2,7 +2,7 @@
 //!
 //! A person is keyed by tenant and object id (`<tid>:<oid>`), never by email: Entra's `email`
 //! claim is whatever the account's tenant admin typed, so an attacker's own tenant can claim
-//! `victim@corp.example` ("nOAuth", SECURITY.md F55). The email is kept for display with
+//! `victim@corp.example` ("nOAuth"). The email is kept for display with
 //! `email_verified = false`, so it can never link accounts.
 //!
 //! `tenant` is a tenant id (GUID), `consumers` (personal Microsoft accounts), or `common` /
