@@ -288,16 +288,62 @@ pub enum DisconnectResponse {
     Redirect(#[oai(header = "Location")] String),
 }
 
+/// A JSON string and only a string: the framework's own `String` would also take `false` or
+/// `42` and make text of it, which the published schema does not allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrictString(pub String);
+
+impl poem_openapi::types::Type for StrictString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        <String as poem_openapi::types::Type>::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for StrictString {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(text)) => Ok(Self(text)),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl poem_openapi::types::ToJSON for StrictString {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
 /// A new API key's name and lifetime.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct NewApiKey {
     /// What it is for, e.g. "laptop scripts".
     #[oai(validator(min_length = 1, max_length = 100))]
-    pub name: String,
-    /// Days until it expires; none: it does not expire.
+    pub name: StrictString,
+    /// Days until it expires; absent: it does not expire.
     #[oai(validator(minimum(value = "1"), maximum(value = "3650")))]
-    pub expires_in_days: Option<i64>,
+    pub expires_in_days: poem_openapi::types::MaybeUndefined<i64>,
 }
 
 /// An API key (never the secret, except once, at creation).
@@ -860,15 +906,26 @@ impl AccountApi {
         let app = *app;
         let caller = caller(app, &auth).await?;
         caller.check_session_change(app, req, &HashMap::new())?;
+        if request.0.expires_in_days.is_null() {
+            return Err(FlowError::bad_request(
+                "invalid_request",
+                "expires_in_days is a number of days; leave it out for a key that does not expire",
+            )
+            .into());
+        }
         let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
         let now = app.clock.now();
         let key = ApiKey {
             id: random_token(9),
             user_id: caller.user.id.clone(),
-            name: request.0.name,
+            name: request.0.name.0,
             prefix: secret.chars().take(API_KEY_PREFIX.len() + 4).collect(),
             created_at: now,
-            expires_at: request.0.expires_in_days.map(|days| now + days * 86_400),
+            expires_at: request
+                .0
+                .expires_in_days
+                .value()
+                .map(|days| now + days * 86_400),
         };
         app.store.put_api_key(&sha256_hex(&secret), &key)?;
         Ok(CreatedKey::Created(Json(ApiKeyView::of(key, Some(secret)))))

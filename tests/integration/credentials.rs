@@ -101,7 +101,10 @@ async fn api_key(browser: &Browser, url: &str, expires_in_days: Option<i64>) -> 
         .post(format!("{url}/api/keys"))
         .header("Origin", url)
         .header("X-CSRF-Token", browser.csrf(url).await)
-        .json(&json!({"name": "scripts", "expires_in_days": expires_in_days}))
+        .json(&match expires_in_days {
+            Some(days) => json!({"name": "scripts", "expires_in_days": days}),
+            None => json!({"name": "scripts"}),
+        })
         .send()
         .await
         .unwrap();
@@ -187,9 +190,27 @@ async fn an_api_key_cannot_mint_keys_or_take_the_account() {
         .await
         .unwrap();
     assert_eq!(tokens.status(), 403);
-    // Positive control: the browser session (with its CSRF token) manages keys.
+    // Positive control: the browser session (with its CSRF token) manages keys...
     let (_, second) = api_key(&browser, url, None).await;
     assert!(second.starts_with("authnz_"));
+    assert_eq!(server.count("api_keys"), 2);
+    // ...with a body as the schema has it: a name is a string, a lifetime a number or absent.
+    for body in [
+        json!({"name": false}),
+        json!({"name": 42}),
+        json!({"name": "x", "expires_in_days": null}),
+    ] {
+        let response = browser
+            .client
+            .post(format!("{url}/api/keys"))
+            .header("Origin", url)
+            .header("X-CSRF-Token", browser.csrf(url).await)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+    }
     assert_eq!(server.count("api_keys"), 2);
 }
 
