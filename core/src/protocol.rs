@@ -1135,31 +1135,11 @@ impl Idp {
             .as_ref()
             .map(|o| o.token_endpoint.clone())
             .unwrap_or_default();
-        let credentials = self.basic_auth();
-        let body = {
-            let mut body = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in form {
-                body.append_pair(name, value);
-            }
-            if credentials.is_none() {
-                body.append_pair("client_id", &self.config.client_id);
-            }
-            body.finish()
-        };
-        let mut request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(&endpoint)
-            .header(
-                http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(http::header::ACCEPT, "application/json");
-        if let Some(credentials) = credentials {
-            request = request.header(http::header::AUTHORIZATION, credentials);
-        }
-        let request = request
-            .body(body.into_bytes())
-            .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid token endpoint"))?;
+        let form: Vec<(&str, &str)> = form
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let request = self.client_post(&endpoint, &form)?;
         let response = self.http.execute(request).await.map_err(|err| {
             tracing::warn!(idp = %self.config.name, error = %err, "token request failed");
             FlowError::bad_gateway(
@@ -1208,6 +1188,35 @@ impl Idp {
             expires_at: expires_in.map(|seconds| now.saturating_add(seconds)),
             scope: None,
         })
+    }
+
+    /// A form POST to one of the IdP's endpoints, the client authenticated as RFC 6749 §2.3.1
+    /// says: HTTP Basic with its secret, or, without one, its `client_id` in the form.
+    fn client_post(
+        &self,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> Result<http::Request<Vec<u8>>, FlowError> {
+        let credentials = self.basic_auth();
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.extend_pairs(form);
+        if credentials.is_none() {
+            body.append_pair("client_id", &self.config.client_id);
+        }
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(credentials) = credentials {
+            request = request.header(http::header::AUTHORIZATION, credentials);
+        }
+        request
+            .body(body.finish().into_bytes())
+            .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "an invalid endpoint URL"))
     }
 
     /// `Basic base64(urlencode(client_id):urlencode(secret))` (RFC 6749 §2.3.1), when the
@@ -1698,32 +1707,8 @@ impl Idp {
             let Some(token) = token.filter(|token| !token.is_empty()) else {
                 continue;
             };
-            let mut body = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("token", token)
-                .append_pair("token_type_hint", hint)
-                .finish();
-            let mut request = http::Request::builder()
-                .method(http::Method::POST)
-                .uri(&endpoint)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .header(http::header::ACCEPT, "application/json");
-            match self.basic_auth() {
-                Some(credentials) => {
-                    request = request.header(http::header::AUTHORIZATION, credentials);
-                }
-                None => {
-                    body.push_str("&client_id=");
-                    body.extend(url::form_urlencoded::byte_serialize(
-                        self.config.client_id.as_bytes(),
-                    ));
-                }
-            }
-            let request = request
-                .body(body.into_bytes())
-                .map_err(|_| FlowError::internal("bad revocation request"))?;
+            let request =
+                self.client_post(&endpoint, &[("token", token), ("token_type_hint", hint)])?;
             let response = self.http.execute(request).await.map_err(|err| {
                 tracing::warn!(idp = %self.config.name, error = %err, "revocation failed");
                 FlowError::bad_gateway(

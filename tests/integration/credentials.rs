@@ -3,9 +3,9 @@
 //! issued for; an ID token is never an access token; the provider's policy applies to bearer
 //! tokens as to logins; admins are pinned to ids; logout needs its CSRF token.
 
-use authnz_tests::hostile::{chrono_now, HostileIdp, Reply, CLIENT_ID};
+use authnz_tests::hostile::{chrono_now, HostileIdp, CLIENT_ID};
 use authnz_tests::jwt::key_a;
-use authnz_tests::{query_param, Browser, Reserved, TestServer};
+use authnz_tests::{Browser, Reserved, TestServer};
 use serde_json::{json, Value};
 
 use crate::login_flow::{dev_login, dev_sign_in};
@@ -248,26 +248,19 @@ async fn hostile_login(
     edit: impl Fn(&mut Value),
 ) -> Browser {
     let browser = Browser::new();
-    let authorize = browser.start_login(&server.url, name).await;
-    let state = query_param(&authorize, "state").unwrap();
-    let nonce = query_param(&authorize, "nonce").unwrap();
-    let mut claims = idp.claims(&nonce, ACCESS_TOKEN);
-    edit(&mut claims);
-    let id_token = key_a().sign(json!({}), &claims);
-    idp.with(|s| {
-        s.token = Reply::Json(
-            200,
-            json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300,
-                   "id_token": id_token, "refresh_token": "refresh-token-one"}),
+    let response = idp
+        .sign_in(
+            &browser,
+            &server.url,
+            name,
+            ACCESS_TOKEN,
+            |mut claims| {
+                edit(&mut claims);
+                key_a().sign(json!({}), &claims)
+            },
+            json!({"refresh_token": "refresh-token-one"}),
         )
-    });
-    let mut callback = url::Url::parse(&format!("{}/authnz/{name}/callback", server.url)).unwrap();
-    callback
-        .query_pairs_mut()
-        .append_pair("code", "code-1")
-        .append_pair("state", &state)
-        .append_pair("iss", &idp.issuer);
-    let response = browser.get(callback.as_str()).await;
+        .await;
     assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
     browser
 }

@@ -4,7 +4,7 @@
 
 use authnz_tests::hostile::{HostileIdp, Reply};
 use authnz_tests::jwt::{self, key_a};
-use authnz_tests::{logs, query_param, Browser, Reserved, TestServer};
+use authnz_tests::{logs, Browser, Reserved, TestServer};
 use serde_json::{json, Value};
 
 /// An IdP that signs with ES256 only, and says so in its discovery.
@@ -20,21 +20,17 @@ async fn es256_idp() -> HostileIdp {
 
 /// One login whose ID token `sign` makes; the callback's status.
 async fn login(server: &TestServer, idp: &HostileIdp, sign: impl Fn(&Value) -> String) -> u16 {
-    let browser = Browser::new();
-    let authorize = browser.start_login(&server.url, "evil").await;
-    let state = query_param(&authorize, "state").unwrap();
-    let nonce = query_param(&authorize, "nonce").unwrap();
-    idp.answer_token(
-        Some(sign(&idp.claims(&nonce, "es-access-token"))),
+    idp.sign_in(
+        &Browser::new(),
+        &server.url,
+        "evil",
         "es-access-token",
-    );
-    let mut callback = url::Url::parse(&format!("{}/authnz/evil/callback", server.url)).unwrap();
-    callback
-        .query_pairs_mut()
-        .append_pair("code", "c")
-        .append_pair("state", &state)
-        .append_pair("iss", &idp.issuer);
-    browser.get(callback.as_str()).await.status().as_u16()
+        |claims| sign(&claims),
+        json!({}),
+    )
+    .await
+    .status()
+    .as_u16()
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use authnz_tests::hostile::{chrono_now, HostileIdp};
 use authnz_tests::jwt::key_a;
-use authnz_tests::{assert_only_pending_consumed, query_param, Browser, Reserved, TestServer};
+use authnz_tests::{assert_only_pending_consumed, Browser, Reserved, TestServer};
 use serde_json::{json, Value};
 
 use crate::login_flow::dev_login;
@@ -13,18 +13,16 @@ use crate::login_flow::dev_login;
 /// A login as `alice-sub` at `idp`, configured as `corp`: the callback's status and body.
 async fn login(server: &TestServer, idp: &HostileIdp) -> (u16, Value, Browser) {
     let browser = Browser::new();
-    let authorize = browser.start_login(&server.url, "corp").await;
-    let state = query_param(&authorize, "state").unwrap();
-    let nonce = query_param(&authorize, "nonce").unwrap();
-    let token = key_a().sign(json!({}), &idp.claims(&nonce, "issuer-access-token"));
-    idp.answer_token(Some(token), "issuer-access-token");
-    let mut callback = url::Url::parse(&format!("{}/authnz/corp/callback", server.url)).unwrap();
-    callback
-        .query_pairs_mut()
-        .append_pair("code", "c")
-        .append_pair("state", &state)
-        .append_pair("iss", &idp.issuer);
-    let response = browser.get(callback.as_str()).await;
+    let response = idp
+        .sign_in(
+            &browser,
+            &server.url,
+            "corp",
+            "issuer-access-token",
+            |claims| key_a().sign(json!({}), &claims),
+            json!({}),
+        )
+        .await;
     let status = response.status().as_u16();
     (
         status,

@@ -23,26 +23,21 @@ async fn login(
     refresh: &str,
 ) -> (Browser, String) {
     let browser = Browser::new();
-    let authorize = browser.start_login(&server.url, name).await;
-    let state = query_param(&authorize, "state").unwrap();
-    let nonce = query_param(&authorize, "nonce").unwrap();
-    let mut claims = idp.claims(&nonce, ACCESS_TOKEN);
-    claims["sid"] = json!(sid);
-    let id_token = key_a().sign(json!({}), &claims);
-    idp.with(|s| {
-        s.token = Reply::Json(
-            200,
-            json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 300,
-                   "id_token": id_token, "refresh_token": refresh}),
+    let mut id_token = String::new();
+    let response = idp
+        .sign_in(
+            &browser,
+            &server.url,
+            name,
+            ACCESS_TOKEN,
+            |mut claims| {
+                claims["sid"] = json!(sid);
+                id_token = key_a().sign(json!({}), &claims);
+                id_token.clone()
+            },
+            json!({"refresh_token": refresh}),
         )
-    });
-    let mut callback = url::Url::parse(&format!("{}/authnz/{name}/callback", server.url)).unwrap();
-    callback
-        .query_pairs_mut()
-        .append_pair("code", "c")
-        .append_pair("state", &state)
-        .append_pair("iss", &idp.issuer);
-    let response = browser.get(callback.as_str()).await;
+        .await;
     assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
     (browser, id_token)
 }

@@ -247,6 +247,41 @@ impl HostileIdp {
         self.with(|script| script.token = Reply::Json(200, body));
     }
 
+    /// A whole login at this IdP, configured as `name` on the server at `server`: starts it in
+    /// `browser`, scripts the token answer (`access_token`, the ID token `id_token` makes of
+    /// this login's good claims, and the fields of `extra`, e.g. a refresh token) and calls the
+    /// callback with its `iss`. Returns the callback's response.
+    pub async fn sign_in(
+        &self,
+        browser: &crate::Browser,
+        server: &str,
+        name: &str,
+        access_token: &str,
+        id_token: impl FnOnce(Value) -> String,
+        extra: Value,
+    ) -> reqwest::Response {
+        let authorize = browser.start_login(server, name).await;
+        let state = crate::query_param(&authorize, "state").unwrap();
+        let nonce = crate::query_param(&authorize, "nonce").unwrap();
+        let mut body = json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "id_token": id_token(self.claims(&nonce, access_token)),
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        self.with(|script| script.token = Reply::Json(200, body));
+        let mut callback = url::Url::parse(&format!("{server}/authnz/{name}/callback")).unwrap();
+        callback
+            .query_pairs_mut()
+            .append_pair("code", "code-1")
+            .append_pair("state", &state)
+            .append_pair("iss", &self.issuer);
+        browser.get(callback.as_str()).await
+    }
+
     /// Scripts userinfo to return these claims.
     pub fn answer_userinfo(&self, claims: Value) {
         self.with(|script| script.userinfo = Reply::Json(200, claims));
