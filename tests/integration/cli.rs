@@ -122,7 +122,7 @@ fn check_warns_about_idps_without_credentials_but_passes() {
 fn providers_lists_kinds_and_each_configured_origin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("idps.toml");
-    let library = repo_root().join("target/debug/libauthnz_example_dylib.so");
+    let library = authnz_tests::plugin_library("authnz_example_dylib");
     std::fs::write(
         &path,
         format!(

@@ -6,37 +6,14 @@ use std::path::PathBuf;
 
 use authnz::registry::Registry;
 use authnz_tests::{
-    assert_only_pending_consumed, oidc_idp_toml, query_param, repo_root, Browser, OidcProvider,
-    Reserved, OIDC_CLIENT_SECRET,
+    assert_only_pending_consumed, oidc_idp_toml, query_param, Browser, OidcProvider, Reserved,
+    OIDC_CLIENT_SECRET,
 };
 use serde_json::json;
 
-/// Cargo's target directory.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-}
-
-/// A fresh directory that passes the loader's ownership checks (unlike one in `/tmp`, which
-/// everyone can write to).
-fn trusted_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("dylib-test-")
-        .tempdir_in(target_dir())
-        .unwrap()
-}
-
-/// A plugin library built by `scripts/test` (`cargo build -p <crate>`).
+/// A plugin library built by `scripts/test`, where the loader accepts it.
 fn library(name: &str) -> PathBuf {
-    let dir = target_dir().join("debug");
-    let path = dir.join(format!("lib{name}.so"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test, which builds the plugin libraries first",
-        path.display()
-    );
-    path
+    authnz_tests::plugin_library(name)
 }
 
 fn dylib_toml(name: &str, path: &std::path::Path, issuer: &str, extra: &str) -> String {
@@ -173,7 +150,7 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
 #[test]
 fn broken_libraries_are_refused_with_the_file_and_the_reason() {
     let issuer = "https://idp.example";
-    let dir = trusted_dir();
+    let dir = authnz_tests::trusted_dir();
 
     // A missing file.
     let missing = dir.path().join("libnothing.so");
@@ -256,7 +233,7 @@ fn a_library_others_can_write_is_refused() {
     let mode = |path: &std::path::Path, mode: u32| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
     };
-    let dir = trusted_dir();
+    let dir = authnz_tests::trusted_dir();
     let sub = dir.path().join("plugins");
     std::fs::create_dir(&sub).unwrap();
     let copy = sub.join("libcopy.so");

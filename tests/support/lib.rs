@@ -28,6 +28,99 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Whether authnz would load a plugin from below `dir`: it and every directory above it belong
+/// to root or to this process's user and are writable by nobody else.
+#[cfg(unix)]
+fn passes_plugin_checks(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let euid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Uid:"))
+                .and_then(|uids| uids.split_whitespace().nth(1)?.parse::<u32>().ok())
+        });
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    real.ancestors().all(|dir| {
+        std::fs::metadata(dir).is_ok_and(|metadata| {
+            (metadata.uid() == 0 || Some(metadata.uid()) == euid) && metadata.mode() & 0o022 == 0
+        })
+    })
+}
+
+/// A fresh directory that passes the plugin loader's ownership checks: in the target
+/// directory, or, when the checkout itself sits somewhere others may write (`/tmp`), in
+/// `$HOME/.cache/authnz-tests`.
+pub fn trusted_dir() -> tempfile::TempDir {
+    let home = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/authnz-tests"));
+    let candidates = [Some(target_dir()), home];
+    for base in candidates.into_iter().flatten() {
+        if std::fs::create_dir_all(&base).is_ok() && passes_plugin_checks(&base) {
+            // The process-wide one of `plugin_library` is never removed: sweep those of runs
+            // more than an hour old.
+            for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let stale = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|modified| {
+                        modified.elapsed().unwrap_or_default()
+                            > std::time::Duration::from_secs(3600)
+                    });
+                if stale
+                    && entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("dylib-test-")
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+            return tempfile::Builder::new()
+                .prefix("dylib-test-")
+                .tempdir_in(&base)
+                .unwrap();
+        }
+    }
+    panic!(
+        "no directory passes the plugin loader's checks: neither {} nor $HOME/.cache/authnz-tests is owned by root or this user and writable by nobody else",
+        target_dir().display()
+    );
+}
+
+/// A plugin library built by `scripts/test` (`cargo build -p <crate>`), copied into a
+/// [`trusted_dir`] that lives as long as the test process.
+pub fn plugin_library(name: &str) -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let built = target_dir().join("debug").join(format!("lib{name}.so"));
+    assert!(
+        built.exists(),
+        "{} is missing: run scripts/test, which builds the plugin libraries first",
+        built.display()
+    );
+    let dir = DIR.get_or_init(trusted_dir);
+    let path = dir.path().join(format!("lib{name}.so"));
+    if !path.exists() {
+        // Copied under another name first, then renamed: a reader never sees half a file.
+        let partial = dir
+            .path()
+            .join(format!(".lib{name}.so.{}", std::process::id()));
+        std::fs::copy(&built, &partial).unwrap();
+        let _ = std::fs::rename(&partial, &path);
+    }
+    path
+}
+
 /// A running authnz on a free loopback port, with its own database directory.
 pub struct TestServer {
     pub app: Arc<App>,
