@@ -1033,12 +1033,8 @@ impl AccountApi {
                 .refreshing
                 .lock(identity_key_public(&idp.0, &subject))
                 .await;
-            (sealed, tokens) = open_tokens(app, &idp.0, &subject)?.ok_or_else(|| {
-                FlowError::unauthorized(
-                    "reauthenticate",
-                    "the identity provider no longer accepts this sign-in; log in again",
-                )
-            })?;
+            (sealed, tokens) =
+                open_tokens(app, &idp.0, &subject)?.ok_or_else(crate::protocol::reauthenticate)?;
             now = app.clock.now();
             Some(guard)
         } else {

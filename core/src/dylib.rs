@@ -283,7 +283,7 @@ fn load_open(file: std::fs::File, real: &Path) -> Result<libloading::Library, St
 
 /// The effective user id, from `/proc/self/status` (std has no `geteuid`).
 #[cfg(unix)]
-fn effective_uid() -> Result<u32, String> {
+pub fn effective_uid() -> Result<u32, String> {
     #[cfg(target_os = "linux")]
     {
         let status = std::fs::read_to_string("/proc/self/status")

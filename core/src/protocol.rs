@@ -2095,7 +2095,7 @@ fn typ_allowed(jwt: &str, typs: &[&str]) -> bool {
 }
 
 /// The 401 of a refresh the IdP refused: the person must sign in again.
-fn reauthenticate() -> FlowError {
+pub fn reauthenticate() -> FlowError {
     FlowError::unauthorized(
         "reauthenticate",
         "the identity provider no longer accepts this sign-in; log in again",

@@ -25,6 +25,19 @@ fn run_on(
     (dir, path, output)
 }
 
+/// `authnz check --online` on a config file of `text`.
+pub async fn check_online(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idps.toml");
+    std::fs::write(&path, text).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+        .args(["check", "--online", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn check_accepts_the_default_config() {
     let output = authnz()
@@ -167,19 +180,7 @@ async fn check_online_runs_discovery_for_each_idp() {
     let good = authnz_tests::hostile::HostileIdp::start().await;
     let bad = authnz_tests::hostile::HostileIdp::start().await;
     bad.with(|s| s.discovery["issuer"] = serde_json::json!("https://attacker.example"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idps.toml");
-    std::fs::write(
-        &path,
-        format!("{}{}", good.idp_toml("good"), bad.idp_toml("bad")),
-    )
-    .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
-        .args(["check", "--online", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
+    let output = check_online(&format!("{}{}", good.idp_toml("good"), bad.idp_toml("bad"))).await;
     assert!(!output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

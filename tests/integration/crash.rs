@@ -11,14 +11,6 @@ use std::time::Duration;
 use authnz::store::{SledStore, Store};
 use authnz_tests::Browser;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn spawn_server(config: &std::path::Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
         .args(["serve", "--config"])
@@ -89,7 +81,7 @@ async fn login(url: &str, username: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_no_answered_login_and_leaves_no_half_records() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = authnz_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("idps.toml");
     std::fs::write(

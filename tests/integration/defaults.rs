@@ -73,15 +73,7 @@ async fn an_op_that_signs_es256_works_out_of_the_box() {
 
 /// `authnz check --online` on `idps`; its stdout and whether it succeeded.
 async fn check_online(idps: String) -> (String, bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idps.toml");
-    std::fs::write(&path, idps).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
-        .args(["check", "--online", "--config"])
-        .arg(&path)
-        .output()
-        .await
-        .unwrap();
+    let output = crate::cli::check_online(&idps).await;
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         output.status.success(),

@@ -50,14 +50,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary on `config`, its stderr kept.
 fn spawn(config: &std::path::Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
@@ -95,7 +87,7 @@ async fn a_full_disk_fails_logins_cleanly_and_authnz_recovers_when_there_is_room
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = authnz_tests::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("idps.toml");
     std::fs::write(

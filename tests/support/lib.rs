@@ -40,14 +40,7 @@ pub fn target_dir() -> PathBuf {
 #[cfg(unix)]
 fn passes_plugin_checks(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Uid:"))
-                .and_then(|uids| uids.split_whitespace().nth(1)?.parse::<u32>().ok())
-        });
+    let euid = authnz::dylib::effective_uid().ok();
     let Ok(real) = std::fs::canonicalize(dir) else {
         return false;
     };
@@ -119,6 +112,15 @@ pub fn plugin_library(name: &str) -> PathBuf {
         let _ = std::fs::rename(&partial, &path);
     }
     path
+}
+
+/// A loopback port free now (for a server started as its own process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running authnz on a free loopback port, with its own database directory.
