@@ -1,0 +1,90 @@
+//! The authorize request: state, nonce and PKCE, and the parameters a login sends the IdP.
+
+use super::*;
+
+impl Idp {
+    /// Builds the authorize URL and the pending login that `/callback` will need.
+    pub async fn authorize(
+        &self,
+        next: String,
+        browser_hash: String,
+        now: i64,
+    ) -> Result<AuthorizeRequest, FlowError> {
+        let discovered = self.discovered().await?;
+        let state = random_token(32);
+        // Derived from the state with a process key: as unpredictable as random values, and the
+        // pending-login table keeps neither (see `login_secret`).
+        let nonce = crate::crypto::login_secret("nonce", &state);
+        let verifier = PkceCodeVerifier::new(crate::crypto::login_secret("pkce", &state));
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
+        // state, nonce and the challenge are base64url: nothing in them needs encoding.
+        let mut url = String::with_capacity(discovered.authorize_base.len() + 256);
+        url.push_str(&discovered.authorize_base);
+        url.push_str("&state=");
+        url.push_str(&state);
+        if self.info.oauth2.is_none() {
+            url.push_str("&nonce=");
+            url.push_str(&nonce);
+        }
+        if self.config.pkce {
+            url.push_str("&code_challenge=");
+            url.push_str(challenge.as_str());
+            url.push_str("&code_challenge_method=S256");
+        }
+        let mut extra = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(prompt) = &self.config.prompt {
+            extra.append_pair("prompt", prompt);
+        }
+        let ctx = LoginContext {
+            idp: self.config.name.clone(),
+        };
+        // A provider that cannot say its parameters stops the login (fail closed).
+        let provided = self
+            .config
+            .provider
+            .try_authorize_params(&ctx)
+            .map_err(|_| {
+                FlowError::bad_gateway(
+                    "provider_failed",
+                    "the identity provider's plugin failed; the sign-in cannot start",
+                )
+            })?;
+        let mut seen: Vec<String> = Vec::new();
+        for (name, value) in self.config.authorize_params.iter().cloned().chain(provided) {
+            if RESERVED_AUTHORIZE_PARAMS.contains(&name.as_str())
+                || (name == "prompt" && self.config.prompt.is_some())
+                || seen.contains(&name)
+            {
+                continue;
+            }
+            extra.append_pair(&name, &value);
+            seen.push(name);
+        }
+        let extra = extra.finish();
+        if !extra.is_empty() {
+            url.push('&');
+            url.push_str(&extra);
+        }
+        Ok(AuthorizeRequest {
+            url,
+            state,
+            pending: PendingLogin {
+                idp: self.config.name.clone(),
+                issuer: self.config.issuer.clone(),
+                client_id: self.config.client_id.clone(),
+                redirect_uri: self.redirect_uri.clone(),
+                nonce,
+                pkce_verifier: if self.config.pkce {
+                    verifier.into_secret()
+                } else {
+                    String::new()
+                },
+                next,
+                browser_hash,
+                created_at: now,
+                link_user_id: None,
+                generation: 0,
+            },
+        })
+    }
+}

@@ -1,0 +1,454 @@
+//! Redeeming the code: the token request (OpenID Connect, or a plain OAuth 2.0 provider's own
+//! answer), userinfo, and turning what came back into a verified login.
+
+use super::jws::{access_token_hash, claims_error_reason};
+use super::*;
+
+impl Idp {
+    pub(super) fn client(
+        &self,
+        discovered: &Discovered,
+        jwks: CoreJsonWebKeySet,
+    ) -> Result<OidcClient, FlowError> {
+        let metadata = &discovered.metadata;
+        let redirect = RedirectUrl::new(self.redirect_uri.clone())
+            .map_err(|_| FlowError::internal("invalid redirect URI"))?;
+        let secret = self
+            .config
+            .client_secret
+            .as_ref()
+            .map(|secret| ClientSecret::new(secret.expose().to_string()));
+        let mut client: OidcClient = openidconnect::Client::from_provider_metadata(
+            metadata.clone().set_jwks(jwks),
+            ClientId::new(self.config.client_id.clone()),
+            secret,
+        )
+        .set_redirect_uri(redirect);
+        // Plain OAuth 2.0 providers (GitHub) document the secret in the body.
+        if self.info.oauth2.is_some() {
+            client = client.set_auth_type(AuthType::RequestBody);
+        }
+        // Basic auth unless the IdP says it only takes the secret in the body.
+        if let Some(methods) = metadata.token_endpoint_auth_methods_supported() {
+            if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+            {
+                client = client.set_auth_type(AuthType::RequestBody);
+            }
+        }
+        Ok(client)
+    }
+
+    /// Exchanges the code and verifies everything that comes back.
+    pub async fn complete(
+        &self,
+        pending: &PendingLogin,
+        code: &str,
+        now: i64,
+    ) -> Result<VerifiedLogin, FlowError> {
+        let discovered = self.discovered().await?;
+        if let Some(answer) = self
+            .info
+            .oauth2
+            .as_ref()
+            .and_then(|o| o.token_answer.clone())
+        {
+            let mut form = vec![
+                ("grant_type", "authorization_code".to_string()),
+                ("code", code.to_string()),
+                ("redirect_uri", self.redirect_uri.clone()),
+            ];
+            if !pending.pkce_verifier.is_empty() {
+                form.push(("code_verifier", pending.pkce_verifier.clone()));
+            }
+            let tokens = self.nested_token_request(&answer, &form, now).await?;
+            return self.complete_oauth2(tokens).await;
+        }
+        let (_, jwks) = discovered.jwks();
+        let client = self.client(&discovered, (*jwks).clone())?;
+        let oidc_http = self.http.as_oidc();
+        let mut exchange = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|_| {
+                FlowError::bad_gateway(
+                    "idp_misconfigured",
+                    "the identity provider has no token endpoint",
+                )
+            })?;
+        if !pending.pkce_verifier.is_empty() {
+            exchange =
+                exchange.set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()));
+        }
+        let response = exchange
+            .request_async(&oidc_http)
+            .await
+            .map_err(|err| self.token_error(&err))?;
+        if self.info.oauth2.is_some() {
+            return self
+                .complete_oauth2(tokens_of(&response, String::new(), now))
+                .await;
+        }
+
+        let id_token = response.id_token().ok_or_else(|| {
+            FlowError::unauthorized(
+                "id_token_missing",
+                "the identity provider returned no ID token",
+            )
+        })?;
+        let claims = self
+            .verify_id_token(&discovered, id_token, pending, now)
+            .await?;
+
+        // at_hash, when present, binds the access token to this ID token (OIDC Core §3.1.3.8).
+        if let Some(expected) = claims.access_token_hash() {
+            let actual = id_token
+                .signing_alg()
+                .ok()
+                .and_then(|alg| access_token_hash(response.access_token().secret(), alg));
+            if actual.as_deref() != Some(expected.as_str()) {
+                return Err(FlowError::unauthorized(
+                    "id_token_invalid",
+                    "the ID token does not match the access token (at_hash)",
+                ));
+            }
+        }
+
+        let subject = claims.subject().as_str().to_string();
+        let mut all = match serde_json::to_value(claims) {
+            Ok(JsonValue::Object(map)) => map,
+            _ => JsonMap::new(),
+        };
+
+        if self.config.userinfo && discovered.metadata.userinfo_endpoint().is_some() {
+            let request = client
+                .user_info(
+                    response.access_token().clone(),
+                    Some(SubjectIdentifier::new(subject.clone())),
+                )
+                .map_err(|_| {
+                    FlowError::bad_gateway("idp_misconfigured", "userinfo endpoint missing")
+                })?;
+            let userinfo: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+                .request_async(&oidc_http)
+                .await
+                .map_err(|err| self.userinfo_error(&err))?;
+            if let Ok(JsonValue::Object(extra)) = serde_json::to_value(&userinfo) {
+                for (name, value) in extra {
+                    all.entry(name).or_insert(value);
+                }
+            }
+        }
+
+        let tokens = tokens_of(&response, id_token.to_string(), now);
+        Ok(VerifiedLogin {
+            claims: VerifiedClaims {
+                issuer: self.config.issuer.clone(),
+                subject,
+                claims: all,
+            },
+            tokens,
+        })
+    }
+
+    /// The rest of a plain OAuth 2.0 login: the provider's API calls, with the access token in
+    /// the Authorization header, their JSON answers becoming the claims.
+    pub(super) async fn complete_oauth2(
+        &self,
+        tokens: IdpTokens,
+    ) -> Result<VerifiedLogin, FlowError> {
+        let mut claims = JsonMap::new();
+        let calls = self
+            .info
+            .oauth2
+            .as_ref()
+            .map(|o| o.api_calls.clone())
+            .unwrap_or_default();
+        for call in calls {
+            let (name, value) = match &call.token_header {
+                Some(name) => (name.as_str(), tokens.access_token.clone()),
+                None => ("authorization", format!("Bearer {}", tokens.access_token)),
+            };
+            let request = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(&call.url)
+                .header(http::header::ACCEPT, "application/json")
+                .header(name, value)
+                .body(Vec::new())
+                .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid API URL"))?;
+            let answer = self.http.execute(request).await.map_err(|err| {
+                tracing::warn!(idp = %self.config.name, call = %call.claim, error = %err, "API call failed");
+                FlowError::bad_gateway("idp_unavailable", "the identity provider's API failed")
+            })?;
+            if !answer.status().is_success() {
+                tracing::warn!(idp = %self.config.name, call = %call.claim, status = answer.status().as_u16(), "API call refused");
+                return Err(FlowError::bad_gateway(
+                    "idp_error",
+                    "the identity provider's API refused the request",
+                ));
+            }
+            let value: JsonValue = serde_json::from_slice(answer.body()).map_err(|_| {
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's API answered something unreadable",
+                )
+            })?;
+            claims.insert(call.claim.clone(), value);
+        }
+        Ok(VerifiedLogin {
+            claims: VerifiedClaims {
+                issuer: self.config.issuer.clone(),
+                subject: String::new(),
+                claims,
+            },
+            tokens,
+        })
+    }
+
+    /// A token request to a provider whose answer nests the tokens ([`TokenAnswer`]): the
+    /// grant in `form`, the client authenticated with HTTP Basic (or its id in the form when it
+    /// has no secret). A 4xx is a refusal (401), anything else unusable the IdP's failure (502).
+    ///
+    /// [`TokenAnswer`]: authnz_plugin::TokenAnswer
+    pub(super) async fn nested_token_request(
+        &self,
+        answer: &authnz_plugin::TokenAnswer,
+        form: &[(&str, String)],
+        now: i64,
+    ) -> Result<IdpTokens, FlowError> {
+        let endpoint = self
+            .info
+            .oauth2
+            .as_ref()
+            .map(|o| o.token_endpoint.clone())
+            .unwrap_or_default();
+        let form: Vec<(&str, &str)> = form
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        let request = self.client_post(&endpoint, &form)?;
+        let response = self.http.execute(request).await.map_err(|err| {
+            tracing::warn!(idp = %self.config.name, error = %err, "token request failed");
+            FlowError::bad_gateway(
+                "idp_unavailable",
+                "the identity provider's token endpoint failed",
+            )
+        })?;
+        let status = response.status().as_u16();
+        if (400..500).contains(&status) {
+            tracing::info!(idp = %self.config.name, status, "token endpoint refused the grant");
+            return Err(FlowError::unauthorized(
+                "code_rejected",
+                "the identity provider refused the authorization code",
+            ));
+        }
+        let unusable = || {
+            FlowError::bad_gateway(
+                "idp_protocol_error",
+                "the identity provider's token response was unusable",
+            )
+        };
+        if status != 200 {
+            tracing::warn!(idp = %self.config.name, status, "token endpoint failed");
+            return Err(unusable());
+        }
+        // Never logged: the body holds the tokens (SECURITY B17).
+        let value: JsonValue = serde_json::from_slice(response.body()).map_err(|_| unusable())?;
+        let text = |pointer: &str| {
+            value
+                .pointer(pointer)
+                .and_then(JsonValue::as_str)
+                .filter(|token| !token.is_empty())
+                .map(str::to_string)
+        };
+        let access_token = text(&answer.access_token).ok_or_else(unusable)?;
+        let expires_in = answer
+            .expires_in
+            .as_deref()
+            .and_then(|pointer| value.pointer(pointer))
+            .and_then(JsonValue::as_i64)
+            .filter(|seconds| *seconds > 0);
+        Ok(IdpTokens {
+            access_token,
+            refresh_token: answer.refresh_token.as_deref().and_then(text),
+            id_token: String::new(),
+            expires_at: expires_in.map(|seconds| now.saturating_add(seconds)),
+            scope: None,
+        })
+    }
+
+    /// A form POST to one of the IdP's endpoints, the client authenticated as RFC 6749 §2.3.1
+    /// says: HTTP Basic with its secret, or, without one, its `client_id` in the form.
+    pub(super) fn client_post(
+        &self,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> Result<http::Request<Vec<u8>>, FlowError> {
+        let credentials = self.basic_auth();
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.extend_pairs(form);
+        if credentials.is_none() {
+            body.append_pair("client_id", &self.config.client_id);
+        }
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        if let Some(credentials) = credentials {
+            request = request.header(http::header::AUTHORIZATION, credentials);
+        }
+        request
+            .body(body.finish().into_bytes())
+            .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "an invalid endpoint URL"))
+    }
+
+    /// `Basic base64(urlencode(client_id):urlencode(secret))` (RFC 6749 §2.3.1), when the
+    /// client has a secret.
+    pub(super) fn basic_auth(&self) -> Option<String> {
+        use base64::Engine;
+        let secret = self.config.client_secret.as_ref()?;
+        let encode = |value: &str| {
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        };
+        let credentials = format!(
+            "{}:{}",
+            encode(&self.config.client_id),
+            encode(secret.expose())
+        );
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ))
+    }
+
+    pub(super) fn token_error<
+        RE: std::error::Error + 'static,
+        T: openidconnect::ErrorResponse + 'static,
+    >(
+        &self,
+        err: &RequestTokenError<RE, T>,
+    ) -> FlowError {
+        // Never `{:?}` this error: `Parse` carries the raw body, tokens included (SECURITY B17).
+        match err {
+            RequestTokenError::ServerResponse(response) => {
+                let code = serde_json::to_value(response)
+                    .ok()
+                    .and_then(|value| {
+                        value
+                            .get("error")
+                            .and_then(JsonValue::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                if code == "invalid_grant" {
+                    tracing::info!(idp = %self.config.name, error = %code, "token endpoint refused the code");
+                    FlowError::unauthorized(
+                        "code_rejected",
+                        "the identity provider refused the authorization code",
+                    )
+                } else {
+                    tracing::warn!(idp = %self.config.name, error = %code, "token endpoint failed");
+                    FlowError::bad_gateway(
+                        "idp_error",
+                        "the identity provider's token endpoint failed",
+                    )
+                }
+            }
+            RequestTokenError::Request(inner) => {
+                tracing::warn!(idp = %self.config.name, error = %inner, "token request failed");
+                FlowError::bad_gateway(
+                    "idp_unavailable",
+                    "the identity provider's token endpoint failed",
+                )
+            }
+            RequestTokenError::Parse(inner, body) => {
+                // A well-formed token response whose ID token does not parse (no `iat`, no
+                // `sub`, not a JWT) is an ID-token failure, not a transport one.
+                #[derive(Deserialize)]
+                struct Shape {
+                    #[allow(dead_code)]
+                    access_token: String,
+                    #[allow(dead_code)]
+                    token_type: String,
+                    #[allow(dead_code)]
+                    id_token: String,
+                }
+                if serde_json::from_slice::<Shape>(body).is_ok() {
+                    tracing::info!(idp = %self.config.name, at = %inner.path(), "ID token unreadable");
+                    return FlowError::unauthorized(
+                        "id_token_invalid",
+                        "the ID token failed verification",
+                    );
+                }
+                // Only the JSON path: serde's message can quote the body's values.
+                tracing::warn!(idp = %self.config.name, at = %inner.path(), "token response unreadable");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's token response was unreadable",
+                )
+            }
+            RequestTokenError::Other(_) => {
+                tracing::warn!(idp = %self.config.name, "token response rejected");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's token response was unusable",
+                )
+            }
+        }
+    }
+
+    pub(super) fn userinfo_error<RE: std::error::Error + 'static>(
+        &self,
+        err: &UserInfoError<RE>,
+    ) -> FlowError {
+        match err {
+            UserInfoError::ClaimsVerification(inner) => {
+                tracing::info!(idp = %self.config.name, reason = %claims_error_reason(inner), "userinfo rejected");
+                FlowError::unauthorized(
+                    "userinfo_invalid",
+                    "the identity provider's userinfo failed verification",
+                )
+            }
+            UserInfoError::Request(inner) => {
+                tracing::warn!(idp = %self.config.name, error = %inner, "userinfo request failed");
+                FlowError::bad_gateway(
+                    "idp_unavailable",
+                    "the identity provider's userinfo endpoint failed",
+                )
+            }
+            _ => {
+                tracing::warn!(idp = %self.config.name, "userinfo response unusable");
+                FlowError::bad_gateway(
+                    "idp_protocol_error",
+                    "the identity provider's userinfo response was unusable",
+                )
+            }
+        }
+    }
+}
+
+/// The tokens of a token response, as stored.
+pub(super) fn tokens_of(
+    response: &TokenResponseWithClaims,
+    id_token: String,
+    now: i64,
+) -> IdpTokens {
+    IdpTokens {
+        access_token: response.access_token().secret().clone(),
+        refresh_token: response.refresh_token().map(|token| token.secret().clone()),
+        id_token,
+        expires_at: response
+            .expires_in()
+            .map(|expires_in| now.saturating_add(expires_in.as_secs().min(i64::MAX as u64) as i64)),
+        scope: response.scopes().map(|scopes| {
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+    }
+}
