@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::app::{openapi_service, App};
 use crate::config;
+use crate::http::openapi_service;
 use crate::registry::Registry;
+use crate::state::App;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -179,13 +180,14 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let app = App::new(config)?;
-        let listener =
-            std::net::TcpListener::bind(listen).map_err(|err| crate::app::StartError::Listen {
+        let listener = std::net::TcpListener::bind(listen).map_err(|err| {
+            crate::state::StartError::Listen {
                 addr: listen.to_string(),
                 reason: err.to_string(),
-            })?;
+            }
+        })?;
         println!("authnz: open {} in a browser", app.server.public_url);
-        crate::app::serve(app, listener, async {
+        crate::server::serve(app, listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

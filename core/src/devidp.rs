@@ -33,7 +33,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::random_token;
-use crate::pages::escape;
+use crate::html::escape;
 
 /// The client id authnz uses with its own dev IdP (a public client: PKCE protects the code).
 pub const DEV_CLIENT_ID: &str = "authnz-dev";
@@ -321,7 +321,7 @@ impl AuthorizeParams {
                 Response::builder()
                     .status(StatusCode::BAD_REQUEST)
                     .content_type("text/html; charset=utf-8")
-                    .body(crate::pages::page(
+                    .body(crate::html::page(
                         "Dev IdP: bad request",
                         &format!("<p>{}</p>", escape(message)),
                     )),
@@ -393,7 +393,7 @@ fn authorize_form(
     Response::builder()
         .content_type("text/html; charset=utf-8")
         .header("Cache-Control", "no-store")
-        .body(crate::pages::page("Sign in — dev IdP", &body))
+        .body(crate::html::page("Sign in — dev IdP", &body))
 }
 
 #[derive(Deserialize)]
@@ -422,7 +422,7 @@ fn authorize_submit(Form(form): Form<AuthorizeSubmit>, Data(idp): Data<&Arc<DevI
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)
             .content_type("text/html; charset=utf-8")
-            .body(crate::pages::page(
+            .body(crate::html::page(
                 "Dev IdP",
                 "<p>User names are 1-64 letters, digits, '.', '_' or '-'.</p>",
             ));

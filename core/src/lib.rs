@@ -1,26 +1,23 @@
 //! authnz: a login server that lets people sign in with their organization's identity.
 //!
-//! `config` turns `idps.toml` into a validated [`config::Config`]; `registry` builds one
-//! provider per IdP; `protocol` is the OpenID Connect relying party; `store` keeps users,
-//! identities, tokens and sessions; `api` is the HTTP surface; `devidp` is a small OpenID
-//! Provider for trying authnz offline.
+//! The layers import downwards only:
+//! `cli → server → http → (state, accounts, protocol) → (store, config, registry, crypto, …)`.
 
-pub mod account_api;
-pub mod accounts;
-pub mod api;
-pub mod app;
-pub mod cli;
-pub mod config;
-pub mod crypto;
-pub mod devidp;
-pub mod dylib;
-pub mod error;
-pub mod galaxy;
-pub mod metrics;
-pub mod pages;
-pub mod protocol;
-pub mod proxy;
-pub mod registry;
-pub mod schema;
-pub mod store;
-pub mod ui;
+pub mod accounts; // finishing a login, the IdP tokens kept for an identity, sign-ups
+pub mod cli; // the command line: serve, check, schema, openapi, import from Galaxy
+pub mod config; // `idps.toml` read into a validated Config, every problem with file:line:col
+pub mod crypto; // random tokens, hashes, the vault that seals IdP tokens at rest
+pub mod devidp; // a small OpenID Provider inside authnz for trying it offline (loopback only)
+pub mod dylib; // loading a provider from a shared library, after checking who may write it
+pub mod error; // the error a request ends with (status class, stable code, safe message)
+pub mod galaxy; // reading a Galaxy `oidc_backends_config.xml` into IdP entries
+pub mod html; // the page frame, escaping, the HTML error page
+pub mod http; // the HTTP surface: routes, cookies, callers, CSRF, middleware
+pub mod metrics; // Prometheus counters
+pub mod protocol; // the OpenID Connect relying party, by phase
+pub mod proxy; // who the client is behind trusted reverse proxies
+pub mod registry; // provider kinds: kind name → factory
+pub mod schema; // the JSON Schema of `idps.toml`
+pub mod server; // serving: listener, background tasks, shutdown
+pub mod state; // the running server without HTTP: App, configuration generations, reload
+pub mod store; // users, identities, sessions, keys; the sled backend

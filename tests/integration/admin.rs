@@ -135,7 +135,7 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
         said.contains("refused") && !said.contains("idps.toml"),
         "{health}"
     );
-    let detail = authnz::api::health(&server.app, true).await;
+    let detail = authnz::http::health(&server.app, true).await;
     assert!(
         detail
             .reload_error

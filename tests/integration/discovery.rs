@@ -102,7 +102,7 @@ async fn health_reports_each_idp_and_missing_credentials_do_not_stop_the_server(
         !reason.contains("AUTHNZ_TEST_NEVER_SET") && reason.contains("/api/admin/status"),
         "{reason}"
     );
-    let detail = authnz::api::health(&server.app, true).await;
+    let detail = authnz::http::health(&server.app, true).await;
     assert_eq!(
         detail
             .idps

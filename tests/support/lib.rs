@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use authnz::app::App;
 use authnz::registry::Registry;
+use authnz::state::App;
 use authnz::store::Dump;
 use reqwest::cookie::{CookieStore, Jar};
 use url::Url;
@@ -223,7 +223,7 @@ impl Reserved {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = Arc::clone(&app);
         tokio::spawn(async move {
-            authnz::app::serve(served, self.listener, async {
+            authnz::server::serve(served, self.listener, async {
                 let _ = rx.await;
             })
             .await

@@ -4,11 +4,28 @@
 
 use std::sync::Arc;
 
+use poem::web::Data;
 use poem::Request;
+use poem_openapi::payload::Html;
+use poem_openapi::OpenApi;
 
-use crate::api::{cookie, session_of, SESSION_COOKIE};
-use crate::app::App;
-use crate::pages::{escape, page};
+use crate::html::{escape, page};
+use crate::state::App;
+
+use super::caller::session_of;
+use super::cookies::{cookie, SESSION_COOKIE};
+
+/// The pages (hidden from the spec).
+pub struct PagesApi;
+
+#[OpenApi]
+impl PagesApi {
+    /// The login page (HTML), or the account summary when logged in.
+    #[oai(path = "/", method = "get", hidden)]
+    async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
+        Html(index(req, &app))
+    }
+}
 
 /// `GET /`: the login page, or the account summary when logged in.
 pub fn index(req: &Request, app: &Arc<App>) -> String {
@@ -46,7 +63,7 @@ pub fn index(req: &Request, app: &Arc<App>) -> String {
     page("Sign in", &body)
 }
 
-fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
+pub(crate) fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
     let identities = app.store.identities_of(&user.id).unwrap_or_default();
     let rows: String = identities
         .iter()
@@ -119,7 +136,7 @@ fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
 
 /// The button icon: the configured image, or a built-in badge for the kind (plain shapes and
 /// the label's initial: no third-party logos, nothing fetched).
-fn icon(kind: &str, configured: Option<&str>, label: &str) -> String {
+pub(crate) fn icon(kind: &str, configured: Option<&str>, label: &str) -> String {
     let allowed = |url: &str| {
         url.starts_with("https://") || url.starts_with('/') || url.starts_with("data:image/")
     };
@@ -152,7 +169,7 @@ fn icon(kind: &str, configured: Option<&str>, label: &str) -> String {
 }
 
 /// A Unix time as a UTC date and time.
-fn date(unix: i64) -> String {
+pub(crate) fn date(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0)
         .map(|time| time.format("%Y-%m-%d %H:%M UTC").to_string())
         .unwrap_or_default()

@@ -1,8 +1,22 @@
-//! The documented HTTP API: `/authnz/*` (the login flow) and `/api/*` (the logged-in user).
+//! The login flow: the IdP list, `/login`, `/callback` and `/logout`.
 //!
-//! Handlers are thin: they parse and check the request, call `protocol` and `accounts`, and
-//! turn a [`FlowError`] into the response variant of its status. Doc comments here become the
-//! OpenAPI spec (`openapi/openapi.json`), so they never contain a secret.
+//! ```text
+//! GET /authnz/{idp}/login ──► start_login: rate limit, pending login (state, nonce, PKCE),
+//!                             the authnz_login cookie binds it to this browser
+//!        │ 303 (or {"redirect_uri"}) to the IdP's authorize endpoint
+//!        ▼
+//! the IdP authenticates the person and redirects back
+//!        │
+//! GET /authnz/{idp}/callback ─► parse (duplicate parameters refused)
+//!        │                      take the pending login (single use)
+//!        │                      protocol::check_callback: TTL, mix-up, browser, error=, iss, connect
+//!        │                      protocol: code exchange, ID token, userinfo
+//!        │                      accounts::finish_login: map, link, store, session (one transaction)
+//!        ▼
+//! 303 to `next` with a fresh authnz_session cookie (or to the sign-up confirmation page)
+//!
+//! POST /authnz/logout ────────► same origin + CSRF token; the IdP's end-session URL
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,79 +24,21 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Html, Json, PlainText};
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use crate::accounts;
-use crate::app::{prefers_html, App};
+use crate::accounts::{self};
 use crate::config::LOGIN_TTL;
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
 use crate::error::{FlowError, Status};
+use crate::state::App;
 
-/// The session cookie.
-pub const SESSION_COOKIE: &str = "authnz_session";
-/// The pre-login cookie that binds a pending login to the browser that started it.
-pub const LOGIN_COOKIE: &str = "authnz_login";
-
-#[derive(Tags)]
-enum ApiTags {
-    /// Logging in and out through an identity provider.
-    Authnz,
-}
-
-/// An error: a stable machine-readable code and a message for people.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none, example)]
-pub struct ErrorBody {
-    /// E.g. `invalid_state`, `id_token_invalid`, `unknown_idp`.
-    pub error: String,
-    pub message: String,
-}
-
-impl From<FlowError> for ErrorBody {
-    fn from(err: FlowError) -> Self {
-        Self {
-            error: err.code.to_string(),
-            message: err.message,
-        }
-    }
-}
-
-/// Declares a per-endpoint error response enum and its conversion from [`FlowError`]; a status
-/// the endpoint does not document becomes a 500.
-macro_rules! error_responses {
-    ($(#[$meta:meta])* $name:ident { $($(#[doc = $doc:literal])* $variant:ident = $status:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(ApiResponse)]
-        pub enum $name {
-            $(
-                $(#[doc = $doc])*
-                #[oai(status = $status)]
-                $variant(Json<ErrorBody>),
-            )+
-            /// Storage failure.
-            #[oai(status = 500)]
-            Internal(Json<ErrorBody>),
-        }
-
-        impl From<crate::store::StoreError> for $name {
-            fn from(err: crate::store::StoreError) -> Self {
-                FlowError::from(err).into()
-            }
-        }
-
-        impl From<FlowError> for $name {
-            fn from(err: FlowError) -> Self {
-                match err.status.code() {
-                    $($status => $name::$variant(Json(err.into())),)+
-                    _ => $name::Internal(Json(err.into())),
-                }
-            }
-        }
-    };
-}
-
-pub(crate) use error_responses;
+use super::cookies::{cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
+use super::error::{error_responses, ErrorBody};
+use super::request::{
+    check_loopback_client, check_same_origin, check_session_csrf, client_of, form_of, prefers_html,
+};
+use super::ApiTags;
 
 error_responses!(LoginError {
     /// No IdP of that name is configured.
@@ -119,13 +75,6 @@ error_responses!(CallbackError {
 error_responses!(LogoutError {
     /// The request came from another site (CSRF).
     Forbidden = 403,
-});
-
-// (The session cookie scheme is declared once, in `account_api`.)
-
-error_responses!(MeError {
-    /// No valid session.
-    Unauthorized = 401,
 });
 
 /// One configured IdP, for building login buttons.
@@ -205,240 +154,12 @@ pub enum LogoutResponse {
     ),
 }
 
-/// A linked IdP identity.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct IdentityView {
-    pub idp: String,
-    /// The subject (`sub`) at that IdP.
-    pub subject: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    /// Unix seconds.
-    pub linked_at: i64,
-    /// Unix seconds.
-    pub last_login_at: i64,
-}
-
-/// The logged-in user.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none, example)]
-pub struct Me {
-    pub id: String,
-    pub username: String,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    /// Unix seconds.
-    pub created_at: i64,
-    pub identities: Vec<IdentityView>,
-    /// With a cookie session: the token its state-changing requests carry in `X-CSRF-Token`.
-    pub csrf_token: Option<String>,
-}
-
-#[derive(ApiResponse)]
-pub enum MeResponse {
-    /// The user and their linked identities.
-    #[oai(status = 200)]
-    Ok(Json<Me>),
-}
-
-/// The state of one IdP.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct IdpHealth {
-    pub name: String,
-    pub kind: String,
-    /// `ready` (discovered), `pending` (not yet discovered), `failing` (the last discovery
-    /// failed) or `unavailable` (credentials missing from the config).
-    pub state: String,
-    /// Why it is failing or unavailable.
-    pub reason: Option<String>,
-    /// Unix seconds of the last successful discovery.
-    pub discovered_at: Option<i64>,
-    /// JWKS fetches so far (discovery and key-rotation refetches).
-    pub jwks_fetches: u64,
-}
-
-/// Liveness and the state of every IdP.
-#[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct Health {
-    /// `ok` while the server serves.
-    pub status: String,
-    /// Whether every configured IdP has been discovered.
-    pub ready: bool,
-    /// The configuration generation in force (1 at start, +1 per reload).
-    pub generation: u64,
-    /// Unix seconds when it was loaded.
-    pub loaded_at: i64,
-    /// Why the last reload was refused (the previous configuration stays in force), if it was.
-    pub reload_error: Option<String>,
-    /// `ok`, or `failing` while the database cannot take writes (a full disk): not ready.
-    pub store: String,
-    /// Why the store fails (admin API only).
-    pub store_error: Option<String>,
-    pub idps: Vec<IdpHealth>,
-}
-
-/// The health report (shared by `/healthz`, `/readyz` and the admin API). Only `detail` (the
-/// admin API) says why an entry is unavailable: the reason names files and environment
-/// variables, which are nobody else's business.
-pub async fn health(app: &App, detail: bool) -> Health {
-    let generation = app.current();
-    let mut idps = Vec::new();
-    for idp in &generation.idps {
-        let discovered_at = idp.discovered_at().await;
-        let (state, reason) = match (discovered_at, idp.last_error()) {
-            (Some(_), _) => ("ready", None),
-            (None, Some(error)) => ("failing", Some(error)),
-            (None, None) => ("pending", None),
-        };
-        idps.push(IdpHealth {
-            name: idp.config.name.clone(),
-            kind: idp.config.kind.clone(),
-            state: state.to_string(),
-            reason,
-            discovered_at,
-            jwks_fetches: idp
-                .counters
-                .jwks_fetches
-                .load(std::sync::atomic::Ordering::Relaxed),
-        });
-    }
-    for entry in &generation.config.unavailable {
-        idps.push(IdpHealth {
-            name: entry.name.clone(),
-            kind: entry.kind.clone(),
-            state: "unavailable".to_string(),
-            reason: Some(if detail {
-                entry.reason.clone()
-            } else {
-                "its credentials are not configured yet (admins: see /api/admin/status)".to_string()
-            }),
-            discovered_at: None,
-            jwks_fetches: 0,
-        });
-    }
-    let store_failure = app.store_failure();
-    Health {
-        status: "ok".to_string(),
-        ready: store_failure.is_none()
-            && idps
-                .iter()
-                .all(|idp| idp.state == "ready" || idp.state == "unavailable"),
-        store: if store_failure.is_some() {
-            "failing"
-        } else {
-            "ok"
-        }
-        .to_string(),
-        store_error: store_failure.filter(|_| detail),
-        generation: generation.number,
-        loaded_at: generation.loaded_at,
-        reload_error: app.reload_status().last_error.map(|error| {
-            if detail {
-                error
-            } else {
-                "the last reload was refused; the previous configuration stays in force (admins: see /api/admin/status)".to_string()
-            }
-        }),
-        idps,
-    }
-}
-
-#[derive(ApiResponse)]
-pub enum ReadyResponse {
-    /// Every IdP is discovered.
-    #[oai(status = 200)]
-    Ready(Json<Health>),
-    /// Some IdP is still being discovered or failing, or the database cannot take writes.
-    #[oai(status = 503)]
-    NotReady(Json<Health>),
-}
-
-#[derive(ApiResponse)]
-pub enum MetricsResponse {
-    /// Prometheus text exposition format.
-    #[oai(status = 200, content_type = "text/plain; version=0.0.4")]
-    Ok(PlainText<String>),
-}
-
-#[derive(ApiResponse)]
-pub enum HealthResponse {
-    /// The server is alive; each IdP's state.
-    #[oai(status = 200)]
-    Ok(Json<Health>),
-}
-
-/// The authnz API.
-pub struct Api;
-
-/// The value of a cookie in the request.
-pub fn cookie(req: &Request, name: &str) -> Option<String> {
-    req.headers()
-        .get_all(poem::http::header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_string())
-}
-
-/// A `Set-Cookie` value with the attributes every authnz cookie carries. Under https the name
-/// takes the `__Host-` prefix (Secure, `Path=/`, no `Domain`), so that a sibling subdomain
-/// cannot toss in a cookie of its own (SECURITY I78); [`host_cookies`] maps it back on the way
-/// in.
-pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> String {
-    if app.server.secure_cookies() {
-        format!("{HOST_PREFIX}{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax; Secure")
-    } else {
-        format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax")
-    }
-}
-
-/// The prefix of the cookie names under https.
-pub const HOST_PREFIX: &str = "__Host-";
-
-/// Under https, the request's cookies as the handlers read them: `__Host-authnz_*` under their
-/// plain names, and a plain `authnz_*` cookie dropped, since anyone on a sibling subdomain can set
-/// that one (SECURITY I78). Over http (loopback) the cookies pass as they are.
-pub async fn host_cookies<E: poem::Endpoint>(
-    next: E,
-    mut req: Request,
-) -> poem::Result<poem::Response> {
-    use poem::IntoResponse;
-    let secure = req
-        .data::<Arc<App>>()
-        .is_some_and(|app| app.server.secure_cookies());
-    if secure {
-        let ours = |name: &str| name == SESSION_COOKIE || name == LOGIN_COOKIE;
-        let pairs: Vec<String> = req
-            .headers()
-            .get_all(poem::http::header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty())
-            .filter_map(|pair| {
-                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                match name.strip_prefix(HOST_PREFIX) {
-                    Some(plain) if ours(plain) => Some(pair[HOST_PREFIX.len()..].to_string()),
-                    _ if ours(name) => None,
-                    _ => Some(pair.to_string()),
-                }
-            })
-            .collect();
-        let headers = req.headers_mut();
-        headers.remove(poem::http::header::COOKIE);
-        if let Ok(value) = poem::http::HeaderValue::from_str(&pairs.join("; ")) {
-            if !pairs.is_empty() {
-                headers.insert(poem::http::header::COOKIE, value);
-            }
+impl poem_openapi::types::Example for LoginRedirect {
+    fn example() -> Self {
+        Self {
+            redirect_uri: "https://organization.okta.com/oauth2/v1/authorize?response_type=code&client_id=0oa1example&redirect_uri=https%3A%2F%2Flogin.example.org%2Fauthnz%2Fokta%2Fcallback&scope=openid+email+profile&state=Qm9vNjR...&nonce=bm9uY2U...&code_challenge=E9Melhoa...&code_challenge_method=S256".into(),
         }
     }
-    Ok(next.call(req).await?.into_response())
 }
 
 /// Validates `next`: a same-origin path, or `/`. Absolute URLs, scheme-relative `//host`,
@@ -510,7 +231,7 @@ pub async fn start_login(
             app.clock.now(),
             app.server.max_logins_per_client,
             app.server.max_pending_logins,
-        ) == crate::app::Admission::TooMany
+        ) == crate::state::Admission::TooMany
     {
         return Err(FlowError::new(
             Status::TooMany,
@@ -551,44 +272,6 @@ pub async fn start_login(
     Ok((request.url, cookie))
 }
 
-impl poem_openapi::types::Example for ErrorBody {
-    fn example() -> Self {
-        Self {
-            error: "invalid_state".into(),
-            message: "this sign-in is unknown or was already used".into(),
-        }
-    }
-}
-
-impl poem_openapi::types::Example for LoginRedirect {
-    fn example() -> Self {
-        Self {
-            redirect_uri: "https://organization.okta.com/oauth2/v1/authorize?response_type=code&client_id=0oa1example&redirect_uri=https%3A%2F%2Flogin.example.org%2Fauthnz%2Fokta%2Fcallback&scope=openid+email+profile&state=Qm9vNjR...&nonce=bm9uY2U...&code_challenge=E9Melhoa...&code_challenge_method=S256".into(),
-        }
-    }
-}
-
-impl poem_openapi::types::Example for Me {
-    fn example() -> Self {
-        Self {
-            id: "8Jo8tX6lw8xZChKyDfOGWw".into(),
-            username: "ann".into(),
-            email: Some("ann@example.org".into()),
-            display_name: Some("Ann Example".into()),
-            created_at: 1_796_012_777,
-            identities: vec![IdentityView {
-                idp: "okta".into(),
-                subject: "00u1abcd2EFGH3ijk4l5".into(),
-                email: Some("ann@example.org".into()),
-                email_verified: true,
-                linked_at: 1_796_012_777,
-                last_login_at: 1_796_012_777,
-            }],
-            csrf_token: Some("V-V7Me_x9YkJx4CnRHShWM440xo34B2GXQtNbojr3tY".into()),
-        }
-    }
-}
-
 /// The callback's query, refusing duplicated parameters (SECURITY A9).
 pub(crate) fn callback_params(query: &str) -> Result<HashMap<String, String>, FlowError> {
     let mut params = HashMap::new();
@@ -607,7 +290,7 @@ pub(crate) fn callback_params(query: &str) -> Result<HashMap<String, String>, Fl
 }
 
 /// The callback's work, without the metrics around it.
-async fn callback_flow(
+pub(crate) async fn callback_flow(
     app: &App,
     req: &Request,
     idp_name: &str,
@@ -719,19 +402,20 @@ async fn callback_flow(
         }
     }
     let verified = idp.complete(&pending, code, now).await?;
-    let finished = accounts::finish_login(
-        app,
-        &idp,
-        verified,
-        accounts::LoginContext {
-            old_session: current.as_deref(),
-            link_to: pending.link_user_id.clone(),
-            next: pending.next.clone(),
-            browser_hash: pending.browser_hash.clone(),
-            now,
-        },
-    )
-    .await?;
+    let finished = app
+        .accounts()
+        .finish_login(
+            &idp,
+            verified,
+            accounts::LoginContext {
+                old_session: current.as_deref(),
+                link_to: pending.link_user_id.clone(),
+                next: pending.next.clone(),
+                browser_hash: pending.browser_hash.clone(),
+                now,
+            },
+        )
+        .await?;
     match finished {
         accounts::Finished::LoggedIn(outcome, session_cookie) => {
             tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
@@ -758,111 +442,11 @@ async fn callback_flow(
     }
 }
 
-/// Blocks cross-site state-changing requests (SECURITY G64, G65).
-pub fn check_same_origin(app: &App, req: &Request) -> Result<(), FlowError> {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    let refused = || {
-        FlowError::new(
-            Status::Forbidden,
-            "cross_site_request",
-            "cross-site requests are refused",
-        )
-    };
-    // Fetch metadata, when the browser sends it, is authoritative.
-    match header("sec-fetch-site") {
-        Some("same-origin" | "none") => return Ok(()),
-        Some(_) => return Err(refused()),
-        None => {}
-    }
-    match header("origin") {
-        // A page with `Referrer-Policy: no-referrer` posts `Origin: null`; without fetch
-        // metadata that cannot be told apart from another site, so it is refused.
-        Some(origin) if origin != app.server.public_url.origin().ascii_serialization() => {
-            Err(refused())
-        }
-        // Same origin, or a client that is no browser (no Origin at all: curl, scripts).
-        _ => Ok(()),
-    }
-}
-
-/// The client of a request (the peer, or who a trusted proxy forwarded for).
-pub fn client_of(app: &App, req: &Request) -> Option<std::net::IpAddr> {
-    crate::proxy::client_address(
-        req.remote_addr().as_socket_addr().map(|addr| addr.ip()),
-        req.headers(),
-        &app.server.trusted_proxies,
-    )
-}
-
-/// The dev IdP and its logins serve clients on this machine only (SECURITY I70): 403 for any
-/// other, also when a proxy on loopback forwards them.
-pub fn check_loopback_client(app: &App, req: &Request) -> Result<(), FlowError> {
-    if client_of(app, req).is_some_and(|ip| ip.is_loopback()) {
-        return Ok(());
-    }
-    tracing::warn!("a dev IdP request from a client off this machine was refused");
-    Err(FlowError::new(
-        Status::Forbidden,
-        "dev_idp_loopback_only",
-        "the dev IdP answers only clients on this machine",
-    ))
-}
-
-/// A small form-encoded body (at most 16 KiB); anything else reads as empty.
-pub(crate) async fn form_of(body: poem::Body) -> HashMap<String, String> {
-    let bytes = body.into_bytes_limit(16 * 1024).await.unwrap_or_default();
-    url::form_urlencoded::parse(&bytes).into_owned().collect()
-}
-
-/// The session's CSRF token must come with the request, in `X-CSRF-Token` or a `csrf` form
-/// field (SECURITY G64, G65); 403 otherwise.
-pub fn check_session_csrf(
-    req: &Request,
-    session: &crate::store::Session,
-    form: &HashMap<String, String>,
-) -> Result<(), FlowError> {
-    let presented = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| form.get("csrf").map(String::as_str))
-        .unwrap_or_default();
-    if session.csrf.is_empty() || !constant_time_eq(presented, &session.csrf) {
-        return Err(FlowError::new(
-            Status::Forbidden,
-            "csrf_token_invalid",
-            "the request lacks this session's CSRF token",
-        ));
-    }
-    Ok(())
-}
-
-/// The session of the request, from the cookie value.
-pub fn session_of(
-    app: &App,
-    cookie_value: &str,
-) -> Result<Option<crate::store::Session>, FlowError> {
-    session_by_hash(app, &sha256_hex(cookie_value))
-}
-
-/// [`session_of`] for a cookie already hashed.
-pub fn session_by_hash(app: &App, hash: &str) -> Result<Option<crate::store::Session>, FlowError> {
-    let session = app.store.session(hash)?;
-    Ok(session.filter(|session| session.expires_at > app.clock.now()))
-}
+/// The authnz API.
+pub struct LoginApi;
 
 #[OpenApi]
-impl Api {
-    /// The login page (HTML), or the account summary when logged in.
-    #[oai(path = "/", method = "get", hidden)]
-    async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
-        Html(crate::ui::index(req, &app))
-    }
-
+impl LoginApi {
     /// The configured identity providers, in config order: what a login page shows as buttons.
     #[oai(path = "/authnz", method = "get", tag = "ApiTags::Authnz")]
     async fn list_idps(&self, app: Data<&Arc<App>>) -> IdpListResponse {
@@ -960,7 +544,7 @@ impl Api {
                 if let Some(idp) = app.idp(&session.idp) {
                     // This session's own ID token: another browser's login of the same identity
                     // is not this one's to end (SECURITY I76).
-                    let hint = accounts::session_id_token(app, &session);
+                    let hint = app.accounts().session_id_token(&session);
                     end_session_url = idp
                         .end_session_url(hint.as_deref(), &app.server.url("/"), &random_token(16))
                         .await;
@@ -990,45 +574,6 @@ impl Api {
                 clear,
             )
         })
-    }
-
-    /// Liveness, and for each IdP whether it is ready, still being discovered, failing (with
-    /// the last error) or unavailable (with the reason). Never shows a secret.
-    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Authnz")]
-    async fn healthz(&self, app: Data<&Arc<App>>) -> HealthResponse {
-        HealthResponse::Ok(Json(health(&app, false).await))
-    }
-
-    /// Readiness: 200 once every configured IdP is discovered and while the database takes
-    /// writes; 503 otherwise (same report).
-    #[oai(path = "/readyz", method = "get", tag = "ApiTags::Authnz")]
-    async fn readyz(&self, app: Data<&Arc<App>>) -> ReadyResponse {
-        let report = health(&app, false).await;
-        if report.ready {
-            ReadyResponse::Ready(Json(report))
-        } else {
-            ReadyResponse::NotReady(Json(report))
-        }
-    }
-
-    /// Prometheus metrics: logins started, completed and failed per IdP and reason, callback
-    /// latency, JWKS fetches, reloads.
-    #[oai(path = "/metrics", method = "get", tag = "ApiTags::Authnz")]
-    async fn metrics(&self, app: Data<&Arc<App>>) -> MetricsResponse {
-        let generation = app.current();
-        let jwks: Vec<(String, u64)> = generation
-            .idps
-            .iter()
-            .map(|idp| {
-                (
-                    idp.config.name.clone(),
-                    idp.counters
-                        .jwks_fetches
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                )
-            })
-            .collect();
-        MetricsResponse::Ok(PlainText(app.metrics.render(&jwks, generation.number)))
     }
 }
 

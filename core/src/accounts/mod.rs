@@ -1,0 +1,297 @@
+//! Accounts: turning a verified login into a local user, identity, sealed tokens and session.
+//!
+//! An identity is keyed by (IdP, subject) and nothing else: an email address never finds or
+//! links an account here, so a changed or unverified email cannot take one over.
+
+use authnz_plugin::MapError;
+
+use crate::config::LinkPolicy;
+use crate::crypto::TokenVault;
+use crate::crypto::{random_token, sha256_hex};
+use crate::error::{FlowError, Status};
+use crate::protocol::{Idp, VerifiedLogin};
+use crate::store::{
+    identity_key_public, CompletedLogin, EmailMatch, LoginOutcome, Store, StoreError,
+};
+
+mod tokens;
+
+pub use tokens::id_token_context;
+
+/// Local names nobody gets from an IdP claim as they are.
+const RESERVED_USERNAMES: &[&str] = &[
+    "admin",
+    "administrator",
+    "root",
+    "system",
+    "authnz",
+    "api",
+    "me",
+];
+
+/// A safe local username from an IdP's suggestion: lowercase ASCII letters, digits, `.`, `_`
+/// and `-`, at most 40 characters, never empty and never a reserved name. The store makes it
+/// unique by appending a number.
+pub fn local_username(wanted: Option<&str>) -> String {
+    let mut out = String::new();
+    for c in wanted
+        .unwrap_or_default()
+        .chars()
+        .flat_map(char::to_lowercase)
+    {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            c
+        } else {
+            '-'
+        };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c);
+        if out.len() >= 40 {
+            break;
+        }
+    }
+    let trimmed = out.trim_matches(|c| matches!(c, '-' | '.' | '_'));
+    let name = if trimmed.is_empty() { "user" } else { trimmed };
+    if RESERVED_USERNAMES.contains(&name) {
+        format!("{name}-user")
+    } else {
+        name.to_string()
+    }
+}
+
+/// How a verified login ended.
+pub enum Finished {
+    /// Logged in: the outcome and the new session cookie value.
+    LoggedIn(LoginOutcome, String),
+    /// A first login waiting for the person to confirm the new account
+    /// (`require_create_confirmation`): the opaque sign-up id.
+    NeedsConfirmation(String),
+}
+
+/// A first login parked until the person confirms it (never in a URL but for its opaque id).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingSignup {
+    pub login: CompletedLogin,
+    pub next: String,
+    /// SHA-256 of the pre-login cookie of the browser that logged in.
+    pub browser_hash: String,
+    /// What the confirmation form must post back.
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+/// Where a login came from, beyond the verified claims.
+pub struct LoginContext<'a> {
+    /// A planted or previous session: ended, the session id always changes (SECURITY G62).
+    pub old_session: Option<&'a str>,
+    /// Connect flow: the logged-in user the identity is to be added to.
+    pub link_to: Option<String>,
+    pub next: String,
+    pub browser_hash: String,
+    pub now: i64,
+}
+
+/// What account operations work on: the store and the token vault, nothing of the server.
+#[derive(Clone, Copy)]
+pub struct Accounts<'a> {
+    pub store: &'a std::sync::Arc<dyn Store>,
+    pub vault: &'a TokenVault,
+    /// How long a new session lasts.
+    pub session_ttl: std::time::Duration,
+}
+
+impl Accounts<'_> {
+    /// Maps and stores a verified login and starts its session, in one transaction; or parks it
+    /// for confirmation.
+    pub async fn finish_login(
+        &self,
+        idp: &std::sync::Arc<Idp>,
+        verified: VerifiedLogin,
+        cx: LoginContext<'_>,
+    ) -> Result<Finished, FlowError> {
+        let app = self;
+        let mut mapped =
+            idp.config
+                .provider
+                .map_identity(&verified.claims)
+                .map_err(|err| match err {
+                    MapError::Denied(reason) => {
+                        FlowError::new(Status::Forbidden, "login_denied", reason)
+                    }
+                    MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
+                    MapError::Failed(reason) => FlowError::bad_gateway("provider_failed", reason),
+                    _ => FlowError::unauthorized(
+                        "claims_unusable",
+                        "the identity could not be mapped",
+                    ),
+                })?;
+        if let Some(claim) = &idp.config.username_claim {
+            // `username_claim = "email"` takes the local part, as a username should not be an address.
+            if let Some(value) = verified.claims.str(claim) {
+                mapped.username = Some(value.split('@').next().unwrap_or(value).to_string());
+            }
+        }
+        if !crate::protocol::valid_subject(&mapped.subject) {
+            return Err(FlowError::unauthorized(
+                "claims_unusable",
+                "the identity has no valid subject",
+            ));
+        }
+        let tokens = serde_json::to_vec(&verified.tokens)
+            .map_err(|_| FlowError::internal("token encoding failed"))?;
+        let sealed_tokens = app
+            .vault
+            .seal(
+                &identity_key_public(&idp.config.name, &mapped.subject),
+                &tokens,
+            )
+            .map_err(|_| FlowError::internal("token sealing failed"))?;
+        let email_authoritative = mapped.email_verified
+            && mapped
+                .email
+                .as_deref()
+                .and_then(|email| email.rsplit_once('@'))
+                .is_some_and(|(_, domain)| {
+                    idp.config
+                        .trusted_email_domains
+                        .iter()
+                        .any(|trusted| trusted.eq_ignore_ascii_case(domain))
+                });
+        // The session keeps the ID token of its own login, for its own logout (SECURITY I76).
+        let sealed_id_token = (!verified.tokens.id_token.is_empty())
+            .then(|| {
+                app.vault.seal(
+                    &id_token_context(&idp.config.name, &mapped.subject),
+                    verified.tokens.id_token.as_bytes(),
+                )
+            })
+            .transpose()
+            .map_err(|_| FlowError::internal("token sealing failed"))?
+            .map(|sealed| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+            });
+        let session_cookie = random_token(32);
+        let login = CompletedLogin {
+            idp: idp.config.name.clone(),
+            subject: mapped.subject.clone(),
+            issuer: idp.config.issuer.clone(),
+            previous_issuers: idp.config.previous_issuers.clone(),
+            email: mapped.email.clone(),
+            email_verified: mapped.email_verified,
+            display_name: mapped.display_name.clone(),
+            username: local_username(mapped.username.as_deref()),
+            sealed_tokens,
+            session_hash: sha256_hex(&session_cookie),
+            new_user_id: crate::crypto::new_user_id(),
+            now: cx.now,
+            session_expires_at: cx.now + app.session_ttl.as_secs() as i64,
+            sid: verified.claims.str("sid").map(str::to_string),
+            csrf: random_token(32),
+            sealed_id_token,
+            email_authoritative,
+            on_email_match: match idp.config.link_existing {
+                LinkPolicy::VerifiedEmail => EmailMatch::LinkIfAuthoritative,
+                LinkPolicy::Never | LinkPolicy::Confirm => EmailMatch::Refuse,
+            },
+            require_existing: idp.config.require_create_confirmation && cx.link_to.is_none(),
+            link_to: cx.link_to,
+        };
+        // Only a login that must be confirmed can come back for a sign-up: copy just that one.
+        let for_signup = login.require_existing.then(|| login.clone());
+        // Durable before the person is told they are logged in.
+        let new_tokens = verified.tokens;
+        match app.store.complete_login_durable(login).await {
+            Ok(mut outcome) => {
+                if let Some(old) = cx.old_session {
+                    app.store.delete_session(old)?;
+                    app.store.sync().await?;
+                }
+                if let Some(replaced) = outcome.replaced_tokens.take() {
+                    app.revoke_replaced(idp, &mapped.subject, &replaced, &new_tokens);
+                }
+                Ok(Finished::LoggedIn(outcome, session_cookie))
+            }
+            Err(StoreError::NeedsConfirmation) => {
+                let mut login = for_signup
+                    .ok_or_else(|| FlowError::internal("a confirmation nobody asked for"))?;
+                login.require_existing = false;
+                let id = random_token(32);
+                let signup = PendingSignup {
+                    login,
+                    next: cx.next,
+                    browser_hash: cx.browser_hash,
+                    csrf: random_token(32),
+                    expires_at: cx.now + crate::config::LOGIN_TTL.as_secs() as i64,
+                };
+                let record = serde_json::to_vec(&signup)
+                    .map_err(|_| FlowError::internal("sign-up encoding failed"))?;
+                app.store.put_signup(&id, signup.expires_at, &record)?;
+                Ok(Finished::NeedsConfirmation(id))
+            }
+            Err(err) => Err(login_error(err, idp)),
+        }
+    }
+}
+
+/// The 409s of account linking, with what the person can do.
+pub fn login_error(err: StoreError, idp: &Idp) -> FlowError {
+    match err {
+        StoreError::EmailConflict => FlowError::new(
+            Status::Conflict,
+            "email_in_use",
+            match idp.config.link_existing {
+                LinkPolicy::Never => "An account with this email address already exists. Sign in with the provider you used before.".to_string(),
+                _ => format!(
+                    "An account with this email address already exists. Sign in to it with the provider you used before, then connect {} from your account page.",
+                    idp.config.label
+                ),
+            },
+        ),
+        StoreError::LinkedElsewhere => FlowError::new(
+            Status::Conflict,
+            "identity_in_use",
+            format!("This {} identity is already connected to another account.", idp.config.label),
+        ),
+        StoreError::NoSuchUser => FlowError::unauthorized("unauthorized", "the account no longer exists"),
+        StoreError::IssuerChanged => {
+            tracing::warn!(idp = %idp.config.name, "a login matched an identity of another issuer and was refused; if the provider really moved, list its old issuer in previous_issuers");
+            FlowError::new(
+                Status::Conflict,
+                "issuer_changed",
+                format!(
+                    "This {} account was connected when the provider had another address, so it cannot sign in to it now. An administrator can tell authnz that the provider moved.",
+                    idp.config.label
+                ),
+            )
+        }
+        other => FlowError::from(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_made_safe() {
+        let cases = [
+            (Some("Alice"), "alice"),
+            (Some("bob smith"), "bob-smith"),
+            (Some("../../etc"), "etc"),
+            (Some("<script>"), "script"),
+            (Some("admin"), "admin-user"),
+            (Some("ROOT"), "root-user"),
+            (Some(""), "user"),
+            (None, "user"),
+            (Some("éva"), "va"),
+            (Some("a\u{0}b"), "a-b"),
+        ];
+        for (wanted, expected) in cases {
+            assert_eq!(local_username(wanted), expected, "{wanted:?}");
+        }
+        assert_eq!(local_username(Some(&"x".repeat(100))).len(), 40);
+    }
+}

@@ -1,0 +1,186 @@
+//! The HTTP surface, and the only layer that knows status codes and cookies.
+//!
+//! One file per group of routes: [`login`] (the login flow), [`account`] (the logged-in user),
+//! [`keys`] (credentials for applications), [`admin`] (health, metrics, admin API),
+//! [`backchannel`] (IdP-initiated logout) and [`pages`] (what a person sees). The shared pieces:
+//! [`error`] (the error body and per-endpoint responses), [`cookies`], [`request`] (client,
+//! same-origin, CSRF), [`caller`] (who is calling) and [`middleware`]. Handlers are thin: they
+//! parse and check the request, call `protocol` and `accounts`, and turn the outcome into the
+//! response variant of its status. Doc comments here become the OpenAPI spec
+//! (`openapi/openapi.json`), so they never contain a secret.
+
+pub mod account;
+pub mod admin;
+pub mod backchannel;
+pub mod caller;
+pub mod cookies;
+pub mod error;
+pub mod keys;
+pub mod login;
+pub mod middleware;
+pub mod pages;
+pub mod request;
+
+use std::sync::Arc;
+
+use poem::middleware::AddData;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::config::DEV_IDP_PATH;
+use crate::state::App;
+
+use middleware::{loopback_only, security_headers};
+
+pub use admin::health;
+pub use request::prefers_html;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Logging in and out through an identity provider.
+    Authnz,
+    /// Identities, API keys and tokens of the logged-in user.
+    Account,
+    /// Server status and configuration reload, for the admins named in the config.
+    Admin,
+}
+
+/// Every route group, in the order of the spec.
+pub type Apis = (
+    pages::PagesApi,
+    login::LoginApi,
+    admin::AdminApi,
+    account::AccountApi,
+    keys::KeysApi,
+    backchannel::BackchannelApi,
+);
+/// The OpenAPI service of authnz (also what `authnz openapi` prints).
+pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            pages::PagesApi,
+            login::LoginApi,
+            admin::AdminApi,
+            account::AccountApi,
+            keys::KeysApi,
+            backchannel::BackchannelApi,
+        ),
+        "authnz",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Sign in with your organization's identity provider. A script starts a login with \
+             `GET /authnz/{idp}/login` (it answers `{\"redirect_uri\": ...}`), sends the person's \
+             browser to that URL, and the IdP returns to `/authnz/{idp}/callback`, which starts a \
+             session (cookie `authnz_session`).",
+    )
+    .server(public_url.trim_end_matches('/'))
+}
+
+/// The whole HTTP surface.
+pub fn routes(app: Arc<App>) -> impl Endpoint {
+    let api = openapi_service(app.server.public_url.as_str());
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let mut route = Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs);
+    if let Some(dev) = &app.dev_idp {
+        route = route.nest(
+            DEV_IDP_PATH,
+            Arc::clone(dev)
+                .routes()
+                .into_endpoint()
+                .around(loopback_only),
+        );
+    }
+    route
+        .around(cookies::host_cookies)
+        .with(AddData::new(app))
+        .around(security_headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn committed_spec_path() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json")
+    }
+
+    #[test]
+    fn committed_openapi_spec_matches_the_code() {
+        let generated = openapi_service("http://127.0.0.1:8080").spec();
+        let committed = std::fs::read_to_string(committed_spec_path()).unwrap_or_default();
+        assert!(
+            generated.trim() == committed.trim(),
+            "openapi/openapi.json is out of date: run `cargo run -p authnz -- openapi > openapi/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn every_route_is_documented_with_descriptions() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&openapi_service("http://127.0.0.1:8080").spec())
+                .unwrap_or_default();
+        let routes = [
+            ("/authnz", "get"),
+            ("/authnz/{idp}/login", "get"),
+            ("/authnz/{idp}/callback", "get"),
+            ("/authnz/logout", "post"),
+            ("/api/users/me", "get"),
+            ("/api/users/me", "delete"),
+            ("/healthz", "get"),
+            ("/authnz/{idp}/connect", "post"),
+            ("/authnz/{idp}/create_user", "get"),
+            ("/authnz/{idp}/create_user", "post"),
+            ("/authnz/{idp}/disconnect", "get"),
+            ("/authnz/{idp}/disconnect", "post"),
+            ("/authnz/{idp}/backchannel-logout", "post"),
+            ("/api/keys", "get"),
+            ("/api/keys", "post"),
+            ("/api/keys/{id}", "delete"),
+            ("/api/users/me/tokens/{idp}", "get"),
+            ("/readyz", "get"),
+            ("/metrics", "get"),
+            ("/api/admin/status", "get"),
+            ("/api/admin/reload", "post"),
+        ];
+        let documented: usize = spec["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .values()
+                    .map(|m| m.as_object().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(
+            documented,
+            routes.len(),
+            "a route is missing from this list or the spec"
+        );
+        for (path, method) in routes {
+            let operation = &spec["paths"][path][method];
+            assert!(operation.is_object(), "{method} {path} is not in the spec");
+            assert!(
+                operation["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path} has no description"
+            );
+            for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                assert!(
+                    response["description"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty()),
+                    "{method} {path} {status} has no description"
+                );
+            }
+        }
+        let security = &spec["paths"]["/api/users/me"]["get"]["security"];
+        assert!(
+            security.to_string().contains("SessionAuth")
+                && security.to_string().contains("ApiKeyBearer"),
+            "{security}"
+        );
+    }
+}
