@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod linking;
 pub mod pending;
 pub mod sled_store;
 

@@ -9,11 +9,12 @@ use std::path::Path;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Db, Transactional, Tree};
 
+use super::linking;
 use super::pending::PendingTable;
 use super::{
-    decode, encode, identity_key, normalize_email, username_candidates, ApiKey, CompletedLogin,
-    Dump, EmailMatch, EmailOwner, Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session,
-    Store, StoreError, StoreResult, User,
+    decode, encode, identity_key, normalize_email, ApiKey, CompletedLogin, Dump, EmailOwner,
+    Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session, Store, StoreError, StoreResult,
+    User,
 };
 
 /// Group commit: callers that ask for durability while a flush is running share the next one,
@@ -412,70 +413,42 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
         identity_sessions,
     ) = trees;
     let id_key = identity_key(&login.idp, &login.subject);
-    // Any address is looked up (an unverified one matching an account is a conflict,
-    // SECURITY F56); only verified ones are indexed (an unverified one claims nothing, F58).
-    let email_key = login.email.as_deref().map(normalize_email);
     let existing: Option<Identity> = get_in(identities, &id_key)?;
-    let (user, created, linked, identity) = match existing {
-        Some(identity)
-            if !super::identity_belongs_to(&identity, &login.issuer, &login.previous_issuers) =>
-        {
-            return Err(abort(StoreError::IssuerChanged));
-        }
-        Some(mut identity) => {
-            identity.issuer = Some(login.issuer.clone());
-            if login
-                .link_to
-                .as_ref()
-                .is_some_and(|to| *to != identity.user_id)
-            {
-                return Err(abort(StoreError::LinkedElsewhere));
-            }
-            let user: User = get_in(users, identity.user_id.as_bytes())?
+    let owner: Option<EmailOwner> = match linking::email_key(login) {
+        Some(email) => get_in(emails, email.as_bytes())?,
+        None => None,
+    };
+    let found = linking::Found {
+        identity: existing.as_ref(),
+        email_owner: owner.as_ref(),
+    };
+    let (user, created, linked, identity) = match linking::decide(login, found).map_err(abort)? {
+        linking::Link::Returning { user_id } => {
+            let user: User = get_in(users, user_id.as_bytes())?
                 .ok_or_else(|| abort(StoreError::Corrupt("identity without its user".into())))?;
+            let mut identity = existing.ok_or_else(|| {
+                abort(StoreError::Corrupt("a returning identity vanished".into()))
+            })?;
+            identity.issuer = Some(login.issuer.clone());
             identity.email = login.email.clone();
             identity.email_verified = login.email_verified;
             identity.last_login_at = login.now;
             (user, false, false, identity)
         }
-        None => {
-            let owner: Option<EmailOwner> = match &email_key {
-                Some(email) => get_in(emails, email.as_bytes())?,
-                None => None,
-            };
-            let target = match (&login.link_to, owner) {
-                // Connecting from a logged-in account: that account.
-                (Some(to), _) => Some(to.clone()),
-                (None, Some(owner)) => {
-                    let may_link = login.on_email_match == EmailMatch::LinkIfAuthoritative
-                        && login.email_verified
-                        && login.email_authoritative
-                        && owner.authoritative;
-                    if !may_link {
-                        return Err(abort(StoreError::EmailConflict));
-                    }
-                    Some(owner.user_id)
-                }
-                (None, None) => None,
-            };
-            let (user, created) = match target {
-                Some(user_id) => {
+        link => {
+            let (user, created) = match link {
+                linking::Link::Join { user_id } => {
                     let user: User = get_in(users, user_id.as_bytes())?
                         .ok_or_else(|| abort(StoreError::NoSuchUser))?;
                     (user, false)
                 }
-                None => {
-                    if login.require_existing {
-                        return Err(abort(StoreError::NeedsConfirmation));
-                    }
-                    let mut username = None;
-                    for candidate in username_candidates(&login.username) {
-                        if usernames.get(candidate.as_bytes())?.is_none() {
-                            username = Some(candidate);
-                            break;
-                        }
-                    }
-                    let username = username.ok_or_else(|| abort(StoreError::UsernameExhausted))?;
+                _ => {
+                    let username = linking::allocate_username(&login.username, |candidate| {
+                        Ok::<_, ConflictableTransactionError<StoreError>>(
+                            usernames.get(candidate.as_bytes())?.is_some(),
+                        )
+                    })?
+                    .ok_or_else(|| abort(StoreError::UsernameExhausted))?;
                     let user = User {
                         id: login.new_user_id.clone(),
                         username: username.clone(),
@@ -485,11 +458,7 @@ fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutco
                     };
                     users.insert(user.id.as_bytes(), encode(&user).map_err(abort)?)?;
                     usernames.insert(username.as_bytes(), user.id.as_bytes())?;
-                    if let Some(email) = email_key.as_ref().filter(|_| login.email_verified) {
-                        let owner = EmailOwner {
-                            user_id: user.id.clone(),
-                            authoritative: login.email_authoritative,
-                        };
+                    if let Some((email, owner)) = linking::email_entry(login, &user.id) {
                         emails.insert(email.as_bytes(), encode(&owner).map_err(abort)?)?;
                     }
                     (user, true)
