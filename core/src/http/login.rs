@@ -27,10 +27,11 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use crate::accounts::{self};
+use crate::accounts;
 use crate::config::LOGIN_TTL;
-use crate::crypto::{constant_time_eq, random_token, sha256_hex};
+use crate::crypto::{random_token, sha256_hex};
 use crate::error::{FlowError, Status};
+use crate::protocol;
 use crate::state::App;
 
 use super::cookies::{cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
@@ -328,79 +329,29 @@ pub(crate) async fn callback_flow(
         check_loopback_client(app, req)?;
     }
     let now = app.clock.now();
-    if now - pending.created_at > LOGIN_TTL.as_secs() as i64 || now < pending.created_at - 60 {
-        return Err(FlowError::bad_request(
-            "expired_state",
-            "this sign-in took too long and expired",
-        ));
-    }
-    if pending.idp != idp.config.name
-        || pending.issuer != idp.config.issuer
-        || pending.client_id != idp.config.client_id
-        || pending.redirect_uri != idp.redirect_uri
-    {
-        return Err(FlowError::bad_request(
-            "state_mismatch",
-            "this sign-in was started for another identity provider",
-        ));
-    }
-    let bound = cookie(req, LOGIN_COOKIE)
-        .is_some_and(|binding| constant_time_eq(&sha256_hex(&binding), &pending.browser_hash));
-    if !bound {
-        return Err(FlowError::bad_request(
-            "browser_mismatch",
-            "this sign-in was started in another browser (or cookies are blocked)",
-        ));
-    }
-    if let Some(error) = params.get("error") {
-        let description = params
-            .get("error_description")
-            .map(String::as_str)
-            .unwrap_or("");
-        tracing::info!(idp = %idp.config.name, error = %crate::error::loggable(error), "IdP reported an error");
-        return Err(FlowError::bad_request(
-            "idp_error",
-            format!("the identity provider reported: {error} {description}")
-                .trim()
-                .to_string(),
-        ));
-    }
-    match params.get("iss") {
-        Some(iss) if !idp.issuer_matches(iss) => {
-            return Err(FlowError::bad_request(
-                "issuer_mismatch",
-                "the response came from another issuer",
-            ));
-        }
-        None if idp.promises_iss().await? => {
-            return Err(FlowError::bad_request(
-                "issuer_missing",
-                "the response lacks the issuer it promised",
-            ));
-        }
-        _ => {}
-    }
-    let code = params
-        .get("code")
-        .filter(|code| !code.is_empty())
-        .ok_or_else(|| {
-            FlowError::bad_request("missing_code", "the callback has no authorization code")
-        })?;
-    // Connect flow: the session that started it must still be the one finishing it.
+    // Discovery said whether the IdP sends RFC 9207 `iss`; asked only when it is absent.
+    let promises_iss = !params.contains_key("iss") && idp.promises_iss().await?;
+    let binding = cookie(req, LOGIN_COOKIE).map(|binding| sha256_hex(&binding));
+    // The session the browser holds now: ended by the login, and for a connect flow the one
+    // that must have started it.
     let current = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
-    if let Some(link_user) = &pending.link_user_id {
-        let session = match &current {
-            Some(hash) => app.store.session(hash).map_err(FlowError::from)?,
-            None => None,
-        };
-        if session.is_none_or(|s| &s.user_id != link_user || s.expires_at <= now) {
-            return Err(FlowError::new(
-                Status::Forbidden,
-                "connect_session_mismatch",
-                "connecting an identity must finish in the session that started it",
-            ));
-        }
-    }
+    let session = match (&pending.link_user_id, &current) {
+        (Some(_), Some(hash)) => app.store.session(hash).map_err(FlowError::from)?,
+        _ => None,
+    };
+    let browser = protocol::Browser {
+        binding_hash: binding.as_deref(),
+        session: session
+            .as_ref()
+            .map(|session| (session.user_id.as_str(), session.expires_at)),
+    };
+    let code = protocol::check_callback(&pending, &params, &idp, promises_iss, browser, now)
+        .map_err(|refusal| {
+            if let (protocol::CallbackRefusal::IdpError(_), Some(error)) = (&refusal, params.get("error")) {
+                tracing::info!(idp = %idp.config.name, error = %crate::error::loggable(error), "IdP reported an error");
+            }
+            callback_refused(refusal)
+        })?;
     let verified = idp.complete(&pending, code, now).await?;
     let finished = app
         .accounts()
@@ -444,6 +395,15 @@ pub(crate) async fn callback_flow(
 
 /// The authnz API.
 pub struct LoginApi;
+
+/// The answer to a refused callback: 400, or 403 for a connect flow finished elsewhere.
+fn callback_refused(refusal: protocol::CallbackRefusal) -> FlowError {
+    let status = match refusal {
+        protocol::CallbackRefusal::ConnectSessionMismatch => Status::Forbidden,
+        _ => Status::BadRequest,
+    };
+    FlowError::new(status, refusal.code(), refusal.to_string())
+}
 
 #[OpenApi]
 impl LoginApi {

@@ -15,6 +15,7 @@ mod jws;
 mod outbound;
 mod tokens;
 
+pub use callback::{check_callback, Browser, CallbackRefusal};
 pub use jws::LogoutClaims;
 pub use outbound::{HttpError, HttpLimits, IdpHttp};
 pub use tokens::reauthenticate;
