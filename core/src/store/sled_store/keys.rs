@@ -1,0 +1,190 @@
+//! The tree layout: how records and index entries are keyed, and reading them inside and
+//! outside transactions.
+
+use super::*;
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+pub(super) fn backend(err: sled::Error) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+pub(super) fn txn_error(err: TransactionError<StoreError>) -> StoreError {
+    match err {
+        TransactionError::Abort(err) => err,
+        TransactionError::Storage(err) => backend(err),
+    }
+}
+
+pub(super) fn abort(err: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(err)
+}
+
+/// `a \0 b \0 c ...`
+pub(super) fn key_of(parts: &[&str]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// Sessions by expiry live in the `sessions` tree under this first byte (a session's own key is
+/// hex, so never starts with it): written in the same transactions as the sessions themselves
+/// (sled's tuple transactions stop at nine trees), read by the sweep.
+pub(super) const EXPIRY: u8 = 0xff;
+
+/// `EXPIRY, expires_at (big-endian), hash`: ordered by expiry.
+pub(super) fn expiry_key(expires_at: i64, hash: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + hash.len());
+    key.push(EXPIRY);
+    key.extend_from_slice(&(expires_at.max(0) as u64).to_be_bytes());
+    key.extend_from_slice(hash.as_bytes());
+    key
+}
+
+/// `parts \0` — the prefix of every key that starts with these parts.
+pub(super) fn prefix_of(parts: &[&str]) -> Vec<u8> {
+    let mut prefix = key_of(parts);
+    prefix.push(0);
+    prefix
+}
+
+pub(super) fn get_in<T: for<'de> serde::Deserialize<'de>>(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(bytes) => decode(&bytes).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn get<T: for<'de> serde::Deserialize<'de>>(
+    tree: &Tree,
+    key: &[u8],
+) -> StoreResult<Option<T>> {
+    match tree.get(key).map_err(backend)? {
+        Some(bytes) => decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Keys of `tree` that start with `prefix` (read outside a transaction: sled transactions
+/// cannot scan). Callers re-check what they read inside their transaction.
+pub(super) fn keys_with_prefix(tree: &Tree, prefix: &[u8]) -> StoreResult<Vec<Vec<u8>>> {
+    tree.scan_prefix(prefix)
+        .map(|entry| entry.map(|(key, _)| key.to_vec()).map_err(backend))
+        .collect()
+}
+
+/// The trees of accounts: users, identities, tokens, sessions and their indexes; a login
+/// writes them all.
+#[derive(Clone)]
+pub(super) struct AccountTrees {
+    pub(super) users: Tree,
+    pub(super) usernames: Tree,
+    pub(super) emails: Tree,
+    pub(super) identities: Tree,
+    pub(super) user_identities: Tree,
+    pub(super) tokens: Tree,
+    pub(super) sessions: Tree,
+    pub(super) user_sessions: Tree,
+    pub(super) identity_sessions: Tree,
+    /// Deleting a user reads its index entries before its transaction (sled transactions cannot
+    /// scan), so it holds this exclusively from the scan to the commit, while every transaction
+    /// that may add to a user (logins, API keys) holds it shared: a connect racing the deletion
+    /// either lands before the scan (and is deleted too) or finds the user gone, never leaves an
+    /// identity without its user.
+    pub(super) membership: std::sync::Arc<std::sync::RwLock<()>>,
+}
+
+/// [`AccountTrees`] inside a transaction.
+pub(super) type LoginView = (
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+    TransactionalTree,
+);
+
+impl AccountTrees {
+    /// Held while a transaction may add records to a user (see `membership`).
+    pub(super) fn adding(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.membership
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Held by a user's deletion, from reading its index entries to its commit.
+    pub(super) fn deleting(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.membership
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One login in its own transaction.
+    pub(super) fn apply_one(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
+        self.apply(std::slice::from_ref(login))
+            .map_err(txn_error)?
+            .pop()
+            .ok_or_else(|| StoreError::Backend("a login transaction returned nothing".into()))
+    }
+
+    /// Applies `logins` in order in one transaction, each seeing those before it. One refused
+    /// login aborts them all with its error.
+    pub(super) fn apply(
+        &self,
+        logins: &[CompletedLogin],
+    ) -> Result<Vec<LoginOutcome>, TransactionError<StoreError>> {
+        let _adding = self.adding();
+        (
+            &self.users,
+            &self.usernames,
+            &self.emails,
+            &self.identities,
+            &self.user_identities,
+            &self.tokens,
+            &self.sessions,
+            &self.user_sessions,
+            &self.identity_sessions,
+        )
+            .transaction(|trees| {
+                logins
+                    .iter()
+                    .map(|login| apply_login(trees, login))
+                    .collect()
+            })
+    }
+}
+
+/// The first byte of a stored sign-up that carries its expiry (8 bytes, big-endian) before the
+/// record; a record itself (JSON) never starts with it.
+pub(super) const SIGNUP_WITH_EXPIRY: u8 = 0xff;
+
+/// The expiry of a stored sign-up, if it carries one.
+pub(super) fn signup_expiry(value: &[u8]) -> Option<i64> {
+    match value {
+        [SIGNUP_WITH_EXPIRY, rest @ ..] if rest.len() >= 8 => {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&rest[..8]);
+            Some(i64::from_be_bytes(bytes))
+        }
+        _ => None,
+    }
+}
+
+/// The record of a stored sign-up.
+pub(super) fn signup_record(value: &[u8]) -> &[u8] {
+    match signup_expiry(value) {
+        Some(_) => &value[9..],
+        None => value,
+    }
+}
