@@ -8,13 +8,15 @@ use authnz_plugin::MapError;
 use crate::config::LinkPolicy;
 use crate::crypto::TokenVault;
 use crate::crypto::{random_token, sha256_hex};
-use crate::error::{FlowError, Status};
 use crate::protocol::{Idp, VerifiedLogin};
 use crate::store::{
     identity_key_public, CompletedLogin, EmailMatch, LoginOutcome, Store, StoreError,
 };
 
+mod error;
 mod tokens;
+
+pub use error::Error;
 
 pub use tokens::id_token_context;
 
@@ -110,22 +112,17 @@ impl Accounts<'_> {
         idp: &std::sync::Arc<Idp>,
         verified: VerifiedLogin,
         cx: LoginContext<'_>,
-    ) -> Result<Finished, FlowError> {
+    ) -> Result<Finished, Error> {
         let app = self;
         let mut mapped =
             idp.config
                 .provider
                 .map_identity(&verified.claims)
                 .map_err(|err| match err {
-                    MapError::Denied(reason) => {
-                        FlowError::new(Status::Forbidden, "login_denied", reason)
-                    }
-                    MapError::Invalid(reason) => FlowError::unauthorized("claims_unusable", reason),
-                    MapError::Failed(reason) => FlowError::bad_gateway("provider_failed", reason),
-                    _ => FlowError::unauthorized(
-                        "claims_unusable",
-                        "the identity could not be mapped",
-                    ),
+                    MapError::Denied(reason) => Error::Denied(reason),
+                    MapError::Invalid(reason) => Error::ClaimsUnusable(reason),
+                    MapError::Failed(reason) => Error::ProviderFailed(reason),
+                    _ => Error::ClaimsUnusable("the identity could not be mapped".into()),
                 })?;
         if let Some(claim) = &idp.config.username_claim {
             // `username_claim = "email"` takes the local part, as a username should not be an address.
@@ -134,20 +131,19 @@ impl Accounts<'_> {
             }
         }
         if !crate::protocol::valid_subject(&mapped.subject) {
-            return Err(FlowError::unauthorized(
-                "claims_unusable",
-                "the identity has no valid subject",
+            return Err(Error::ClaimsUnusable(
+                "the identity has no valid subject".into(),
             ));
         }
         let tokens = serde_json::to_vec(&verified.tokens)
-            .map_err(|_| FlowError::internal("token encoding failed"))?;
+            .map_err(|_| Error::Internal("token encoding failed".into()))?;
         let sealed_tokens = app
             .vault
             .seal(
                 &identity_key_public(&idp.config.name, &mapped.subject),
                 &tokens,
             )
-            .map_err(|_| FlowError::internal("token sealing failed"))?;
+            .map_err(|_| Error::Internal("token sealing failed".into()))?;
         let email_authoritative = mapped.email_verified
             && mapped
                 .email
@@ -168,7 +164,7 @@ impl Accounts<'_> {
                 )
             })
             .transpose()
-            .map_err(|_| FlowError::internal("token sealing failed"))?
+            .map_err(|_| Error::Internal("token sealing failed".into()))?
             .map(|sealed| {
                 use base64::Engine;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
@@ -216,7 +212,7 @@ impl Accounts<'_> {
             }
             Err(StoreError::NeedsConfirmation) => {
                 let mut login = for_signup
-                    .ok_or_else(|| FlowError::internal("a confirmation nobody asked for"))?;
+                    .ok_or_else(|| Error::Internal("a confirmation nobody asked for".into()))?;
                 login.require_existing = false;
                 let id = random_token(32);
                 let signup = PendingSignup {
@@ -227,7 +223,7 @@ impl Accounts<'_> {
                     expires_at: cx.now + crate::config::LOGIN_TTL.as_secs() as i64,
                 };
                 let record = serde_json::to_vec(&signup)
-                    .map_err(|_| FlowError::internal("sign-up encoding failed"))?;
+                    .map_err(|_| Error::Internal("sign-up encoding failed".into()))?;
                 app.store.put_signup(&id, signup.expires_at, &record)?;
                 Ok(Finished::NeedsConfirmation(id))
             }
@@ -237,11 +233,9 @@ impl Accounts<'_> {
 }
 
 /// The 409s of account linking, with what the person can do.
-pub fn login_error(err: StoreError, idp: &Idp) -> FlowError {
+pub fn login_error(err: StoreError, idp: &Idp) -> Error {
     match err {
-        StoreError::EmailConflict => FlowError::new(
-            Status::Conflict,
-            "email_in_use",
+        StoreError::EmailConflict => Error::EmailInUse(
             match idp.config.link_existing {
                 LinkPolicy::Never => "An account with this email address already exists. Sign in with the provider you used before.".to_string(),
                 _ => format!(
@@ -250,24 +244,20 @@ pub fn login_error(err: StoreError, idp: &Idp) -> FlowError {
                 ),
             },
         ),
-        StoreError::LinkedElsewhere => FlowError::new(
-            Status::Conflict,
-            "identity_in_use",
+        StoreError::LinkedElsewhere => Error::IdentityInUse(
             format!("This {} identity is already connected to another account.", idp.config.label),
         ),
-        StoreError::NoSuchUser => FlowError::unauthorized("unauthorized", "the account no longer exists"),
+        StoreError::NoSuchUser => Error::AccountGone,
         StoreError::IssuerChanged => {
             tracing::warn!(idp = %idp.config.name, "a login matched an identity of another issuer and was refused; if the provider really moved, list its old issuer in previous_issuers");
-            FlowError::new(
-                Status::Conflict,
-                "issuer_changed",
+            Error::IssuerChanged(
                 format!(
                     "This {} account was connected when the provider had another address, so it cannot sign in to it now. An administrator can tell authnz that the provider moved.",
                     idp.config.label
                 ),
             )
         }
-        other => FlowError::from(other),
+        other => Error::Store(other),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The IdP tokens kept for an identity (sealed in the vault), and a session's own ID token.
 
-use crate::error::FlowError;
+use super::Error;
 use crate::protocol::{Idp, IdpTokens};
 use crate::store::identity_key_public;
 
@@ -74,16 +74,18 @@ impl Accounts<'_> {
         &self,
         idp: &str,
         subject: &str,
-    ) -> Result<Option<(Vec<u8>, IdpTokens)>, FlowError> {
+    ) -> Result<Option<(Vec<u8>, IdpTokens)>, Error> {
         let Some(sealed) = self.store.sealed_tokens(idp, subject)? else {
             return Ok(None);
         };
         let plain = self
             .vault
             .open(&identity_key_public(idp, subject), &sealed)
-            .map_err(|_| FlowError::internal("stored tokens do not open with the current key"))?;
+            .map_err(|_| {
+                Error::Internal("stored tokens do not open with the current key".into())
+            })?;
         let tokens = serde_json::from_slice(&plain)
-            .map_err(|_| FlowError::internal("stored tokens are unreadable"))?;
+            .map_err(|_| Error::Internal("stored tokens are unreadable".into()))?;
         Ok(Some((sealed, tokens)))
     }
 }

@@ -3,7 +3,7 @@
 
 use poem_openapi::Object;
 
-use crate::error::FlowError;
+use crate::error::{FlowError, Status};
 
 /// An error: a stable machine-readable code and a message for people.
 #[derive(Debug, Object)]
@@ -46,6 +46,18 @@ macro_rules! error_responses {
             }
         }
 
+        impl From<crate::protocol::Error> for $name {
+            fn from(err: crate::protocol::Error) -> Self {
+                FlowError::from(err).into()
+            }
+        }
+
+        impl From<crate::accounts::Error> for $name {
+            fn from(err: crate::accounts::Error) -> Self {
+                FlowError::from(err).into()
+            }
+        }
+
         impl From<FlowError> for $name {
             fn from(err: FlowError) -> Self {
                 match err.status.code() {
@@ -64,6 +76,43 @@ impl poem_openapi::types::Example for ErrorBody {
         Self {
             error: "invalid_state".into(),
             message: "this sign-in is unknown or was already used".into(),
+        }
+    }
+}
+
+/// The status class of a protocol failure: 401 when what the IdP gave (a code, a token, a
+/// grant) failed, 400 for a bad logout token, 502 when the IdP or its plugin failed.
+pub fn protocol_status(err: &crate::protocol::Error) -> Status {
+    use crate::protocol::Error;
+    match err {
+        _ if err.is_refusal() => Status::Unauthorized,
+        Error::InvalidLogoutToken(_) => Status::BadRequest,
+        Error::Internal(_) => Status::Internal,
+        _ => Status::BadGateway,
+    }
+}
+
+impl From<crate::protocol::Error> for FlowError {
+    fn from(err: crate::protocol::Error) -> Self {
+        FlowError::new(protocol_status(&err), err.code(), err.to_string())
+    }
+}
+
+impl From<crate::accounts::Error> for FlowError {
+    fn from(err: crate::accounts::Error) -> Self {
+        use crate::accounts::Error;
+        let status = match &err {
+            Error::Denied(_) => Status::Forbidden,
+            Error::ClaimsUnusable(_) | Error::AccountGone => Status::Unauthorized,
+            Error::ProviderFailed(_) => Status::BadGateway,
+            Error::EmailInUse(_) | Error::IdentityInUse(_) | Error::IssuerChanged(_) => {
+                Status::Conflict
+            }
+            Error::Store(_) | Error::Internal(_) => Status::Internal,
+        };
+        match err {
+            Error::Store(err) => FlowError::from(err),
+            err => FlowError::new(status, err.code(), err.to_string()),
         }
     }
 }

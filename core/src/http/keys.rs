@@ -372,11 +372,11 @@ impl KeysApi {
                     }
                     fresh
                 }
-                Err(err) if err.status == Status::Unauthorized => {
+                Err(err) if super::error::protocol_status(&err) == Status::Unauthorized => {
                     // SECURITY E50: no retry loop; the session that relied on them ends. Tokens
                     // the IdP refused are dead: dropped (I77); tokens a bad refresh answer came
                     // for are kept as they were (E49).
-                    if err.code == "reauthenticate" {
+                    if matches!(err, crate::protocol::Error::Reauthenticate(_)) {
                         app.store.delete_tokens(&idp.0, &subject)?;
                     }
                     if let Some((hash, _)) = &caller.session {

@@ -9,7 +9,7 @@ impl Idp {
         next: String,
         browser_hash: String,
         now: i64,
-    ) -> Result<AuthorizeRequest, FlowError> {
+    ) -> Result<AuthorizeRequest, Error> {
         let discovered = self.discovered().await?;
         let state = random_token(32);
         // Derived from the state with a process key: as unpredictable as random values, and the
@@ -44,9 +44,8 @@ impl Idp {
             .provider
             .try_authorize_params(&ctx)
             .map_err(|_| {
-                FlowError::bad_gateway(
-                    "provider_failed",
-                    "the identity provider's plugin failed; the sign-in cannot start",
+                Error::ProviderFailed(
+                    "the identity provider's plugin failed; the sign-in cannot start".into(),
                 )
             })?;
         let mut seen: Vec<String> = Vec::new();

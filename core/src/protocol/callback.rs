@@ -143,7 +143,7 @@ impl Idp {
     }
 
     /// Whether the IdP promised RFC 9207 `iss` in authorization responses.
-    pub async fn promises_iss(&self) -> Result<bool, FlowError> {
+    pub async fn promises_iss(&self) -> Result<bool, Error> {
         Ok(self
             .discovered()
             .await?

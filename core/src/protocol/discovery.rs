@@ -11,18 +11,15 @@ impl Idp {
     /// that waited share its outcome), and after a failure none again for a while: 1 s, then
     /// doubling up to a minute, so that requests (unauthenticated back-channel posts among
     /// them) cannot make authnz hammer an IdP that is down, nor queue behind its timeouts.
-    pub async fn discovered(&self) -> Result<Arc<Discovered>, FlowError> {
+    pub async fn discovered(&self) -> Result<Arc<Discovered>, Error> {
         if let Some(found) = self.discovered.read().await.as_ref() {
             return Ok(Arc::clone(found));
         }
         let unavailable = || {
-            FlowError::bad_gateway(
-                "idp_unavailable",
-                format!(
-                    "the identity provider {} is not reachable or misconfigured",
-                    self.config.label
-                ),
-            )
+            Error::IdpUnavailable(format!(
+                "the identity provider {} is not reachable or misconfigured",
+                self.config.label
+            ))
         };
         if self.backing_off() {
             return Err(unavailable());

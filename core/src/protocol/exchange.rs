@@ -9,10 +9,10 @@ impl Idp {
         &self,
         discovered: &Discovered,
         jwks: CoreJsonWebKeySet,
-    ) -> Result<OidcClient, FlowError> {
+    ) -> Result<OidcClient, Error> {
         let metadata = &discovered.metadata;
         let redirect = RedirectUrl::new(self.redirect_uri.clone())
-            .map_err(|_| FlowError::internal("invalid redirect URI"))?;
+            .map_err(|_| Error::Internal("invalid redirect URI".into()))?;
         let secret = self
             .config
             .client_secret
@@ -45,7 +45,7 @@ impl Idp {
         pending: &PendingLogin,
         code: &str,
         now: i64,
-    ) -> Result<VerifiedLogin, FlowError> {
+    ) -> Result<VerifiedLogin, Error> {
         let discovered = self.discovered().await?;
         if let Some(answer) = self
             .info
@@ -70,10 +70,7 @@ impl Idp {
         let mut exchange = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|_| {
-                FlowError::bad_gateway(
-                    "idp_misconfigured",
-                    "the identity provider has no token endpoint",
-                )
+                Error::IdpMisconfigured("the identity provider has no token endpoint".into())
             })?;
         if !pending.pkce_verifier.is_empty() {
             exchange =
@@ -90,10 +87,7 @@ impl Idp {
         }
 
         let id_token = response.id_token().ok_or_else(|| {
-            FlowError::unauthorized(
-                "id_token_missing",
-                "the identity provider returned no ID token",
-            )
+            Error::IdTokenMissing("the identity provider returned no ID token".into())
         })?;
         let claims = self
             .verify_id_token(&discovered, id_token, pending, now)
@@ -106,9 +100,8 @@ impl Idp {
                 .ok()
                 .and_then(|alg| access_token_hash(response.access_token().secret(), alg));
             if actual.as_deref() != Some(expected.as_str()) {
-                return Err(FlowError::unauthorized(
-                    "id_token_invalid",
-                    "the ID token does not match the access token (at_hash)",
+                return Err(Error::IdTokenInvalid(
+                    "the ID token does not match the access token (at_hash)".into(),
                 ));
             }
         }
@@ -125,9 +118,7 @@ impl Idp {
                     response.access_token().clone(),
                     Some(SubjectIdentifier::new(subject.clone())),
                 )
-                .map_err(|_| {
-                    FlowError::bad_gateway("idp_misconfigured", "userinfo endpoint missing")
-                })?;
+                .map_err(|_| Error::IdpMisconfigured("userinfo endpoint missing".into()))?;
             let userinfo: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
                 .request_async(&oidc_http)
                 .await
@@ -152,10 +143,7 @@ impl Idp {
 
     /// The rest of a plain OAuth 2.0 login: the provider's API calls, with the access token in
     /// the Authorization header, their JSON answers becoming the claims.
-    pub(super) async fn complete_oauth2(
-        &self,
-        tokens: IdpTokens,
-    ) -> Result<VerifiedLogin, FlowError> {
+    pub(super) async fn complete_oauth2(&self, tokens: IdpTokens) -> Result<VerifiedLogin, Error> {
         let mut claims = JsonMap::new();
         let calls = self
             .info
@@ -174,22 +162,20 @@ impl Idp {
                 .header(http::header::ACCEPT, "application/json")
                 .header(name, value)
                 .body(Vec::new())
-                .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "invalid API URL"))?;
+                .map_err(|_| Error::IdpMisconfigured("invalid API URL".into()))?;
             let answer = self.http.execute(request).await.map_err(|err| {
                 tracing::warn!(idp = %self.config.name, call = %call.claim, error = %err, "API call failed");
-                FlowError::bad_gateway("idp_unavailable", "the identity provider's API failed")
+                Error::IdpUnavailable("the identity provider's API failed".into())
             })?;
             if !answer.status().is_success() {
                 tracing::warn!(idp = %self.config.name, call = %call.claim, status = answer.status().as_u16(), "API call refused");
-                return Err(FlowError::bad_gateway(
-                    "idp_error",
-                    "the identity provider's API refused the request",
+                return Err(Error::IdpError(
+                    "the identity provider's API refused the request".into(),
                 ));
             }
             let value: JsonValue = serde_json::from_slice(answer.body()).map_err(|_| {
-                FlowError::bad_gateway(
-                    "idp_protocol_error",
-                    "the identity provider's API answered something unreadable",
+                Error::IdpProtocol(
+                    "the identity provider's API answered something unreadable".into(),
                 )
             })?;
             claims.insert(call.claim.clone(), value);
@@ -214,7 +200,7 @@ impl Idp {
         answer: &authnz_plugin::TokenAnswer,
         form: &[(&str, String)],
         now: i64,
-    ) -> Result<IdpTokens, FlowError> {
+    ) -> Result<IdpTokens, Error> {
         let endpoint = self
             .info
             .oauth2
@@ -228,25 +214,17 @@ impl Idp {
         let request = self.client_post(&endpoint, &form)?;
         let response = self.http.execute(request).await.map_err(|err| {
             tracing::warn!(idp = %self.config.name, error = %err, "token request failed");
-            FlowError::bad_gateway(
-                "idp_unavailable",
-                "the identity provider's token endpoint failed",
-            )
+            Error::IdpUnavailable("the identity provider's token endpoint failed".into())
         })?;
         let status = response.status().as_u16();
         if (400..500).contains(&status) {
             tracing::info!(idp = %self.config.name, status, "token endpoint refused the grant");
-            return Err(FlowError::unauthorized(
-                "code_rejected",
-                "the identity provider refused the authorization code",
+            return Err(Error::CodeRejected(
+                "the identity provider refused the authorization code".into(),
             ));
         }
-        let unusable = || {
-            FlowError::bad_gateway(
-                "idp_protocol_error",
-                "the identity provider's token response was unusable",
-            )
-        };
+        let unusable =
+            || Error::IdpProtocol("the identity provider's token response was unusable".into());
         if status != 200 {
             tracing::warn!(idp = %self.config.name, status, "token endpoint failed");
             return Err(unusable());
@@ -282,7 +260,7 @@ impl Idp {
         &self,
         endpoint: &str,
         form: &[(&str, &str)],
-    ) -> Result<http::Request<Vec<u8>>, FlowError> {
+    ) -> Result<http::Request<Vec<u8>>, Error> {
         let credentials = self.basic_auth();
         let mut body = url::form_urlencoded::Serializer::new(String::new());
         body.extend_pairs(form);
@@ -302,7 +280,7 @@ impl Idp {
         }
         request
             .body(body.finish().into_bytes())
-            .map_err(|_| FlowError::bad_gateway("idp_misconfigured", "an invalid endpoint URL"))
+            .map_err(|_| Error::IdpMisconfigured("an invalid endpoint URL".into()))
     }
 
     /// `Basic base64(urlencode(client_id):urlencode(secret))` (RFC 6749 §2.3.1), when the
@@ -330,7 +308,7 @@ impl Idp {
     >(
         &self,
         err: &RequestTokenError<RE, T>,
-    ) -> FlowError {
+    ) -> Error {
         // Never `{:?}` this error: `Parse` carries the raw body, tokens included (SECURITY B17).
         match err {
             RequestTokenError::ServerResponse(response) => {
@@ -345,24 +323,17 @@ impl Idp {
                     .unwrap_or_default();
                 if code == "invalid_grant" {
                     tracing::info!(idp = %self.config.name, error = %code, "token endpoint refused the code");
-                    FlowError::unauthorized(
-                        "code_rejected",
-                        "the identity provider refused the authorization code",
+                    Error::CodeRejected(
+                        "the identity provider refused the authorization code".into(),
                     )
                 } else {
                     tracing::warn!(idp = %self.config.name, error = %code, "token endpoint failed");
-                    FlowError::bad_gateway(
-                        "idp_error",
-                        "the identity provider's token endpoint failed",
-                    )
+                    Error::IdpError("the identity provider's token endpoint failed".into())
                 }
             }
             RequestTokenError::Request(inner) => {
                 tracing::warn!(idp = %self.config.name, error = %inner, "token request failed");
-                FlowError::bad_gateway(
-                    "idp_unavailable",
-                    "the identity provider's token endpoint failed",
-                )
+                Error::IdpUnavailable("the identity provider's token endpoint failed".into())
             }
             RequestTokenError::Parse(inner, body) => {
                 // A well-formed token response whose ID token does not parse (no `iat`, no
@@ -378,24 +349,15 @@ impl Idp {
                 }
                 if serde_json::from_slice::<Shape>(body).is_ok() {
                     tracing::info!(idp = %self.config.name, at = %inner.path(), "ID token unreadable");
-                    return FlowError::unauthorized(
-                        "id_token_invalid",
-                        "the ID token failed verification",
-                    );
+                    return Error::IdTokenInvalid("the ID token failed verification".into());
                 }
                 // Only the JSON path: serde's message can quote the body's values.
                 tracing::warn!(idp = %self.config.name, at = %inner.path(), "token response unreadable");
-                FlowError::bad_gateway(
-                    "idp_protocol_error",
-                    "the identity provider's token response was unreadable",
-                )
+                Error::IdpProtocol("the identity provider's token response was unreadable".into())
             }
             RequestTokenError::Other(_) => {
                 tracing::warn!(idp = %self.config.name, "token response rejected");
-                FlowError::bad_gateway(
-                    "idp_protocol_error",
-                    "the identity provider's token response was unusable",
-                )
+                Error::IdpProtocol("the identity provider's token response was unusable".into())
             }
         }
     }
@@ -403,28 +365,21 @@ impl Idp {
     pub(super) fn userinfo_error<RE: std::error::Error + 'static>(
         &self,
         err: &UserInfoError<RE>,
-    ) -> FlowError {
+    ) -> Error {
         match err {
             UserInfoError::ClaimsVerification(inner) => {
                 tracing::info!(idp = %self.config.name, reason = %claims_error_reason(inner), "userinfo rejected");
-                FlowError::unauthorized(
-                    "userinfo_invalid",
-                    "the identity provider's userinfo failed verification",
+                Error::UserinfoInvalid(
+                    "the identity provider's userinfo failed verification".into(),
                 )
             }
             UserInfoError::Request(inner) => {
                 tracing::warn!(idp = %self.config.name, error = %inner, "userinfo request failed");
-                FlowError::bad_gateway(
-                    "idp_unavailable",
-                    "the identity provider's userinfo endpoint failed",
-                )
+                Error::IdpUnavailable("the identity provider's userinfo endpoint failed".into())
             }
             _ => {
                 tracing::warn!(idp = %self.config.name, "userinfo response unusable");
-                FlowError::bad_gateway(
-                    "idp_protocol_error",
-                    "the identity provider's userinfo response was unusable",
-                )
+                Error::IdpProtocol("the identity provider's userinfo response was unusable".into())
             }
         }
     }

@@ -57,16 +57,15 @@ impl Idp {
         id_token: &'t AllIdToken,
         pending: &PendingLogin,
         now: i64,
-    ) -> Result<&'t AllIdTokenClaims, FlowError> {
+    ) -> Result<&'t AllIdTokenClaims, Error> {
         // The signature is checked by `verified_payload` (ring where it can: several times
         // faster than the pure-Rust curves, and the largest cost of a callback), with the same
         // rules openidconnect applies; openidconnect then checks every claim.
         let raw = id_token.to_string();
         if let Err(reason) = self.verified_payload(discovered, &raw).await {
             tracing::info!(idp = %self.config.name, reason, "ID token rejected");
-            return Err(FlowError::unauthorized(
-                "id_token_invalid",
-                "the ID token failed verification",
+            return Err(Error::IdTokenInvalid(
+                "the ID token failed verification".into(),
             ));
         }
         let nonce = Nonce::new(pending.nonce.clone());
@@ -80,7 +79,7 @@ impl Idp {
             .insecure_disable_signature_check();
         let claims = id_token.claims(&verifier, &nonce).map_err(|err| {
             tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "ID token rejected");
-            FlowError::unauthorized("id_token_invalid", "the ID token failed verification")
+            Error::IdTokenInvalid("the ID token failed verification".into())
         })?;
         if let Some(template) = &self.info.issuer_template {
             let tid = claims
@@ -92,24 +91,21 @@ impl Idp {
             // Tenant ids are GUIDs; "common" or "organizations" are not tenants.
             if !is_guid(tid) || claims.issuer().as_str() != template.replace("{tenantid}", tid) {
                 tracing::info!(idp = %self.config.name, "ID token issuer does not match its tenant");
-                return Err(FlowError::unauthorized(
-                    "id_token_invalid",
-                    "the ID token failed verification",
+                return Err(Error::IdTokenInvalid(
+                    "the ID token failed verification".into(),
                 ));
             }
         }
         if let Some(azp) = claims.authorized_party() {
             if azp.as_str() != self.config.client_id {
-                return Err(FlowError::unauthorized(
-                    "id_token_invalid",
-                    "the ID token was issued to another client (azp)",
+                return Err(Error::IdTokenInvalid(
+                    "the ID token was issued to another client (azp)".into(),
                 ));
             }
         }
         if !valid_subject(claims.subject().as_str()) {
-            return Err(FlowError::unauthorized(
-                "id_token_invalid",
-                "the ID token's subject is not a valid identifier",
+            return Err(Error::IdTokenInvalid(
+                "the ID token's subject is not a valid identifier".into(),
             ));
         }
         Ok(claims)
@@ -409,14 +405,10 @@ impl Idp {
 
     /// Verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6) and returns
     /// what it names. Every failure is a 400. The caller refuses a `jti` seen before.
-    pub async fn verify_logout_token(
-        &self,
-        jwt: &str,
-        now: i64,
-    ) -> Result<LogoutClaims, FlowError> {
+    pub async fn verify_logout_token(&self, jwt: &str, now: i64) -> Result<LogoutClaims, Error> {
         let bad = |why: &str| {
             tracing::info!(idp = %self.config.name, reason = why, "logout token rejected");
-            FlowError::bad_request("invalid_logout_token", "the logout token is invalid")
+            Error::InvalidLogoutToken("the logout token is invalid".into())
         };
         // Unreachable keys are the IdP's failure, not a bad token.
         self.discovered().await?;

@@ -16,6 +16,7 @@ mod outbound;
 mod tokens;
 
 pub use callback::{check_callback, Browser, CallbackRefusal};
+pub use error::Error;
 pub use jws::LogoutClaims;
 pub use outbound::{HttpError, HttpLimits, IdpHttp};
 pub use tokens::reauthenticate;
@@ -55,7 +56,7 @@ use crate::config::{is_loopback_host, IdpConfig, RESERVED_AUTHORIZE_PARAMS};
 
 use crate::crypto::random_token;
 
-use crate::error::FlowError;
+mod error;
 
 use crate::store::PendingLogin;
 

@@ -16,7 +16,7 @@ impl Idp {
         tokens: &IdpTokens,
         subject: &str,
         now: i64,
-    ) -> Result<IdpTokens, FlowError> {
+    ) -> Result<IdpTokens, Error> {
         let refresh_token = tokens.refresh_token.clone().ok_or_else(reauthenticate)?;
         let discovered = self.discovered().await?;
         if let Some(answer) = self
@@ -32,9 +32,12 @@ impl Idp {
             let mut fresh = self
                 .nested_token_request(&answer, &form, now)
                 .await
-                .map_err(|err| match err.status {
-                    crate::error::Status::Unauthorized => reauthenticate(),
-                    _ => err,
+                .map_err(|err| {
+                    if err.is_refusal() {
+                        reauthenticate()
+                    } else {
+                        err
+                    }
                 })?;
             if fresh.refresh_token.is_none() {
                 fresh.refresh_token = Some(refresh_token);
@@ -50,17 +53,14 @@ impl Idp {
         let response = client
             .exchange_refresh_token(&token)
             .map_err(|_| {
-                FlowError::bad_gateway(
-                    "idp_misconfigured",
-                    "the identity provider has no token endpoint",
-                )
+                Error::IdpMisconfigured("the identity provider has no token endpoint".into())
             })?
             .request_async(&recording)
             .await
             .map_err(|err| {
                 let failure = self.token_error(&err);
                 let status = status.load(std::sync::atomic::Ordering::Relaxed);
-                if (400..500).contains(&status) || failure.code == "code_rejected" {
+                if (400..500).contains(&status) || matches!(failure, Error::CodeRejected(_)) {
                     tracing::info!(idp = %self.config.name, status, "the identity provider refused the refresh token");
                     reauthenticate()
                 } else {
@@ -76,7 +76,7 @@ impl Idp {
                     .claims(&verifier, |_: Option<&Nonce>| Ok(()))
                     .map_err(|err| {
                         tracing::info!(idp = %self.config.name, reason = %claims_error_reason(&err), "refreshed ID token rejected");
-                        FlowError::unauthorized("refresh_invalid", "the refreshed ID token failed verification; log in again")
+                        Error::RefreshInvalid("the refreshed ID token failed verification; log in again".into())
                     })?;
                 // Raw `sub` against the raw `sub` of the login: the identity's subject may be
                 // the provider's mapping of it (Entra: `tid:oid`).
@@ -88,9 +88,8 @@ impl Idp {
                         .is_some_and(|p| p.iss != claims.issuer().as_str())
                 {
                     tracing::warn!(idp = %self.config.name, "refreshed ID token names another issuer or subject");
-                    return Err(FlowError::unauthorized(
-                        "refresh_invalid",
-                        "the refreshed ID token names another identity; log in again",
+                    return Err(Error::RefreshInvalid(
+                        "the refreshed ID token names another identity; log in again".into(),
                     ));
                 }
                 id_token.to_string()
@@ -107,7 +106,7 @@ impl Idp {
     /// Revokes the refresh and access tokens at the IdP (RFC 7009). `Ok(false)`: the IdP
     /// has no revocation endpoint. Any refusal is an error, so nothing is forgotten locally
     /// while the IdP still honours the tokens.
-    pub async fn revoke(&self, tokens: &IdpTokens) -> Result<bool, FlowError> {
+    pub async fn revoke(&self, tokens: &IdpTokens) -> Result<bool, Error> {
         let discovered = self.discovered().await?;
         let Some(endpoint) = discovered
             .metadata
@@ -129,16 +128,15 @@ impl Idp {
                 self.client_post(&endpoint, &[("token", token), ("token_type_hint", hint)])?;
             let response = self.http.execute(request).await.map_err(|err| {
                 tracing::warn!(idp = %self.config.name, error = %err, "revocation failed");
-                FlowError::bad_gateway(
-                    "revocation_failed",
-                    "the identity provider could not be reached to revoke the tokens; try again",
+                Error::RevocationFailed(
+                    "the identity provider could not be reached to revoke the tokens; try again"
+                        .into(),
                 )
             })?;
             if !response.status().is_success() {
                 tracing::warn!(idp = %self.config.name, status = response.status().as_u16(), "revocation refused");
-                return Err(FlowError::bad_gateway(
-                    "revocation_failed",
-                    "the identity provider refused to revoke the tokens; try again",
+                return Err(Error::RevocationFailed(
+                    "the identity provider refused to revoke the tokens; try again".into(),
                 ));
             }
         }
@@ -174,9 +172,8 @@ impl Idp {
 }
 
 /// The 401 of a refresh the IdP refused: the person must sign in again.
-pub fn reauthenticate() -> FlowError {
-    FlowError::unauthorized(
-        "reauthenticate",
-        "the identity provider no longer accepts this sign-in; log in again",
+pub fn reauthenticate() -> Error {
+    Error::Reauthenticate(
+        "the identity provider no longer accepts this sign-in; log in again".into(),
     )
 }
