@@ -9,7 +9,6 @@ pub mod config; // `idps.toml` read into a validated Config, every problem with 
 pub mod crypto; // random tokens, hashes, the vault that seals IdP tokens at rest
 pub mod devidp; // a small OpenID Provider inside authnz for trying it offline (loopback only)
 pub mod dylib; // loading a provider from a shared library, after checking who may write it
-pub mod error; // the error a request ends with (status class, stable code, safe message)
 pub mod galaxy; // reading a Galaxy `oidc_backends_config.xml` into IdP entries
 pub mod html; // the page frame, escaping, the HTML error page
 pub mod http; // the HTTP surface: routes, cookies, callers, CSRF, middleware
@@ -21,3 +20,4 @@ pub mod schema; // the JSON Schema of `idps.toml`
 pub mod server; // serving: listener, background tasks, shutdown
 pub mod state; // the running server without HTTP: App, configuration generations, reload
 pub mod store; // users, identities, sessions, keys; the sled backend
+pub mod text; // text from outside made safe for a log line

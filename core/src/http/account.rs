@@ -13,9 +13,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::error::{FlowError, Status};
 use crate::accounts::{self, PendingSignup};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
-use crate::error::{FlowError, Status};
 use crate::html::{escape, page};
 use crate::state::App;
 use crate::store::RemoveOutcome;
@@ -26,7 +26,7 @@ use super::error::{error_responses, ErrorBody};
 use super::keys::pick_identity;
 use super::login::{start_login, LoginRedirect};
 use super::request::{check_same_origin, prefers_html};
-use super::ApiTags;
+use super::tags::ApiTags;
 
 error_responses!(MeError {
     /// No valid session.

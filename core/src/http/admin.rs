@@ -9,12 +9,12 @@ use poem::Request;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use crate::error::{FlowError, Status};
+use super::error::{FlowError, Status};
 use crate::state::App;
 
 use super::caller::{admin, check_csrf, Auth};
 use super::error::{error_responses, ErrorBody};
-use super::ApiTags;
+use super::tags::ApiTags;
 
 /// The state of one IdP.
 #[derive(Debug, Object)]

@@ -8,11 +8,11 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use crate::error::{FlowError, Status};
+use super::error::{FlowError, Status};
 use crate::state::App;
 
 use super::error::{error_responses, ErrorBody};
-use super::ApiTags;
+use super::tags::ApiTags;
 
 error_responses!(BackchannelError {
     /// The logout token is missing or invalid (signature, issuer, audience, events, nonce...).

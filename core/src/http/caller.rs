@@ -9,8 +9,8 @@ use poem::Request;
 use poem_openapi::auth::{ApiKey as ApiKeyAuth, Bearer};
 use poem_openapi::SecurityScheme;
 
+use super::error::{FlowError, Status};
 use crate::crypto::sha256_hex;
-use crate::error::{FlowError, Status};
 use crate::state::App;
 use crate::store::{Session, User};
 

@@ -9,8 +9,8 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::error::{FlowError, Status};
 use crate::crypto::{random_token, sha256_hex};
-use crate::error::{FlowError, Status};
 use crate::protocol::IdpTokens;
 use crate::state::App;
 use crate::store::{identity_key_public, ApiKey};
@@ -18,7 +18,7 @@ use crate::store::{identity_key_public, ApiKey};
 use super::caller::{caller, session_required, Auth, Caller, API_KEY_PREFIX};
 use super::error::{error_responses, ErrorBody};
 use super::request::check_same_origin;
-use super::ApiTags;
+use super::tags::ApiTags;
 
 /// A JSON string and only a string: the framework's own `String` would also take `false` or
 /// `42` and make text of it, which the published schema does not allow.

@@ -27,10 +27,10 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::error::{FlowError, Status};
 use crate::accounts;
 use crate::config::LOGIN_TTL;
 use crate::crypto::{random_token, sha256_hex};
-use crate::error::{FlowError, Status};
 use crate::protocol;
 use crate::state::App;
 
@@ -39,7 +39,7 @@ use super::error::{error_responses, ErrorBody};
 use super::request::{
     check_loopback_client, check_same_origin, check_session_csrf, client_of, form_of, prefers_html,
 };
-use super::ApiTags;
+use super::tags::ApiTags;
 
 error_responses!(LoginError {
     /// No IdP of that name is configured.
@@ -348,7 +348,7 @@ pub(crate) async fn callback_flow(
     let code = protocol::check_callback(&pending, &params, &idp, promises_iss, browser, now)
         .map_err(|refusal| {
             if let (protocol::CallbackRefusal::IdpError(_), Some(error)) = (&refusal, params.get("error")) {
-                tracing::info!(idp = %idp.config.name, error = %crate::error::loggable(error), "IdP reported an error");
+                tracing::info!(idp = %idp.config.name, error = %crate::text::loggable(error), "IdP reported an error");
             }
             callback_refused(refusal)
         })?;

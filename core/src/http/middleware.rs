@@ -10,8 +10,8 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use crate::config::DEV_IDP_PATH;
 use crate::state::App;
 
-use super::openapi_service;
 use super::request::prefers_html;
+use super::spec::openapi_service;
 
 /// The dev IdP lets anyone sign in as anyone: besides the config check, each of its requests
 /// must come from a loopback client (SECURITY I70), the real one behind a trusted proxy.

@@ -9,23 +9,24 @@
 //! response variant of its status. Doc comments here become the OpenAPI spec
 //! (`openapi/openapi.json`), so they never contain a secret.
 
-pub mod account;
-pub mod admin;
-pub mod backchannel;
-pub mod caller;
-pub mod cookies;
-pub mod error;
-pub mod keys;
-pub mod login;
-pub mod middleware;
-pub mod pages;
-pub mod request;
+mod account;
+mod admin;
+mod backchannel;
+mod caller;
+mod cookies;
+mod error;
+mod keys;
+mod login;
+mod middleware;
+mod pages;
+mod request;
+mod spec;
+mod tags;
 
 use std::sync::Arc;
 
 use poem::middleware::AddData;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
-use poem_openapi::{OpenApiService, Tags};
 
 use crate::config::DEV_IDP_PATH;
 use crate::state::App;
@@ -34,48 +35,7 @@ use middleware::{loopback_only, security_headers};
 
 pub use admin::health;
 pub use request::prefers_html;
-
-#[derive(Tags)]
-enum ApiTags {
-    /// Logging in and out through an identity provider.
-    Authnz,
-    /// Identities, API keys and tokens of the logged-in user.
-    Account,
-    /// Server status and configuration reload, for the admins named in the config.
-    Admin,
-}
-
-/// Every route group, in the order of the spec.
-pub type Apis = (
-    pages::PagesApi,
-    login::LoginApi,
-    admin::AdminApi,
-    account::AccountApi,
-    keys::KeysApi,
-    backchannel::BackchannelApi,
-);
-/// The OpenAPI service of authnz (also what `authnz openapi` prints).
-pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            pages::PagesApi,
-            login::LoginApi,
-            admin::AdminApi,
-            account::AccountApi,
-            keys::KeysApi,
-            backchannel::BackchannelApi,
-        ),
-        "authnz",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
-        "Sign in with your organization's identity provider. A script starts a login with \
-             `GET /authnz/{idp}/login` (it answers `{\"redirect_uri\": ...}`), sends the person's \
-             browser to that URL, and the IdP returns to `/authnz/{idp}/callback`, which starts a \
-             session (cookie `authnz_session`).",
-    )
-    .server(public_url.trim_end_matches('/'))
-}
+pub use spec::openapi_service;
 
 /// The whole HTTP surface.
 pub fn routes(app: Arc<App>) -> impl Endpoint {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use poem::http::header;
 use poem::Request;
 
+use super::error::{FlowError, Status};
 use crate::crypto::constant_time_eq;
-use crate::error::{FlowError, Status};
 use crate::state::App;
 
 /// Blocks cross-site state-changing requests (SECURITY G64, G65).

@@ -271,7 +271,7 @@ impl Idp {
                 // Most often a real IdP that signs with what nobody allowed: say what to set.
                 tracing::warn!(
                     idp = %self.config.name,
-                    alg = %crate::error::loggable(alg_name),
+                    alg = %crate::text::loggable(alg_name),
                     allowed = %discovered.algs.join(", "),
                     "a token signed with an algorithm this IdP may not use was refused; if the IdP signs with it, add it to id_token_algs in its [idps.*] entry"
                 );

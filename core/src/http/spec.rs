@@ -1,0 +1,37 @@
+//! The OpenAPI service: every route group, in the order of the spec.
+
+use poem_openapi::OpenApiService;
+
+use super::{account, admin, backchannel, keys, login, pages};
+
+/// Every route group, in the order of the spec.
+pub type Apis = (
+    pages::PagesApi,
+    login::LoginApi,
+    admin::AdminApi,
+    account::AccountApi,
+    keys::KeysApi,
+    backchannel::BackchannelApi,
+);
+/// The OpenAPI service of authnz (also what `authnz openapi` prints).
+pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            pages::PagesApi,
+            login::LoginApi,
+            admin::AdminApi,
+            account::AccountApi,
+            keys::KeysApi,
+            backchannel::BackchannelApi,
+        ),
+        "authnz",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Sign in with your organization's identity provider. A script starts a login with \
+             `GET /authnz/{idp}/login` (it answers `{\"redirect_uri\": ...}`), sends the person's \
+             browser to that URL, and the IdP returns to `/authnz/{idp}/callback`, which starts a \
+             session (cookie `authnz_session`).",
+    )
+    .server(public_url.trim_end_matches('/'))
+}
