@@ -49,8 +49,8 @@ pub(super) const MAX_LOGIN_BATCH: usize = 128;
 
 /// While logins arrive together, the writer lets the oldest waiting one wait this long before
 /// it writes the batch, so that more share it: each batch costs sled two log writes and their
-/// syncs, and the wakeups of its IO threads. At 32 concurrent callbacks this took the callback
-/// from 3.2k to 4k/s and its p99 from 18 to 13 ms; a lone login never waits.
+/// syncs, and the wakeups of its IO threads (the callback phase of the benchmark measures what
+/// it buys). A lone login never waits.
 pub(super) const LOGIN_BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(2000);
 
 /// Durable logins, batched: logins that arrive while a batch is being written share the next
