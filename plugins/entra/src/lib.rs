@@ -13,8 +13,8 @@
 //! against it with the token's own `tid`, and `allowed_tenants` narrows who may sign in.
 
 use authnz_plugin::{
-    ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo, ProviderSettings,
-    TomlValue, VerifiedClaims,
+    is_guid, ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo,
+    ProviderSettings, TomlValue, VerifiedClaims,
 };
 
 /// The tenant of personal Microsoft accounts: what `consumers` stands for in `tid` and `iss`.
@@ -111,16 +111,6 @@ fn allowed_tenants(settings: &ProviderSettings, errors: &mut Vec<ConfigError>) -
             Vec::new()
         }
     }
-}
-
-/// `8-4-4-4-12` hexadecimal digits, the shape of every Entra tenant and object id.
-fn is_guid(value: &str) -> bool {
-    let groups: Vec<&str> = value.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl IdentityProvider for EntraProvider {

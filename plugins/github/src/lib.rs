@@ -12,8 +12,8 @@
 //! and send a `User-Agent` on API calls (GitHub's API refuses requests without one).
 
 use authnz_plugin::{
-    base_url, ApiCall, ConfigError, IdentityProvider, JsonValue, MapError, MappedIdentity,
-    OAuth2Endpoints, ProviderInfo, ProviderSettings, VerifiedClaims,
+    ApiCall, ConfigError, IdentityProvider, JsonValue, MapError, MappedIdentity, OAuth2Endpoints,
+    ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
 /// The web base of github.com.
@@ -35,14 +35,8 @@ pub struct GitHubProvider {
 /// GitHub Enterprise Server layout, so that an Enterprise token is never sent to github.com).
 pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
     let mut errors = settings.unknown_keys(&["url", "api_url"]);
-    let mut setting_url = |key: &str| {
-        let raw = settings.optional_str(key, &mut errors)?;
-        base_url(&raw)
-            .map_err(|message| errors.push(ConfigError::new(key, message)))
-            .ok()
-    };
-    let url = setting_url("url");
-    let api_url = setting_url("api_url");
+    let url = settings.optional_base_url("url", &mut errors);
+    let api_url = settings.optional_base_url("api_url", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }

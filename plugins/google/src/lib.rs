@@ -6,8 +6,8 @@
 //! Workspace accounts (never for gmail.com), so a consumer account is denied too.
 
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, LoginContext, MapError, MappedIdentity,
-    ProviderInfo, ProviderSettings, VerifiedClaims,
+    is_host_name, standard_identity, ConfigError, IdentityProvider, LoginContext, MapError,
+    MappedIdentity, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
 /// Google's issuer, as its discovery document and ID tokens name it.
@@ -52,15 +52,7 @@ pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>,
 
 /// `value` if it is a bare DNS domain (`example.org`), lower-cased.
 fn host_name(value: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
-    let is_label = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if value.len() <= 253 && value.split('.').all(is_label) {
+    if is_host_name(value) {
         Some(value.to_ascii_lowercase())
     } else {
         errors.push(ConfigError::new(

@@ -6,7 +6,7 @@
 //! a `groups` claim, which Keycloak emits when the client has a "Group Membership" mapper.
 
 use authnz_plugin::{
-    base_url, standard_identity, ConfigError, IdentityProvider, JsonValue, LoginContext, MapError,
+    standard_identity, ConfigError, IdentityProvider, JsonValue, LoginContext, MapError,
     MappedIdentity, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
@@ -22,19 +22,16 @@ pub struct KeycloakProvider {
 pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
     let mut errors = settings.unknown_keys(&["url", "realm", "idp_hint"]);
     let url = settings
-        .required_str("url", &mut errors)
-        .and_then(|url| match base_url(&url) {
-            Ok(url) if url.contains("/realms/") => {
+        .required_base_url("url", &mut errors)
+        .and_then(|url| {
+            if url.contains("/realms/") {
                 errors.push(ConfigError::new(
                     "url",
                     "give the server's base URL without /realms/...; the realm goes in realm = \"...\"",
                 ));
                 None
-            }
-            Ok(url) => Some(url),
-            Err(message) => {
-                errors.push(ConfigError::new("url", message));
-                None
+            } else {
+                Some(url)
             }
         });
     let realm = settings

@@ -6,8 +6,8 @@
 //! registered with; `authorization_server` chooses it. The claims are the standard ones.
 
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo,
-    ProviderSettings, VerifiedClaims,
+    is_host_name, standard_identity, ConfigError, IdentityProvider, MapError, MappedIdentity,
+    ProviderInfo, ProviderSettings, VerifiedClaims,
 };
 
 /// The `okta` kind.
@@ -42,15 +42,7 @@ pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>,
 
 /// `value` if it is a bare DNS host name (no scheme, port or path), lower-cased.
 fn host_name(key: &str, value: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
-    let is_label = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if value.len() <= 253 && value.split('.').all(is_label) {
+    if is_host_name(value) {
         Some(value.to_ascii_lowercase())
     } else {
         errors.push(ConfigError::new(

@@ -8,9 +8,9 @@
 //! [`Factory`] is a plain fn pointer, so each kind is its own fn; [`kinds`] lists them.
 
 use authnz_plugin::{
-    base_url, standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue,
-    LoginContext, MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings,
-    TokenAnswer, TomlValue, VerifiedClaims,
+    standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue, LoginContext,
+    MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings, TokenAnswer,
+    TomlValue, VerifiedClaims,
 };
 
 /// Every preset kind with its factory, sorted by kind.
@@ -158,14 +158,7 @@ pub fn cilogon(settings: &ProviderSettings) -> Built {
 pub fn tapis(settings: &ProviderSettings) -> Built {
     let mut errors = Vec::new();
     let url = settings
-        .required_str("url", &mut errors)
-        .and_then(|url| match base_url(&url) {
-            Ok(url) => Some(url),
-            Err(message) => {
-                errors.push(ConfigError::new("url", message));
-                None
-            }
-        })
+        .required_base_url("url", &mut errors)
         .unwrap_or_default();
     // `url` is a validated base without query or trailing slash.
     let info = ProviderInfo {
