@@ -19,7 +19,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 use url::Url;
 
-use crate::registry::Registry;
+pub use crate::registry::DYLIB_KIND;
+use crate::registry::{Registry, DEV_KIND};
 
 /// Issuer of the built-in development IdP, below `public_url`.
 pub const DEV_IDP_PATH: &str = "/dev-idp";
@@ -192,6 +193,13 @@ pub struct IdpConfig {
     pub provider: Arc<dyn IdentityProvider>,
     /// Where the provider's code comes from: `built-in`, or the library path and its SDK.
     pub origin: String,
+}
+
+impl IdpConfig {
+    /// Whether this is the built-in development IdP (anyone signs in as anyone).
+    pub fn is_dev(&self) -> bool {
+        self.kind == DEV_KIND
+    }
 }
 
 impl fmt::Debug for IdpConfig {
@@ -861,7 +869,7 @@ fn idp_entry(
             None
         }
     };
-    let is_dev = kind.as_deref() == Some("dev");
+    let is_dev = kind.as_deref() == Some(DEV_KIND);
     let label = fields.take_str(cx, "label").map(|(v, _)| v);
     let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
     let client_id = fields.take_str(cx, "client_id");
@@ -1144,7 +1152,7 @@ fn idp_entry(
             cx.issue(span, &key("client_id"), "must not be empty");
             None
         }
-        (None, true) => Some(crate::devidp::DEV_CLIENT_ID.to_string()),
+        (None, true) => Some(crate::providers::dev::DEV_CLIENT_ID.to_string()),
         (None, false) if cx.is_unavailable() => None,
         (None, false) => {
             cx.issue(table_span.clone(), &key("client_id"), "missing");
@@ -1213,9 +1221,6 @@ fn idp_entry(
         origin,
     })))
 }
-
-/// The kind of providers loaded from a shared library.
-pub const DYLIB_KIND: &str = "dylib";
 
 /// Loads a `kind = "dylib"` provider: `path` (relative to the config file) names the library,
 /// the other settings go to it.

@@ -19,6 +19,7 @@ pub mod galaxy;
 pub mod metrics;
 pub mod pages;
 pub mod protocol;
+pub mod providers;
 pub mod proxy;
 pub mod registry;
 pub mod schema;

@@ -14,12 +14,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod abi;
+mod kind;
 mod validate;
 
+pub use kind::{no_settings, settings_schema, Kind, SettingsSchema};
 pub use validate::{base_url, is_guid, is_host_name};
 
 pub use serde_json::{Map as JsonMap, Value as JsonValue};
 pub use toml::{Table as TomlTable, Value as TomlValue};
+/// Re-exported so that a kind's settings type needs no dependency but this SDK: derive with
+/// `#[serde(crate = "authnz_plugin::serde")]` and `#[schemars(crate = "authnz_plugin::schemars")]`.
+pub use {schemars, serde};
 
 /// An identity provider as authnz sees it: description plus claim mapping. Synchronous, no I/O.
 pub trait IdentityProvider: Send + Sync {
