@@ -6,6 +6,7 @@
 //! settings and its badge colour.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use authnz_plugin::{Factory, Kind};
 
@@ -15,6 +16,9 @@ pub const DEV_KIND: &str = crate::providers::dev::KIND.name;
 /// The kind of providers loaded from a shared library. Not a registered kind: the config loads
 /// the library the entry names, and the library brings its own factory.
 pub const DYLIB_KIND: &str = "dylib";
+
+/// The badge colour of a provider from a shared library.
+const DYLIB_BADGE_COLOUR: &str = "#6b8e23";
 
 /// Known provider kinds.
 #[derive(Debug, Clone, Default)]
@@ -66,11 +70,44 @@ impl Registry {
         kinds.sort_unstable();
         kinds
     }
+
+    /// The colour of `kind`'s badge on a login button without an icon.
+    pub fn badge_colour(&self, kind: &str) -> &'static str {
+        match self.kinds.get(kind) {
+            Some(kind) => kind.badge_colour,
+            None if kind == DYLIB_KIND => DYLIB_BADGE_COLOUR,
+            None => Kind::DEFAULT_BADGE_COLOUR,
+        }
+    }
+}
+
+/// [`Registry::badge_colour`] of the built-in kinds, for pages that know a kind by its name.
+pub fn badge_colour(kind: &str) -> &'static str {
+    static BUILTIN: OnceLock<Registry> = OnceLock::new();
+    BUILTIN.get_or_init(Registry::builtin).badge_colour(kind)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn badges_come_from_the_kinds() {
+        for (kind, colour) in [
+            ("google", "#4285f4"),
+            ("okta", "#007dc1"),
+            ("keycloak", "#4d4d4d"),
+            ("entra", "#0078d4"),
+            ("github", "#24292f"),
+            ("dev", "#8a5a00"),
+            ("dylib", "#6b8e23"),
+            ("oidc", "#5f6368"),
+            ("globus", "#5f6368"),
+            ("nonexistent", "#5f6368"),
+        ] {
+            assert_eq!(badge_colour(kind), colour, "{kind}");
+        }
+    }
 
     #[test]
     fn kinds_are_sorted_and_name_themselves() {
@@ -92,10 +129,11 @@ mod tests {
     }
 
     #[test]
-    fn a_kind_can_be_registered_by_its_factory_alone() {
+    fn a_kind_registered_by_its_factory_alone_gets_the_default_badge() {
         let mut registry = Registry::builtin();
         registry.register("mapped", crate::providers::dev::factory);
         assert!(registry.kinds().contains(&"mapped"));
+        assert_eq!(registry.badge_colour("mapped"), Kind::DEFAULT_BADGE_COLOUR);
         assert!(registry.factory("mapped").is_some());
     }
 }
