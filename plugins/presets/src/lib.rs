@@ -26,6 +26,7 @@ pub const KINDS: &[Kind] = &[
     GLOBUS,
     LIFESCIENCE,
     NFDI,
+    ORCID,
     TAPIS,
 ];
 
@@ -106,6 +107,46 @@ pub const EINFRACZ: Kind = Kind::new("einfracz", einfracz)
 pub fn einfracz(settings: &ProviderSettings) -> Built {
     let info = openid("einfracz", "e-INFRA CZ", "https://login.e-infra.cz/oidc/");
     preset(settings, &[], info, Vec::new(), Mapping::STANDARD)
+}
+
+/// `kind = "orcid"`.
+pub const ORCID: Kind =
+    Kind::new("orcid", orcid).described("ORCID: researchers sign in with their ORCID iD.");
+
+/// ORCID, the researchers' persistent identifier. Source: info.orcid.org (OpenID Connect) and
+/// its discovery document, whose only scope is `openid`. Quirks: `sub` is the ORCID iD
+/// (`0000-0002-1825-0097`), the key; userinfo carries `given_name`, `family_name` and `name`
+/// (the credit name), and neither it nor the ID token an email (ORCID shares emails only
+/// through its member API), so an ORCID login never links to an account by email. The
+/// username is the person's name, or the iD when ORCID gives none.
+pub fn orcid(settings: &ProviderSettings) -> Built {
+    let mut info = openid("orcid", "ORCID", "https://orcid.org");
+    info.scopes.clear();
+    preset(
+        settings,
+        &[],
+        info,
+        Vec::new(),
+        Mapping::Claims(orcid_identity),
+    )
+}
+
+/// The iD as the key; the name (or the iD) as the username; no email.
+fn orcid_identity(claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+    let text = |name: &str| claims.str(name).map(str::trim).filter(|v| !v.is_empty());
+    let names: Vec<&str> = [text("given_name"), text("family_name")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let full_name = Some(names.join(" ")).filter(|name| !name.is_empty());
+    Ok(MappedIdentity {
+        subject: claims.subject.clone(),
+        username: full_name.clone().or_else(|| Some(claims.subject.clone())),
+        email: None,
+        email_verified: false,
+        display_name: text("name").map(str::to_string).or(full_name),
+        ..Default::default()
+    })
 }
 
 /// `kind = "egi_checkin"`.
@@ -513,8 +554,10 @@ mod tests {
             (&'static str, &'static [(&'static str, &'static str)]),
             &'static [&'static str],
         >;
-        let cases: [(&str, &str, Want); 23] = [
+        let cases: [(&str, &str, Want); 25] = [
             ("globus", "", Ok(("https://auth.globus.org", &[]))),
+            ("orcid", "", Ok(("https://orcid.org", &[]))),
+            ("orcid", "sandbox = true", Err(&["sandbox"])),
             ("elixir", "", Ok(("https://login.elixir-czech.org/oidc/", &[]))),
             (
                 "lifescience",
@@ -627,13 +670,61 @@ mod tests {
 
     #[test]
     fn scopes_table() {
-        let cases: [(&str, &[&str]); 3] = [
+        let cases: [(&str, &[&str]); 4] = [
             ("globus", &["email", "profile"]),
+            ("orcid", &[]),
             ("cilogon", &["email", "profile", "org.cilogon.userinfo"]),
             ("egi_checkin", &["email", "profile"]),
         ];
         for (kind, scopes) in cases {
             assert_eq!(build(kind, "").unwrap().describe().scopes, scopes, "{kind}");
+        }
+    }
+
+    #[test]
+    fn orcid_keys_by_the_id_names_by_the_name_and_never_trusts_an_email() {
+        let provider = build("orcid", "").unwrap();
+        assert_eq!(provider.describe().label, "ORCID");
+        // (claims, username, display name)
+        let cases = [
+            (
+                serde_json::json!({"given_name": "Sofia", "family_name": "Garcia", "name": "S. Garcia"}),
+                "Sofia Garcia",
+                Some("S. Garcia"),
+            ),
+            (
+                serde_json::json!({"given_name": "Sofia", "family_name": " "}),
+                "Sofia",
+                Some("Sofia"),
+            ),
+            (
+                serde_json::json!({"family_name": "Garcia"}),
+                "Garcia",
+                Some("Garcia"),
+            ),
+            (serde_json::json!({}), "0000-0002-1825-009X", None),
+            (
+                serde_json::json!({"email": "s@x.org", "email_verified": true, "given_name": ""}),
+                "0000-0002-1825-009X",
+                None,
+            ),
+        ];
+        for (json, username, display_name) in cases {
+            let mapped = provider
+                .map_identity(&VerifiedClaims {
+                    issuer: "https://orcid.org".into(),
+                    subject: "0000-0002-1825-009X".into(),
+                    claims: json.as_object().cloned().unwrap(),
+                })
+                .unwrap();
+            assert_eq!(mapped.subject, "0000-0002-1825-009X", "{json}");
+            assert_eq!(mapped.username.as_deref(), Some(username), "{json}");
+            assert_eq!(mapped.display_name.as_deref(), display_name, "{json}");
+            assert_eq!(
+                (mapped.email, mapped.email_verified),
+                (None, false),
+                "{json}"
+            );
         }
     }
 
