@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use authnz_plugin::{IdentityProvider, ProviderSettings, TomlTable, TomlValue};
+use authnz_plugin::{IdentityProvider, ProviderInfo, ProviderSettings, TomlTable, TomlValue};
 use toml::Spanned;
 use url::Url;
 
@@ -122,42 +122,126 @@ pub(super) fn idp_config(
     name: String,
     mut fields: Fields,
 ) -> Option<IdpEntry> {
-    let prefix = fields.prefix.clone();
-    let table_span = fields.span.clone();
-    let key = |k: &str| format!("{prefix}.{k}");
+    let at = Place {
+        prefix: fields.prefix.clone(),
+        span: fields.span.clone(),
+    };
     // From here, an unset variable makes this entry unavailable rather than the config invalid.
     cx.missing_variable = Some(None);
-    let entry = idp_entry(
-        cx,
-        registry,
-        server,
-        name,
-        &mut fields,
-        &prefix,
-        table_span,
-        &key,
-    );
+    let entry = idp_entry(cx, registry, server, name, &mut fields, &at);
     cx.missing_variable = None;
     entry
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where an entry stands in the file: its dotted key (`idps.<name>`) and its table's span,
+/// where problems of the entry as a whole are reported.
+struct Place {
+    prefix: String,
+    span: Range<usize>,
+}
+
+impl Place {
+    /// The dotted key of one of the entry's keys.
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+}
+
+/// One entry, step by step; each step reports its own problems, in this order.
 fn idp_entry(
     cx: &mut Context,
     registry: &Registry,
     server: &ServerConfig,
     name: String,
     fields: &mut Fields,
-    prefix: &str,
-    table_span: Range<usize>,
-    key: &dyn Fn(&str) -> String,
+    at: &Place,
 ) -> Option<IdpEntry> {
-    let kind = match fields.take_str(cx, "kind") {
+    let kind = kind(cx, registry, fields, at);
+    let is_dev = kind.as_deref() == Some(DEV_KIND);
+    let mut common = common_keys(cx, fields, at);
+    let settings = kind_settings(cx, fields, at);
+    let secret = client_secret(
+        cx,
+        common.client_secret.take(),
+        common.client_secret_file.take(),
+        at,
+    );
+
+    let kind = kind?;
+    // Without its variables the entry cannot be built or fully checked; say why, and move on.
+    if let Some(reason) = cx.missing_variable.clone().flatten() {
+        return Some(IdpEntry::Unavailable(UnavailableIdp {
+            label: common.label.unwrap_or_else(|| name.clone()),
+            name,
+            kind,
+            reason,
+        }));
+    }
+    let (provider, origin) = match build(cx, registry, &kind, &name, settings.table)? {
+        Ok((provider, origin)) => (Some(provider), origin),
+        Err(errors) => {
+            report_refusals(cx, errors, &settings.spans, &fields.known, at);
+            (None, String::new())
+        }
+    };
+    // Keep validating without a provider, so that every problem is reported at once.
+    let info = provider.as_ref().map(|p| p.describe()).unwrap_or_default();
+
+    let issuer = if is_dev {
+        dev_issuer(cx, server, common.issuer.as_ref(), at)
+    } else {
+        let (raw, span) = issuer_source(cx, &kind, common.issuer.take(), info.issuer.clone(), at)?;
+        checked_issuer(cx, raw, span, at)
+    };
+    let client_id = client_id(cx, common.client_id.take(), is_dev, at);
+    let client_secret = if is_dev { None } else { secret };
+    let accepted_audiences = accepted_audiences(
+        cx,
+        std::mem::take(&mut common.accepted_audiences),
+        client_id.as_deref(),
+        at,
+    );
+    let scopes = all_scopes(&info, common.scopes.take(), &common.extra_scopes);
+
+    Some(IdpEntry::Ready(Box::new(IdpConfig {
+        label: common.label.unwrap_or_else(|| {
+            if info.label.is_empty() {
+                name.clone()
+            } else {
+                info.label.clone()
+            }
+        }),
+        icon: common.icon.or(info.icon.clone()),
+        name,
+        kind,
+        client_id: client_id?,
+        client_secret,
+        issuer: issuer?,
+        scopes,
+        prompt: common.prompt,
+        id_token_algs: common.id_token_algs,
+        userinfo: common.userinfo,
+        authorize_params: common.authorize_params,
+        pkce: common.pkce,
+        username_claim: common.username_claim,
+        link_existing: common.link_existing,
+        trusted_email_domains: common.trusted_email_domains,
+        require_create_confirmation: common.require_create_confirmation,
+        accepted_audiences,
+        previous_issuers: common.previous_issuers,
+        provider: provider?,
+        origin,
+    })))
+}
+
+/// `kind`: a registered kind or `dylib`; `None` (reported) when missing or unknown.
+fn kind(cx: &mut Context, registry: &Registry, fields: &mut Fields, at: &Place) -> Option<String> {
+    match fields.take_str(cx, "kind") {
         Some((kind, span)) => {
             if kind != DYLIB_KIND && registry.factory(&kind).is_none() {
                 cx.issue(
                     span,
-                    &key("kind"),
+                    &at.key("kind"),
                     match authnz_plugin::did_you_mean(&kind, registry.kinds()) {
                         Some(close) => format!("unknown kind {kind:?} (did you mean {close:?}?)"),
                         None => format!(
@@ -173,14 +257,40 @@ fn idp_entry(
         }
         None => {
             cx.issue(
-                table_span.clone(),
-                &key("kind"),
+                at.span.clone(),
+                &at.key("kind"),
                 "missing (e.g. kind = \"oidc\")",
             );
             None
         }
-    };
-    let is_dev = kind.as_deref() == Some(DEV_KIND);
+    }
+}
+
+/// The keys every kind takes, as read: each checked on its own, with its default.
+struct CommonKeys {
+    label: Option<String>,
+    icon: Option<String>,
+    client_id: Option<(String, Range<usize>)>,
+    client_secret: Option<(String, Range<usize>)>,
+    client_secret_file: Option<(String, Range<usize>)>,
+    issuer: Option<(String, Range<usize>)>,
+    scopes: Option<Vec<String>>,
+    extra_scopes: Vec<String>,
+    prompt: Option<String>,
+    id_token_algs: Option<Vec<String>>,
+    userinfo: bool,
+    pkce: bool,
+    username_claim: Option<String>,
+    link_existing: LinkPolicy,
+    trusted_email_domains: Vec<String>,
+    require_create_confirmation: bool,
+    accepted_audiences: Vec<(String, Range<usize>)>,
+    previous_issuers: Vec<String>,
+    authorize_params: Vec<(String, String)>,
+}
+
+/// Takes the keys every kind takes out of `fields`, leaving the kind's own.
+fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> CommonKeys {
     let label = fields.take_str(cx, "label").map(|(v, _)| v);
     let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
     let client_id = fields.take_str(cx, "client_id");
@@ -190,67 +300,18 @@ fn idp_entry(
     let scopes = fields.take_str_list(cx, "scopes");
     let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
     let prompt = fields.take_str(cx, "prompt").map(|(v, _)| v);
-    let id_token_algs = match fields.take("id_token_algs") {
-        Some(value) => {
-            let span = value.span();
-            let mut list = Fields {
-                prefix: prefix.to_string(),
-                span: span.clone(),
-                entries: Vec::new(),
-                known: Vec::new(),
-            };
-            list.entries
-                .push((Spanned::new(span.clone(), "id_token_algs".into()), value));
-            let algs = list.take_str_list(cx, "id_token_algs").unwrap_or_default();
-            for alg in &algs {
-                if !SUPPORTED_ALGS.contains(&alg.as_str()) {
-                    cx.issue(
-                        span.clone(),
-                        &key("id_token_algs"),
-                        format!(
-                            "unsupported algorithm {alg:?} (\"none\" is never accepted); supported: {}",
-                            SUPPORTED_ALGS.join(", ")
-                        ),
-                    );
-                }
-            }
-            if algs.is_empty() {
-                cx.issue(
-                    span,
-                    &key("id_token_algs"),
-                    "must list at least one algorithm",
-                );
-            }
-            Some(algs)
-        }
-        None => None,
-    };
+    let id_token_algs = id_token_algs(cx, fields, at);
     let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
     let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
     let username_claim = fields.take_str(cx, "username_claim").map(|(v, _)| v);
-    let link_existing = match fields.take_str(cx, "link_existing") {
-        None => LinkPolicy::Confirm,
-        Some((value, span)) => match value.as_str() {
-            "never" => LinkPolicy::Never,
-            "confirm" => LinkPolicy::Confirm,
-            "verified_email" => LinkPolicy::VerifiedEmail,
-            _ => {
-                cx.issue(
-                    span,
-                    &key("link_existing"),
-                    "expected \"never\", \"confirm\" or \"verified_email\"",
-                );
-                LinkPolicy::Confirm
-            }
-        },
-    };
+    let link_existing = link_policy(cx, fields, at);
     let trusted_email_domains = fields
         .take_str_list(cx, "trusted_email_domains")
         .unwrap_or_default();
     if link_existing == LinkPolicy::VerifiedEmail && trusted_email_domains.is_empty() {
         cx.issue(
-            table_span.clone(),
-            &key("trusted_email_domains"),
+            at.span.clone(),
+            &at.key("trusted_email_domains"),
             "link_existing = \"verified_email\" needs the domains this IdP is authoritative for, e.g. [\"example.org\"]",
         );
     }
@@ -263,71 +324,163 @@ fn idp_entry(
     let previous_issuers = fields
         .take_str_list(cx, "previous_issuers")
         .unwrap_or_default();
-    let authorize_params = match fields.take_table(cx, "authorize_params") {
-        Some(mut table) => {
-            let mut params = Vec::new();
-            let names: Vec<String> = table
-                .entries
-                .iter()
-                .map(|(k, _)| k.get_ref().to_string())
-                .collect();
-            for param in names {
-                let span = table
-                    .entries
-                    .iter()
-                    .find(|(k, _)| k.get_ref() == param.as_str())
-                    .map(|(k, _)| k.span())
-                    .unwrap_or(0..0);
-                if let Some((value, _)) = table.take_str(cx, &param) {
-                    if RESERVED_AUTHORIZE_PARAMS.contains(&param.as_str()) {
-                        cx.issue(
-                            span,
-                            &format!("{}.{param}", table.prefix),
-                            "this parameter is set by authnz itself and cannot be overridden",
-                        );
-                    } else {
-                        params.push((param, value));
-                    }
-                }
-            }
-            table.finish(cx);
-            params
-        }
-        None => Vec::new(),
-    };
+    let authorize_params = authorize_params(cx, fields);
+    CommonKeys {
+        label,
+        icon,
+        client_id,
+        client_secret,
+        client_secret_file,
+        issuer,
+        scopes,
+        extra_scopes,
+        prompt,
+        id_token_algs,
+        userinfo,
+        pkce,
+        username_claim,
+        link_existing,
+        trusted_email_domains,
+        require_create_confirmation,
+        accepted_audiences,
+        previous_issuers,
+        authorize_params,
+    }
+}
 
-    // The rest belongs to the provider kind.
-    let mut settings = TomlTable::new();
-    let mut setting_spans = BTreeMap::new();
-    for (setting, value) in std::mem::take(&mut fields.entries) {
-        let setting_name = setting.get_ref().to_string();
-        setting_spans.insert(setting_name.clone(), setting.span());
-        let span = value.span();
-        match to_toml(cx, &key(&setting_name), span, value.into_inner()) {
-            Some(value) => {
-                settings.insert(setting_name, value);
-            }
-            None => continue,
+/// `id_token_algs`: supported algorithms only (never `none`), at least one.
+fn id_token_algs(cx: &mut Context, fields: &mut Fields, at: &Place) -> Option<Vec<String>> {
+    let value = fields.take("id_token_algs")?;
+    let span = value.span();
+    let mut list = Fields {
+        prefix: at.prefix.clone(),
+        span: span.clone(),
+        entries: Vec::new(),
+        known: Vec::new(),
+    };
+    list.entries
+        .push((Spanned::new(span.clone(), "id_token_algs".into()), value));
+    let algs = list.take_str_list(cx, "id_token_algs").unwrap_or_default();
+    for alg in &algs {
+        if !SUPPORTED_ALGS.contains(&alg.as_str()) {
+            cx.issue(
+                span.clone(),
+                &at.key("id_token_algs"),
+                format!(
+                    "unsupported algorithm {alg:?} (\"none\" is never accepted); supported: {}",
+                    SUPPORTED_ALGS.join(", ")
+                ),
+            );
         }
     }
+    if algs.is_empty() {
+        cx.issue(
+            span,
+            &at.key("id_token_algs"),
+            "must list at least one algorithm",
+        );
+    }
+    Some(algs)
+}
 
-    let secret = match (client_secret, client_secret_file) {
+/// `link_existing`, `confirm` by default.
+fn link_policy(cx: &mut Context, fields: &mut Fields, at: &Place) -> LinkPolicy {
+    match fields.take_str(cx, "link_existing") {
+        None => LinkPolicy::Confirm,
+        Some((value, span)) => match value.as_str() {
+            "never" => LinkPolicy::Never,
+            "confirm" => LinkPolicy::Confirm,
+            "verified_email" => LinkPolicy::VerifiedEmail,
+            _ => {
+                cx.issue(
+                    span,
+                    &at.key("link_existing"),
+                    "expected \"never\", \"confirm\" or \"verified_email\"",
+                );
+                LinkPolicy::Confirm
+            }
+        },
+    }
+}
+
+/// `[idps.<name>.authorize_params]`: strings, none of those the core sets itself.
+fn authorize_params(cx: &mut Context, fields: &mut Fields) -> Vec<(String, String)> {
+    let Some(mut table) = fields.take_table(cx, "authorize_params") else {
+        return Vec::new();
+    };
+    let mut params = Vec::new();
+    let names: Vec<String> = table
+        .entries
+        .iter()
+        .map(|(k, _)| k.get_ref().to_string())
+        .collect();
+    for param in names {
+        let span = table
+            .entries
+            .iter()
+            .find(|(k, _)| k.get_ref() == param.as_str())
+            .map(|(k, _)| k.span())
+            .unwrap_or(0..0);
+        if let Some((value, _)) = table.take_str(cx, &param) {
+            if RESERVED_AUTHORIZE_PARAMS.contains(&param.as_str()) {
+                cx.issue(
+                    span,
+                    &format!("{}.{param}", table.prefix),
+                    "this parameter is set by authnz itself and cannot be overridden",
+                );
+            } else {
+                params.push((param, value));
+            }
+        }
+    }
+    table.finish(cx);
+    params
+}
+
+/// The keys left for the kind, as plain TOML, and where each key stands.
+struct KindSettings {
+    table: TomlTable,
+    spans: BTreeMap<String, Range<usize>>,
+}
+
+/// What is left of the entry belongs to the provider kind.
+fn kind_settings(cx: &mut Context, fields: &mut Fields, at: &Place) -> KindSettings {
+    let mut table = TomlTable::new();
+    let mut spans = BTreeMap::new();
+    for (setting, value) in std::mem::take(&mut fields.entries) {
+        let setting_name = setting.get_ref().to_string();
+        spans.insert(setting_name.clone(), setting.span());
+        let span = value.span();
+        if let Some(value) = to_toml(cx, &at.key(&setting_name), span, value.into_inner()) {
+            table.insert(setting_name, value);
+        }
+    }
+    KindSettings { table, spans }
+}
+
+/// `client_secret` or the contents of `client_secret_file`, never both. A file that cannot be
+/// read makes the entry unavailable: a secret not yet provisioned must not stop the server.
+fn client_secret(
+    cx: &mut Context,
+    client_secret: Option<(String, Range<usize>)>,
+    client_secret_file: Option<(String, Range<usize>)>,
+    at: &Place,
+) -> Option<Secret> {
+    match (client_secret, client_secret_file) {
         (Some(_), Some((_, span))) => {
             cx.issue(
                 span,
-                &key("client_secret_file"),
+                &at.key("client_secret_file"),
                 "give either client_secret or client_secret_file, not both",
             );
             None
         }
         (Some((secret, _)), None) => Some(Secret::new(secret)),
-        (None, Some((path, span))) => {
+        (None, Some((path, _))) => {
             let path = cx.resolve(&path);
             match std::fs::read_to_string(&path) {
                 Ok(secret) => Some(Secret::new(secret.trim_end_matches(['\r', '\n']))),
                 Err(err) => {
-                    // A secret not yet provisioned makes the IdP unavailable, not the server.
-                    let _ = span;
                     cx.mark_unavailable(format!(
                         "client_secret_file: cannot read {}: {err}",
                         path.display()
@@ -337,157 +490,203 @@ fn idp_entry(
             }
         }
         (None, None) => None,
-    };
-
-    let kind = kind?;
-    // Without its variables the entry cannot be built or fully checked; say why, and move on.
-    if let Some(reason) = cx.missing_variable.clone().flatten() {
-        return Some(IdpEntry::Unavailable(UnavailableIdp {
-            label: label.unwrap_or_else(|| name.clone()),
-            name,
-            kind,
-            reason,
-        }));
     }
-    let built = if kind == DYLIB_KIND {
-        load_dylib(cx, name.clone(), settings)
-    } else {
-        let factory = registry.factory(&kind)?;
-        factory(&ProviderSettings {
-            name: name.clone(),
-            settings,
-        })
-        .map(|provider| {
-            (
-                Arc::<dyn IdentityProvider>::from(provider),
-                "built-in".to_string(),
-            )
-        })
-    };
-    let (provider, origin) = match built {
-        Ok((provider, origin)) => (Some(provider), origin),
-        Err(errors) => {
-            for mut error in errors {
-                // A misspelled core key reaches the provider as an unknown setting.
-                if error.message.starts_with("unknown key") {
-                    if let Some(close) = authnz_plugin::did_you_mean(
-                        &error.key,
-                        fields.known.iter().map(String::as_str),
-                    ) {
-                        error.message = format!("unknown key (did you mean `{close}`?)");
-                    }
-                }
-                let span = setting_spans
-                    .get(&error.key)
-                    .cloned()
-                    .unwrap_or_else(|| table_span.clone());
-                cx.issue(span, &key(&error.key), error.message);
-            }
-            (None, String::new())
-        }
-    };
-    // Keep validating without a provider, so that every problem is reported at once.
-    let info = provider.as_ref().map(|p| p.describe()).unwrap_or_default();
+}
 
-    let issuer_url = if is_dev {
-        if !is_loopback_host(&server.public_url) {
-            cx.issue(
-                table_span.clone(),
-                &key("kind"),
-                "the dev IdP lets anyone sign in as anyone: it is refused unless server.public_url is a loopback address",
-            );
-        }
-        if !server.listen.ip().is_loopback() {
-            cx.issue(
-                table_span.clone(),
-                &key("kind"),
-                format!(
-                    "the dev IdP lets anyone sign in as anyone: it is refused unless server.listen is a loopback address (it is {}, which anyone on the network can reach); remove [{prefix}] or listen on 127.0.0.1",
-                    server.listen
-                ),
-            );
-        }
-        if let Some((_, span)) = &issuer {
-            cx.issue(
-                span.clone(),
-                &key("issuer"),
-                "the dev IdP's issuer is fixed below public_url",
-            );
-        }
-        Some(server.url(DEV_IDP_PATH))
-    } else {
-        let (raw, span) = match (issuer, info.issuer.clone()) {
-            (Some((raw, span)), _) => (raw, span),
-            (None, Some(raw)) => (raw, table_span.clone()),
-            (None, None) => {
-                cx.issue(
-                    table_span.clone(),
-                    &key("issuer"),
-                    format!("missing: kind {kind:?} needs issuer = \"https://...\""),
-                );
-                return None;
-            }
-        };
-        match Url::parse(&raw) {
-            Ok(url)
-                if url.host().is_some()
-                    && url.query().is_none()
-                    && url.fragment().is_none()
-                    && (url.scheme() == "https"
-                        || (url.scheme() == "http" && is_loopback_host(&url))) =>
+/// The entry's provider and where its code comes from: the kind's factory, or the library of a
+/// `dylib` entry; `Err`: the settings it refused. `None` for a kind without a factory.
+fn build(
+    cx: &Context,
+    registry: &Registry,
+    kind: &str,
+    name: &str,
+    settings: TomlTable,
+) -> Option<Built> {
+    if kind == DYLIB_KIND {
+        return Some(load_dylib(cx, name.to_string(), settings));
+    }
+    let factory = registry.factory(kind)?;
+    let built = factory(&ProviderSettings {
+        name: name.to_string(),
+        settings,
+    });
+    Some(built.map(|provider| {
+        (
+            Arc::<dyn IdentityProvider>::from(provider),
+            "built-in".to_string(),
+        )
+    }))
+}
+
+/// A built provider and its origin, or the settings errors of its factory.
+type Built = Result<(Arc<dyn IdentityProvider>, String), Vec<authnz_plugin::ConfigError>>;
+
+/// Reports each settings error of a factory at the key it names (else at the entry).
+fn report_refusals(
+    cx: &mut Context,
+    errors: Vec<authnz_plugin::ConfigError>,
+    setting_spans: &BTreeMap<String, Range<usize>>,
+    core_keys: &[String],
+    at: &Place,
+) {
+    for mut error in errors {
+        // A misspelled core key reaches the provider as an unknown setting.
+        if error.message.starts_with("unknown key") {
+            if let Some(close) =
+                authnz_plugin::did_you_mean(&error.key, core_keys.iter().map(String::as_str))
             {
-                Some(raw)
-            }
-            Ok(url) if url.scheme() == "http" => {
-                cx.issue(
-                    span,
-                    &key("issuer"),
-                    "http:// issuers are only allowed for loopback hosts; use https://",
-                );
-                None
-            }
-            _ => {
-                cx.issue(
-                    span,
-                    &key("issuer"),
-                    "expected an https:// URL without query or fragment",
-                );
-                None
+                error.message = format!("unknown key (did you mean `{close}`?)");
             }
         }
-    };
+        let span = setting_spans
+            .get(&error.key)
+            .cloned()
+            .unwrap_or_else(|| at.span.clone());
+        cx.issue(span, &at.key(&error.key), error.message);
+    }
+}
 
-    let client_id = match (client_id, is_dev) {
+/// The dev IdP's issuer, fixed below `public_url`; the dev IdP lets anyone sign in as anyone,
+/// so it is refused unless the server is reachable from this machine alone.
+fn dev_issuer(
+    cx: &mut Context,
+    server: &ServerConfig,
+    configured: Option<&(String, Range<usize>)>,
+    at: &Place,
+) -> Option<String> {
+    if !is_loopback_host(&server.public_url) {
+        cx.issue(
+            at.span.clone(),
+            &at.key("kind"),
+            "the dev IdP lets anyone sign in as anyone: it is refused unless server.public_url is a loopback address",
+        );
+    }
+    if !server.listen.ip().is_loopback() {
+        cx.issue(
+            at.span.clone(),
+            &at.key("kind"),
+            format!(
+                "the dev IdP lets anyone sign in as anyone: it is refused unless server.listen is a loopback address (it is {}, which anyone on the network can reach); remove [{}] or listen on 127.0.0.1",
+                server.listen, at.prefix
+            ),
+        );
+    }
+    if let Some((_, span)) = configured {
+        cx.issue(
+            span.clone(),
+            &at.key("issuer"),
+            "the dev IdP's issuer is fixed below public_url",
+        );
+    }
+    Some(server.url(DEV_IDP_PATH))
+}
+
+/// The issuer as configured, else as the kind describes it, with where to report its
+/// problems; `None` (reported) when there is neither.
+fn issuer_source(
+    cx: &mut Context,
+    kind: &str,
+    configured: Option<(String, Range<usize>)>,
+    described: Option<String>,
+    at: &Place,
+) -> Option<(String, Range<usize>)> {
+    match (configured, described) {
+        (Some((raw, span)), _) => Some((raw, span)),
+        (None, Some(raw)) => Some((raw, at.span.clone())),
+        (None, None) => {
+            cx.issue(
+                at.span.clone(),
+                &at.key("issuer"),
+                format!("missing: kind {kind:?} needs issuer = \"https://...\""),
+            );
+            None
+        }
+    }
+}
+
+/// `raw` if it is an https issuer (http on loopback) without query or fragment. Kept exactly
+/// as written: ID tokens must carry this very string.
+fn checked_issuer(cx: &mut Context, raw: String, span: Range<usize>, at: &Place) -> Option<String> {
+    match Url::parse(&raw) {
+        Ok(url)
+            if url.host().is_some()
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && (url.scheme() == "https"
+                    || (url.scheme() == "http" && is_loopback_host(&url))) =>
+        {
+            Some(raw)
+        }
+        Ok(url) if url.scheme() == "http" => {
+            cx.issue(
+                span,
+                &at.key("issuer"),
+                "http:// issuers are only allowed for loopback hosts; use https://",
+            );
+            None
+        }
+        _ => {
+            cx.issue(
+                span,
+                &at.key("issuer"),
+                "expected an https:// URL without query or fragment",
+            );
+            None
+        }
+    }
+}
+
+/// `client_id`: required and not empty, but for the dev IdP (its own) and for an entry that
+/// is unavailable anyway.
+fn client_id(
+    cx: &mut Context,
+    client_id: Option<(String, Range<usize>)>,
+    is_dev: bool,
+    at: &Place,
+) -> Option<String> {
+    match (client_id, is_dev) {
         (Some((id, _)), _) if !id.is_empty() => Some(id),
         (Some((_, span)), _) => {
-            cx.issue(span, &key("client_id"), "must not be empty");
+            cx.issue(span, &at.key("client_id"), "must not be empty");
             None
         }
         (None, true) => Some(crate::providers::dev::DEV_CLIENT_ID.to_string()),
         (None, false) if cx.is_unavailable() => None,
         (None, false) => {
-            cx.issue(table_span.clone(), &key("client_id"), "missing");
+            cx.issue(at.span.clone(), &at.key("client_id"), "missing");
             None
         }
-    };
-    let client_secret = if is_dev { None } else { secret };
-    // Tokens addressed to our own client are ID tokens, never access tokens (SECURITY I72).
-    for (audience, span) in &accepted_audiences {
-        if client_id.as_deref() == Some(audience.as_str()) {
+    }
+}
+
+/// `accepted_audiences`, without our own client id: tokens addressed to our own client are ID
+/// tokens, never access tokens (SECURITY I72).
+fn accepted_audiences(
+    cx: &mut Context,
+    audiences: Vec<(String, Range<usize>)>,
+    client_id: Option<&str>,
+    at: &Place,
+) -> Vec<String> {
+    for (audience, span) in &audiences {
+        if client_id == Some(audience.as_str()) {
             cx.issue(
                 span.clone(),
-                &key("accepted_audiences"),
+                &at.key("accepted_audiences"),
                 "lists this entry's own client_id: tokens addressed to authnz are ID tokens, which are never accepted as access tokens; list the audience of your API instead",
             );
         }
     }
-    let accepted_audiences: Vec<String> = accepted_audiences
+    audiences
         .into_iter()
         .map(|(audience, _)| audience)
-        .collect();
+        .collect()
+}
 
-    // OpenID providers always get `openid`; plain OAuth 2.0 providers (GitHub) do not know it.
-    let mut all_scopes = if info.oauth2.is_some() {
+/// Every scope to request: `openid` first for OpenID providers (plain OAuth 2.0 providers
+/// such as GitHub do not know it), then `scopes` (else the kind's), then `extra_scopes`, each
+/// once.
+fn all_scopes(info: &ProviderInfo, scopes: Option<Vec<String>>, extra: &[String]) -> Vec<String> {
+    let mut all = if info.oauth2.is_some() {
         Vec::new()
     } else {
         vec!["openid".to_string()]
@@ -495,42 +694,13 @@ fn idp_entry(
     for scope in scopes
         .unwrap_or(info.scopes.clone())
         .into_iter()
-        .chain(extra_scopes)
+        .chain(extra.iter().cloned())
     {
-        if !all_scopes.contains(&scope) {
-            all_scopes.push(scope);
+        if !all.contains(&scope) {
+            all.push(scope);
         }
     }
-
-    Some(IdpEntry::Ready(Box::new(IdpConfig {
-        label: label.unwrap_or_else(|| {
-            if info.label.is_empty() {
-                name.clone()
-            } else {
-                info.label.clone()
-            }
-        }),
-        icon: icon.or(info.icon.clone()),
-        name,
-        kind,
-        client_id: client_id?,
-        client_secret,
-        issuer: issuer_url?,
-        scopes: all_scopes,
-        prompt,
-        id_token_algs,
-        userinfo,
-        authorize_params,
-        pkce,
-        username_claim,
-        link_existing,
-        trusted_email_domains,
-        require_create_confirmation,
-        accepted_audiences,
-        previous_issuers,
-        provider: provider?,
-        origin,
-    })))
+    all
 }
 
 /// Loads a `kind = "dylib"` provider: `path` (relative to the config file) names the library,
