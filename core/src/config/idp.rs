@@ -6,11 +6,12 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use authnz_plugin::{IdentityProvider, ProviderInfo, ProviderSettings, TomlTable, TomlValue};
-use toml::Spanned;
+use authnz_plugin::{IdentityProvider, ProviderInfo, TomlTable};
 use url::Url;
 
+use super::common::common_keys;
 use super::fields::{to_toml, Context, Fields};
+use super::provider::{build, report_refusals};
 use super::{is_loopback_host, Secret, ServerConfig, UnavailableIdp, DEV_IDP_PATH};
 use crate::registry::{Registry, DEV_KIND, DYLIB_KIND};
 
@@ -135,14 +136,14 @@ pub(super) fn idp_config(
 
 /// Where an entry stands in the file: its dotted key (`idps.<name>`) and its table's span,
 /// where problems of the entry as a whole are reported.
-struct Place {
-    prefix: String,
-    span: Range<usize>,
+pub(super) struct Place {
+    pub(super) prefix: String,
+    pub(super) span: Range<usize>,
 }
 
 impl Place {
     /// The dotted key of one of the entry's keys.
-    fn key(&self, name: &str) -> String {
+    pub(super) fn key(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
 }
@@ -266,177 +267,6 @@ fn kind(cx: &mut Context, registry: &Registry, fields: &mut Fields, at: &Place) 
     }
 }
 
-/// The keys every kind takes, as read: each checked on its own, with its default.
-struct CommonKeys {
-    label: Option<String>,
-    icon: Option<String>,
-    client_id: Option<(String, Range<usize>)>,
-    client_secret: Option<(String, Range<usize>)>,
-    client_secret_file: Option<(String, Range<usize>)>,
-    issuer: Option<(String, Range<usize>)>,
-    scopes: Option<Vec<String>>,
-    extra_scopes: Vec<String>,
-    prompt: Option<String>,
-    id_token_algs: Option<Vec<String>>,
-    userinfo: bool,
-    pkce: bool,
-    username_claim: Option<String>,
-    link_existing: LinkPolicy,
-    trusted_email_domains: Vec<String>,
-    require_create_confirmation: bool,
-    accepted_audiences: Vec<(String, Range<usize>)>,
-    previous_issuers: Vec<String>,
-    authorize_params: Vec<(String, String)>,
-}
-
-/// Takes the keys every kind takes out of `fields`, leaving the kind's own.
-fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> CommonKeys {
-    let label = fields.take_str(cx, "label").map(|(v, _)| v);
-    let icon = fields.take_str(cx, "icon").map(|(v, _)| v);
-    let client_id = fields.take_str(cx, "client_id");
-    let client_secret = fields.take_str(cx, "client_secret");
-    let client_secret_file = fields.take_str(cx, "client_secret_file");
-    let issuer = fields.take_str(cx, "issuer");
-    let scopes = fields.take_str_list(cx, "scopes");
-    let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
-    let prompt = fields.take_str(cx, "prompt").map(|(v, _)| v);
-    let id_token_algs = id_token_algs(cx, fields, at);
-    let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
-    let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
-    let username_claim = fields.take_str(cx, "username_claim").map(|(v, _)| v);
-    let link_existing = link_policy(cx, fields, at);
-    let trusted_email_domains = fields
-        .take_str_list(cx, "trusted_email_domains")
-        .unwrap_or_default();
-    if link_existing == LinkPolicy::VerifiedEmail && trusted_email_domains.is_empty() {
-        cx.issue(
-            at.span.clone(),
-            &at.key("trusted_email_domains"),
-            "link_existing = \"verified_email\" needs the domains this IdP is authoritative for, e.g. [\"example.org\"]",
-        );
-    }
-    let require_create_confirmation = fields
-        .take_bool(cx, "require_create_confirmation")
-        .unwrap_or(false);
-    let accepted_audiences = fields
-        .take_str_items(cx, "accepted_audiences")
-        .unwrap_or_default();
-    let previous_issuers = fields
-        .take_str_list(cx, "previous_issuers")
-        .unwrap_or_default();
-    let authorize_params = authorize_params(cx, fields);
-    CommonKeys {
-        label,
-        icon,
-        client_id,
-        client_secret,
-        client_secret_file,
-        issuer,
-        scopes,
-        extra_scopes,
-        prompt,
-        id_token_algs,
-        userinfo,
-        pkce,
-        username_claim,
-        link_existing,
-        trusted_email_domains,
-        require_create_confirmation,
-        accepted_audiences,
-        previous_issuers,
-        authorize_params,
-    }
-}
-
-/// `id_token_algs`: supported algorithms only (never `none`), at least one.
-fn id_token_algs(cx: &mut Context, fields: &mut Fields, at: &Place) -> Option<Vec<String>> {
-    let value = fields.take("id_token_algs")?;
-    let span = value.span();
-    let mut list = Fields {
-        prefix: at.prefix.clone(),
-        span: span.clone(),
-        entries: Vec::new(),
-        known: Vec::new(),
-    };
-    list.entries
-        .push((Spanned::new(span.clone(), "id_token_algs".into()), value));
-    let algs = list.take_str_list(cx, "id_token_algs").unwrap_or_default();
-    for alg in &algs {
-        if !SUPPORTED_ALGS.contains(&alg.as_str()) {
-            cx.issue(
-                span.clone(),
-                &at.key("id_token_algs"),
-                format!(
-                    "unsupported algorithm {alg:?} (\"none\" is never accepted); supported: {}",
-                    SUPPORTED_ALGS.join(", ")
-                ),
-            );
-        }
-    }
-    if algs.is_empty() {
-        cx.issue(
-            span,
-            &at.key("id_token_algs"),
-            "must list at least one algorithm",
-        );
-    }
-    Some(algs)
-}
-
-/// `link_existing`, `confirm` by default.
-fn link_policy(cx: &mut Context, fields: &mut Fields, at: &Place) -> LinkPolicy {
-    match fields.take_str(cx, "link_existing") {
-        None => LinkPolicy::Confirm,
-        Some((value, span)) => match value.as_str() {
-            "never" => LinkPolicy::Never,
-            "confirm" => LinkPolicy::Confirm,
-            "verified_email" => LinkPolicy::VerifiedEmail,
-            _ => {
-                cx.issue(
-                    span,
-                    &at.key("link_existing"),
-                    "expected \"never\", \"confirm\" or \"verified_email\"",
-                );
-                LinkPolicy::Confirm
-            }
-        },
-    }
-}
-
-/// `[idps.<name>.authorize_params]`: strings, none of those the core sets itself.
-fn authorize_params(cx: &mut Context, fields: &mut Fields) -> Vec<(String, String)> {
-    let Some(mut table) = fields.take_table(cx, "authorize_params") else {
-        return Vec::new();
-    };
-    let mut params = Vec::new();
-    let names: Vec<String> = table
-        .entries
-        .iter()
-        .map(|(k, _)| k.get_ref().to_string())
-        .collect();
-    for param in names {
-        let span = table
-            .entries
-            .iter()
-            .find(|(k, _)| k.get_ref() == param.as_str())
-            .map(|(k, _)| k.span())
-            .unwrap_or(0..0);
-        if let Some((value, _)) = table.take_str(cx, &param) {
-            if RESERVED_AUTHORIZE_PARAMS.contains(&param.as_str()) {
-                cx.issue(
-                    span,
-                    &format!("{}.{param}", table.prefix),
-                    "this parameter is set by authnz itself and cannot be overridden",
-                );
-            } else {
-                params.push((param, value));
-            }
-        }
-    }
-    table.finish(cx);
-    params
-}
-
 /// The keys left for the kind, as plain TOML, and where each key stands.
 struct KindSettings {
     table: TomlTable,
@@ -490,59 +320,6 @@ fn client_secret(
             }
         }
         (None, None) => None,
-    }
-}
-
-/// The entry's provider and where its code comes from: the kind's factory, or the library of a
-/// `dylib` entry; `Err`: the settings it refused. `None` for a kind without a factory.
-fn build(
-    cx: &Context,
-    registry: &Registry,
-    kind: &str,
-    name: &str,
-    settings: TomlTable,
-) -> Option<Built> {
-    if kind == DYLIB_KIND {
-        return Some(load_dylib(cx, name.to_string(), settings));
-    }
-    let factory = registry.factory(kind)?;
-    let built = factory(&ProviderSettings {
-        name: name.to_string(),
-        settings,
-    });
-    Some(built.map(|provider| {
-        (
-            Arc::<dyn IdentityProvider>::from(provider),
-            "built-in".to_string(),
-        )
-    }))
-}
-
-/// A built provider and its origin, or the settings errors of its factory.
-type Built = Result<(Arc<dyn IdentityProvider>, String), Vec<authnz_plugin::ConfigError>>;
-
-/// Reports each settings error of a factory at the key it names (else at the entry).
-fn report_refusals(
-    cx: &mut Context,
-    errors: Vec<authnz_plugin::ConfigError>,
-    setting_spans: &BTreeMap<String, Range<usize>>,
-    core_keys: &[String],
-    at: &Place,
-) {
-    for mut error in errors {
-        // A misspelled core key reaches the provider as an unknown setting.
-        if error.message.starts_with("unknown key") {
-            if let Some(close) =
-                authnz_plugin::did_you_mean(&error.key, core_keys.iter().map(String::as_str))
-            {
-                error.message = format!("unknown key (did you mean `{close}`?)");
-            }
-        }
-        let span = setting_spans
-            .get(&error.key)
-            .cloned()
-            .unwrap_or_else(|| at.span.clone());
-        cx.issue(span, &at.key(&error.key), error.message);
     }
 }
 
@@ -701,36 +478,4 @@ fn all_scopes(info: &ProviderInfo, scopes: Option<Vec<String>>, extra: &[String]
         }
     }
     all
-}
-
-/// Loads a `kind = "dylib"` provider: `path` (relative to the config file) names the library,
-/// the other settings go to it.
-fn load_dylib(
-    cx: &Context,
-    name: String,
-    mut settings: TomlTable,
-) -> Result<(Arc<dyn IdentityProvider>, String), Vec<authnz_plugin::ConfigError>> {
-    let path = match settings.remove("path") {
-        Some(TomlValue::String(path)) => cx.resolve(&path),
-        Some(_) => {
-            return Err(vec![authnz_plugin::ConfigError::new(
-                "path",
-                "expected a string",
-            )])
-        }
-        None => {
-            return Err(vec![authnz_plugin::ConfigError::new(
-                "path",
-                "missing: kind \"dylib\" needs path = \"/path/to/libprovider.so\"",
-            )])
-        }
-    };
-    let provider = crate::dylib::load(&path, &ProviderSettings { name, settings })?;
-    let origin = format!(
-        "{} (kind {}, authnz-plugin {})",
-        path.display(),
-        provider.describe().kind,
-        provider.sdk_version()
-    );
-    Ok((Arc::new(provider), origin))
 }

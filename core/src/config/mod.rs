@@ -7,10 +7,13 @@
 //! messages never print them.
 //!
 //! The parts: `fields` reads the spanned tree (positions, `${VAR}`, unknown keys), `server` the
-//! `[server]` table, `idp` one `[idps.<name>]` entry; this module ties them together.
+//! `[server]` table, `idp` one `[idps.<name>]` entry, with `common` (the keys every kind takes)
+//! and `provider` (the kind's factory or library); this module ties them together.
 
+mod common;
 mod fields;
 mod idp;
+mod provider;
 mod server;
 #[cfg(test)]
 mod tests;

@@ -76,6 +76,7 @@ impl AdminRef {
     }
 }
 
+/// `[server]`, each key checked and defaulted; an absent table is all defaults.
 pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerConfig {
     let mut fields = fields.unwrap_or_else(|| Fields {
         prefix: "server".into(),
@@ -83,7 +84,69 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         entries: Vec::new(),
         known: Vec::new(),
     });
-    let listen = match fields.take_str(cx, "listen") {
+    let listen = listen(cx, &mut fields);
+    let public_url = public_url(cx, &mut fields, listen);
+    let database = fields
+        .take_str(cx, "database")
+        .map(|(raw, _)| cx.resolve(&raw))
+        .unwrap_or_else(|| cx.resolve("data/authnz.sled"));
+    let secret_key_file = fields
+        .take_str(cx, "secret_key_file")
+        .map(|(raw, _)| cx.resolve(&raw))
+        .unwrap_or_else(|| {
+            let mut name = database.clone().into_os_string();
+            name.push(".key");
+            PathBuf::from(name)
+        });
+    let previous_secret_key_files = fields
+        .take_str_list(cx, "previous_secret_key_files")
+        .unwrap_or_default()
+        .iter()
+        .map(|path| cx.resolve(path))
+        .collect();
+    let admins = admins(cx, &mut fields);
+    let positive = |cx: &mut Context, fields: &mut Fields, name: &str, default: u64| match fields
+        .take_u64(cx, name)
+    {
+        Some((0, span)) => {
+            cx.issue(span, &format!("server.{name}"), "must be at least 1");
+            default
+        }
+        Some((value, _)) => value,
+        None => default,
+    };
+    let max_logins_per_client = positive(cx, &mut fields, "max_logins_per_client", 300);
+    let trusted_proxies = trusted_proxies(cx, &mut fields);
+    let max_pending_logins = positive(cx, &mut fields, "max_pending_logins", 100_000);
+    let cache_mb = positive(cx, &mut fields, "cache_mb", 16);
+    let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
+        Some((0, span)) => {
+            cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
+            Duration::from_secs(8 * 3600)
+        }
+        Some((minutes, _)) => Duration::from_secs(minutes.saturating_mul(60)),
+        None => Duration::from_secs(8 * 3600),
+    };
+    let _ = fields.span;
+    fields.finish(cx);
+    ServerConfig {
+        listen,
+        public_url,
+        database,
+        secret_key_file,
+        previous_secret_key_files,
+        admins,
+        max_logins_per_client,
+        trusted_proxies,
+        max_pending_logins,
+        cache_mb,
+        session_ttl,
+    }
+}
+
+/// `listen`, `127.0.0.1:8080` by default.
+fn listen(cx: &mut Context, fields: &mut Fields) -> SocketAddr {
+    match fields.take_str(cx, "listen") {
         Some((raw, span)) => raw.parse::<SocketAddr>().unwrap_or_else(|_| {
             cx.issue(
                 span,
@@ -93,8 +156,13 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
             default_listen()
         }),
         None => default_listen(),
-    };
-    let public_url = match fields.take_str(cx, "public_url") {
+    }
+}
+
+/// `public_url`: http(s) without query or fragment, `http://` for loopback hosts only;
+/// `http://<listen>` by default.
+fn public_url(cx: &mut Context, fields: &mut Fields, listen: SocketAddr) -> Url {
+    match fields.take_str(cx, "public_url") {
         Some((raw, span)) => match Url::parse(raw.trim_end_matches('/')) {
             Ok(url)
                 if matches!(url.scheme(), "http" | "https")
@@ -121,26 +189,12 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
             }
         },
         None => default_public_url(listen),
-    };
-    let database = fields
-        .take_str(cx, "database")
-        .map(|(raw, _)| cx.resolve(&raw))
-        .unwrap_or_else(|| cx.resolve("data/authnz.sled"));
-    let secret_key_file = fields
-        .take_str(cx, "secret_key_file")
-        .map(|(raw, _)| cx.resolve(&raw))
-        .unwrap_or_else(|| {
-            let mut name = database.clone().into_os_string();
-            name.push(".key");
-            PathBuf::from(name)
-        });
-    let previous_secret_key_files = fields
-        .take_str_list(cx, "previous_secret_key_files")
-        .unwrap_or_default()
-        .iter()
-        .map(|path| cx.resolve(path))
-        .collect();
-    let admins = fields
+    }
+}
+
+/// `admins`: user ids or `<idp>:<subject>`, each refusal reported where it stands.
+fn admins(cx: &mut Context, fields: &mut Fields) -> Vec<AdminRef> {
+    fields
         .take_str_items(cx, "admins")
         .unwrap_or_default()
         .into_iter()
@@ -151,19 +205,12 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
                 None
             }
         })
-        .collect();
-    let positive = |cx: &mut Context, fields: &mut Fields, name: &str, default: u64| match fields
-        .take_u64(cx, name)
-    {
-        Some((0, span)) => {
-            cx.issue(span, &format!("server.{name}"), "must be at least 1");
-            default
-        }
-        Some((value, _)) => value,
-        None => default,
-    };
-    let max_logins_per_client = positive(cx, &mut fields, "max_logins_per_client", 300);
-    let trusted_proxies = fields
+        .collect()
+}
+
+/// `trusted_proxies`: addresses or networks, each refusal reported where it stands.
+fn trusted_proxies(cx: &mut Context, fields: &mut Fields) -> Vec<crate::proxy::IpNet> {
+    fields
         .take_str_items(cx, "trusted_proxies")
         .unwrap_or_default()
         .into_iter()
@@ -174,32 +221,7 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
                 None
             }
         })
-        .collect();
-    let max_pending_logins = positive(cx, &mut fields, "max_pending_logins", 100_000);
-    let cache_mb = positive(cx, &mut fields, "cache_mb", 16);
-    let session_ttl = match fields.take_u64(cx, "session_ttl_minutes") {
-        Some((0, span)) => {
-            cx.issue(span, "server.session_ttl_minutes", "must be at least 1");
-            Duration::from_secs(8 * 3600)
-        }
-        Some((minutes, _)) => Duration::from_secs(minutes.saturating_mul(60)),
-        None => Duration::from_secs(8 * 3600),
-    };
-    let _ = fields.span;
-    fields.finish(cx);
-    ServerConfig {
-        listen,
-        public_url,
-        database,
-        secret_key_file,
-        previous_secret_key_files,
-        admins,
-        max_logins_per_client,
-        trusted_proxies,
-        max_pending_logins,
-        cache_mb,
-        session_ttl,
-    }
+        .collect()
 }
 
 fn default_listen() -> SocketAddr {
