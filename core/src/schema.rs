@@ -242,144 +242,9 @@ fn entry(name: &str, description: &str, common: &Schema, own: &Schema, open: boo
     entry.to_value()
 }
 
-/// A config held to the composed schema, in tests: no JSON Schema crate just for this.
+/// A config held to the composed schema, in tests.
 #[cfg(test)]
-pub(crate) mod conformance {
-    use super::*;
-
-    /// The problems of `instance` against `schema`: the keywords the composed schema uses
-    /// (`$ref` into `$defs`, `type`, `const`, `enum`, `properties`, `additionalProperties`,
-    /// `required`, `items`, `anyOf`, `oneOf`, `minimum`), enough to hold a config to it.
-    pub(crate) fn problems(
-        root: &Value,
-        schema: &Value,
-        instance: &Value,
-        at: &str,
-    ) -> Vec<String> {
-        let Some(schema) = schema.as_object() else {
-            return match schema {
-                Value::Bool(false) => vec![format!("{at}: not allowed")],
-                _ => Vec::new(),
-            };
-        };
-        let mut found = Vec::new();
-        if let Some(Value::String(reference)) = schema.get("$ref") {
-            let name = reference.trim_start_matches("#/$defs/");
-            let target = &root["$defs"][name];
-            assert!(target.is_object(), "dangling {reference}");
-            found.extend(problems(root, target, instance, at));
-        }
-        if let Some(types) = schema.get("type") {
-            let types: Vec<&str> = match types {
-                Value::Array(types) => types.iter().filter_map(Value::as_str).collect(),
-                other => other.as_str().into_iter().collect(),
-            };
-            let is = |name: &str| match name {
-                "null" => instance.is_null(),
-                "boolean" => instance.is_boolean(),
-                "integer" => instance.is_i64() || instance.is_u64(),
-                "number" => instance.is_number(),
-                "string" => instance.is_string(),
-                "array" => instance.is_array(),
-                "object" => instance.is_object(),
-                _ => false,
-            };
-            if !types.iter().any(|name| is(name)) {
-                found.push(format!("{at}: expected {}", types.join(" or ")));
-                return found;
-            }
-        }
-        if let Some(constant) = schema.get("const") {
-            if constant != instance {
-                found.push(format!("{at}: expected {constant}"));
-            }
-        }
-        if let Some(Value::Array(allowed)) = schema.get("enum") {
-            if !allowed.contains(instance) {
-                found.push(format!("{at}: expected one of {allowed:?}"));
-            }
-        }
-        if let (Some(minimum), Some(number)) = (
-            schema.get("minimum").and_then(Value::as_f64),
-            instance.as_f64(),
-        ) {
-            if number < minimum {
-                found.push(format!("{at}: below {minimum}"));
-            }
-        }
-        if let Some(object) = instance.as_object() {
-            let declared = schema.get("properties").and_then(Value::as_object);
-            for (key, value) in object {
-                let path = format!("{at}.{key}");
-                match (
-                    declared.and_then(|d| d.get(key)),
-                    schema.get("additionalProperties"),
-                ) {
-                    (Some(property), _) => found.extend(problems(root, property, value, &path)),
-                    (None, Some(rest)) => found.extend(problems(root, rest, value, &path)),
-                    (None, None) => {}
-                }
-            }
-            for key in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if !key.as_str().is_some_and(|key| object.contains_key(key)) {
-                    found.push(format!("{at}: missing {key}"));
-                }
-            }
-        }
-        if let (Some(items), Some(array)) = (schema.get("items"), instance.as_array()) {
-            for (i, item) in array.iter().enumerate() {
-                found.extend(problems(root, items, item, &format!("{at}[{i}]")));
-            }
-        }
-        if let Some(Value::Array(any)) = schema.get("anyOf") {
-            let each: Vec<Vec<String>> = any
-                .iter()
-                .map(|s| problems(root, s, instance, at))
-                .collect();
-            if !each.iter().any(Vec::is_empty) {
-                found.extend(each.into_iter().flatten());
-            }
-        }
-        if let Some(Value::Array(one)) = schema.get("oneOf") {
-            let each: Vec<Vec<String>> = one
-                .iter()
-                .map(|s| problems(root, s, instance, at))
-                .collect();
-            match each.iter().filter(|p| p.is_empty()).count() {
-                1 => {}
-                0 => {
-                    // Report the variant of the entry's own `kind`, not every variant's misfit.
-                    let kind = instance.get("kind").cloned().unwrap_or(Value::Null);
-                    let own = one
-                        .iter()
-                        .position(|s| s["properties"]["kind"]["const"] == kind);
-                    match own {
-                        Some(i) => found.extend(each[i].iter().cloned()),
-                        None => found.push(format!("{at}: no variant for kind {kind}")),
-                    }
-                }
-                n => found.push(format!("{at}: {n} variants match")),
-            }
-        }
-        found
-    }
-
-    /// The problems of a config text against the schema of the built-in kinds.
-    pub(crate) fn check(text: &str) -> Vec<String> {
-        let root = schema(&Registry::builtin()).to_value();
-        let table: toml::Table = match text.parse() {
-            Ok(table) => table,
-            Err(err) => return vec![format!("not TOML: {err}")],
-        };
-        let instance = serde_json::to_value(table).unwrap_or_default();
-        problems(&root, &root, &instance, "")
-    }
-}
+pub(crate) mod conformance;
 
 #[cfg(test)]
 mod tests {
@@ -571,9 +436,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parser_and_schema_agree_on_a_config_using_every_key() {
-        let text = r#"
+    /// A config that uses every key: of [server], every common key (in one entry or another),
+    /// and the own settings of each kind that has some.
+    const EVERY_KEY: &str = r#"
 [server]
 listen = "127.0.0.1:9000"
 public_url = "http://127.0.0.1:9000"
@@ -661,6 +526,10 @@ client_id = "c"
 kind = "globus"
 client_id = "c"
 "#;
+
+    #[test]
+    fn parser_and_schema_agree_on_a_config_using_every_key() {
+        let text = EVERY_KEY;
         let found = check(text);
         assert!(found.is_empty(), "schema: {found:#?}");
         let config = crate::config::parse(
