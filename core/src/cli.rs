@@ -151,7 +151,7 @@ fn serve(path: PathBuf) -> ExitCode {
     for idp in &config.unavailable {
         tracing::warn!(idp = %idp.name, reason = %idp.reason, "identity provider unavailable; the others are served");
     }
-    for idp in config.idps.iter().filter(|idp| idp.kind == "dev") {
+    for idp in config.idps.iter().filter(|idp| idp.is_dev()) {
         tracing::warn!(
             idp = %idp.name,
             "THE DEV IDP IS ENABLED: anyone can sign in as anyone. Remove [idps.{}] before real use.",
@@ -248,7 +248,7 @@ fn check_online(config: &config::Config) -> ExitCode {
     };
     let mut failed = 0;
     runtime.block_on(async {
-        for idp_config in config.idps.iter().filter(|idp| idp.kind != "dev") {
+        for idp_config in config.idps.iter().filter(|idp| !idp.is_dev()) {
             let name = idp_config.name.clone();
             let idp = match crate::protocol::Idp::new(idp_config.clone(), config.server.public_url.as_str(), http.clone()) {
                 Ok(idp) => idp,

@@ -10,10 +10,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo,
-    ProviderSettings, VerifiedClaims,
-};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{TimeZone, Utc};
@@ -35,44 +31,12 @@ use sha2::{Digest, Sha256};
 use crate::crypto::random_token;
 use crate::html::escape;
 
-/// The client id authnz uses with its own dev IdP (a public client: PKCE protects the code).
-pub const DEV_CLIENT_ID: &str = "authnz-dev";
+pub use crate::providers::dev::DEV_CLIENT_ID;
 
 const CODE_TTL_SECS: i64 = 60;
 const TOKEN_TTL_SECS: i64 = 300;
 /// Bound on outstanding codes, so a flood cannot grow memory without limit.
 const MAX_GRANTS: usize = 200_000;
-
-/// Factory for `kind = "dev"`.
-pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
-    let errors = settings.unknown_keys(&[]);
-    if errors.is_empty() {
-        Ok(Box::new(DevProvider))
-    } else {
-        Err(errors)
-    }
-}
-
-/// The provider side of the dev IdP: standard claims.
-#[derive(Debug)]
-pub struct DevProvider;
-
-impl IdentityProvider for DevProvider {
-    fn describe(&self) -> ProviderInfo {
-        ProviderInfo {
-            kind: "dev".into(),
-            issuer: None,
-            scopes: vec!["email".into(), "profile".into()],
-            label: "Dev login (anyone, no password)".into(),
-            icon: None,
-            ..Default::default()
-        }
-    }
-
-    fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
-        Ok(standard_identity(claims))
-    }
-}
 
 struct CodeGrant {
     redirect_uri: String,

@@ -14,6 +14,7 @@ pub mod html; // the page frame, escaping, the HTML error page
 pub mod http; // the HTTP surface: routes, cookies, callers, CSRF, middleware
 pub mod metrics; // Prometheus counters
 pub mod protocol; // the OpenID Connect relying party, by phase
+pub mod providers; // the provider kinds built into the core (the dev IdP's)
 pub mod proxy; // who the client is behind trusted reverse proxies
 pub mod registry; // provider kinds: kind name → factory
 pub mod schema; // the JSON Schema of `idps.toml`

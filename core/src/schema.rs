@@ -1,32 +1,40 @@
-//! The file format of `idps.toml` as serde + schemars types: the JSON Schema that editors use
-//! (`authnz schema`, `openapi/idps.schema.json`), with a description and default for every
-//! field and one variant per `kind`, each with its own required settings.
+//! The file format of `idps.toml` as a JSON Schema, for editors (`authnz schema`,
+//! `openapi/idps.schema.json`), with a description and a default for every field it can have.
+//!
+//! `[server]` and the keys every kind takes are stated here as schemars types. Each kind's own
+//! settings come from its descriptor in the [`Registry`], so `[idps.<name>]` is one variant per
+//! registered kind (plus `dylib`) and a new kind needs nothing here.
 //!
 //! The server's parser (`config`) reads the file with spans to report every problem with its
-//! position; these types state the same format for tools. Tests keep the two in step: every
+//! position; the schema states the same format for tools. Tests keep the two in step: every
 //! example config in the repository must satisfy both.
 
 use std::collections::BTreeMap;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use authnz_plugin::Kind;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use crate::registry::{Registry, DYLIB_KIND};
 
 /// An `idps.toml` file.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "authnz idps.toml")]
 pub struct IdpsFile {
     /// The server itself. Read at start; a reload does not change it.
     #[serde(default)]
+    #[schemars(extend("default" = null))]
     pub server: Option<ServerSection>,
     /// One table per identity provider; the name appears in URLs (`/authnz/<name>/login`):
     /// 1-63 lowercase letters, digits, `-` or `_`.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub idps: BTreeMap<String, IdpEntry>,
 }
 
 /// `[server]`.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Address to listen on.
@@ -70,7 +78,7 @@ pub struct ServerSection {
 }
 
 /// What a first login whose verified email belongs to an existing account does.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkExisting {
     /// Refuse (409): sign in with the provider used before.
@@ -82,222 +90,185 @@ pub enum LinkExisting {
     VerifiedEmail,
 }
 
-/// The EGI Check-in instance.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EgiEnvironment {
-    Production,
-    Demo,
-    Development,
+/// The keys every kind takes, besides `kind`; the core reads them before the kind's own.
+#[derive(JsonSchema)]
+pub struct CommonKeys {
+    /// The button text. Default: the kind's name for itself.
+    pub label: Option<String>,
+    /// The button icon: an https URL, a path on this server, or a `data:image/` URL.
+    /// Default: a badge for the kind.
+    pub icon: Option<String>,
+    /// The OAuth client id. `${VAR}` reads the environment (`${VAR:-default}` too); an
+    /// unset variable makes the IdP unavailable instead of failing the config.
+    pub client_id: Option<String>,
+    /// The client secret (or use `client_secret_file`; never both).
+    pub client_secret: Option<String>,
+    /// A file holding the client secret, relative to this file.
+    pub client_secret_file: Option<String>,
+    /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
+    /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
+    pub issuer: Option<String>,
+    /// Scopes besides `openid`. Default: the kind's (usually `email`, `profile`).
+    pub scopes: Option<Vec<String>>,
+    /// Scopes added to the kind's.
+    #[schemars(extend("default" = []))]
+    pub extra_scopes: Option<Vec<String>>,
+    /// The authorize request's `prompt` (`login`, `consent`, `select_account`, ...).
+    pub prompt: Option<String>,
+    /// Accepted ID-token signature algorithms; `none` is never accepted. Default: the
+    /// asymmetric ones the IdP's discovery advertises (RS*, PS*, ES256, ES384, EdDSA),
+    /// RS256 if it lists none; HS* only when listed here.
+    pub id_token_algs: Option<Vec<String>>,
+    /// Also fetch userinfo (its `sub` must match the ID token's).
+    #[schemars(extend("default" = true))]
+    pub userinfo: Option<bool>,
+    /// PKCE with S256.
+    #[schemars(extend("default" = true))]
+    pub pkce: Option<bool>,
+    /// The claim to take the local username from (`email` takes its local part).
+    pub username_claim: Option<String>,
+    /// What a first login whose verified email belongs to an existing account does.
+    #[schemars(extend("default" = "confirm"))]
+    pub link_existing: Option<LinkExisting>,
+    /// Email domains this IdP is authoritative for (needed by `verified_email`).
+    #[schemars(extend("default" = []))]
+    pub trusted_email_domains: Option<Vec<String>>,
+    /// Ask the person to confirm before a first login creates an account.
+    #[schemars(extend("default" = false))]
+    pub require_create_confirmation: Option<bool>,
+    /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens
+    /// (Galaxy's `accepted_audiences`); none: its access tokens are not accepted.
+    #[schemars(extend("default" = []))]
+    pub accepted_audiences: Option<Vec<String>>,
+    /// Issuers this entry had before the provider really moved (same accounts, new
+    /// address): identities linked under one keep signing in. Without it, a login from
+    /// another issuer never matches an identity linked under the old one.
+    #[schemars(extend("default" = []))]
+    pub previous_issuers: Option<Vec<String>>,
+    /// Extra authorize parameters (not those authnz sets itself).
+    #[schemars(extend("default" = {}))]
+    pub authorize_params: Option<BTreeMap<String, String>>,
 }
 
-/// Declares one kind's entry: the keys every kind takes, plus its own.
-macro_rules! idp_kind {
-    ($(#[$attr:meta])* $name:ident { $($(#[$meta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
-        #[derive(Debug, Serialize, Deserialize, JsonSchema)]
-        $(#[$attr])*
-        pub struct $name {
-            /// The button text. Default: the kind's name for itself.
-            pub label: Option<String>,
-            /// The button icon: an https URL, a path on this server, or a `data:image/` URL.
-            /// Default: a badge for the kind.
-            pub icon: Option<String>,
-            /// The OAuth client id. `${VAR}` reads the environment (`${VAR:-default}` too); an
-            /// unset variable makes the IdP unavailable instead of failing the config.
-            pub client_id: Option<String>,
-            /// The client secret (or use `client_secret_file`; never both).
-            pub client_secret: Option<String>,
-            /// A file holding the client secret, relative to this file.
-            pub client_secret_file: Option<String>,
-            /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
-            /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
-            pub issuer: Option<String>,
-            /// Scopes besides `openid`. Default: the kind's (usually `email`, `profile`).
-            pub scopes: Option<Vec<String>>,
-            /// Scopes added to the kind's.
-            #[schemars(extend("default" = []))]
-            pub extra_scopes: Option<Vec<String>>,
-            /// The authorize request's `prompt` (`login`, `consent`, `select_account`, ...).
-            pub prompt: Option<String>,
-            /// Accepted ID-token signature algorithms; `none` is never accepted. Default: the
-            /// asymmetric ones the IdP's discovery advertises (RS*, PS*, ES256, ES384, EdDSA),
-            /// RS256 if it lists none; HS* only when listed here.
-            pub id_token_algs: Option<Vec<String>>,
-            /// Also fetch userinfo (its `sub` must match the ID token's).
-            #[schemars(extend("default" = true))]
-            pub userinfo: Option<bool>,
-            /// PKCE with S256.
-            #[schemars(extend("default" = true))]
-            pub pkce: Option<bool>,
-            /// The claim to take the local username from (`email` takes its local part).
-            pub username_claim: Option<String>,
-            /// What a first login whose verified email belongs to an existing account does.
-            #[schemars(extend("default" = "confirm"))]
-            pub link_existing: Option<LinkExisting>,
-            /// Email domains this IdP is authoritative for (needed by `verified_email`).
-            #[schemars(extend("default" = []))]
-            pub trusted_email_domains: Option<Vec<String>>,
-            /// Ask the person to confirm before a first login creates an account.
-            #[schemars(extend("default" = false))]
-            pub require_create_confirmation: Option<bool>,
-            /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens
-            /// (Galaxy's `accepted_audiences`); none: its access tokens are not accepted.
-            #[schemars(extend("default" = []))]
-            pub accepted_audiences: Option<Vec<String>>,
-            /// Issuers this entry had before the provider really moved (same accounts, new
-            /// address): identities linked under one keep signing in. Without it, a login from
-            /// another issuer never matches an identity linked under the old one.
-            #[schemars(extend("default" = []))]
-            pub previous_issuers: Option<Vec<String>>,
-            /// Extra authorize parameters (not those authnz sets itself).
-            #[schemars(extend("default" = {}))]
-            pub authorize_params: Option<BTreeMap<String, String>>,
-            $($(#[$meta])* pub $field: $ty,)*
-        }
-    };
+/// The settings of `kind = "dylib"`; the library's own settings go to it.
+#[derive(JsonSchema)]
+pub struct DylibSettings {
+    /// The library (`.so`), relative to this file; it must not be writable by every user.
+    pub path: String,
 }
 
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Any OpenID provider, by discovery (`issuer` is required).
-    Oidc {}
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Okta: the org authorization server, or a custom one.
-    Okta {
-        /// The Okta domain, e.g. `organization.okta.com` (no scheme).
-        domain: String,
-        /// A custom authorization server id (`default` or another); absent: the org server.
-        authorization_server: Option<String>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Google.
-    Google {
-        /// A Google Workspace domain: sent as `hd` and enforced on the verified `hd` claim.
-        hosted_domain: Option<String>,
-        /// `offline` (a refresh token) or `online`.
-        #[schemars(extend("default" = "offline"))]
-        access_type: Option<String>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Keycloak: `<url>/realms/<realm>`.
-    Keycloak {
-        /// The Keycloak base URL, e.g. `https://keycloak.example.org`.
-        url: String,
-        /// The realm.
-        realm: String,
-        /// Sent as `kc_idp_hint` (skip Keycloak's own chooser).
-        idp_hint: Option<String>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Microsoft Entra ID (Azure AD); identities keyed by `tid`+`oid`, email never trusted.
-    Entra {
-        /// A tenant GUID, or `common`, `organizations`, `consumers`.
-        tenant: String,
-        /// With a multi-tenant `tenant`: the tenant GUIDs allowed in.
-        allowed_tenants: Option<Vec<String>>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// GitHub (OAuth 2.0; GitHub Enterprise with `url`).
-    Github {
-        /// The web base URL. Default: `https://github.com`.
-        url: Option<String>,
-        /// The API base URL. Default: `https://api.github.com`, or `<url>/api/v3` with `url`.
-        api_url: Option<String>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// CILogon.
-    Cilogon {
-        /// Sent as `idphint`.
-        idp_hint: Option<String>,
-        /// Sent as `selected_idp` and enforced on the verified `idp` claim.
-        allowed_idps: Option<Vec<String>>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// EGI Check-in.
-    EgiCheckin {
-        #[schemars(extend("default" = "production"))]
-        environment: Option<EgiEnvironment>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// Tapis (OAuth 2.0).
-    Tapis {
-        /// The tenant's base URL, e.g. `https://tacc.tapis.io`.
-        url: String,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// A preset with a known issuer and no settings of its own.
-    Preset {}
-);
-idp_kind!(
-    /// A provider loaded from a shared library; its own settings go to it.
-    Dylib {
-        /// The library (`.so`), relative to this file; it must not be writable by every user.
-        path: String,
-        /// The library's own settings.
-        #[serde(flatten)]
-        #[schemars(extend("additionalProperties" = true))]
-        settings: BTreeMap<String, serde_json::Value>,
-    }
-);
-idp_kind!(
-    #[serde(deny_unknown_fields)]
-    /// The development IdP inside authnz: anyone signs in as anyone; loopback only.
-    Dev {}
-);
+/// One `[idps.<name>]` entry, by `kind`: a reference to the `IdpEntry` definition, which
+/// [`schema`] writes from the registry (its variants are not known to a type).
+pub struct IdpEntry;
 
-/// One `[idps.<name>]` entry, by `kind`.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum IdpEntry {
-    Oidc(Oidc),
-    Okta(Okta),
-    Google(Google),
-    Keycloak(Keycloak),
-    Entra(Entra),
-    Github(Github),
-    Globus(Preset),
-    Elixir(Preset),
-    Lifescience(Preset),
-    Cilogon(Cilogon),
-    EgiCheckin(EgiCheckin),
-    Nfdi(Preset),
-    Einfracz(Preset),
-    Tapis(Tapis),
-    Dylib(Dylib),
-    Dev(Dev),
+impl JsonSchema for IdpEntry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IdpEntry".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        Schema::new_ref("#/$defs/IdpEntry".to_string())
+    }
 }
 
-/// The JSON Schema of `idps.toml`, pretty-printed.
+/// The description of the `dylib` variant.
+const DYLIB_DESCRIPTION: &str =
+    "A provider loaded from a shared library; its own settings go to it.";
+
+/// The JSON Schema of `idps.toml` with the built-in kinds, pretty-printed.
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(IdpsFile);
-    serde_json::to_string_pretty(&schema).unwrap_or_default()
+    serde_json::to_string_pretty(&schema(&Registry::builtin())).unwrap_or_default()
 }
+
+/// The JSON Schema of `idps.toml` with the kinds of `registry`.
+pub fn schema(registry: &Registry) -> Schema {
+    let mut generator = SchemaGenerator::default();
+    let common = CommonKeys::json_schema(&mut generator);
+    let mut variants = Vec::new();
+    for name in registry.kinds() {
+        let variant = match registry.descriptors().find(|kind| kind.name == name) {
+            Some(kind) => variant(kind, &common, &mut generator),
+            None if name == DYLIB_KIND => {
+                let own = DylibSettings::json_schema(&mut generator);
+                entry(DYLIB_KIND, DYLIB_DESCRIPTION, &common, &own, true)
+            }
+            None => continue,
+        };
+        variants.push(variant);
+    }
+    generator.definitions_mut().insert(
+        "IdpEntry".into(),
+        json!({
+            "description": "One `[idps.<name>]` entry, by `kind`.",
+            "oneOf": variants,
+        }),
+    );
+    generator.into_root_schema_for::<IdpsFile>()
+}
+
+/// The variant of one registered kind.
+fn variant(kind: &Kind, common: &Schema, generator: &mut SchemaGenerator) -> Value {
+    let own = (kind.settings_schema)(generator);
+    entry(kind.name, kind.description, common, &own, false)
+}
+
+/// An entry of kind `name`: `kind`, the common keys and the kind's own (`own`'s properties and
+/// required keys); `open`: other keys allowed too (they go to a library).
+fn entry(name: &str, description: &str, common: &Schema, own: &Schema, open: bool) -> Value {
+    let mut properties = Map::new();
+    properties.insert("kind".into(), json!({"type": "string", "const": name}));
+    for schema in [common, own] {
+        if let Some(declared) = schema.get("properties").and_then(Value::as_object) {
+            properties.extend(declared.clone());
+        }
+    }
+    let mut required = vec![json!("kind")];
+    if let Some(Value::Array(own_required)) = own.get("required") {
+        required.extend(own_required.iter().cloned());
+    }
+    let mut entry = json_schema!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": open,
+    });
+    if !description.is_empty() {
+        entry.insert("description".into(), description.into());
+    }
+    entry.to_value()
+}
+
+/// A config held to the composed schema, in tests.
+#[cfg(test)]
+pub(crate) mod conformance;
 
 #[cfg(test)]
 mod tests {
+    use super::conformance::check;
     use super::*;
     use crate::registry::Registry;
 
     fn schema_path() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/idps.schema.json")
+    }
+
+    /// The variant of `kind` in the composed schema.
+    fn variant_of(root: &Value, kind: &str) -> Value {
+        let variants = root["$defs"]["IdpEntry"]["oneOf"].as_array().cloned();
+        let found = variants
+            .into_iter()
+            .flatten()
+            .find(|variant| variant["properties"]["kind"]["const"] == kind);
+        found.unwrap_or_default()
+    }
+
+    fn keys(schema: &Value) -> Vec<String> {
+        let properties = schema["properties"].as_object().into_iter().flatten();
+        properties.map(|(key, _)| key.clone()).collect()
     }
 
     #[test]
@@ -311,21 +282,99 @@ mod tests {
 
     #[test]
     fn every_kind_of_the_registry_is_in_the_schema() {
-        let schema = json_schema();
-        for kind in Registry::builtin().kinds() {
-            assert!(
-                schema.contains(&format!("\"const\": \"{kind}\"")),
-                "kind {kind} missing from the schema"
+        let root = schema(&Registry::builtin()).to_value();
+        let variants = root["$defs"]["IdpEntry"]["oneOf"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let consts: Vec<&str> = variants
+            .iter()
+            .filter_map(|variant| variant["properties"]["kind"]["const"].as_str())
+            .collect();
+        assert_eq!(
+            consts,
+            Registry::builtin().kinds(),
+            "one variant per kind, in order"
+        );
+        for variant in &variants {
+            let kind = &variant["properties"]["kind"]["const"];
+            assert!(variant["description"].is_string(), "{kind}: no description");
+            assert_eq!(
+                variant["additionalProperties"],
+                kind == DYLIB_KIND,
+                "{kind}"
             );
+            for (key, property) in variant["properties"].as_object().into_iter().flatten() {
+                assert!(
+                    key == "kind" || property["description"].is_string(),
+                    "{kind}.{key}: no description"
+                );
+            }
         }
     }
 
     #[test]
-    fn the_default_config_satisfies_the_schema_types() {
+    fn kinds_take_the_common_keys_and_redeclare_none() {
+        let root = schema(&Registry::builtin()).to_value();
+        let common = keys(&CommonKeys::json_schema(&mut SchemaGenerator::default()).to_value());
+        let registry = Registry::builtin();
+        for kind in registry.descriptors() {
+            let own = keys(&(kind.settings_schema)(&mut SchemaGenerator::default()).to_value());
+            assert!(
+                own.iter().all(|key| !common.contains(key) && key != "kind"),
+                "{}: {own:?} redeclares a key the core reads",
+                kind.name
+            );
+            let all = keys(&variant_of(&root, kind.name));
+            assert_eq!(all.len(), 1 + common.len() + own.len(), "{}", kind.name);
+        }
+    }
+
+    /// Each factory refuses the keys its schema does not declare and takes those it does: the
+    /// "this kind knows" list of an unknown key is the schema's list.
+    #[test]
+    fn factories_take_exactly_the_keys_their_schema_declares() {
+        let registry = Registry::builtin();
+        for kind in registry.descriptors() {
+            let mut declared =
+                keys(&(kind.settings_schema)(&mut SchemaGenerator::default()).to_value());
+            declared.sort();
+            let mut settings = authnz_plugin::TomlTable::new();
+            settings.insert("qqqqqqqqqqqq".into(), "x".into());
+            let errors = (kind.factory)(&authnz_plugin::ProviderSettings {
+                name: "x".into(),
+                settings,
+            })
+            .err()
+            .unwrap_or_default();
+            let unknown = errors.iter().find(|error| error.key == "qqqqqqqqqqqq");
+            let message = unknown
+                .map(|error| error.message.as_str())
+                .unwrap_or_default();
+            let mut known: Vec<String> =
+                match message.strip_prefix("unknown key (this kind knows: ") {
+                    Some(list) => list
+                        .trim_end_matches(')')
+                        .split(", ")
+                        .map(str::to_string)
+                        .collect(),
+                    None if message == "unknown key (this kind takes no settings of its own)" => {
+                        Vec::new()
+                    }
+                    None => panic!("{}: {message:?}", kind.name),
+                };
+            known.sort();
+            assert_eq!(known, declared, "{}", kind.name);
+        }
+    }
+
+    #[test]
+    fn the_default_config_satisfies_the_schema() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../idps.toml");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let parsed: Result<IdpsFile, _> = toml::from_str(&text);
-        assert!(parsed.is_ok(), "{parsed:?}");
+        assert!(text.contains("[idps."), "read {}", path.display());
+        let found = check(&text);
+        assert!(found.is_empty(), "{found:#?}");
         assert!(
             text.starts_with("#:schema ./openapi/idps.schema.json"),
             "taplo finds the schema"
@@ -333,8 +382,63 @@ mod tests {
     }
 
     #[test]
-    fn parser_and_schema_agree_on_a_config_using_every_key() {
-        let text = r#"
+    fn the_schema_refuses_what_the_parser_refuses() {
+        let parse = |text: &str| {
+            crate::config::parse(
+                std::path::Path::new("x.toml"),
+                text,
+                &Registry::builtin(),
+                &|_| None,
+            )
+        };
+        let okta = "[idps.okta]\nkind = \"okta\"\ndomain = \"o.okta.com\"\nclient_id = \"c\"\n";
+        assert!(check(okta).is_empty() && parse(okta).is_ok());
+        for (bad, want) in [
+            (
+                okta.replace("domain", "domian"),
+                ".idps.okta: missing \"domain\"",
+            ),
+            (
+                okta.replace("\"okta\"\n", "\"otka\"\n"),
+                ".idps.okta: no variant for kind \"otka\"",
+            ),
+            (
+                format!("{okta}userinfo = \"yes\"\n"),
+                ".idps.okta.userinfo: expected boolean or null",
+            ),
+            (
+                format!("{okta}link_existing = \"always\"\n"),
+                ".idps.okta.link_existing: expected",
+            ),
+            (
+                format!("[server]\ncache_mb = 0\n{okta}"),
+                ".server.cache_mb: below 1",
+            ),
+            (
+                format!("[server]\ncolour = 1\n{okta}"),
+                ".server.colour: not allowed",
+            ),
+            (
+                format!("{okta}[idps.okta.authorize_params]\nx = 1\n"),
+                ".idps.okta.authorize_params.x: expected string",
+            ),
+            (
+                "[idps.d]\nkind = \"dylib\"\nclient_id = \"c\"\n".to_string(),
+                ".idps.d: missing \"path\"",
+            ),
+        ] {
+            let found = check(&bad);
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "{bad}: {found:#?}"
+            );
+            assert!(parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A config that uses every key: of [server], every common key (in one entry or another),
+    /// and the own settings of each kind that has some.
+    const EVERY_KEY: &str = r#"
 [server]
 listen = "127.0.0.1:9000"
 public_url = "http://127.0.0.1:9000"
@@ -375,6 +479,7 @@ kind = "okta"
 domain = "o.okta.com"
 authorization_server = "default"
 client_id = "c"
+client_secret_file = "secrets/okta"
 
 [idps.google]
 kind = "google"
@@ -421,8 +526,12 @@ client_id = "c"
 kind = "globus"
 client_id = "c"
 "#;
-        let parsed: Result<IdpsFile, _> = toml::from_str(text);
-        assert!(parsed.is_ok(), "schema types: {parsed:?}");
+
+    #[test]
+    fn parser_and_schema_agree_on_a_config_using_every_key() {
+        let text = EVERY_KEY;
+        let found = check(text);
+        assert!(found.is_empty(), "schema: {found:#?}");
         let config = crate::config::parse(
             std::path::Path::new("all.toml"),
             text,
@@ -434,9 +543,49 @@ client_id = "c"
             "parser: {}",
             config.err().map(|e| e.to_string()).unwrap_or_default()
         );
+        // It does use every key: of [server], every common key (in one entry or another), and
+        // each kind's own settings (every kind that has some has an entry here).
+        let file: toml::Table = text.parse().unwrap_or_default();
+        let root = schema(&Registry::builtin()).to_value();
+        let server = file.get("server").and_then(toml::Value::as_table);
+        for key in keys(&root["$defs"]["ServerSection"]) {
+            assert!(
+                server.is_some_and(|s| s.contains_key(&key)),
+                "[server] {key} unused"
+            );
+        }
+        let idps = file
+            .get("idps")
+            .and_then(toml::Value::as_table)
+            .cloned()
+            .unwrap_or_default();
+        let entries: Vec<&toml::Table> = idps.values().filter_map(toml::Value::as_table).collect();
+        for key in keys(&CommonKeys::json_schema(&mut SchemaGenerator::default()).to_value()) {
+            assert!(
+                entries.iter().any(|e| e.contains_key(&key)),
+                "common key {key} unused"
+            );
+        }
+        for kind in Registry::builtin().descriptors() {
+            let own = keys(&(kind.settings_schema)(&mut SchemaGenerator::default()).to_value());
+            if own.is_empty() {
+                continue;
+            }
+            let entry = idps
+                .values()
+                .filter_map(toml::Value::as_table)
+                .find(|entry| entry.get("kind").and_then(toml::Value::as_str) == Some(kind.name));
+            for key in own {
+                assert!(
+                    entry.is_some_and(|e| e.contains_key(&key)),
+                    "kind {} {key} unused",
+                    kind.name
+                );
+            }
+        }
         // And both refuse the same misspelling.
         let typo = text.replace("hosted_domain", "hosted_domian");
-        assert!(toml::from_str::<IdpsFile>(&typo).is_err());
+        assert!(!check(&typo).is_empty());
         assert!(crate::config::parse(
             std::path::Path::new("all.toml"),
             &typo,

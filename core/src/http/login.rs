@@ -243,7 +243,7 @@ pub async fn start_login(
     let idp = generation.idp(idp_name).ok_or_else(|| {
         FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
     })?;
-    if idp.config.kind == "dev" {
+    if idp.config.is_dev() {
         check_loopback_client(app, req)?;
     }
     let next = safe_next(app, next);
@@ -325,7 +325,7 @@ pub(crate) async fn callback_flow(
         .ok_or_else(|| {
             FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
         })?;
-    if idp.config.kind == "dev" {
+    if idp.config.is_dev() {
         check_loopback_client(app, req)?;
     }
     let now = app.clock.now();

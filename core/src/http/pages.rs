@@ -146,16 +146,7 @@ pub(crate) fn icon(kind: &str, configured: Option<&str>, label: &str) -> String 
             escape(url)
         );
     }
-    let color = match kind {
-        "google" => "#4285f4",
-        "okta" => "#007dc1",
-        "keycloak" => "#4d4d4d",
-        "entra" => "#0078d4",
-        "github" => "#24292f",
-        "dev" => "#8a5a00",
-        "dylib" => "#6b8e23",
-        _ => "#5f6368",
-    };
+    let color = crate::registry::badge_colour(kind);
     let initial: String = label
         .chars()
         .find(|c| c.is_alphanumeric())

@@ -94,7 +94,7 @@ impl Generation {
     fn dev_redirects(&self) -> Vec<String> {
         self.idps
             .iter()
-            .filter(|idp| idp.config.kind == "dev")
+            .filter(|idp| idp.config.is_dev())
             .map(|idp| idp.redirect_uri.clone())
             .collect()
     }

@@ -12,10 +12,30 @@
 //! `https://login.microsoftonline.com/{tenantid}/v2.0`; the core checks each ID token's `iss`
 //! against it with the token's own `tid`, and `allowed_tenants` narrows who may sign in.
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo, ProviderSettings,
-    TomlValue, VerifiedClaims,
+    is_guid, ConfigError, IdentityProvider, Kind, MapError, MappedIdentity, ProviderInfo,
+    ProviderSettings, TomlValue, VerifiedClaims,
 };
+
+/// `kind = "entra"`.
+pub const KIND: Kind = Kind::new("entra", factory)
+    .described(
+        "Microsoft Entra ID (Azure AD); identities keyed by `tid`+`oid`, email never trusted.",
+    )
+    .with_settings::<EntraSettings>()
+    .badge("#0078d4");
+
+/// The settings of `entra`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct EntraSettings {
+    /// A tenant GUID, or `common`, `organizations`, `consumers`.
+    pub tenant: String,
+    /// With a multi-tenant `tenant`: the tenant GUIDs allowed in.
+    pub allowed_tenants: Option<Vec<String>>,
+}
 
 /// The tenant of personal Microsoft accounts: what `consumers` stands for in `tid` and `iss`.
 pub const CONSUMERS_TENANT_ID: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
@@ -111,16 +131,6 @@ fn allowed_tenants(settings: &ProviderSettings, errors: &mut Vec<ConfigError>) -
             Vec::new()
         }
     }
-}
-
-/// `8-4-4-4-12` hexadecimal digits, the shape of every Entra tenant and object id.
-fn is_guid(value: &str) -> bool {
-    let groups: Vec<&str> = value.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(group, len)| group.len() == len && group.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl IdentityProvider for EntraProvider {
@@ -258,6 +268,10 @@ mod tests {
         for (text, want) in cases {
             match (build(&text), want) {
                 (Ok(provider), Ok((issuer, template))) => {
+                    // The settings type states what the factory accepts.
+                    let read = authnz_plugin::TomlValue::Table(text.parse().unwrap())
+                        .try_into::<EntraSettings>();
+                    assert!(read.is_ok(), "{text}: {read:?}");
                     let info = provider.describe();
                     assert_eq!(info.issuer.as_deref(), Some(issuer), "{text}");
                     assert_eq!(info.issuer_template.as_deref(), template, "{text}");

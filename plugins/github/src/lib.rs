@@ -11,10 +11,28 @@
 //! token endpoint for JSON (`Accept: application/json`; GitHub answers form-encoded otherwise)
 //! and send a `User-Agent` on API calls (GitHub's API refuses requests without one).
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    base_url, ApiCall, ConfigError, IdentityProvider, JsonValue, MapError, MappedIdentity,
+    ApiCall, ConfigError, IdentityProvider, JsonValue, Kind, MapError, MappedIdentity,
     OAuth2Endpoints, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
+
+/// `kind = "github"`.
+pub const KIND: Kind = Kind::new("github", factory)
+    .described("GitHub (OAuth 2.0; GitHub Enterprise with `url`).")
+    .with_settings::<GitHubSettings>()
+    .badge("#24292f");
+
+/// The settings of `github`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct GitHubSettings {
+    /// The web base URL. Default: `https://github.com`.
+    pub url: Option<String>,
+    /// The API base URL. Default: `https://api.github.com`, or `<url>/api/v3` with `url`.
+    pub api_url: Option<String>,
+}
 
 /// The web base of github.com.
 pub const GITHUB_URL: &str = "https://github.com";
@@ -35,14 +53,8 @@ pub struct GitHubProvider {
 /// GitHub Enterprise Server layout, so that an Enterprise token is never sent to github.com).
 pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
     let mut errors = settings.unknown_keys(&["url", "api_url"]);
-    let mut setting_url = |key: &str| {
-        let raw = settings.optional_str(key, &mut errors)?;
-        base_url(&raw)
-            .map_err(|message| errors.push(ConfigError::new(key, message)))
-            .ok()
-    };
-    let url = setting_url("url");
-    let api_url = setting_url("api_url");
+    let url = settings.optional_base_url("url", &mut errors);
+    let api_url = settings.optional_base_url("api_url", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -175,6 +187,10 @@ mod tests {
         for (text, want) in cases {
             match (build(text), want) {
                 (Ok(provider), Ok((url, api))) => {
+                    // The settings type states what the factory accepts.
+                    let read = authnz_plugin::TomlValue::Table(text.parse().unwrap())
+                        .try_into::<GitHubSettings>();
+                    assert!(read.is_ok(), "{text}: {read:?}");
                     let info = provider.describe();
                     assert_eq!(info.issuer.as_deref(), Some(url), "{text}");
                     let endpoints = info.oauth2.unwrap();

@@ -5,10 +5,29 @@
 //! is therefore *enforced* on the verified ID token's `hd` claim, which Google sets only for
 //! Workspace accounts (never for gmail.com), so a consumer account is denied too.
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, LoginContext, MapError, MappedIdentity,
-    ProviderInfo, ProviderSettings, VerifiedClaims,
+    is_host_name, standard_identity, ConfigError, IdentityProvider, Kind, LoginContext, MapError,
+    MappedIdentity, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
+
+/// `kind = "google"`.
+pub const KIND: Kind = Kind::new("google", factory)
+    .described("Google accounts, optionally of one Google Workspace domain.")
+    .with_settings::<GoogleSettings>()
+    .badge("#4285f4");
+
+/// The settings of `google`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct GoogleSettings {
+    /// A Google Workspace domain: sent as `hd` and enforced on the verified `hd` claim.
+    pub hosted_domain: Option<String>,
+    /// `offline` (a refresh token) or `online`.
+    #[schemars(extend("default" = "offline"))]
+    pub access_type: Option<String>,
+}
 
 /// Google's issuer, as its discovery document and ID tokens name it.
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
@@ -52,15 +71,7 @@ pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>,
 
 /// `value` if it is a bare DNS domain (`example.org`), lower-cased.
 fn host_name(value: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
-    let is_label = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if value.len() <= 253 && value.split('.').all(is_label) {
+    if is_host_name(value) {
         Some(value.to_ascii_lowercase())
     } else {
         errors.push(ConfigError::new(
@@ -159,6 +170,10 @@ mod tests {
         for (text, want) in cases {
             match (build(text), want) {
                 (Ok(provider), Ok(params)) => {
+                    // The settings type states what the factory accepts.
+                    let read = authnz_plugin::TomlValue::Table(text.parse().unwrap())
+                        .try_into::<GoogleSettings>();
+                    assert!(read.is_ok(), "{text}: {read:?}");
                     let found = provider.authorize_params(&ctx());
                     let found: Vec<(&str, &str)> = found
                         .iter()

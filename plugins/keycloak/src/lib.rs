@@ -5,10 +5,30 @@
 //! sends the person straight to one of the realm's brokered IdPs. Group membership comes from
 //! a `groups` claim, which Keycloak emits when the client has a "Group Membership" mapper.
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    base_url, standard_identity, ConfigError, IdentityProvider, JsonValue, LoginContext, MapError,
+    standard_identity, ConfigError, IdentityProvider, JsonValue, Kind, LoginContext, MapError,
     MappedIdentity, ProviderInfo, ProviderSettings, VerifiedClaims,
 };
+
+/// `kind = "keycloak"`.
+pub const KIND: Kind = Kind::new("keycloak", factory)
+    .described("Keycloak: `<url>/realms/<realm>`.")
+    .with_settings::<KeycloakSettings>()
+    .badge("#4d4d4d");
+
+/// The settings of `keycloak`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct KeycloakSettings {
+    /// The Keycloak base URL, e.g. `https://keycloak.example.org`.
+    pub url: String,
+    /// The realm.
+    pub realm: String,
+    /// Sent as `kc_idp_hint` (skip Keycloak's own chooser).
+    pub idp_hint: Option<String>,
+}
 
 /// The `keycloak` kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,19 +42,16 @@ pub struct KeycloakProvider {
 pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>, Vec<ConfigError>> {
     let mut errors = settings.unknown_keys(&["url", "realm", "idp_hint"]);
     let url = settings
-        .required_str("url", &mut errors)
-        .and_then(|url| match base_url(&url) {
-            Ok(url) if url.contains("/realms/") => {
+        .required_base_url("url", &mut errors)
+        .and_then(|url| {
+            if url.contains("/realms/") {
                 errors.push(ConfigError::new(
                     "url",
                     "give the server's base URL without /realms/...; the realm goes in realm = \"...\"",
                 ));
                 None
-            }
-            Ok(url) => Some(url),
-            Err(message) => {
-                errors.push(ConfigError::new("url", message));
-                None
+            } else {
+                Some(url)
             }
         });
     let realm = settings
@@ -188,6 +205,10 @@ mod tests {
         for (text, want) in cases {
             match (build(text), want) {
                 (Ok(provider), Ok((issuer, hint))) => {
+                    // The settings type states what the factory accepts.
+                    let read = authnz_plugin::TomlValue::Table(text.parse().unwrap())
+                        .try_into::<KeycloakSettings>();
+                    assert!(read.is_ok(), "{text}: {read:?}");
                     assert_eq!(
                         provider.describe().issuer.as_deref(),
                         Some(issuer),

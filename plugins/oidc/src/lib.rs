@@ -3,9 +3,13 @@
 //! It needs nothing but the `issuer` (a core key) and maps the standard claims.
 
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo,
+    standard_identity, ConfigError, IdentityProvider, Kind, MapError, MappedIdentity, ProviderInfo,
     ProviderSettings, VerifiedClaims,
 };
+
+/// `kind = "oidc"`: no settings of its own.
+pub const KIND: Kind = Kind::new("oidc", factory)
+    .described("Any OpenID provider, by discovery (`issuer` is required).");
 
 /// The `oidc` kind.
 #[derive(Debug, Default)]

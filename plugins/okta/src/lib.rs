@@ -5,10 +5,28 @@
 //! Tokens of one are not valid at the other, so the issuer must name the server the app is
 //! registered with; `authorization_server` chooses it. The claims are the standard ones.
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    standard_identity, ConfigError, IdentityProvider, MapError, MappedIdentity, ProviderInfo,
-    ProviderSettings, VerifiedClaims,
+    is_host_name, standard_identity, ConfigError, IdentityProvider, Kind, MapError, MappedIdentity,
+    ProviderInfo, ProviderSettings, VerifiedClaims,
 };
+
+/// `kind = "okta"`.
+pub const KIND: Kind = Kind::new("okta", factory)
+    .described("Okta: the org authorization server, or a custom one.")
+    .with_settings::<OktaSettings>()
+    .badge("#007dc1");
+
+/// The settings of `okta`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct OktaSettings {
+    /// The Okta domain, e.g. `organization.okta.com` (no scheme).
+    pub domain: String,
+    /// A custom authorization server id (`default` or another); absent: the org server.
+    pub authorization_server: Option<String>,
+}
 
 /// The `okta` kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +60,7 @@ pub fn factory(settings: &ProviderSettings) -> Result<Box<dyn IdentityProvider>,
 
 /// `value` if it is a bare DNS host name (no scheme, port or path), lower-cased.
 fn host_name(key: &str, value: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
-    let is_label = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if value.len() <= 253 && value.split('.').all(is_label) {
+    if is_host_name(value) {
         Some(value.to_ascii_lowercase())
     } else {
         errors.push(ConfigError::new(
@@ -145,6 +155,10 @@ mod tests {
         for (text, want) in cases {
             match (build(text), want) {
                 (Ok(provider), Ok(issuer)) => {
+                    // The settings type states what the factory accepts.
+                    let read = authnz_plugin::TomlValue::Table(text.parse().unwrap())
+                        .try_into::<OktaSettings>();
+                    assert!(read.is_ok(), "{text}: {read:?}");
                     assert_eq!(
                         provider.describe().issuer.as_deref(),
                         Some(issuer),

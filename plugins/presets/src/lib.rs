@@ -5,29 +5,35 @@
 //! source. `issuer = "..."` in the config still overrides the issuer (a test or staging
 //! instance). `tapis` is plain OAuth 2.0 and needs the tenant's URL.
 //!
-//! [`Factory`] is a plain fn pointer, so each kind is its own fn; [`kinds`] lists them.
+//! A preset is one block: its [`Kind`] (name, description, settings type), its factory and,
+//! when it maps claims its own way, its mapping; [`KINDS`] lists them. The core registers
+//! [`KINDS`] and composes the config schema from them, so a new preset is written here alone.
 
+use authnz_plugin::schemars::{self, JsonSchema};
+use authnz_plugin::serde::Deserialize;
 use authnz_plugin::{
-    base_url, standard_identity, ApiCall, ConfigError, Factory, IdentityProvider, JsonValue,
-    LoginContext, MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings,
-    TokenAnswer, TomlValue, VerifiedClaims,
+    standard_identity, ApiCall, ConfigError, IdentityProvider, JsonValue, Kind, LoginContext,
+    MapError, MappedIdentity, OAuth2Endpoints, ProviderInfo, ProviderSettings, TokenAnswer,
+    TomlValue, VerifiedClaims,
 };
 
-/// Every preset kind with its factory, sorted by kind.
-pub fn kinds() -> Vec<(&'static str, Factory)> {
-    vec![
-        ("cilogon", cilogon),
-        ("egi_checkin", egi_checkin),
-        ("einfracz", einfracz),
-        ("elixir", elixir),
-        ("globus", globus),
-        ("lifescience", lifescience),
-        ("nfdi", nfdi),
-        ("tapis", tapis),
-    ]
-}
+/// Every preset kind, sorted by name.
+pub const KINDS: &[Kind] = &[
+    CILOGON,
+    EGI_CHECKIN,
+    EINFRACZ,
+    ELIXIR,
+    GLOBUS,
+    LIFESCIENCE,
+    NFDI,
+    ORCID,
+    TAPIS,
+];
 
 type Built = Result<Box<dyn IdentityProvider>, Vec<ConfigError>>;
+
+/// `kind = "globus"`.
+pub const GLOBUS: Kind = Kind::new("globus", globus).described("Globus Auth.");
 
 /// Globus Auth. Source: docs.globus.org (Globus Auth API); Galaxy uses social-core's
 /// `GlobusOpenIdConnect`. Quirk: `preferred_username` is an identity such as
@@ -35,16 +41,39 @@ type Built = Result<Box<dyn IdentityProvider>, Vec<ConfigError>>;
 /// (social-core does the same). The key stays `sub`, so two `jdoe`s remain two people.
 pub fn globus(settings: &ProviderSettings) -> Built {
     let info = openid("globus", "Globus", "https://auth.globus.org");
-    preset(settings, &[], info, Vec::new(), Mapping::Globus)
+    preset(
+        settings,
+        &[],
+        info,
+        Vec::new(),
+        Mapping::Claims(globus_identity),
+    )
 }
+
+/// Standard, the username cut at `@`.
+fn globus_identity(claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+    let mut identity = standard_identity(claims);
+    if let Some(name) = claims.str("preferred_username") {
+        let local = name.split('@').next().unwrap_or(name);
+        identity.username = Some(local.to_string()).filter(|l| !l.is_empty());
+    }
+    Ok(identity)
+}
+
+/// `kind = "elixir"`.
+pub const ELIXIR: Kind = Kind::new("elixir", elixir).described("ELIXIR AAI.");
 
 /// ELIXIR AAI (MITREid-based, hence the trailing slash in its issuer). Source: Galaxy's sample
 /// `Elixir` provider and social-core's `ElixirOpenIdConnect`. ELIXIR's login has since moved
 /// into LifeScience Login; if this issuer stops answering, use `lifescience`.
 pub fn elixir(settings: &ProviderSettings) -> Built {
     let info = openid("elixir", "ELIXIR", "https://login.elixir-czech.org/oidc/");
-    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+    preset(settings, &[], info, Vec::new(), Mapping::STANDARD)
 }
+
+/// `kind = "lifescience"`.
+pub const LIFESCIENCE: Kind = Kind::new("lifescience", lifescience)
+    .described("LifeScience Login (LS AAI), the life-science research infrastructures' AAI.");
 
 /// LifeScience Login (LS AAI), the life-science research infrastructures' AAI. Source:
 /// lifescience-ri.eu (LS Login service documentation); the issuer keeps its trailing slash.
@@ -54,22 +83,93 @@ pub fn lifescience(settings: &ProviderSettings) -> Built {
         "LifeScience Login",
         "https://login.aai.lifescience-ri.eu/oidc/",
     );
-    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+    preset(settings, &[], info, Vec::new(), Mapping::STANDARD)
 }
+
+/// `kind = "nfdi"`.
+pub const NFDI: Kind = Kind::new("nfdi", nfdi)
+    .described("NFDI-AAI's Infrastructure Proxy, run by DFN for Germany's NFDI consortia.");
 
 /// NFDI-AAI's Infrastructure Proxy, run by DFN for Germany's NFDI consortia. Source:
 /// doc.nfdi-aai.de. (Community AAIs of NFDI such as Academic ID have their own issuers: use
 /// `oidc` for those.)
 pub fn nfdi(settings: &ProviderSettings) -> Built {
     let info = openid("nfdi", "NFDI", "https://infraproxy.nfdi-aai.dfn.de");
-    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+    preset(settings, &[], info, Vec::new(), Mapping::STANDARD)
 }
+
+/// `kind = "einfracz"`.
+pub const EINFRACZ: Kind = Kind::new("einfracz", einfracz)
+    .described("e-INFRA CZ, the Czech research e-infrastructure login.");
 
 /// e-INFRA CZ, the Czech research e-infrastructure login (Perun-based proxy). Source:
 /// docs.e-infra.cz; the issuer keeps its trailing slash.
 pub fn einfracz(settings: &ProviderSettings) -> Built {
     let info = openid("einfracz", "e-INFRA CZ", "https://login.e-infra.cz/oidc/");
-    preset(settings, &[], info, Vec::new(), Mapping::Standard)
+    preset(settings, &[], info, Vec::new(), Mapping::STANDARD)
+}
+
+/// `kind = "orcid"`.
+pub const ORCID: Kind =
+    Kind::new("orcid", orcid).described("ORCID: researchers sign in with their ORCID iD.");
+
+/// ORCID, the researchers' persistent identifier. Source: info.orcid.org (OpenID Connect) and
+/// its discovery document, whose only scope is `openid`. Quirks: `sub` is the ORCID iD
+/// (`0000-0002-1825-0097`), the key; userinfo carries `given_name`, `family_name` and `name`
+/// (the credit name), and neither it nor the ID token an email (ORCID shares emails only
+/// through its member API), so an ORCID login never links to an account by email. The
+/// username is the person's name, or the iD when ORCID gives none.
+pub fn orcid(settings: &ProviderSettings) -> Built {
+    let mut info = openid("orcid", "ORCID", "https://orcid.org");
+    info.scopes.clear();
+    preset(
+        settings,
+        &[],
+        info,
+        Vec::new(),
+        Mapping::Claims(orcid_identity),
+    )
+}
+
+/// The iD as the key; the name (or the iD) as the username; no email.
+fn orcid_identity(claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+    let text = |name: &str| claims.str(name).map(str::trim).filter(|v| !v.is_empty());
+    let names: Vec<&str> = [text("given_name"), text("family_name")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let full_name = Some(names.join(" ")).filter(|name| !name.is_empty());
+    Ok(MappedIdentity {
+        subject: claims.subject.clone(),
+        username: full_name.clone().or_else(|| Some(claims.subject.clone())),
+        email: None,
+        email_verified: false,
+        display_name: text("name").map(str::to_string).or(full_name),
+        ..Default::default()
+    })
+}
+
+/// `kind = "egi_checkin"`.
+pub const EGI_CHECKIN: Kind = Kind::new("egi_checkin", egi_checkin)
+    .described("EGI Check-in.")
+    .with_settings::<EgiCheckinSettings>();
+
+/// The settings of `egi_checkin`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct EgiCheckinSettings {
+    /// Which Check-in instance: `production`, `demo` or `development`.
+    #[schemars(extend("default" = "production"))]
+    pub environment: Option<EgiEnvironment>,
+}
+
+/// The EGI Check-in instance.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", rename_all = "snake_case")]
+pub enum EgiEnvironment {
+    Production,
+    Demo,
+    Development,
 }
 
 /// EGI Check-in, the EGI federation's AAI (Keycloak-based since 2023), with one issuer per
@@ -96,8 +196,23 @@ pub fn egi_checkin(settings: &ProviderSettings) -> Built {
         errors,
         info,
         Vec::new(),
-        Mapping::Standard,
+        Mapping::STANDARD,
     )
+}
+
+/// `kind = "cilogon"`.
+pub const CILOGON: Kind = Kind::new("cilogon", cilogon)
+    .described("CILogon.")
+    .with_settings::<CilogonSettings>();
+
+/// The settings of `cilogon`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct CilogonSettings {
+    /// Sent as `idphint`.
+    pub idp_hint: Option<String>,
+    /// Sent as `selected_idp` and enforced on the verified `idp` claim.
+    pub allowed_idps: Option<Vec<String>>,
 }
 
 /// CILogon, the US research federation gateway (InCommon, eduGAIN, ORCID, ...). Source:
@@ -143,6 +258,19 @@ pub fn cilogon(settings: &ProviderSettings) -> Built {
     )
 }
 
+/// `kind = "tapis"`.
+pub const TAPIS: Kind = Kind::new("tapis", tapis)
+    .described("Tapis (OAuth 2.0).")
+    .with_settings::<TapisSettings>();
+
+/// The settings of `tapis`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(crate = "authnz_plugin::serde", deny_unknown_fields)]
+pub struct TapisSettings {
+    /// The tenant's base URL, e.g. `https://tacc.tapis.io`.
+    pub url: String,
+}
+
 /// Tapis (TACC's API platform), plain OAuth 2.0 per tenant: `url` is the tenant's base, e.g.
 /// `https://tacc.tapis.io`. Sources: Galaxy's `lib/galaxy/authnz/tapis.py` and the Tapis
 /// authenticator (`service/api.py`, `TokensResource`). Its quirks, all declared here:
@@ -158,14 +286,7 @@ pub fn cilogon(settings: &ProviderSettings) -> Built {
 pub fn tapis(settings: &ProviderSettings) -> Built {
     let mut errors = Vec::new();
     let url = settings
-        .required_str("url", &mut errors)
-        .and_then(|url| match base_url(&url) {
-            Ok(url) => Some(url),
-            Err(message) => {
-                errors.push(ConfigError::new("url", message));
-                None
-            }
-        })
+        .required_base_url("url", &mut errors)
         .unwrap_or_default();
     // `url` is a validated base without query or trailing slash.
     let info = ProviderInfo {
@@ -189,24 +310,56 @@ pub fn tapis(settings: &ProviderSettings) -> Built {
         }),
         ..Default::default()
     };
-    preset_with(settings, &["url"], errors, info, Vec::new(), Mapping::Tapis)
+    preset_with(
+        settings,
+        &["url"],
+        errors,
+        info,
+        Vec::new(),
+        Mapping::Claims(tapis_identity),
+    )
+}
+
+/// The `userinfo` API answer; `username` is the key.
+fn tapis_identity(claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
+    let answer = claims.claims.get("userinfo");
+    // Galaxy's tapis.py: the profile may be wrapped in `result`.
+    let profile = answer.and_then(|a| a.get("result")).or(answer);
+    let text = |name: &str| {
+        profile
+            .and_then(|p| p.get(name))
+            .and_then(JsonValue::as_str)
+            .filter(|value| !value.is_empty())
+            .map(str::to_string)
+    };
+    let username = text("username")
+        .ok_or_else(|| MapError::Invalid("the Tapis userinfo answer has no username".into()))?;
+    Ok(MappedIdentity {
+        subject: username.clone(),
+        username: Some(username),
+        // Tapis says nothing of verification: kept for display only.
+        email: text("email"),
+        email_verified: false,
+        ..Default::default()
+    })
 }
 
 /// How a preset turns verified claims into an identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Mapping {
-    /// [`standard_identity`].
-    Standard,
-    /// Standard, username cut at `@`.
-    Globus,
+    /// A function of the verified claims alone.
+    Claims(fn(&VerifiedClaims) -> Result<MappedIdentity, MapError>),
     /// Standard, after checking the `idp` claim against the allowed entityIDs (none: any).
     CILogon { allowed_idps: Vec<String> },
-    /// The `userinfo` API answer; `username` is the key.
-    Tapis,
+}
+
+impl Mapping {
+    /// [`standard_identity`].
+    const STANDARD: Self = Self::Claims(|claims| Ok(standard_identity(claims)));
 }
 
 /// A preset provider: a fixed description, fixed authorize parameters and a [`Mapping`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PresetProvider {
     info: ProviderInfo,
     authorize_params: Vec<(String, String)>,
@@ -300,15 +453,7 @@ impl IdentityProvider for PresetProvider {
 
     fn map_identity(&self, claims: &VerifiedClaims) -> Result<MappedIdentity, MapError> {
         match &self.mapping {
-            Mapping::Standard => Ok(standard_identity(claims)),
-            Mapping::Globus => {
-                let mut identity = standard_identity(claims);
-                if let Some(name) = claims.str("preferred_username") {
-                    let local = name.split('@').next().unwrap_or(name);
-                    identity.username = Some(local.to_string()).filter(|l| !l.is_empty());
-                }
-                Ok(identity)
-            }
+            Mapping::Claims(map) => map(claims),
             Mapping::CILogon { allowed_idps } => {
                 let idp = claims.str("idp").unwrap_or_default();
                 if !allowed_idps.is_empty() && !allowed_idps.iter().any(|allowed| allowed == idp) {
@@ -317,29 +462,6 @@ impl IdentityProvider for PresetProvider {
                     ));
                 }
                 Ok(standard_identity(claims))
-            }
-            Mapping::Tapis => {
-                let answer = claims.claims.get("userinfo");
-                // Galaxy's tapis.py: the profile may be wrapped in `result`.
-                let profile = answer.and_then(|a| a.get("result")).or(answer);
-                let text = |name: &str| {
-                    profile
-                        .and_then(|p| p.get(name))
-                        .and_then(JsonValue::as_str)
-                        .filter(|value| !value.is_empty())
-                        .map(str::to_string)
-                };
-                let username = text("username").ok_or_else(|| {
-                    MapError::Invalid("the Tapis userinfo answer has no username".into())
-                })?;
-                Ok(MappedIdentity {
-                    subject: username.clone(),
-                    username: Some(username),
-                    // Tapis says nothing of verification: kept for display only.
-                    email: text("email"),
-                    email_verified: false,
-                    ..Default::default()
-                })
             }
         }
     }
@@ -350,11 +472,7 @@ mod tests {
     use super::*;
 
     fn build(kind: &str, text: &str) -> Built {
-        let factory = kinds()
-            .into_iter()
-            .find(|(name, _)| *name == kind)
-            .map(|(_, factory)| factory)
-            .unwrap();
+        let factory = KINDS.iter().find(|k| k.name == kind).unwrap().factory;
         factory(&ProviderSettings {
             name: kind.into(),
             settings: text.parse().unwrap(),
@@ -371,7 +489,7 @@ mod tests {
 
     #[test]
     fn kinds_are_sorted_unique_and_named_by_their_description() {
-        let names: Vec<&str> = kinds().iter().map(|(name, _)| *name).collect();
+        let names: Vec<&str> = KINDS.iter().map(|kind| kind.name).collect();
         let mut sorted = names.clone();
         sorted.sort();
         sorted.dedup();
@@ -389,6 +507,46 @@ mod tests {
         }
     }
 
+    /// The property names of a kind's settings schema.
+    fn declared(kind: &str) -> Vec<String> {
+        let kind = KINDS.iter().find(|k| k.name == kind).unwrap();
+        let schema = (kind.settings_schema)(&mut schemars::SchemaGenerator::default());
+        let properties = schema.get("properties").and_then(JsonValue::as_object);
+        properties
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    #[test]
+    fn settings_types_read_what_the_factories_accept() {
+        let read = |text: &str| TomlValue::Table(text.parse().unwrap());
+        let egi = read("environment = \"demo\"").try_into::<EgiCheckinSettings>();
+        assert!(matches!(
+            egi,
+            Ok(EgiCheckinSettings {
+                environment: Some(EgiEnvironment::Demo)
+            })
+        ));
+        let cilogon = read(
+            "idp_hint = \"https://a.example/idp\"\nallowed_idps = [\"https://a.example/idp\"]",
+        )
+        .try_into::<CilogonSettings>();
+        assert!(cilogon.is_ok(), "{cilogon:?}");
+        let tapis = read("url = \"https://tacc.tapis.io\"").try_into::<TapisSettings>();
+        assert_eq!(tapis.unwrap().url, "https://tacc.tapis.io");
+        assert!(
+            read("url = \"https://tacc.tapis.io\"\ntenant_id = \"tacc\"")
+                .try_into::<TapisSettings>()
+                .is_err()
+        );
+        assert_eq!(declared("cilogon"), ["allowed_idps", "idp_hint"]);
+        assert_eq!(declared("egi_checkin"), ["environment"]);
+        assert_eq!(declared("tapis"), ["url"]);
+        assert!(declared("globus").is_empty());
+    }
+
     #[test]
     fn settings_and_description_table() {
         // (kind, settings, Ok((issuer, authorize params)) or Err(keys with errors))
@@ -396,8 +554,10 @@ mod tests {
             (&'static str, &'static [(&'static str, &'static str)]),
             &'static [&'static str],
         >;
-        let cases: [(&str, &str, Want); 23] = [
+        let cases: [(&str, &str, Want); 25] = [
             ("globus", "", Ok(("https://auth.globus.org", &[]))),
+            ("orcid", "", Ok(("https://orcid.org", &[]))),
+            ("orcid", "sandbox = true", Err(&["sandbox"])),
             ("elixir", "", Ok(("https://login.elixir-czech.org/oidc/", &[]))),
             (
                 "lifescience",
@@ -479,6 +639,12 @@ mod tests {
         for (kind, text, want) in cases {
             match (build(kind, text), want) {
                 (Ok(provider), Ok((issuer, params))) => {
+                    let table: authnz_plugin::TomlTable = text.parse().unwrap();
+                    let declared = declared(kind);
+                    assert!(
+                        table.keys().all(|key| declared.contains(key)),
+                        "{kind} {text}"
+                    );
                     let info = provider.describe();
                     assert_eq!(info.issuer.as_deref(), Some(issuer), "{kind} {text}");
                     assert!(info.oauth2.is_none(), "{kind}");
@@ -504,13 +670,61 @@ mod tests {
 
     #[test]
     fn scopes_table() {
-        let cases: [(&str, &[&str]); 3] = [
+        let cases: [(&str, &[&str]); 4] = [
             ("globus", &["email", "profile"]),
+            ("orcid", &[]),
             ("cilogon", &["email", "profile", "org.cilogon.userinfo"]),
             ("egi_checkin", &["email", "profile"]),
         ];
         for (kind, scopes) in cases {
             assert_eq!(build(kind, "").unwrap().describe().scopes, scopes, "{kind}");
+        }
+    }
+
+    #[test]
+    fn orcid_keys_by_the_id_names_by_the_name_and_never_trusts_an_email() {
+        let provider = build("orcid", "").unwrap();
+        assert_eq!(provider.describe().label, "ORCID");
+        // (claims, username, display name)
+        let cases = [
+            (
+                serde_json::json!({"given_name": "Sofia", "family_name": "Garcia", "name": "S. Garcia"}),
+                "Sofia Garcia",
+                Some("S. Garcia"),
+            ),
+            (
+                serde_json::json!({"given_name": "Sofia", "family_name": " "}),
+                "Sofia",
+                Some("Sofia"),
+            ),
+            (
+                serde_json::json!({"family_name": "Garcia"}),
+                "Garcia",
+                Some("Garcia"),
+            ),
+            (serde_json::json!({}), "0000-0002-1825-009X", None),
+            (
+                serde_json::json!({"email": "s@x.org", "email_verified": true, "given_name": ""}),
+                "0000-0002-1825-009X",
+                None,
+            ),
+        ];
+        for (json, username, display_name) in cases {
+            let mapped = provider
+                .map_identity(&VerifiedClaims {
+                    issuer: "https://orcid.org".into(),
+                    subject: "0000-0002-1825-009X".into(),
+                    claims: json.as_object().cloned().unwrap(),
+                })
+                .unwrap();
+            assert_eq!(mapped.subject, "0000-0002-1825-009X", "{json}");
+            assert_eq!(mapped.username.as_deref(), Some(username), "{json}");
+            assert_eq!(mapped.display_name.as_deref(), display_name, "{json}");
+            assert_eq!(
+                (mapped.email, mapped.email_verified),
+                (None, false),
+                "{json}"
+            );
         }
     }
 

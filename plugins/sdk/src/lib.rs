@@ -14,9 +14,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod abi;
+mod kind;
+mod validate;
+
+pub use kind::{no_settings, settings_schema, Kind, SettingsSchema};
+pub use validate::{base_url, is_guid, is_host_name};
 
 pub use serde_json::{Map as JsonMap, Value as JsonValue};
 pub use toml::{Table as TomlTable, Value as TomlValue};
+/// Re-exported so that a kind's settings type needs no dependency but this SDK: derive with
+/// `#[serde(crate = "authnz_plugin::serde")]` and `#[schemars(crate = "authnz_plugin::schemars")]`.
+pub use {schemars, serde};
 
 /// An identity provider as authnz sees it: description plus claim mapping. Synchronous, no I/O.
 pub trait IdentityProvider: Send + Sync {
@@ -106,35 +114,25 @@ impl ProviderSettings {
             None => None,
         }
     }
+
+    /// A required [`base_url`] setting, without its trailing slash.
+    pub fn required_base_url(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+        let raw = self.required_str(key, errors)?;
+        checked_base_url(key, &raw, errors)
+    }
+
+    /// An optional [`base_url`] setting, without its trailing slash.
+    pub fn optional_base_url(&self, key: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+        let raw = self.optional_str(key, errors)?;
+        checked_base_url(key, &raw, errors)
+    }
 }
 
-/// A base URL setting: `https://host[:port][/path]`, or `http://` for a loopback host (tests),
-/// with no credentials, query or fragment. Returned without its trailing slash, so paths can
-/// follow. Plain string checks: the SDK takes no URL dependency.
-pub fn base_url(raw: &str) -> Result<String, &'static str> {
-    const EXPECTED: &str = "expected an https:// URL such as https://idp.example.org";
-    let (scheme, rest) = raw.split_once("://").ok_or(EXPECTED)?;
-    if raw.contains(['?', '#', '\\']) || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("expected a URL without query, fragment or spaces");
-    }
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err("expected a URL with a host and no user name");
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match scheme {
-        "https" => Ok(raw.trim_end_matches('/').to_string()),
-        "http" if loopback => Ok(raw.trim_end_matches('/').to_string()),
-        "http" => Err("http:// is only allowed for loopback hosts; use https://"),
-        _ => Err(EXPECTED),
-    }
+/// `raw` as a [`base_url`], or its error under `key`.
+fn checked_base_url(key: &str, raw: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    base_url(raw)
+        .map_err(|message| errors.push(ConfigError::new(key, message)))
+        .ok()
 }
 
 /// The candidate closest to `word` (case-insensitive edit distance at most 2, and less than
@@ -408,38 +406,39 @@ mod tests {
     }
 
     #[test]
-    fn base_urls_table() {
-        for (raw, want) in [
-            ("https://kc.example.org/", Ok("https://kc.example.org")),
-            (
-                "https://kc.example.org:8443/auth",
-                Ok("https://kc.example.org:8443/auth"),
-            ),
-            ("http://127.0.0.1:9000", Ok("http://127.0.0.1:9000")),
-            ("http://[::1]:9000/", Ok("http://[::1]:9000")),
-            (
-                "http://kc.example.org",
-                Err("http:// is only allowed for loopback hosts; use https://"),
-            ),
-            (
-                "https://user@kc.example.org",
-                Err("expected a URL with a host and no user name"),
-            ),
-            (
-                "https://kc.example.org/?a=b",
-                Err("expected a URL without query, fragment or spaces"),
-            ),
-            (
-                "kc.example.org",
-                Err("expected an https:// URL such as https://idp.example.org"),
-            ),
-            (
-                "ftp://kc.example.org",
-                Err("expected an https:// URL such as https://idp.example.org"),
-            ),
-        ] {
-            assert_eq!(base_url(raw).as_deref().map_err(|e| *e), want, "{raw}");
-        }
+    fn base_url_settings_are_checked_under_their_key() {
+        let settings = ProviderSettings {
+            name: "kc".into(),
+            settings:
+                "url = \"https://kc.example.org/\"\napi = \"http://kc.example.org\"\nport = 1"
+                    .parse()
+                    .unwrap_or_default(),
+        };
+        let mut errors = Vec::new();
+        assert_eq!(
+            settings.required_base_url("url", &mut errors).as_deref(),
+            Some("https://kc.example.org")
+        );
+        assert_eq!(
+            settings.optional_base_url("url", &mut errors).as_deref(),
+            Some("https://kc.example.org")
+        );
+        assert_eq!(settings.optional_base_url("absent", &mut errors), None);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(settings.required_base_url("api", &mut errors), None);
+        assert_eq!(settings.optional_base_url("port", &mut errors), None);
+        assert_eq!(settings.required_base_url("absent", &mut errors), None);
+        assert_eq!(
+            errors,
+            [
+                ConfigError::new(
+                    "api",
+                    "http:// is only allowed for loopback hosts; use https://"
+                ),
+                ConfigError::new("port", "expected a string"),
+                ConfigError::new("absent", "missing (required for this kind)"),
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! The parser's tests: exact messages and positions, secrets never shown, properties.
+
+use super::*;
+
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    let env = |name: &str| match name {
+        "CLIENT_SECRET" => Some("s3cret-value".to_string()),
+        _ => None,
+    };
+    parse(Path::new("idps.toml"), text, &Registry::builtin(), &env)
+}
+
+fn issues(text: &str) -> Vec<String> {
+    match parse_str(text) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+public_url = "http://127.0.0.1:9000/"
+
+[idps.corp]
+kind = "oidc"
+label = "Corp SSO"
+issuer = "https://sso.example.org"
+client_id = "authnz"
+client_secret = "${CLIENT_SECRET}"
+
+[idps.local]
+kind = "oidc"
+issuer = "http://127.0.0.1:4000"
+client_id = "x"
+"#;
+
+#[test]
+fn good_config_parses_in_order() -> Result<(), ConfigErrors> {
+    let config = parse_str(GOOD)?;
+    assert_eq!(config.server.public_url.as_str(), "http://127.0.0.1:9000/");
+    assert_eq!(config.server.url("/a"), "http://127.0.0.1:9000/a");
+    let names: Vec<_> = config.idps.iter().map(|idp| idp.name.as_str()).collect();
+    assert_eq!(names, ["corp", "local"]);
+    let corp = &config.idps[0];
+    assert_eq!(
+        corp.client_secret.as_ref().map(Secret::expose),
+        Some("s3cret-value")
+    );
+    assert_eq!(corp.scopes, ["openid", "email", "profile"]);
+    assert_eq!(corp.id_token_algs, None, "from discovery");
+    assert!(
+        !format!("{config:?}").contains("s3cret-value"),
+        "secret in Debug"
+    );
+    Ok(())
+}
+
+#[test]
+fn every_error_is_reported_with_position_and_key() {
+    let text = r#"
+[server]
+listen = "nonsense"
+colour = "blue"
+database = "${MISSING_DIR}/db"
+
+[idps.corp]
+kind = "oidcc"
+issuer = "http://sso.example.org"
+client_id = "authnz"
+client_secret = "${MISSING_VAR}"
+
+[idps.Bad]
+kind = "oidc"
+issuer = "https://x.example"
+client_id = "a"
+domain = "x"
+"#;
+    let found = issues(text);
+    let expected = [
+        "idps.toml:3:10: server.listen: expected an address like 127.0.0.1:8080",
+        "idps.toml:4:1: server.colour: unknown key",
+        "idps.toml:8:8: idps.corp.kind: unknown kind \"oidcc\" (did you mean \"oidc\"?)",
+        "idps.toml:5:12: server.database: environment variable MISSING_DIR is not set",
+        "idps.toml:13:7: idps.Bad: IdP names appear in URLs",
+        "idps.toml:17:1: idps.Bad.domain: unknown key (this kind takes no settings of its own)",
+    ];
+    for want in expected {
+        assert!(
+            found.iter().any(|line| line.starts_with(want)),
+            "missing {want:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+}
+
+#[test]
+fn trusted_proxies_parse_and_a_bad_one_is_named_where_it_stands() {
+    let config = parse_str(
+        "[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n\n[idps.dev]\nkind = \"dev\"\n",
+    );
+    let proxies = config
+        .map(|config| config.server.trusted_proxies)
+        .unwrap_or_default();
+    assert_eq!(proxies.len(), 3);
+    assert!(proxies[1].contains("10.9.8.7".parse().unwrap()));
+    let found = issues("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/33\"]\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("idps.toml:2:33: server.trusted_proxies: \"10.0.0.0/33\": the prefix length must be 0 to 32"),
+        "{found:?}"
+    );
+    let found = issues("[server]\ntrusted_proxies = \"127.0.0.1\"\n");
+    assert!(
+        found[0].starts_with("idps.toml:2:19: server.trusted_proxies: expected a list of strings"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let found = issues("[server]\nlisten = \n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("idps.toml:2:"), "{found:?}");
+}
+
+#[test]
+fn http_issuer_only_on_loopback() {
+    let text = |issuer: &str| {
+        format!("[idps.a]\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"c\"\n")
+    };
+    for ok in [
+        "http://127.0.0.1:3000",
+        "http://localhost:3000",
+        "http://[::1]:3000",
+        "https://idp.example",
+    ] {
+        assert!(
+            issues(&text(ok)).is_empty(),
+            "{ok}: {:?}",
+            issues(&text(ok))
+        );
+    }
+    for bad in [
+        "http://idp.example",
+        "http://10.0.0.1",
+        "ftp://x",
+        "https://idp.example/?a=b",
+    ] {
+        let found = issues(&text(bad));
+        assert_eq!(found.len(), 1, "{bad}: {found:?}");
+        assert!(found[0].contains("idps.a.issuer"), "{found:?}");
+    }
+}
+
+#[test]
+fn dev_idp_refused_off_loopback() {
+    let found = issues(
+        "[server]\npublic_url = \"https://login.example.org\"\n[idps.dev]\nkind = \"dev\"\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("loopback"), "{found:?}");
+    assert!(issues("[idps.dev]\nkind = \"dev\"\n").is_empty());
+    // SECURITY I70: a wildcard listener with the loopback public_url it defaults to.
+    for listen in ["0.0.0.0:8080", "[::]:8080"] {
+        let found = issues(&format!(
+            "[server]\nlisten = \"{listen}\"\n\n[idps.dev]\nkind = \"dev\"\n"
+        ));
+        assert_eq!(found.len(), 1, "{listen}: {found:?}");
+        assert!(
+            found[0].starts_with("idps.toml:4:1: idps.dev.kind:")
+                && found[0].contains("server.listen"),
+            "{found:?}"
+        );
+    }
+    assert!(issues("[server]\nlisten = \"[::1]:8080\"\n[idps.dev]\nkind = \"dev\"\n").is_empty());
+}
+
+#[test]
+fn secrets_are_never_in_errors() {
+    let found = issues(
+        "[idps.a]\nkind = \"oidc\"\nissuer = \"https://i.example\"\nclient_id = \"c\"\nclient_secret = \"${CLIENT_SECRET}\"\nclient_secret_file = \"/nonexistent\"\n",
+    );
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|line| !line.contains("s3cret-value")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn reserved_authorize_params_are_refused() {
+    let found = issues(
+        "[idps.a]\nkind = \"oidc\"\nissuer = \"https://i.example\"\nclient_id = \"c\"\n[idps.a.authorize_params]\nredirect_uri = \"https://evil\"\naccess_type = \"offline\"\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("idps.a.authorize_params.redirect_uri"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn variable_defaults_and_secret_files() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "from-file\n")?;
+    let text = format!(
+        "[idps.a]\nkind = \"oidc\"\nissuer = \"${{ISSUER:-https://d.example}}\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+        secret.display()
+    );
+    let config = parse_str(&text)?;
+    assert_eq!(config.idps[0].issuer, "https://d.example");
+    assert_eq!(
+        config.idps[0].client_secret.as_ref().map(Secret::expose),
+        Some("from-file")
+    );
+    Ok(())
+}
+
+#[test]
+fn missing_credentials_make_an_idp_unavailable_not_the_config() -> Result<(), ConfigErrors> {
+    let config = parse_str(
+        "[idps.okta]\nkind = \"oidc\"\nlabel = \"Okta\"\nissuer = \"https://o.example\"\nclient_id = \"${OKTA_CLIENT_ID}\"\nclient_secret = \"${CLIENT_SECRET}\"\n\n[idps.files]\nkind = \"oidc\"\nissuer = \"https://f.example\"\nclient_id = \"c\"\nclient_secret_file = \"/nonexistent/secret\"\n\n[idps.dev]\nkind = \"dev\"\n",
+    )?;
+    assert_eq!(config.idps.len(), 1);
+    assert_eq!(config.idps[0].name, "dev");
+    let reasons: Vec<_> = config
+        .unavailable
+        .iter()
+        .map(|idp| (idp.name.as_str(), idp.label.as_str(), idp.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons[0],
+        (
+            "okta",
+            "Okta",
+            "idps.okta.client_id: environment variable OKTA_CLIENT_ID is not set"
+        )
+    );
+    assert_eq!(reasons[1].0, "files");
+    assert!(
+        reasons[1]
+            .2
+            .starts_with("client_secret_file: cannot read /nonexistent/secret"),
+        "{reasons:?}"
+    );
+    assert!(!format!("{config:?}").contains("s3cret-value"));
+    Ok(())
+}
+
+#[test]
+fn exact_messages_with_suggestions() {
+    let text = "[server]\nlisten = 8080\npublic_ur = \"http://127.0.0.1:8080\"\n\n[idps.okta]\nkind = \"okta\"\ndomian = \"o.okta.com\"\nclient_id = \"c\"\nclient_secert = \"s\"\n\n[idps.g]\nkind = \"gogle\"\nclient_id = \"c\"\n";
+    let found = issues(text);
+    let expected = [
+        "idps.toml:2:10: server.listen: expected a string",
+        "idps.toml:3:1: server.public_ur: unknown key (did you mean `public_url`?)",
+        "idps.toml:7:1: idps.okta.domian: unknown key (did you mean `domain`?)",
+        "idps.toml:9:1: idps.okta.client_secert: unknown key (did you mean `client_secret`?)",
+        "idps.toml:12:8: idps.g.kind: unknown kind \"gogle\" (did you mean \"google\"?)",
+    ];
+    for want in expected {
+        assert!(
+            found.iter().any(|line| line == want),
+            "missing {want:?} in {found:#?}"
+        );
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_gives_a_config_or_located_errors(text in any::<String>()) {
+            if let Err(errors) = parse_str(&text) {
+                prop_assert!(!errors.0.is_empty());
+                for issue in errors.0 {
+                    prop_assert!(issue.line >= 1 && issue.column >= 1, "{issue}");
+                }
+            }
+        }
+
+        #[test]
+        fn toml_shaped_input_never_panics(
+            entries in proptest::collection::vec(("[a-z_]{1,12}", "[a-z_]{1,16}", prop_oneof![
+                Just("\"oidc\"".to_string()), Just("\"dev\"".to_string()), Just("42".to_string()),
+                Just("true".to_string()), Just("[\"a\", 1]".to_string()), Just("\"${X}\"".to_string()),
+                Just("\"https://i.example\"".to_string()), Just("{ a = 1 }".to_string()),
+            ]), 0..12)
+        ) {
+            let mut text = String::new();
+            for (table, key, value) in entries {
+                text.push_str(&format!("[idps.{table}]\n{key} = {value}\n"));
+            }
+            let _ = parse_str(&text);
+        }
+    }
+}
