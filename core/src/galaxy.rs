@@ -110,36 +110,61 @@ fn write_provider(out: &mut String, provider: &Provider) {
             }
         })
         .collect();
-    let mut lines: Vec<String> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
-    let mut handled = vec!["client_id", "client_secret", "redirect_uri"];
+    let mut entry = Entry {
+        lines: Vec::new(),
+        notes: Vec::new(),
+        handled: vec!["client_id", "client_secret", "redirect_uri"],
+    };
     let kind = match name.as_str() {
         "google" | "globus" | "elixir" | "lifescience" | "cilogon" | "keycloak" | "okta"
         | "egi_checkin" | "nfdi" | "einfracz" | "tapis" => name.clone(),
         "azure" => "entra".to_string(),
         _ => "oidc".to_string(),
     };
-    lines.push(format!("kind = {}", quoted(&kind)));
-    match kind.as_str() {
+    entry.lines.push(format!("kind = {}", quoted(&kind)));
+    kind_settings(&mut entry, &kind, &name, provider);
+    common_settings(&mut entry, &kind, galaxy_name, provider);
+    credentials(&mut entry, &name, provider);
+    leftovers(&mut entry, provider);
+    let _ = writeln!(out, "[idps.{name}]");
+    for note in entry.notes {
+        let _ = writeln!(out, "# NOTE: {note}");
+    }
+    for line in entry.lines {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// What one Galaxy provider becomes: the entry's lines, notes for the admin, and the Galaxy
+/// options already carried over.
+struct Entry {
+    lines: Vec<String>,
+    notes: Vec<String>,
+    handled: Vec<&'static str>,
+}
+
+/// The settings of the kind itself, from the Galaxy options that locate the IdP.
+fn kind_settings(entry: &mut Entry, kind: &str, name: &str, provider: &Provider) {
+    match kind {
         "keycloak" => {
-            handled.push("url");
+            entry.handled.push("url");
             // Galaxy: <url>https://host/realms/<realm>/</url>.
             match provider
                 .get("url")
                 .and_then(|url| url.trim_end_matches('/').split_once("/realms/"))
             {
                 Some((base, realm)) => {
-                    lines.push(format!("url = {}", quoted(base)));
-                    lines.push(format!("realm = {}", quoted(realm)));
+                    entry.lines.push(format!("url = {}", quoted(base)));
+                    entry.lines.push(format!("realm = {}", quoted(realm)));
                 }
                 None => {
-                    lines.push("url = \"https://keycloak.example.org\"  # TODO: Galaxy's <url> had no /realms/<realm>".into());
-                    lines.push("realm = \"master\"".into());
+                    entry.lines.push("url = \"https://keycloak.example.org\"  # TODO: Galaxy's <url> had no /realms/<realm>".into());
+                    entry.lines.push("realm = \"master\"".into());
                 }
             }
         }
         "okta" => {
-            handled.push("api_url");
+            entry.handled.push("api_url");
             // Galaxy: <api_url>https://<company>.okta.com/oauth2/<server>/</api_url>.
             match provider
                 .get("api_url")
@@ -148,20 +173,22 @@ fn write_provider(out: &mut String, provider: &Provider) {
             {
                 Some(rest) => {
                     let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
-                    lines.push(format!("domain = {}", quoted(domain)));
+                    entry.lines.push(format!("domain = {}", quoted(domain)));
                     if let Some(server) = path.strip_prefix("oauth2/").filter(|s| !s.is_empty()) {
-                        lines.push(format!("authorization_server = {}", quoted(server)));
+                        entry
+                            .lines
+                            .push(format!("authorization_server = {}", quoted(server)));
                     }
                 }
-                None => lines.push(format!(
+                None => entry.lines.push(format!(
                     "domain = \"${{{}_DOMAIN}}\"  # TODO: your Okta domain",
-                    env_name(&name)
+                    env_name(name)
                 )),
             }
         }
         "entra" => {
-            handled.push("api_url");
-            handled.push("tenant_id");
+            entry.handled.push("api_url");
+            entry.handled.push("tenant_id");
             // Galaxy: <api_url>https://login.microsoftonline.com/<tenant>/oauth2/v2.0/authorize</api_url>.
             let tenant = provider.get("tenant_id").map(str::to_string).or_else(|| {
                 provider
@@ -171,13 +198,15 @@ fn write_provider(out: &mut String, provider: &Provider) {
                     .map(str::to_string)
             });
             match tenant {
-                Some(tenant) => lines.push(format!("tenant = {}", quoted(&tenant))),
-                None => lines.push("tenant = \"organizations\"  # TODO: your tenant id".into()),
+                Some(tenant) => entry.lines.push(format!("tenant = {}", quoted(&tenant))),
+                None => entry
+                    .lines
+                    .push("tenant = \"organizations\"  # TODO: your tenant id".into()),
             }
         }
         "oidc" => {
-            handled.push("url");
-            handled.push("well_known_oidc_config_uri");
+            entry.handled.push("url");
+            entry.handled.push("well_known_oidc_config_uri");
             let issuer = provider
                 .get("well_known_oidc_config_uri")
                 .map(|uri| {
@@ -190,28 +219,36 @@ fn write_provider(out: &mut String, provider: &Provider) {
                         .map(|url| url.trim_end_matches('/').to_string())
                 });
             match issuer {
-                Some(issuer) => lines.push(format!(
+                Some(issuer) => entry.lines.push(format!(
                     "issuer = {}  # check: must be the IdP's exact issuer",
                     quoted(&issuer)
                 )),
-                None => lines
+                None => entry
+                    .lines
                     .push("issuer = \"https://idp.example.org\"  # TODO: the IdP's issuer".into()),
             }
             if name == "custos" {
-                notes
+                entry
+                    .notes
                     .push("Custos is retired; this entry treats it as any OpenID provider.".into());
             }
         }
         "cilogon" => {
-            handled.push("url");
+            entry.handled.push("url");
             if let Some(idps) = provider.get("allowed_idp") {
-                handled.push("allowed_idp");
+                entry.handled.push("allowed_idp");
                 let list: Vec<String> = idps.split(',').map(|idp| quoted(idp.trim())).collect();
-                lines.push(format!("allowed_idps = [{}]", list.join(", ")));
+                entry
+                    .lines
+                    .push(format!("allowed_idps = [{}]", list.join(", ")));
             }
         }
         _ => {}
     }
+}
+
+/// The keys every kind takes: label, icon, prompt, username claim, scopes, hints, flags.
+fn common_settings(entry: &mut Entry, kind: &str, galaxy_name: &str, provider: &Provider) {
     for (galaxy, ours) in [
         ("label", "label"),
         ("custom_button_text", "label"),
@@ -220,17 +257,18 @@ fn write_provider(out: &mut String, provider: &Provider) {
         ("username_key", "username_claim"),
     ] {
         if let Some(value) = provider.get(galaxy) {
-            if !lines
+            if !entry
+                .lines
                 .iter()
                 .any(|line| line.starts_with(&format!("{ours} =")))
             {
-                lines.push(format!("{ours} = {}", quoted(value)));
+                entry.lines.push(format!("{ours} = {}", quoted(value)));
             }
-            handled.push(galaxy);
+            entry.handled.push(galaxy);
         }
     }
-    if !lines.iter().any(|line| line.starts_with("label =")) && !galaxy_name.is_empty() {
-        lines.push(format!("label = {}", quoted(galaxy_name)));
+    if !entry.lines.iter().any(|line| line.starts_with("label =")) && !galaxy_name.is_empty() {
+        entry.lines.push(format!("label = {}", quoted(galaxy_name)));
     }
     if let Some(scopes) = provider.get("extra_scopes") {
         let list: Vec<String> = scopes
@@ -238,19 +276,21 @@ fn write_provider(out: &mut String, provider: &Provider) {
             .map(|scope| quoted(scope.trim()))
             .filter(|s| s != "\"\"")
             .collect();
-        lines.push(format!("extra_scopes = [{}]", list.join(", ")));
-        handled.push("extra_scopes");
+        entry
+            .lines
+            .push(format!("extra_scopes = [{}]", list.join(", ")));
+        entry.handled.push("extra_scopes");
     }
     if let Some(hint) = provider.get("idphint") {
-        if matches!(kind.as_str(), "keycloak" | "cilogon") {
-            lines.push(format!("idp_hint = {}", quoted(hint)));
+        if matches!(kind, "keycloak" | "cilogon") {
+            entry.lines.push(format!("idp_hint = {}", quoted(hint)));
         } else {
-            lines.push(format!(
+            entry.lines.push(format!(
                 "# idphint = {} was not carried over: this kind has no hint",
                 quoted(hint)
             ));
         }
-        handled.push("idphint");
+        entry.handled.push("idphint");
     }
     for (galaxy, ours) in [
         ("pkce_support", "pkce"),
@@ -258,24 +298,36 @@ fn write_provider(out: &mut String, provider: &Provider) {
     ] {
         if let Some(value) = provider.get(galaxy) {
             match value.to_lowercase().as_str() {
-                "true" | "false" => lines.push(format!("{ours} = {}", value.to_lowercase())),
-                _ => notes.push(format!(
+                "true" | "false" => entry
+                    .lines
+                    .push(format!("{ours} = {}", value.to_lowercase())),
+                _ => entry.notes.push(format!(
                     "<{galaxy}>{value}</{galaxy}> is not true or false; not carried over."
                 )),
             }
-            handled.push(galaxy);
+            entry.handled.push(galaxy);
         }
     }
-    let env = env_name(&name);
+}
+
+/// The client id, and the secret as a variable (the XML's secret is never copied).
+fn credentials(entry: &mut Entry, name: &str, provider: &Provider) {
+    let env = env_name(name);
     match provider.get("client_id") {
-        Some(id) => lines.push(format!("client_id = {}", quoted(id))),
-        None => lines.push(format!("client_id = \"${{{env}_CLIENT_ID}}\"")),
+        Some(id) => entry.lines.push(format!("client_id = {}", quoted(id))),
+        None => entry
+            .lines
+            .push(format!("client_id = \"${{{env}_CLIENT_ID}}\"")),
     }
-    lines.push(format!(
+    entry.lines.push(format!(
         "client_secret = \"${{{env}_CLIENT_SECRET}}\"  # set {env}_CLIENT_SECRET (the XML's secret is not copied here)"
     ));
+}
+
+/// A note for every Galaxy option not carried over, with the reason.
+fn leftovers(entry: &mut Entry, provider: &Provider) {
     for (key, value) in &provider.options {
-        if handled.contains(&key.as_str()) {
+        if entry.handled.contains(&key.as_str()) {
             continue;
         }
         let why = match key.as_str() {
@@ -285,14 +337,9 @@ fn write_provider(out: &mut String, provider: &Provider) {
             "url" | "api_url" => "this kind derives its endpoints itself",
             _ => "authnz has no equivalent",
         };
-        notes.push(format!("<{key}>{value}</{key}> not carried over: {why}."));
-    }
-    let _ = writeln!(out, "[idps.{name}]");
-    for note in notes {
-        let _ = writeln!(out, "# NOTE: {note}");
-    }
-    for line in lines {
-        let _ = writeln!(out, "{line}");
+        entry
+            .notes
+            .push(format!("<{key}>{value}</{key}> not carried over: {why}."));
     }
 }
 

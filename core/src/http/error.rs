@@ -160,6 +160,7 @@ macro_rules! error_responses {
 
         impl From<FlowError> for $name {
             fn from(err: FlowError) -> Self {
+                crate::http::error::remember(&err);
                 match err.status.code() {
                     $($status => $name::$variant(Json(err.into())),)+
                     _ => $name::Internal(Json(err.into())),
@@ -215,4 +216,28 @@ impl From<crate::accounts::Error> for FlowError {
             err => FlowError::new(status, err.code(), err.to_string()),
         }
     }
+}
+
+tokio::task_local! {
+    /// The error the request in progress ended with, so that a browser's HTML page is rendered
+    /// from it rather than from the JSON answer.
+    static ENDED_WITH: std::cell::RefCell<Option<FlowError>>;
+}
+
+/// Runs a request, returning with its outcome the error it ended with, if one was answered.
+pub(crate) async fn recording_failure<F: std::future::Future>(
+    request: F,
+) -> (F::Output, Option<FlowError>) {
+    ENDED_WITH
+        .scope(std::cell::RefCell::new(None), async {
+            let outcome = request.await;
+            let failure = ENDED_WITH.with(|ended| ended.borrow_mut().take());
+            (outcome, failure)
+        })
+        .await
+}
+
+/// Notes the error a request answers with (outside [`recording_failure`], nothing happens).
+pub(crate) fn remember(err: &FlowError) {
+    let _ = ENDED_WITH.try_with(|ended| *ended.borrow_mut() = Some(err.clone()));
 }

@@ -105,7 +105,8 @@ pub(crate) async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
     let wants_html = prefers_html(&req);
     // A parameter the framework refused is named in the answer (its value never is).
     let mut refused_param = None;
-    let mut response = match next.call(req).await {
+    let (outcome, failure) = super::error::recording_failure(next.call(req)).await;
+    let mut response = match outcome {
         Ok(response) => response.into_response(),
         Err(err) => {
             refused_param = err
@@ -121,6 +122,10 @@ pub(crate) async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
     let api_path = path.starts_with("/authnz") || path.starts_with("/api");
+    // What a browser's error page says: the typed error the handler answered with.
+    let mut shown = failure
+        .filter(|failure| failure.status.code() == status.as_u16())
+        .map(|failure| (failure.code.to_string(), failure.message));
     if api_path && !is_json && status.as_u16() >= 400 {
         // Errors raised by the framework itself (a missing session cookie, a malformed
         // parameter) get the same JSON shape as ours.
@@ -142,19 +147,12 @@ pub(crate) async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
         );
         response.headers_mut().remove(header::CONTENT_LENGTH);
         response.set_body(serde_json::json!({"error": code, "message": message}).to_string());
+        shown = Some((code.to_string(), message));
     }
     if wants_html && status.as_u16() >= 400 && api_path {
-        let body = response.take_body().into_bytes().await.unwrap_or_default();
-        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let code = parsed
-            .get("error")
-            .and_then(|v| v.as_str())
-            .unwrap_or("error");
-        let message = parsed
-            .get("message")
-            .and_then(|v| v.as_str())
-            .unwrap_or("The request failed.");
-        let html = crate::html::error_page(status.as_u16(), code, message);
+        let (code, message) =
+            shown.unwrap_or_else(|| ("error".to_string(), "The request failed.".to_string()));
+        let html = crate::html::error_page(status.as_u16(), &code, &message);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("text/html; charset=utf-8"),
