@@ -48,27 +48,82 @@ pub fn looks_like_user_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A value derived from a login's `state` with a key made at startup (HMAC-SHA-256,
-/// base64url): the nonce (`label` "nonce") and the PKCE verifier ("pkce") of a login. They are
-/// as unpredictable as random ones without the key, which never leaves the process, and the
-/// pending-login table need not store them. A restart drops pending logins, and the key with
-/// them.
-pub fn login_secret(label: &str, state: &str) -> String {
-    use hmac::digest::KeyInit;
-    use hmac::{Hmac, Mac};
-    // Keyed once (one SHA-256 block, HMAC's own key size); each use clones the keyed state.
-    static KEYED: std::sync::OnceLock<Hmac<Sha256>> = std::sync::OnceLock::new();
-    let mut mac = KEYED
-        .get_or_init(|| {
-            let mut key = [0u8; 64];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            <Hmac<Sha256> as KeyInit>::new(&key.into())
-        })
-        .clone();
-    mac.update(label.as_bytes());
-    mac.update(&[0]);
-    mac.update(state.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+/// The keys that derive a login's nonce and PKCE verifier from its `state` (HMAC-SHA-256,
+/// base64url): one per vault key, derived from it. They are as unpredictable as random values
+/// without the key, the pending-login store keeps neither, and every replica that shares
+/// `secret_key_file` derives the same ones, so a login started on one finishes on another. The
+/// first key derives; a login names its key by id ([`LoginSecrets::key_id`]), so one started
+/// before a key rotation re-derives with the previous key.
+#[derive(Clone)]
+pub struct LoginSecrets {
+    keys: Vec<(String, hmac::Hmac<Sha256>)>,
+}
+
+impl fmt::Debug for LoginSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LoginSecrets([redacted])")
+    }
+}
+
+impl LoginSecrets {
+    /// From vault keys, the current one first.
+    fn from_keys<'a>(keys: impl IntoIterator<Item = &'a [u8; 32]>) -> Self {
+        use hmac::digest::KeyInit;
+        use hmac::Mac;
+        // HMAC pads a key shorter than its 64-byte block with zeros: the padded block is the
+        // same key, and a fixed-size one cannot be refused.
+        let keyed = |key: &[u8]| {
+            let mut block = [0u8; 64];
+            block[..key.len()].copy_from_slice(key);
+            <hmac::Hmac<Sha256> as KeyInit>::new(&block.into())
+        };
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                // Its own key, not the vault's: the vault key only ever seals.
+                let mut derive = keyed(key);
+                derive.update(b"authnz login secrets v1");
+                let own = derive.finalize().into_bytes();
+                (hex(&key_id(key)), keyed(&own))
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// With a fresh random key (a store used without a vault, as in tests).
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Self::from_keys([&key])
+    }
+
+    /// The id of the key that derives now.
+    pub fn key_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
+    /// `label` ("nonce", "pkce") of the login with this `state`, with the current key.
+    pub fn derive(&self, label: &str, state: &str) -> String {
+        Self::with(&self.keys[0].1, label, state)
+    }
+
+    /// [`LoginSecrets::derive`] with the key of that id, if the vault still has it.
+    pub fn derive_with(&self, key_id: &str, label: &str, state: &str) -> Option<String> {
+        self.keys
+            .iter()
+            .find(|(id, _)| id == key_id)
+            .map(|(_, mac)| Self::with(mac, label, state))
+    }
+
+    fn with(mac: &hmac::Hmac<Sha256>, label: &str, state: &str) -> String {
+        use hmac::Mac;
+        // Keyed once; each use clones the keyed state.
+        let mut mac = mac.clone();
+        mac.update(label.as_bytes());
+        mac.update(&[0]);
+        mac.update(state.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
 }
 
 /// Lowercase hex SHA-256: how cookie values are stored, so a database copy holds no usable
@@ -121,6 +176,9 @@ const SEALED_V2: u8 = 2;
 pub struct TokenVault {
     /// The sealing key first, then the previous ones (open only).
     keys: Vec<([u8; 8], XChaCha20Poly1305)>,
+    /// The raw keys, in the same order, for the login secrets derived from them.
+    raw: Vec<[u8; 32]>,
+    login: LoginSecrets,
 }
 
 fn key_id(key: &[u8; 32]) -> [u8; 8] {
@@ -141,13 +199,22 @@ impl TokenVault {
     pub fn from_key(key: &[u8; 32]) -> Self {
         Self {
             keys: vec![(key_id(key), XChaCha20Poly1305::new(Key::from_slice(key)))],
+            raw: vec![*key],
+            login: LoginSecrets::from_keys([key]),
         }
+    }
+
+    /// The keys that derive logins' nonces and PKCE verifiers, from this vault's keys.
+    pub fn login_secrets(&self) -> &LoginSecrets {
+        &self.login
     }
 
     /// Adds a previous key: it opens what it sealed, and seals nothing new.
     pub fn with_previous(mut self, key: &[u8; 32]) -> Self {
         self.keys
             .push((key_id(key), XChaCha20Poly1305::new(Key::from_slice(key))));
+        self.raw.push(*key);
+        self.login = LoginSecrets::from_keys(&self.raw);
         self
     }
 
@@ -269,6 +336,41 @@ fn read_key(path: &Path) -> Result<Option<[u8; 32]>, VaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_sharing_a_key_derive_the_same_login_secrets_and_a_rotation_keeps_old_logins() {
+        let (key, other) = ([7u8; 32], [8u8; 32]);
+        let a = TokenVault::from_key(&key);
+        let b = TokenVault::from_key(&key);
+        let (a, b) = (a.login_secrets(), b.login_secrets());
+        assert_eq!(a.key_id(), b.key_id());
+        assert_eq!(a.derive("nonce", "state-1"), b.derive("nonce", "state-1"));
+        assert_ne!(a.derive("nonce", "state-1"), a.derive("pkce", "state-1"));
+        assert_ne!(a.derive("nonce", "state-1"), a.derive("nonce", "state-2"));
+        // Another key derives other values: its logins do not finish here.
+        let c = TokenVault::from_key(&other);
+        assert_ne!(c.login_secrets().key_id(), a.key_id());
+        assert_ne!(
+            c.login_secrets().derive("nonce", "state-1"),
+            a.derive("nonce", "state-1")
+        );
+        assert_eq!(
+            c.login_secrets()
+                .derive_with(a.key_id(), "nonce", "state-1"),
+            None
+        );
+        // After a rotation the new key derives, and a login started before it re-derives.
+        let rotated = TokenVault::from_key(&other).with_previous(&key);
+        let rotated = rotated.login_secrets();
+        assert_eq!(rotated.key_id(), c.login_secrets().key_id());
+        assert_eq!(
+            rotated.derive_with(a.key_id(), "pkce", "state-1"),
+            Some(a.derive("pkce", "state-1"))
+        );
+        // Not the vault key itself, and never in `Debug`.
+        assert_ne!(a.derive("nonce", "s"), URL_SAFE_NO_PAD.encode(key));
+        assert_eq!(format!("{a:?}"), "LoginSecrets([redacted])");
+    }
 
     #[test]
     fn user_ids_sort_by_creation_and_stay_unpredictable() {

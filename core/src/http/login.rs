@@ -257,9 +257,10 @@ pub async fn start_login(
         })
         .unwrap_or_else(|| random_token(32));
     let now = app.clock.now();
-    let mut request = idp.authorize(next, sha256_hex(&binding), now).await?;
+    let mut request = idp
+        .authorize(next, sha256_hex(&binding), now, app.vault.login_secrets())
+        .await?;
     request.pending.link_user_id = link_user;
-    request.pending.generation = generation.number;
     app.metrics.login_started(idp_name);
     app.store
         .put_pending_login(&request.state, &request.pending)?;
@@ -321,7 +322,7 @@ pub(crate) async fn callback_flow(
         })?;
     // The IdP the login started with, even if a reload replaced it since.
     let idp = app
-        .idp_of_generation(idp_name, pending.generation)
+        .idp_for_login(idp_name, &pending.idp_fingerprint)
         .ok_or_else(|| {
             FlowError::new(Status::NotFound, "unknown_idp", "no such identity provider")
         })?;

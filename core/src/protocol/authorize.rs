@@ -9,13 +9,14 @@ impl Idp {
         next: String,
         browser_hash: String,
         now: i64,
+        secrets: &crate::crypto::LoginSecrets,
     ) -> Result<AuthorizeRequest, Error> {
         let discovered = self.discovered().await?;
         let state = random_token(32);
-        // Derived from the state with a process key: as unpredictable as random values, and the
-        // pending-login table keeps neither (see `login_secret`).
-        let nonce = crate::crypto::login_secret("nonce", &state);
-        let verifier = PkceCodeVerifier::new(crate::crypto::login_secret("pkce", &state));
+        // Derived from the state with a key from the vault: as unpredictable as random values, and the
+        // pending-login table keeps neither (see `LoginSecrets`).
+        let nonce = secrets.derive("nonce", &state);
+        let verifier = PkceCodeVerifier::new(secrets.derive("pkce", &state));
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&verifier);
         // state, nonce and the challenge are base64url: nothing in them needs encoding.
         let mut url = String::with_capacity(discovered.authorize_base.len() + 256);
@@ -82,7 +83,8 @@ impl Idp {
                 browser_hash,
                 created_at: now,
                 link_user_id: None,
-                generation: 0,
+                idp_fingerprint: self.fingerprint.clone(),
+                secret_key_id: secrets.key_id().to_string(),
             },
         })
     }

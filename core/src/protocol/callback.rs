@@ -199,7 +199,8 @@ mod tests {
             browser_hash: BINDING.into(),
             created_at: NOW - 5,
             link_user_id: None,
-            generation: 1,
+            idp_fingerprint: idp.fingerprint.clone(),
+            secret_key_id: String::new(),
         }
     }
 
@@ -394,6 +395,26 @@ mod tests {
             Err(BrowserMismatch),
             "A3: no pre-login cookie"
         );
+    }
+
+    #[test]
+    fn a_login_names_its_idp_by_what_it_depends_on() {
+        // Two loads of one entry (two replicas, or a reload) agree; a changed client does not.
+        assert_eq!(idp().fingerprint, idp().fingerprint);
+        let text =
+            "[idps.corp]\nkind = \"oidc\"\nissuer = \"https://idp.example\"\nclient_id = \"d\"\n";
+        let config = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            text,
+            &Registry::builtin(),
+            &|_| None,
+        )
+        .unwrap_or_else(|errors| panic!("{errors}"));
+        let http = IdpHttp::new(HttpLimits::default()).unwrap_or_else(|err| panic!("{err}"));
+        let other = Idp::new(config.idps[0].clone(), "https://login.example", http)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_ne!(other.fingerprint, idp().fingerprint);
+        assert_eq!(idp().fingerprint.len(), 32);
     }
 
     #[test]

@@ -214,6 +214,10 @@ pub struct Idp {
     issuer_url: IssuerUrl,
     /// `<public_url>/authnz/<name>/callback`, exactly.
     pub redirect_uri: String,
+    /// What a login depends on (kind and provider, issuer, client, redirect URI, scopes,
+    /// algorithms), hashed: a pending login names its IdP by it, so that any replica, and the
+    /// same one after a reload, finds the configuration it started under.
+    pub fingerprint: String,
     http: IdpHttp,
     discovered: tokio::sync::RwLock<Option<Arc<Discovered>>>,
     discover_lock: Mutex<()>,
@@ -261,6 +265,30 @@ fn to_datetime(unix: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(unix, 0).single().unwrap_or_default()
 }
 
+/// The hash of what a login through this entry depends on (see [`Idp::fingerprint`]).
+fn fingerprint(
+    config: &IdpConfig,
+    info: &authnz_plugin::ProviderInfo,
+    redirect_uri: &str,
+) -> String {
+    let described = serde_json::to_string(info).unwrap_or_default();
+    let parts: Vec<&str> = [
+        config.name.as_str(),
+        config.kind.as_str(),
+        config.origin.as_str(),
+        config.issuer.as_str(),
+        config.client_id.as_str(),
+        redirect_uri,
+        described.as_str(),
+    ]
+    .into_iter()
+    .chain(config.scopes.iter().map(String::as_str))
+    .chain(std::iter::once("\u{1}"))
+    .chain(config.id_token_algs.iter().flatten().map(String::as_str))
+    .collect();
+    crate::crypto::sha256_hex(&parts.join("\0"))[..32].to_string()
+}
+
 /// `sub` must be 1-255 bytes without control characters (OIDC Core §2).
 pub fn valid_subject(subject: &str) -> bool {
     !subject.is_empty() && subject.len() <= 255 && !subject.chars().any(char::is_control)
@@ -276,11 +304,13 @@ impl Idp {
             config.name
         );
         let info = config.provider.describe();
+        let fingerprint = fingerprint(&config, &info, &redirect_uri);
         Ok(Self {
             config,
             info,
             issuer_url,
             redirect_uri,
+            fingerprint,
             http,
             discovered: tokio::sync::RwLock::new(None),
             discover_lock: Mutex::new(()),

@@ -191,6 +191,8 @@ impl App {
         }
         let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
         sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
+        let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
+        sled.set_login_secrets(vault.login_secrets().clone());
         let store: Arc<dyn Store> = Arc::new(sled);
         let migrated = store.migrate_issuers(&config.issuers())?;
         if migrated > 0 {
@@ -199,7 +201,6 @@ impl App {
                 "identities from before issuers were recorded took their entry's issuer"
             );
         }
-        let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         let http = IdpHttp::new(limits)?;
         let clock = Clock::default();
         let generation = Generation::build(1, config, &http, clock.now(), None)?;
@@ -292,28 +293,27 @@ impl App {
         self.current().idp(name)
     }
 
-    /// The IdP a login started with: from its generation while that is retained (so a reload
-    /// does not break logins in flight), else from the current one.
-    pub fn idp_of_generation(&self, name: &str, generation: u64) -> Option<Arc<Idp>> {
-        let current = self.current();
-        if current.number == generation {
-            return current.idp(name);
+    /// The IdP a login started with, by the fingerprint it recorded: the current entry when
+    /// it is unchanged, else a retired one that matches (so a reload does not break logins in
+    /// flight), else the current entry of that name.
+    pub fn idp_for_login(&self, name: &str, fingerprint: &str) -> Option<Arc<Idp>> {
+        let current = self.current().idp(name);
+        if current
+            .as_ref()
+            .is_some_and(|idp| idp.fingerprint == fingerprint)
+        {
+            return current;
         }
-        let retired = match self.retired.lock() {
-            Ok(guard) => guard
-                .iter()
-                .find(|(g, _)| g.number == generation)
-                .map(|(g, _)| Arc::clone(g)),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .iter()
-                .find(|(g, _)| g.number == generation)
-                .map(|(g, _)| Arc::clone(g)),
-        };
-        match retired {
-            Some(old) => old.idp(name),
-            None => current.idp(name),
-        }
+        let retired = self
+            .retired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        retired
+            .iter()
+            .rev()
+            .filter_map(|(generation, _)| generation.idp(name))
+            .find(|idp| idp.fingerprint == fingerprint)
+            .or(current)
     }
 
     /// Whether an IdP of that name is in force, or was within a login's lifetime.

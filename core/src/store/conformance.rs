@@ -61,7 +61,8 @@ pub fn sample_pending(created_at: i64) -> PendingLogin {
         browser_hash: "b".into(),
         created_at,
         link_user_id: None,
-        generation: 0,
+        idp_fingerprint: String::new(),
+        secret_key_id: String::new(),
     }
 }
 

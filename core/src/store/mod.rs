@@ -71,9 +71,14 @@ pub struct PendingLogin {
     /// Connect flow: the logged-in user who started it (kept server-side, never in the URL).
     #[serde(default)]
     pub link_user_id: Option<String>,
-    /// The configuration generation the login started under.
+    /// Which IdP configuration the login started under: a fingerprint of what it depends on
+    /// (see `Idp::fingerprint`), the same in every replica that loaded the same entry.
     #[serde(default)]
-    pub generation: u64,
+    pub idp_fingerprint: String,
+    /// The id of the key its nonce and PKCE verifier are derived with
+    /// ([`crate::crypto::LoginSecrets`]).
+    #[serde(default)]
+    pub secret_key_id: String,
 }
 
 impl std::fmt::Debug for PendingLogin {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use super::PendingLogin;
-use crate::crypto::login_secret;
+use crate::crypto::LoginSecrets;
 
 /// The first 16 bytes of SHA-256 of the state: fixed size, and not chosen by whoever sent it.
 type Key = [u8; 16];
@@ -53,20 +53,21 @@ struct Binding {
     issuer: String,
     client_id: String,
     redirect_uri: String,
+    idp_fingerprint: String,
+    secret_key_id: String,
 }
 
 struct Entry {
     /// The key it is stored under.
     key: Key,
     created_at: i64,
-    generation: u64,
     binding: Arc<Binding>,
     /// The browser hash (SHA-256), raw, when `extra` is `None`.
     browser: [u8; 32],
     /// PKCE off: no verifier.
     no_pkce: bool,
     /// `None` for the usual login: nonce and verifier derived from the state
-    /// ([`login_secret`]), a hex browser hash, `next` = "/", no link user. Otherwise a flag,
+    /// ([`LoginSecrets`], with the binding's key), a hex browser hash, `next` = "/", no link user. Otherwise a flag,
     /// then nonce, PKCE verifier, browser hash, next and link user joined by NUL (none contains
     /// one).
     extra: Option<Box<str>>,
@@ -91,6 +92,8 @@ struct Inner {
 /// The in-memory table of pending logins.
 pub struct PendingTable {
     inner: Mutex<Inner>,
+    /// What nonces and PKCE verifiers are derived with: the vault's, once the server sets them.
+    secrets: std::sync::RwLock<LoginSecrets>,
 }
 
 /// The default `max_pending_logins`.
@@ -103,6 +106,7 @@ impl Default for PendingTable {
     fn default() -> Self {
         let table = Self {
             inner: Mutex::default(),
+            secrets: std::sync::RwLock::new(LoginSecrets::random()),
         };
         table.set_capacity(DEFAULT_CAPACITY);
         table
@@ -133,6 +137,22 @@ impl PendingTable {
         };
     }
 
+    /// Derives nonces and PKCE verifiers with `secrets` from now on (the server sets the
+    /// vault's at startup, before any login).
+    pub fn set_secrets(&self, secrets: LoginSecrets) {
+        *self
+            .secrets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = secrets;
+    }
+
+    fn secrets(&self) -> LoginSecrets {
+        self.secrets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Stores a login; `false` (and nothing stored) when a field holds a NUL.
     pub fn put(&self, state: &str, login: &PendingLogin) -> bool {
         let parts = [
@@ -147,11 +167,15 @@ impl PendingTable {
         }
         let no_pkce = login.pkce_verifier.is_empty();
         let browser = hex32(&login.browser_hash);
+        let derived = |label: &str| {
+            self.secrets()
+                .derive_with(&login.secret_key_id, label, state)
+        };
         let compact = login.next == "/"
             && login.link_user_id.is_none()
             && browser.is_some()
-            && login.nonce == login_secret("nonce", state)
-            && (no_pkce || login.pkce_verifier == login_secret("pkce", state));
+            && derived("nonce").is_some_and(|nonce| nonce == login.nonce)
+            && (no_pkce || derived("pkce").is_some_and(|pkce| pkce == login.pkce_verifier));
         let extra = (!compact).then(|| {
             // A leading L or N tells whether a link user is present (it may be empty).
             let flag = if login.link_user_id.is_some() {
@@ -167,7 +191,6 @@ impl PendingTable {
         let entry = Entry {
             key,
             created_at: login.created_at,
-            generation: login.generation,
             binding,
             browser: browser.unwrap_or_default(),
             no_pkce,
@@ -188,7 +211,7 @@ impl PendingTable {
     /// Removes and returns the login: of two racing callbacks, one gets it.
     pub fn take(&self, state: &str) -> Option<PendingLogin> {
         let entry = self.lock().remove(&key_of(state))?;
-        Some(entry.login(state))
+        Some(entry.login(state, &self.secrets()))
     }
 
     /// Drops logins created before `created_before`; returns how many.
@@ -235,7 +258,7 @@ impl PendingTable {
             .flatten()
             .map(|entry| {
                 let hex = crate::crypto::hex(&entry.key);
-                let mut login = entry.login("");
+                let mut login = entry.login("", &LoginSecrets::random());
                 if entry.extra.is_none() {
                     // Derived from the state, which only the browser holds.
                     login.nonce = "(derived)".into();
@@ -295,6 +318,8 @@ impl Inner {
             issuer: login.issuer.clone(),
             client_id: login.client_id.clone(),
             redirect_uri: login.redirect_uri.clone(),
+            idp_fingerprint: login.idp_fingerprint.clone(),
+            secret_key_id: login.secret_key_id.clone(),
         };
         if let Some(found) = self.bindings.iter().find(|b| ***b == wanted) {
             return found.clone();
@@ -309,7 +334,7 @@ impl Inner {
 
 impl Entry {
     /// The login, given the state it was stored under.
-    fn login(&self, state: &str) -> PendingLogin {
+    fn login(&self, state: &str, secrets: &LoginSecrets) -> PendingLogin {
         let mut login = PendingLogin {
             idp: self.binding.idp.clone(),
             issuer: self.binding.issuer.clone(),
@@ -321,13 +346,19 @@ impl Entry {
             browser_hash: crate::crypto::hex(&self.browser),
             created_at: self.created_at,
             link_user_id: None,
-            generation: self.generation,
+            idp_fingerprint: self.binding.idp_fingerprint.clone(),
+            secret_key_id: self.binding.secret_key_id.clone(),
         };
         match &self.extra {
             None => {
-                login.nonce = login_secret("nonce", state);
+                let derived = |label: &str| {
+                    secrets
+                        .derive_with(&self.binding.secret_key_id, label, state)
+                        .unwrap_or_default()
+                };
+                login.nonce = derived("nonce");
                 if !self.no_pkce {
-                    login.pkce_verifier = login_secret("pkce", state);
+                    login.pkce_verifier = derived("pkce");
                 }
             }
             Some(extra) => {
@@ -373,7 +404,7 @@ mod tests {
             pkce_verifier: String::new(),
             next: "/after".into(),
             link_user_id: link.map(str::to_string),
-            generation: 3,
+            idp_fingerprint: "fingerprint".into(),
             ..super::super::conformance::sample_pending(created_at)
         }
     }
@@ -394,13 +425,16 @@ mod tests {
     #[test]
     fn the_usual_login_is_stored_compactly_and_comes_back_whole() {
         let table = PendingTable::default();
+        let secrets = LoginSecrets::random();
+        table.set_secrets(secrets.clone());
         for pkce in [true, false] {
             let state = format!("state-{pkce}");
             let mut usual = login(7, None);
             usual.next = "/".into();
-            usual.nonce = login_secret("nonce", &state);
+            usual.secret_key_id = secrets.key_id().into();
+            usual.nonce = secrets.derive("nonce", &state);
             usual.pkce_verifier = if pkce {
-                login_secret("pkce", &state)
+                secrets.derive("pkce", &state)
             } else {
                 String::new()
             };
@@ -418,7 +452,8 @@ mod tests {
         // Another state's secrets are not this one's: stored in full, and still correct.
         let mut odd = login(7, None);
         odd.next = "/".into();
-        odd.nonce = login_secret("nonce", "other");
+        odd.secret_key_id = secrets.key_id().into();
+        odd.nonce = secrets.derive("nonce", "other");
         odd.browser_hash = crate::crypto::sha256_hex("browser");
         assert!(table.put("mine", &odd));
         assert!(table

@@ -131,6 +131,12 @@ impl SledStore {
         self.pending.set_capacity(capacity);
     }
 
+    /// Derives logins' nonces and PKCE verifiers with the vault's keys (see
+    /// [`crate::crypto::LoginSecrets`]).
+    pub fn set_login_secrets(&self, secrets: crate::crypto::LoginSecrets) {
+        self.pending.set_secrets(secrets);
+    }
+
     /// Flushes to disk.
     pub fn flush(&self) -> StoreResult<()> {
         self.db.flush().map(|_| ()).map_err(backend)
