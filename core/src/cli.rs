@@ -47,6 +47,12 @@ enum Command {
         /// The XML file.
         file: PathBuf,
     },
+    /// Write a new secret key (for `secret_key_file`) to PATH, mode 0600; an existing file is
+    /// never overwritten. Replicas that share a database must share this file.
+    Keygen {
+        /// Where to write it.
+        path: PathBuf,
+    },
     /// List the built-in provider kinds and, with --config, each configured provider with its
     /// origin (built-in or library path) and versions.
     Providers {
@@ -93,6 +99,19 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Providers { config } => providers(config),
+        Command::Keygen { path } => match crate::crypto::write_new_key(&path) {
+            Ok(_) => {
+                println!(
+                    "wrote a new secret key to {} (mode 0600): name it in secret_key_file, keep it secret, and give every replica the same file",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ImportGalaxy { file } => {
             let xml = match std::fs::read_to_string(&file) {
                 Ok(xml) => xml,

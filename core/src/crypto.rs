@@ -172,6 +172,41 @@ const SEALED_V1: u8 = 1;
 /// `[2][key id: 8][nonce: 24][ciphertext]`.
 const SEALED_V2: u8 = 2;
 
+/// Writes a fresh random key to `path` (mode 0600, base64url and a newline: the format
+/// `secret_key_file` takes), creating its directory; refuses a file that exists.
+pub fn write_new_key(path: &Path) -> Result<[u8; 32], VaultError> {
+    let fail = |reason: String| VaultError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|err| fail(err.to_string()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            fail("exists already; a key is never overwritten (move it away first)".into())
+        }
+        _ => fail(err.to_string()),
+    })?;
+    file.write_all(URL_SAFE_NO_PAD.encode(key).as_bytes())
+        .and_then(|_| file.write_all(b"\n"))
+        .and_then(|_| file.sync_all())
+        .map_err(|err| fail(err.to_string()))?;
+    Ok(key)
+}
+
 /// Encrypts tokens at rest.
 pub struct TokenVault {
     /// The sealing key first, then the previous ones (open only).
@@ -233,33 +268,10 @@ impl TokenVault {
 
     /// Reads the key file, or creates it (mode 0600) with a fresh random key.
     pub fn load_or_create(path: &Path) -> Result<Self, VaultError> {
-        let fail = |reason: String| VaultError::KeyFile {
-            path: path.display().to_string(),
-            reason,
-        };
         match read_key(path) {
             Ok(Some(key)) => Ok(Self::from_key(&key)),
             Err(err) => Err(err),
-            Ok(None) => {
-                let mut key = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut key);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|err| fail(err.to_string()))?;
-                }
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                let mut file = options.open(path).map_err(|err| fail(err.to_string()))?;
-                file.write_all(URL_SAFE_NO_PAD.encode(key).as_bytes())
-                    .and_then(|_| file.write_all(b"\n"))
-                    .and_then(|_| file.sync_all())
-                    .map_err(|err| fail(err.to_string()))?;
-                Ok(Self::from_key(&key))
-            }
+            Ok(None) => Ok(Self::from_key(&write_new_key(path)?)),
         }
     }
 

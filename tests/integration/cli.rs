@@ -199,3 +199,45 @@ async fn check_online_runs_discovery_for_each_idp() {
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("1 identity provider(s) failed the online check"));
 }
+
+/// `authnz keygen PATH` writes a key that `secret_key_file` takes (mode 0600), which every
+/// replica given the file reads alike; it never overwrites one.
+#[test]
+fn keygen_writes_a_private_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys").join("authnz.key");
+    let output = authnz().arg("keygen").arg(&path).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("every replica the same file"));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written.trim_end().len(), 43, "32 bytes, base64url");
+    assert!(written.ends_with('\n'));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // What two replicas read from it agrees: they seal and derive alike.
+    let a = authnz::crypto::TokenVault::load(&path, &[]).unwrap();
+    let b = authnz::crypto::TokenVault::load(&path, &[]).unwrap();
+    let sealed = a.seal(b"context", b"tokens").unwrap();
+    assert_eq!(b.open(b"context", &sealed).unwrap(), b"tokens");
+    assert_eq!(
+        a.login_secrets().derive("nonce", "state"),
+        b.login_secrets().derive("nonce", "state")
+    );
+    // A second keygen refuses, names the file, and leaves the key as it was.
+    let again = authnz().arg("keygen").arg(&path).output().unwrap();
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains(&path.display().to_string()) && said.contains("never overwritten"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+    assert!(
+        !said.contains(written.trim_end()),
+        "the key is never printed"
+    );
+}
