@@ -14,6 +14,7 @@ mod admin;
 mod backchannel;
 mod caller;
 mod cookies;
+mod dev_idp;
 mod error;
 mod keys;
 mod login;
@@ -49,8 +50,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
     if let Some(dev) = &app.dev_idp {
         route = route.nest(
             DEV_IDP_PATH,
-            Arc::clone(dev)
-                .routes()
+            dev_idp::routes(Arc::clone(dev))
                 .into_endpoint()
                 .around(loopback_only),
         );
