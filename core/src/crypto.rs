@@ -275,6 +275,11 @@ impl TokenVault {
         }
     }
 
+    /// Whether `sealed` was sealed with the current key (not a previous one).
+    pub fn sealed_with_current(&self, sealed: &[u8]) -> bool {
+        sealed.first() == Some(&SEALED_V2) && sealed.get(1..9) == Some(&self.keys[0].0[..])
+    }
+
     /// Encrypts `plaintext`, bound to `context` (e.g. the identity key).
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let mut nonce = [0u8; 24];

@@ -3,7 +3,8 @@
 //! the real binary, whose database (sled) cannot resume after a failed write, exits with a clear
 //! message, and its restart serves with every account intact. The database lives on a small
 //! tmpfs of the test's own (mounting one needs root: the test says so and stops early
-//! otherwise).
+//! otherwise). And a wrong key: a database remembers the key it was made with, and a server
+//! given another refuses to start.
 
 use authnz_tests::Browser;
 
@@ -156,4 +157,56 @@ async fn a_full_disk_fails_logins_cleanly_and_authnz_recovers_when_there_is_room
             .status(),
         303
     );
+}
+
+/// Starts (and stops) authnz on `dir`'s database with the key `key` (and `previous` keys).
+fn start_with_key(
+    dir: &std::path::Path,
+    key: &str,
+    previous: &[&str],
+) -> Result<(), authnz::state::StartError> {
+    let previous: Vec<String> = previous
+        .iter()
+        .map(|name| format!("\"{}\"", dir.join(name).display()))
+        .collect();
+    let text = format!(
+        "[server]\ndatabase = \"{}\"\nsecret_key_file = \"{}\"\nprevious_secret_key_files = [{}]\n",
+        dir.join("db").display(),
+        dir.join(key).display(),
+        previous.join(", ")
+    );
+    let path = dir.join("idps.toml");
+    std::fs::write(&path, &text).unwrap();
+    let registry = authnz::registry::Registry::builtin();
+    let config = authnz::config::load(&path, &registry).unwrap_or_else(|errors| panic!("{errors}"));
+    authnz::state::App::build(config, authnz::protocol::HttpLimits::default(), registry).map(drop)
+}
+
+/// A database made with one key refuses a server given another (a regenerated key file, a
+/// replica with a file of its own), naming the file; after a rotation (the old key listed as
+/// previous) it starts, and from then on the new key alone is the database's.
+#[test]
+fn a_database_refuses_a_server_with_another_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.key", "b.key"] {
+        authnz::crypto::write_new_key(&dir.path().join(name)).unwrap();
+    }
+    start_with_key(dir.path(), "a.key", &[]).expect("the first start records its key");
+    start_with_key(dir.path(), "a.key", &[]).expect("the same key starts again");
+    let refused = start_with_key(dir.path(), "b.key", &[]).expect_err("another key is refused");
+    let said = refused.to_string();
+    assert!(
+        matches!(refused, authnz::state::StartError::KeyMismatch { .. })
+            && said.contains(&dir.path().join("b.key").display().to_string())
+            && said.contains("previous_secret_key_files"),
+        "{said}"
+    );
+    start_with_key(dir.path(), "b.key", &["a.key"]).expect("a rotation starts");
+    start_with_key(dir.path(), "b.key", &[]).expect("after it, the new key alone is enough");
+    let refused =
+        start_with_key(dir.path(), "a.key", &[]).expect_err("the old key alone no longer is");
+    assert!(matches!(
+        refused,
+        authnz::state::StartError::KeyMismatch { .. }
+    ));
 }

@@ -159,8 +159,36 @@ pub enum StartError {
     Idp { name: String, reason: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("the database was made with another secret key than {path}: every token it keeps would fail to open. Give this server the key file the database was made with (replicas share one file); after a key rotation, list the old key in previous_secret_key_files")]
+    KeyMismatch { path: String },
     #[error("the database stopped taking writes ({reason}) and cannot resume in place now that the disk has room again; exiting so that the supervisor restarts authnz (every write answered before the failure is on disk)")]
     StoreStuck { reason: String },
+}
+
+/// The database remembers its key: a canary sealed with it at the first start. A server given
+/// another key (a regenerated or wrong `secret_key_file`, a replica given a file of its own)
+/// refuses to start and names the file, rather than failing every stored token later. After a
+/// rotation the canary opens with the previous key and is sealed again with the new one.
+fn check_key_canary(
+    store: &dyn Store,
+    vault: &TokenVault,
+    key_file: &std::path::Path,
+) -> Result<(), StartError> {
+    const CONTEXT: &[u8] = b"authnz key canary";
+    let reseal = || -> Result<(), StartError> {
+        let sealed = vault.seal(CONTEXT, b"authnz")?;
+        Ok(store.put_key_canary(&sealed)?)
+    };
+    match store.key_canary()? {
+        None => reseal(),
+        Some(sealed) => match vault.open(CONTEXT, &sealed) {
+            Ok(_) if vault.sealed_with_current(&sealed) => Ok(()),
+            Ok(_) => reseal(),
+            Err(_) => Err(StartError::KeyMismatch {
+                path: key_file.display().to_string(),
+            }),
+        },
+    }
 }
 
 impl App {
@@ -194,6 +222,7 @@ impl App {
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         sled.set_login_secrets(vault.login_secrets().clone());
         let store: Arc<dyn Store> = Arc::new(sled);
+        check_key_canary(&*store, &vault, &server.secret_key_file)?;
         let migrated = store.migrate_issuers(&config.issuers())?;
         if migrated > 0 {
             tracing::info!(

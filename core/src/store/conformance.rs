@@ -68,7 +68,7 @@ pub fn sample_pending(created_at: i64) -> PendingLogin {
 
 /// Runs every conformance test, each on a fresh store.
 pub fn run_all(open: &OpenFresh) -> TestResult {
-    let tests: [(&str, StoreTest); 15] = [
+    let tests: [(&str, StoreTest); 16] = [
         ("pending logins are single use", pending_single_use),
         ("sweep removes only expired pending logins", sweep),
         ("a second login maps to the same user", same_user_again),
@@ -90,6 +90,7 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
         ("api keys", api_keys),
         ("sign-ups are single use and expire", signups),
         ("identities belong to their issuer", issuers),
+        ("the key canary is kept", key_canary),
     ];
     for (name, test) in tests {
         let (store, _guard) = open()?;
@@ -102,6 +103,20 @@ pub fn run_all(open: &OpenFresh) -> TestResult {
     deletion_and_linking_exclude_each_other(Arc::from(store))
         .map_err(|err| format!("deletion and linking: {err}"))?;
     Ok(())
+}
+
+fn key_canary(store: &dyn Store) -> TestResult {
+    check(store.key_canary()?.is_none(), "a new store has no canary")?;
+    store.put_key_canary(b"sealed-1")?;
+    check(
+        store.key_canary()?.as_deref() == Some(&b"sealed-1"[..]),
+        "kept",
+    )?;
+    store.put_key_canary(b"sealed-2")?;
+    check(
+        store.key_canary()?.as_deref() == Some(&b"sealed-2"[..]),
+        "replaced",
+    )
 }
 
 /// Connecting identities to an account while it is deleted never leaves an identity, a

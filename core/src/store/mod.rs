@@ -375,6 +375,13 @@ pub trait Store: Send + Sync + 'static {
     /// (the server probes it, so that `/readyz` tells a full disk).
     fn probe(&self) -> StoreResult<()>;
 
+    /// The key canary: a small record sealed with the vault's key at the first start, by which
+    /// a server started with another key notices. `None` before the first start.
+    fn key_canary(&self) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Stores the key canary, durably.
+    fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()>;
+
     /// Gives identities from before issuers were recorded the issuer of their entry, from
     /// `issuers` (entry name to issuer). Those of entries not configured now wait for the start
     /// or reload that configures them. Returns how many were given one.

@@ -3,6 +3,9 @@
 //!
 //! sled holds an exclusive lock on its directory, so one process owns a database.
 
+/// Where the key canary is kept, in the default tree.
+const KEY_CANARY: &[u8] = b"authnz-key-canary";
+
 mod batch;
 mod keys;
 #[cfg(test)]
@@ -667,6 +670,19 @@ impl Store for SledStore {
         self.db.insert(DONE, &[1u8][..]).map_err(backend)?;
         self.flush()?;
         Ok(migrated)
+    }
+
+    fn key_canary(&self) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get(KEY_CANARY)
+            .map_err(backend)?
+            .map(|value| value.to_vec()))
+    }
+
+    fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()> {
+        self.db.insert(KEY_CANARY, sealed).map_err(backend)?;
+        self.flush()
     }
 
     fn probe(&self) -> StoreResult<()> {
