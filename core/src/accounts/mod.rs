@@ -113,62 +113,9 @@ impl Accounts<'_> {
         verified: VerifiedLogin,
         cx: LoginContext<'_>,
     ) -> Result<Finished, Error> {
-        let app = self;
-        let mut mapped =
-            idp.config
-                .provider
-                .map_identity(&verified.claims)
-                .map_err(|err| match err {
-                    MapError::Denied(reason) => Error::Denied(reason),
-                    MapError::Invalid(reason) => Error::ClaimsUnusable(reason),
-                    MapError::Failed(reason) => Error::ProviderFailed(reason),
-                    _ => Error::ClaimsUnusable("the identity could not be mapped".into()),
-                })?;
-        if let Some(claim) = &idp.config.username_claim {
-            // `username_claim = "email"` takes the local part, as a username should not be an address.
-            if let Some(value) = verified.claims.str(claim) {
-                mapped.username = Some(value.split('@').next().unwrap_or(value).to_string());
-            }
-        }
-        if !crate::protocol::valid_subject(&mapped.subject) {
-            return Err(Error::ClaimsUnusable(
-                "the identity has no valid subject".into(),
-            ));
-        }
-        let tokens = serde_json::to_vec(&verified.tokens)
-            .map_err(|_| Error::Internal("token encoding failed".into()))?;
-        let sealed_tokens = app
-            .vault
-            .seal(
-                &identity_key_public(&idp.config.name, &mapped.subject),
-                &tokens,
-            )
-            .map_err(|_| Error::Internal("token sealing failed".into()))?;
-        let email_authoritative = mapped.email_verified
-            && mapped
-                .email
-                .as_deref()
-                .and_then(|email| email.rsplit_once('@'))
-                .is_some_and(|(_, domain)| {
-                    idp.config
-                        .trusted_email_domains
-                        .iter()
-                        .any(|trusted| trusted.eq_ignore_ascii_case(domain))
-                });
-        // The session keeps the ID token of its own login, for its own logout (SECURITY I76).
-        let sealed_id_token = (!verified.tokens.id_token.is_empty())
-            .then(|| {
-                app.vault.seal(
-                    &id_token_context(&idp.config.name, &mapped.subject),
-                    verified.tokens.id_token.as_bytes(),
-                )
-            })
-            .transpose()
-            .map_err(|_| Error::Internal("token sealing failed".into()))?
-            .map(|sealed| {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
-            });
+        let mapped = mapped_identity(idp, &verified.claims)?;
+        let (sealed_tokens, sealed_id_token) = self.seal(idp, &mapped.subject, &verified.tokens)?;
+        let email_authoritative = email_authoritative(idp, &mapped);
         let session_cookie = random_token(32);
         let login = CompletedLogin {
             idp: idp.config.name.clone(),
@@ -183,7 +130,7 @@ impl Accounts<'_> {
             session_hash: sha256_hex(&session_cookie),
             new_user_id: crate::crypto::new_user_id(),
             now: cx.now,
-            session_expires_at: cx.now + app.session_ttl.as_secs() as i64,
+            session_expires_at: cx.now + self.session_ttl.as_secs() as i64,
             sid: verified.claims.str("sid").map(str::to_string),
             csrf: random_token(32),
             sealed_id_token,
@@ -199,37 +146,123 @@ impl Accounts<'_> {
         let for_signup = login.require_existing.then(|| login.clone());
         // Durable before the person is told they are logged in.
         let new_tokens = verified.tokens;
-        match app.store.complete_login_durable(login).await {
+        match self.store.complete_login_durable(login).await {
             Ok(mut outcome) => {
                 if let Some(old) = cx.old_session {
-                    app.store.delete_session(old)?;
-                    app.store.sync().await?;
+                    self.store.delete_session(old)?;
+                    self.store.sync().await?;
                 }
                 if let Some(replaced) = outcome.replaced_tokens.take() {
-                    app.revoke_replaced(idp, &mapped.subject, &replaced, &new_tokens);
+                    self.revoke_replaced(idp, &mapped.subject, &replaced, &new_tokens);
                 }
                 Ok(Finished::LoggedIn(outcome, session_cookie))
             }
             Err(StoreError::NeedsConfirmation) => {
-                let mut login = for_signup
+                let login = for_signup
                     .ok_or_else(|| Error::Internal("a confirmation nobody asked for".into()))?;
-                login.require_existing = false;
-                let id = random_token(32);
-                let signup = PendingSignup {
-                    login,
-                    next: cx.next,
-                    browser_hash: cx.browser_hash,
-                    csrf: random_token(32),
-                    expires_at: cx.now + crate::config::LOGIN_TTL.as_secs() as i64,
-                };
-                let record = serde_json::to_vec(&signup)
-                    .map_err(|_| Error::Internal("sign-up encoding failed".into()))?;
-                app.store.put_signup(&id, signup.expires_at, &record)?;
-                Ok(Finished::NeedsConfirmation(id))
+                self.park_signup(login, cx.next, cx.browser_hash, cx.now)
             }
             Err(err) => Err(login_error(err, idp)),
         }
     }
+
+    /// The identity's tokens, sealed to it, and its ID token, sealed to the session (for its
+    /// own logout, SECURITY I76), base64url.
+    fn seal(
+        &self,
+        idp: &Idp,
+        subject: &str,
+        tokens: &crate::protocol::IdpTokens,
+    ) -> Result<(Vec<u8>, Option<String>), Error> {
+        let plain = serde_json::to_vec(tokens)
+            .map_err(|_| Error::Internal("token encoding failed".into()))?;
+        let sealed_tokens = self
+            .vault
+            .seal(&identity_key_public(&idp.config.name, subject), &plain)
+            .map_err(|_| Error::Internal("token sealing failed".into()))?;
+        let sealed_id_token = (!tokens.id_token.is_empty())
+            .then(|| {
+                self.vault.seal(
+                    &id_token_context(&idp.config.name, subject),
+                    tokens.id_token.as_bytes(),
+                )
+            })
+            .transpose()
+            .map_err(|_| Error::Internal("token sealing failed".into()))?
+            .map(|sealed| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+            });
+        Ok((sealed_tokens, sealed_id_token))
+    }
+
+    /// Parks a first login until the person confirms the new account; returns its sign-up.
+    fn park_signup(
+        &self,
+        mut login: CompletedLogin,
+        next: String,
+        browser_hash: String,
+        now: i64,
+    ) -> Result<Finished, Error> {
+        login.require_existing = false;
+        let id = random_token(32);
+        let signup = PendingSignup {
+            login,
+            next,
+            browser_hash,
+            csrf: random_token(32),
+            expires_at: now + crate::config::LOGIN_TTL.as_secs() as i64,
+        };
+        let record = serde_json::to_vec(&signup)
+            .map_err(|_| Error::Internal("sign-up encoding failed".into()))?;
+        self.store.put_signup(&id, signup.expires_at, &record)?;
+        Ok(Finished::NeedsConfirmation(id))
+    }
+}
+
+/// The provider's mapping of the verified claims, with the entry's `username_claim`; the
+/// subject must be one an identity can be keyed by.
+fn mapped_identity(
+    idp: &Idp,
+    claims: &authnz_plugin::VerifiedClaims,
+) -> Result<authnz_plugin::MappedIdentity, Error> {
+    let mut mapped = idp
+        .config
+        .provider
+        .map_identity(claims)
+        .map_err(|err| match err {
+            MapError::Denied(reason) => Error::Denied(reason),
+            MapError::Invalid(reason) => Error::ClaimsUnusable(reason),
+            MapError::Failed(reason) => Error::ProviderFailed(reason),
+            _ => Error::ClaimsUnusable("the identity could not be mapped".into()),
+        })?;
+    if let Some(claim) = &idp.config.username_claim {
+        // `username_claim = "email"` takes the local part, as a username should not be an address.
+        if let Some(value) = claims.str(claim) {
+            mapped.username = Some(value.split('@').next().unwrap_or(value).to_string());
+        }
+    }
+    if !crate::protocol::valid_subject(&mapped.subject) {
+        return Err(Error::ClaimsUnusable(
+            "the identity has no valid subject".into(),
+        ));
+    }
+    Ok(mapped)
+}
+
+/// Whether the IdP verified the address and is listed as authoritative for its domain.
+fn email_authoritative(idp: &Idp, mapped: &authnz_plugin::MappedIdentity) -> bool {
+    mapped.email_verified
+        && mapped
+            .email
+            .as_deref()
+            .and_then(|email| email.rsplit_once('@'))
+            .is_some_and(|(_, domain)| {
+                idp.config
+                    .trusted_email_domains
+                    .iter()
+                    .any(|trusted| trusted.eq_ignore_ascii_case(domain))
+            })
 }
 
 /// The 409s of account linking, with what the person can do.
