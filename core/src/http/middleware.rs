@@ -122,9 +122,10 @@ pub(crate) async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
     let api_path = path.starts_with("/authnz") || path.starts_with("/api");
-    // What a browser's error page says: the typed error the handler answered with.
+    // What a browser's error page says: the typed error the handler answered with (its JSON
+    // body is made from the same error, also when the endpoint answers it with another status).
     let mut shown = failure
-        .filter(|failure| failure.status.code() == status.as_u16())
+        .filter(|_| status.as_u16() >= 400)
         .map(|failure| (failure.code.to_string(), failure.message));
     if api_path && !is_json && status.as_u16() >= 400 {
         // Errors raised by the framework itself (a missing session cookie, a malformed
