@@ -218,7 +218,7 @@ fn hello() -> &'static str {
 /// Writes `count` users through authnz's store, on two threads, and flushes.
 fn seed(dir: &std::path::Path, count: u64) {
     use authnz::store::sled_store::SledStore;
-    use authnz::store::{CompletedLogin, EmailMatch, Store};
+    use authnz::store::{CompletedLogin, EmailMatch};
     let store = SledStore::open(dir, 16 << 20).unwrap();
     let now = now();
     let threads = 2;

@@ -198,7 +198,7 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let app = App::new(config)?;
+        let app = App::new(config).await?;
         let listener = std::net::TcpListener::bind(listen).map_err(|err| {
             crate::state::StartError::Listen {
                 addr: listen.to_string(),

@@ -55,10 +55,11 @@ pub async fn serve(
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
-                // A sweep reads every session: on the blocking pool, so that requests keep
-                // their runtime threads.
+                // A sweep may read every session (sled answers synchronously): on the blocking
+                // pool, so that requests keep their runtime threads.
                 let app = Arc::clone(&app);
-                let _ = tokio::task::spawn_blocking(move || app.sweep()).await;
+                let runtime = tokio::runtime::Handle::current();
+                let _ = tokio::task::spawn_blocking(move || runtime.block_on(app.sweep())).await;
             }
         })
     };
@@ -116,8 +117,9 @@ async fn watch_store(app: Arc<App>) -> StartError {
     loop {
         tick.tick().await;
         let probing = Arc::clone(&app);
+        let runtime = tokio::runtime::Handle::current();
         let Ok(probe) = tokio::task::spawn_blocking(move || {
-            let probe = probing.store.probe();
+            let probe = runtime.block_on(probing.store.probe());
             let room = probe.is_err() && has_room(&probing.server.database);
             (probe, room)
         })
@@ -186,7 +188,7 @@ async fn watch_config(app: Arc<App>) {
         let now_modified = modified(&path);
         if by_signal || now_modified != last {
             last = now_modified;
-            let _ = app.reload();
+            let _ = app.reload().await;
         }
     }
 }

@@ -11,11 +11,16 @@ use serde_json::json;
 
 use crate::login_flow::{dev_login, dev_server};
 
-fn open_tokens(server: &authnz_tests::TestServer, idp: &str, subject: &str) -> serde_json::Value {
+async fn open_tokens(
+    server: &authnz_tests::TestServer,
+    idp: &str,
+    subject: &str,
+) -> serde_json::Value {
     let sealed = server
         .app
         .store
         .sealed_tokens(idp, subject)
+        .await
         .unwrap()
         .expect("tokens stored");
     let plain = server
@@ -108,7 +113,7 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
     assert_eq!(idps, ["corp", "lab"]);
 
     // Disconnect lab: its refresh token is revoked at the provider first.
-    let refresh = open_tokens(&server, "lab", "alice")["refresh_token"]
+    let refresh = open_tokens(&server, "lab", "alice").await["refresh_token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -130,6 +135,7 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
         .app
         .store
         .sealed_tokens("lab", "alice")
+        .await
         .unwrap()
         .is_none());
     let (status, me) = browser.me(&url).await;
@@ -193,8 +199,8 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
         );
     }
     assert_eq!(browser.me(&url).await.0, 401);
-    assert_eq!(server.count("tokens"), 0);
-    assert_eq!(server.count("sessions"), 0);
+    assert_eq!(server.count("tokens").await, 0);
+    assert_eq!(server.count("sessions").await, 0);
 }
 
 #[tokio::test]
@@ -321,7 +327,7 @@ async fn email_matches_link_only_when_the_policy_and_both_idps_allow_it() {
     let callback = other
         .sign_in_at_provider(&authorize, "alice", &format!("{url}/authnz/other/callback"))
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = other.get(&callback).await;
     assert_eq!(
         response.status(),
@@ -329,7 +335,7 @@ async fn email_matches_link_only_when_the_policy_and_both_idps_allow_it() {
         "{:?}",
         response.headers().get("location")
     );
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
 
     // F56: alice's address, unverified, under another subject: 409, no account, no session.
     let mallory = Browser::new();
@@ -341,10 +347,10 @@ async fn email_matches_link_only_when_the_policy_and_both_idps_allow_it() {
             &format!("{url}/authnz/corp/callback"),
         )
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = mallory.get(&callback).await;
     assert_eq!(response.status(), 409);
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
     assert_eq!(mallory.me(&url).await.0, 401);
 
     // F59: bob connects, but signs in at the IdP as alice, whose identity is alice's: 409.
@@ -389,7 +395,7 @@ async fn a_first_login_can_require_confirmation() {
         location.starts_with(&format!("{url}/authnz/dev/create_user?signup=")),
         "{location}"
     );
-    assert_eq!(server.count("users"), 0);
+    assert_eq!(server.count("users").await, 0);
     assert_eq!(browser.me(&url).await.0, 401);
 
     let page = browser.get(&location).await.text().await.unwrap();
@@ -436,7 +442,7 @@ async fn a_first_login_can_require_confirmation() {
         404,
         "single use"
     );
-    assert_eq!(server.count("users"), 1);
+    assert_eq!(server.count("users").await, 1);
     // The next login of that identity needs no confirmation.
     assert_eq!(
         dev_login(&Browser::new(), &url, "dev", "nora", None)
@@ -467,7 +473,7 @@ async fn api_keys_and_deleting_the_account() {
     let created: serde_json::Value = created.json().await.unwrap();
     let key = created["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("authnz_") && key.len() > 40);
-    let dump = server.dump();
+    let dump = server.dump().await;
     assert!(
         !format!("{dump:?}").contains(&key[7..]),
         "the key is stored hashed"
@@ -542,7 +548,7 @@ async fn api_keys_and_deleting_the_account() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["deleted"], true);
-    for (collection, records) in server.dump() {
+    for (collection, records) in server.dump().await {
         if collection != "pending_logins" {
             assert!(records.is_empty(), "{collection} still holds records");
         }

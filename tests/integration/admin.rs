@@ -69,7 +69,7 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
             with_label("fresh", &issuer, "Fresh")
         ),
     );
-    let generation = server.app.reload().expect("the new config loads");
+    let generation = server.app.reload().await.expect("the new config loads");
     assert!(generation > before);
 
     // The logins in flight finish against what they started with, lab included.
@@ -107,7 +107,13 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
         200,
         "a removed IdP's users and sessions stay"
     );
-    assert!(server.app.store.identity("lab", "larry").unwrap().is_some());
+    assert!(server
+        .app
+        .store
+        .identity("lab", "larry")
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(
         browser
             .login_with_provider(&url, "fresh", "fran")
@@ -118,7 +124,11 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
 
     // A broken config changes nothing and says why, on /healthz too.
     rewrite_idps(&server, "[idps.fresh]\nkind = \"oidcc\"\n");
-    let error = server.app.reload().expect_err("a broken config is refused");
+    let error = server
+        .app
+        .reload()
+        .await
+        .expect_err("a broken config is refused");
     assert!(
         error.contains("idps.fresh.kind: unknown kind \"oidcc\""),
         "{error}"
@@ -155,7 +165,7 @@ async fn reload_swaps_idps_while_logins_are_in_flight() {
 
     // Fixed: in force again, the error gone.
     rewrite_idps(&server, &with_label("fresh", &issuer, "Fresh"));
-    assert!(server.app.reload().is_ok());
+    assert!(server.app.reload().await.is_ok());
     let health: serde_json::Value = browser
         .get(&format!("{url}/healthz"))
         .await
@@ -302,7 +312,7 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
     // The provider goes down; the label changes; the reload keeps the discovery.
     drop(provider);
     rewrite_idps(&server, &with_label("corp", &issuer, "Corp (new)"));
-    server.app.reload().expect("the new config loads");
+    server.app.reload().await.expect("the new config loads");
     let kept = server.app.current().idp("corp").unwrap();
     assert_eq!(kept.config.label, "Corp (new)");
     assert!(kept.is_ready().await, "ready at once, without the network");
@@ -320,7 +330,7 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
             with_label("corp", &issuer, "Corp (new)")
         ),
     );
-    server.app.reload().expect("the new config loads");
+    server.app.reload().await.expect("the new config loads");
     let changed = server.app.current().idp("corp").unwrap();
     assert!(changed.discovered().await.is_err(), "discovered anew");
     assert_eq!(fetches(&changed).0, 1);

@@ -62,12 +62,13 @@ async fn a_person_signs_in_in_a_real_browser() {
     );
     assert!(stdout.contains("all browser steps passed"), "{stdout}");
     // What the browser did is in the store: one user, alice, with one identity left.
-    let users = server.dump()["users"].clone();
+    let users = server.dump().await["users"].clone();
     assert_eq!(users.len(), 1);
     let identities = server
         .app
         .store
         .identities_of(&String::from_utf8_lossy(users.keys().next().unwrap()))
+        .await
         .unwrap();
     assert_eq!(identities.len(), 1);
     assert_eq!(identities[0].idp, "corp");

@@ -17,7 +17,7 @@ async fn expect_rejected(
     status: u16,
     code: &str,
 ) -> serde_json::Value {
-    let before = server.dump();
+    let before = server.dump().await;
     let response = browser.get(url).await;
     assert_eq!(response.status().as_u16(), status, "{url}");
     assert!(
@@ -29,7 +29,7 @@ async fn expect_rejected(
     );
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
-    let after = server.dump();
+    let after = server.dump().await;
     assert_only_pending_consumed(&before, &after);
     assert_eq!(browser.me(&server.url).await.0, 401, "a session started");
     // Neither the code nor the state of the attempt reached the logs.
@@ -121,7 +121,7 @@ async fn login_csrf_a_callback_from_another_browser_is_refused() {
     let victim = Browser::new();
     expect_rejected(&server, &victim, &callback, 400, "browser_mismatch").await;
     assert_eq!(
-        server.count("users"),
+        server.count("users").await,
         0,
         "the attacker's account was not created"
     );
@@ -139,10 +139,10 @@ async fn a_callback_url_works_once() {
     let other = Browser::new();
     expect_rejected(&server, &other, &callback, 400, "invalid_state").await;
     // Same browser: still refused, and its session is not touched.
-    let before = server.dump();
+    let before = server.dump().await;
     let response = browser.get(&callback).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(before, server.dump());
+    assert_eq!(before, server.dump().await);
 }
 
 #[tokio::test]
@@ -257,12 +257,12 @@ async fn unknown_or_odd_idp_names_are_404() {
     let browser = Browser::new();
     for name in ["nope", "DEV", "Dev", "..%2F..%2Fetc", "dev%00", "%2e%2e"] {
         for path in ["login", "callback?code=a&state=b"] {
-            let before = server.dump();
+            let before = server.dump().await;
             let response = browser
                 .get(&format!("{}/authnz/{name}/{path}", server.url))
                 .await;
             assert_eq!(response.status(), 404, "{name}/{path}");
-            assert_eq!(before, server.dump());
+            assert_eq!(before, server.dump().await);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authnz::store::{SledStore, Store};
+use authnz::store::SledStore;
 use authnz_tests::Browser;
 
 async fn spawn_server(config: &std::path::Path) -> tokio::process::Child {

@@ -60,8 +60,8 @@ async fn the_dev_idp_serves_only_this_machine() {
     let response = remote(browser.client.get(&callback)).send().await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(browser.me(url).await.0, 401);
-    assert_eq!(server.count("sessions"), 0);
-    assert_eq!(server.count("users"), 0);
+    assert_eq!(server.count("sessions").await, 0);
+    assert_eq!(server.count("users").await, 0);
     // Positive control: from this machine, the same steps log in.
     let response = dev_login(&browser, url, "dev", "admin", None).await;
     assert_eq!(response.status(), 303);
@@ -120,7 +120,7 @@ async fn api_key(browser: &Browser, url: &str, expires_in_days: Option<i64>) -> 
 async fn assert_bearer_cannot_manage(server: &TestServer, token: &str, idp: &str, key_id: &str) {
     let url = &server.url;
     let client = reqwest::Client::new();
-    let before = server.dump();
+    let before = server.dump().await;
     let attempts = [
         (
             "mint a key",
@@ -152,7 +152,7 @@ async fn assert_bearer_cannot_manage(server: &TestServer, token: &str, idp: &str
         assert_eq!(status, 403, "{what}: {body}");
         assert_eq!(body["error"], "session_required", "{what}: {body}");
     }
-    let after = server.dump();
+    let after = server.dump().await;
     for collection in ["users", "identities", "api_keys", "tokens", "sessions"] {
         assert_eq!(
             before.get(collection),
@@ -193,7 +193,7 @@ async fn an_api_key_cannot_mint_keys_or_take_the_account() {
     // Positive control: the browser session (with its CSRF token) manages keys...
     let (_, second) = api_key(&browser, url, None).await;
     assert!(second.starts_with("authnz_"));
-    assert_eq!(server.count("api_keys"), 2);
+    assert_eq!(server.count("api_keys").await, 2);
     // ...with a body as the schema has it: a name is a string, a lifetime a number or absent.
     for body in [
         json!({"name": false}),
@@ -211,7 +211,7 @@ async fn an_api_key_cannot_mint_keys_or_take_the_account() {
             .unwrap();
         assert_eq!(response.status(), 400, "{body}");
     }
-    assert_eq!(server.count("api_keys"), 2);
+    assert_eq!(server.count("api_keys").await, 2);
 }
 
 #[tokio::test]
@@ -501,5 +501,5 @@ async fn logout_needs_the_sessions_csrf_token() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(browser.me(url).await.0, 401);
-    assert_eq!(server.count("sessions"), 0);
+    assert_eq!(server.count("sessions").await, 0);
 }

@@ -102,7 +102,7 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "provider_failed", "{body}");
-    assert_eq!(server.count("pending_logins"), 0);
+    assert_eq!(server.count("pending_logins").await, 0);
 
     // The faulty provider panics while mapping: 502 for that login, nothing stored.
     let panicky = Browser::new();
@@ -119,12 +119,12 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
             &format!("{}/authnz/panicky/callback", server.url),
         )
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = panicky.get(&callback).await;
     assert_eq!(response.status(), 502);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "provider_failed", "{body}");
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
     assert_eq!(panicky.me(&server.url).await.0, 401);
 
     // Everything else keeps working: the same library, and a built-in provider.
@@ -144,7 +144,7 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
             .status(),
         303
     );
-    assert_eq!(server.count("users"), 2);
+    assert_eq!(server.count("users").await, 2);
 }
 
 #[test]

@@ -160,7 +160,7 @@ async fn a_full_disk_fails_logins_cleanly_and_authnz_recovers_when_there_is_room
 }
 
 /// Starts (and stops) authnz on `dir`'s database with the key `key` (and `previous` keys).
-fn start_with_key(
+async fn start_with_key(
     dir: &std::path::Path,
     key: &str,
     previous: &[&str],
@@ -179,21 +179,29 @@ fn start_with_key(
     std::fs::write(&path, &text).unwrap();
     let registry = authnz::registry::Registry::builtin();
     let config = authnz::config::load(&path, &registry).unwrap_or_else(|errors| panic!("{errors}"));
-    authnz::state::App::build(config, authnz::protocol::HttpLimits::default(), registry).map(drop)
+    authnz::state::App::build(config, authnz::protocol::HttpLimits::default(), registry)
+        .await
+        .map(drop)
 }
 
 /// A database made with one key refuses a server given another (a regenerated key file, a
 /// replica with a file of its own), naming the file; after a rotation (the old key listed as
 /// previous) it starts, and from then on the new key alone is the database's.
-#[test]
-fn a_database_refuses_a_server_with_another_key() {
+#[tokio::test]
+async fn a_database_refuses_a_server_with_another_key() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["a.key", "b.key"] {
         authnz::crypto::write_new_key(&dir.path().join(name)).unwrap();
     }
-    start_with_key(dir.path(), "a.key", &[]).expect("the first start records its key");
-    start_with_key(dir.path(), "a.key", &[]).expect("the same key starts again");
-    let refused = start_with_key(dir.path(), "b.key", &[]).expect_err("another key is refused");
+    start_with_key(dir.path(), "a.key", &[])
+        .await
+        .expect("the first start records its key");
+    start_with_key(dir.path(), "a.key", &[])
+        .await
+        .expect("the same key starts again");
+    let refused = start_with_key(dir.path(), "b.key", &[])
+        .await
+        .expect_err("another key is refused");
     let said = refused.to_string();
     assert!(
         matches!(refused, authnz::state::StartError::KeyMismatch { .. })
@@ -201,10 +209,15 @@ fn a_database_refuses_a_server_with_another_key() {
             && said.contains("previous_secret_key_files"),
         "{said}"
     );
-    start_with_key(dir.path(), "b.key", &["a.key"]).expect("a rotation starts");
-    start_with_key(dir.path(), "b.key", &[]).expect("after it, the new key alone is enough");
-    let refused =
-        start_with_key(dir.path(), "a.key", &[]).expect_err("the old key alone no longer is");
+    start_with_key(dir.path(), "b.key", &["a.key"])
+        .await
+        .expect("a rotation starts");
+    start_with_key(dir.path(), "b.key", &[])
+        .await
+        .expect("after it, the new key alone is enough");
+    let refused = start_with_key(dir.path(), "a.key", &[])
+        .await
+        .expect_err("the old key alone no longer is");
     assert!(matches!(
         refused,
         authnz::state::StartError::KeyMismatch { .. }

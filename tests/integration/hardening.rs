@@ -160,10 +160,10 @@ async fn a_confirmed_sign_up_ends_a_planted_session_and_sign_ups_expire() {
     // A sign-up nobody confirms is swept with its sealed tokens once it expires.
     let idle = Browser::new();
     dev_login(&idle, &url, "open", "ida", None).await;
-    assert_eq!(server.count("signups"), 1);
-    server.app.sweep();
-    assert_eq!(server.count("signups"), 1, "not yet expired");
+    assert_eq!(server.count("signups").await, 1);
+    server.app.sweep().await;
+    assert_eq!(server.count("signups").await, 1, "not yet expired");
     server.app.clock.advance(11 * 60);
-    server.app.sweep();
-    assert_eq!(server.count("signups"), 0);
+    server.app.sweep().await;
+    assert_eq!(server.count("signups").await, 0);
 }

@@ -68,7 +68,7 @@ impl Rig {
         status: u16,
         script: impl FnOnce(&HostileIdp, &str),
     ) -> Value {
-        let before = self.server.dump();
+        let before = self.server.dump().await;
         let sessions_before = before["sessions"].len();
         let (got, body, browser) = self.attempt(script).await;
         assert_eq!(got, status, "{case}: {body}");
@@ -77,7 +77,7 @@ impl Rig {
             401,
             "{case}: a session started"
         );
-        let after = self.server.dump();
+        let after = self.server.dump().await;
         assert_only_pending_consumed(&before, &after);
         assert_eq!(after["sessions"].len(), sessions_before, "{case}");
         // No token, code or secret of the attempt reached the logs.
@@ -748,7 +748,7 @@ async fn a_changed_email_for_the_same_subject_is_the_same_user() {
         ids.push(me["id"].clone());
     }
     assert_eq!(ids[0], ids[1]);
-    assert_eq!(rig.server.count("users"), 1);
+    assert_eq!(rig.server.count("users").await, 1);
 }
 
 /// A multi-tenant provider like Entra's `common`, rebased onto the hostile IdP: discovery at
@@ -908,6 +908,7 @@ async fn refresh_keeps_the_identity_or_ends_the_session() {
             .app
             .store
             .sealed_tokens("evil", "alice-sub")
+            .await
             .unwrap();
         answer(Some(refreshed(edit)), Some("refresh-token-evil"));
         let response = browser.get(&tokens_url).await;
@@ -919,6 +920,7 @@ async fn refresh_keeps_the_identity_or_ends_the_session() {
                 .app
                 .store
                 .sealed_tokens("evil", "alice-sub")
+                .await
                 .unwrap(),
             before,
             "{case}: tokens kept"
@@ -946,6 +948,7 @@ async fn refresh_keeps_the_identity_or_ends_the_session() {
         .app
         .store
         .sealed_tokens("evil", "alice-sub")
+        .await
         .unwrap()
         .unwrap();
     let stored: Value = serde_json::from_slice(

@@ -32,7 +32,7 @@ async fn login(server: &TestServer, idp: &HostileIdp) -> (u16, Value, Browser) {
 }
 
 /// Points `[idps.corp]` at `idp` (with `extra` lines) and reloads.
-fn repoint(server: &TestServer, idp: &HostileIdp, extra: &str) {
+async fn repoint(server: &TestServer, idp: &HostileIdp, extra: &str) {
     let path = server.dir.path().join("idps.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let server_part = &text[..text.find("[idps.corp]").unwrap()];
@@ -44,7 +44,7 @@ fn repoint(server: &TestServer, idp: &HostileIdp, extra: &str) {
         ),
     )
     .unwrap();
-    server.app.reload().expect("the new config loads");
+    server.app.reload().await.expect("the new config loads");
 }
 
 #[tokio::test]
@@ -64,13 +64,13 @@ async fn a_repointed_entry_never_logs_the_new_issuer_into_the_old_account() {
     let (_, account) = first.me(&server.url).await;
 
     // The entry now names another issuer: its subject `alice-sub` is someone else.
-    repoint(&server, &new, "");
-    let before = server.dump();
+    repoint(&server, &new, "").await;
+    let before = server.dump().await;
     let (status, body, intruder) = login(&server, &new).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"], "issuer_changed");
     assert_eq!(intruder.me(&server.url).await.0, 401);
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
     // Nor does its access token act for the old account.
     let now = chrono_now();
     let bearer = key_a().sign(
@@ -90,7 +90,8 @@ async fn a_repointed_entry_never_logs_the_new_issuer_into_the_old_account() {
         &server,
         &new,
         &format!("previous_issuers = [\"{}\"]\n", old.issuer),
-    );
+    )
+    .await;
     let (status, body, moved) = login(&server, &new).await;
     assert_eq!(status, 303, "{body}");
     let (_, me_now) = moved.me(&server.url).await;
@@ -99,12 +100,13 @@ async fn a_repointed_entry_never_logs_the_new_issuer_into_the_old_account() {
         .app
         .store
         .identity("corp", "alice-sub")
+        .await
         .unwrap()
         .unwrap();
     assert_eq!(identity.issuer.as_deref(), Some(new.issuer.as_str()));
     assert_eq!(me(bearer).await, 200);
     // From now on the old issuer is the stranger.
-    repoint(&server, &old, "");
+    repoint(&server, &old, "").await;
     let (status, _, _) = login(&server, &old).await;
     assert_eq!(status, 409);
 }
@@ -127,7 +129,13 @@ async fn a_database_from_before_issuers_is_migrated_on_start() {
         .await;
     let issuer = server.app.idp("dev").unwrap().config.issuer.clone();
     for subject in ["ada", "bob"] {
-        let identity = server.app.store.identity("dev", subject).unwrap().unwrap();
+        let identity = server
+            .app
+            .store
+            .identity("dev", subject)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             identity.issuer.as_deref(),
             Some(issuer.as_str()),
@@ -143,5 +151,5 @@ async fn a_database_from_before_issuers_is_migrated_on_start() {
     );
     let (_, me) = browser.me(&server.url).await;
     assert_eq!(me["id"], "01a2380f5aedwqfN7A7yP_t409cD", "the same account");
-    assert_eq!(server.count("users"), 2);
+    assert_eq!(server.count("users").await, 2);
 }

@@ -92,7 +92,7 @@ async fn full_login_with_the_real_oidc_provider() {
     let user_id = me["id"].as_str().unwrap().to_string();
 
     // Tokens are stored sealed: not readable in the database, but they open with the vault.
-    let dump = server.dump();
+    let dump = server.dump().await;
     let sealed = dump["tokens"].values().next().unwrap().clone();
     assert!(!String::from_utf8_lossy(&sealed).contains("access_token"));
     let opened = server
@@ -127,8 +127,8 @@ async fn full_login_with_the_real_oidc_provider() {
     let (status, me) = second.me(&server.url).await;
     assert_eq!(status, 200);
     assert_eq!(me["id"], user_id.as_str());
-    assert_eq!(server.count("users"), 1);
-    assert_eq!(server.count("sessions"), 2);
+    assert_eq!(server.count("users").await, 1);
+    assert_eq!(server.count("sessions").await, 2);
 
     // Another person is another user.
     let bob = Browser::new();
@@ -184,7 +184,7 @@ async fn the_authorize_url_is_fixed_by_the_server() {
     );
     assert!(query_param(url, "nonce").unwrap().len() >= 43);
     assert!(query_param(url, "code_challenge").unwrap().len() >= 43);
-    assert_eq!(server.count("pending_logins"), 1);
+    assert_eq!(server.count("pending_logins").await, 1);
     // Two logins give two different states.
     let other = browser.start_login(&server.url, "dev").await;
     assert_ne!(query_param(&other, "state").unwrap(), state);
@@ -267,7 +267,7 @@ async fn me_needs_a_session_and_logout_ends_it() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["logged_out"], true);
     assert_eq!(browser.me(&server.url).await.0, 401);
-    assert_eq!(server.count("sessions"), 0);
+    assert_eq!(server.count("sessions").await, 0);
     // The old cookie value is dead even if replayed.
     let replay = reqwest::Client::new()
         .get(format!("{}/api/users/me", server.url))
@@ -325,7 +325,7 @@ async fn a_new_login_always_gets_a_new_session_id() {
         .unwrap();
     assert_eq!(old.status(), 401, "the previous session id is invalid");
     assert_eq!(browser.me(&server.url).await.0, 200);
-    assert_eq!(server.count("sessions"), 1);
+    assert_eq!(server.count("sessions").await, 1);
 
     // A planted value that is no session at all is simply replaced.
     let planted = Browser::new();
@@ -400,12 +400,12 @@ async fn pkce_the_verifier_comes_only_from_the_server_side_state() {
         query_param(&second, "state").unwrap(),
         url::form_urlencoded::byte_serialize(provider.issuer.as_bytes()).collect::<String>()
     );
-    let before = server.dump();
+    let before = server.dump().await;
     let response = browser.get(&swapped).await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "code_rejected", "{body}");
-    authnz_tests::assert_only_pending_consumed(&before, &server.dump());
+    authnz_tests::assert_only_pending_consumed(&before, &server.dump().await);
     assert_eq!(browser.me(&server.url).await.0, 401);
 
     // The first login's own callback, with an attacker's verifier added, still succeeds:

@@ -123,7 +123,7 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             &format!("{}/authnz/keycloak/callback", server.url),
         )
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = again.get(&callback).await;
     assert_eq!(response.status(), 409);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -135,7 +135,7 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             .contains("connect Keycloak"),
         "{body}"
     );
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
 
     // F55 (nOAuth): Entra's email claim is never trusted. An Entra identity whose tenant
     // claims alice's address does not get into alice's account: 409, nothing stored.
@@ -150,10 +150,10 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             &format!("{}/authnz/entra/callback", server.url),
         )
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = mal.get(&callback).await;
     assert_eq!(response.status(), 409);
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
     assert_eq!(mal.me(&server.url).await.0, 401);
 
     // Google with a hosted domain refuses an account of another domain: 403, no session.
@@ -166,12 +166,12 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
             &format!("{}/authnz/google/callback", server.url),
         )
         .await;
-    let before = server.dump();
+    let before = server.dump().await;
     let response = otto.get(&callback).await;
     assert_eq!(response.status(), 403);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "login_denied", "{body}");
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
     assert_eq!(otto.me(&server.url).await.0, 401);
 }
 
@@ -241,7 +241,7 @@ async fn github_logs_in_over_plain_oauth2() {
     let other = Browser::new();
     let authorize = other.start_login(&server.url, "github").await;
     let state = query_param(&authorize, "state").unwrap();
-    let before = server.dump();
+    let before = server.dump().await;
     let response = other
         .get(&format!(
             "{}/authnz/github/callback?code=abc&state={state}",
@@ -249,7 +249,7 @@ async fn github_logs_in_over_plain_oauth2() {
         ))
         .await;
     assert_eq!(response.status(), 502);
-    assert_only_pending_consumed(&before, &server.dump());
+    assert_only_pending_consumed(&before, &server.dump().await);
 
     // A user object without an id cannot be an identity: 401.
     github.with(|s| {
@@ -265,7 +265,7 @@ async fn github_logs_in_over_plain_oauth2() {
         ))
         .await;
     assert_eq!(response.status(), 401);
-    assert_eq!(server.count("users"), 1);
+    assert_eq!(server.count("users").await, 1);
 }
 
 /// Tapis, played by the hostile IdP as its authenticator answers: the token answer nested in

@@ -57,30 +57,35 @@ async fn a_login_flood_is_capped_and_swept() {
         states.push(state.unwrap());
     }
     assert_eq!(
-        server.count("pending_logins"),
+        server.count("pending_logins").await,
         8,
         "the table holds max_pending_logins; refused logins store nothing"
     );
     let store = &server.app.store;
     for (i, state) in states.iter().enumerate().take(2) {
         assert!(
-            store.take_pending_login(state).unwrap().is_none(),
+            store.take_pending_login(state).await.unwrap().is_none(),
             "login {i}, the oldest, was dropped"
         );
     }
     assert!(
-        store.take_pending_login(&states[9]).unwrap().is_some(),
+        store
+            .take_pending_login(&states[9])
+            .await
+            .unwrap()
+            .is_some(),
         "the newest is kept"
     );
-    assert_eq!(server.count("pending_logins"), 7);
+    assert_eq!(server.count("pending_logins").await, 7);
 
     // Ten minutes on: the old pending logins are swept and logins work again.
     server.app.clock.advance(601);
     let swept = store
         .sweep_pending_logins(server.app.clock.now() - 600)
+        .await
         .unwrap();
     assert_eq!(swept, 7);
-    assert_eq!(server.count("pending_logins"), 0);
+    assert_eq!(server.count("pending_logins").await, 0);
     assert_eq!(start(&first, &login).await.0, 200);
 }
 
@@ -91,7 +96,7 @@ async fn expired_sessions_are_swept() {
         .await;
     let browser = Browser::new();
     crate::login_flow::dev_login(&browser, &server.url, "dev", "sid", None).await;
-    assert_eq!(server.count("sessions"), 1);
+    assert_eq!(server.count("sessions").await, 1);
     server.app.clock.advance(61);
     assert_eq!(
         browser.me(&server.url).await.0,
@@ -103,12 +108,13 @@ async fn expired_sessions_are_swept() {
             .app
             .store
             .sweep_expired(server.app.clock.now())
+            .await
             .unwrap(),
         1
     );
-    assert_eq!(server.count("sessions"), 0);
-    assert_eq!(server.count("identity_sessions"), 0);
-    assert_eq!(server.count("user_sessions"), 0);
+    assert_eq!(server.count("sessions").await, 0);
+    assert_eq!(server.count("identity_sessions").await, 0);
+    assert_eq!(server.count("user_sessions").await, 0);
 }
 
 /// Behind a trusted reverse proxy each person has their own cap; a client that is not a trusted
@@ -191,6 +197,7 @@ async fn a_flood_from_one_network_does_not_push_out_other_sign_ins() {
             .app
             .store
             .take_pending_login(&victim.unwrap())
+            .await
             .unwrap()
             .is_some(),
         "the flood pushed out another person's sign-in"

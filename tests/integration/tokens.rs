@@ -92,6 +92,7 @@ async fn a_refresh_the_idp_refuses_ends_the_session_and_drops_the_tokens() {
             .app
             .store
             .sealed_tokens("evil", "alice-sub")
+            .await
             .unwrap()
             .is_none(),
         "the refused tokens are dropped"

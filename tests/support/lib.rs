@@ -219,7 +219,9 @@ impl Reserved {
             total_timeout: std::time::Duration::from_secs(3),
             max_body_bytes: 256 * 1024,
         };
-        let app = App::build(config, limits, registry).expect("app starts");
+        let app = App::build(config, limits, registry)
+            .await
+            .expect("app starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = Arc::clone(&app);
         tokio::spawn(async move {
@@ -254,13 +256,14 @@ impl Drop for TestServer {
 
 impl TestServer {
     /// Every record in the store.
-    pub fn dump(&self) -> Dump {
-        self.app.store.dump().expect("dump")
+    pub async fn dump(&self) -> Dump {
+        self.app.store.dump().await.expect("dump")
     }
 
     /// Number of records in a collection.
-    pub fn count(&self, collection: &str) -> usize {
+    pub async fn count(&self, collection: &str) -> usize {
         self.dump()
+            .await
             .get(collection)
             .map(|records| records.len())
             .unwrap_or(0)

@@ -149,7 +149,7 @@ impl Accounts<'_> {
         match self.store.complete_login_durable(login).await {
             Ok(mut outcome) => {
                 if let Some(old) = cx.old_session {
-                    self.store.delete_session(old)?;
+                    self.store.delete_session(old).await?;
                     self.store.sync().await?;
                 }
                 if let Some(replaced) = outcome.replaced_tokens.take() {
@@ -161,6 +161,7 @@ impl Accounts<'_> {
                 let login = for_signup
                     .ok_or_else(|| Error::Internal("a confirmation nobody asked for".into()))?;
                 self.park_signup(login, cx.next, cx.browser_hash, cx.now)
+                    .await
             }
             Err(err) => Err(login_error(err, idp)),
         }
@@ -197,7 +198,7 @@ impl Accounts<'_> {
     }
 
     /// Parks a first login until the person confirms the new account; returns its sign-up.
-    fn park_signup(
+    async fn park_signup(
         &self,
         mut login: CompletedLogin,
         next: String,
@@ -215,7 +216,9 @@ impl Accounts<'_> {
         };
         let record = serde_json::to_vec(&signup)
             .map_err(|_| Error::Internal("sign-up encoding failed".into()))?;
-        self.store.put_signup(&id, signup.expires_at, &record)?;
+        self.store
+            .put_signup(&id, signup.expires_at, &record)
+            .await?;
         Ok(Finished::NeedsConfirmation(id))
     }
 }

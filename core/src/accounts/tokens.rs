@@ -70,12 +70,12 @@ impl Accounts<'_> {
     }
 
     /// The sealed tokens of an identity, opened.
-    pub fn open_tokens(
+    pub async fn open_tokens(
         &self,
         idp: &str,
         subject: &str,
     ) -> Result<Option<(Vec<u8>, IdpTokens)>, Error> {
-        let Some(sealed) = self.store.sealed_tokens(idp, subject)? else {
+        let Some(sealed) = self.store.sealed_tokens(idp, subject).await? else {
             return Ok(None);
         };
         let plain = self

@@ -276,7 +276,7 @@ impl AccountApi {
         signup: Query<String>,
     ) -> Result<SignupPage, SignupError> {
         let app = *app;
-        let record = pending_signup(app, req, &signup.0, false)?;
+        let record = pending_signup(app, req, &signup.0, false).await?;
         let label = app
             .idp(&idp.0)
             .map(|idp| idp.config.label.clone())
@@ -314,7 +314,7 @@ impl AccountApi {
         check_same_origin(app, req)?;
         let form = super::request::form_of(body).await;
         let id = form.get("signup").cloned().unwrap_or_default();
-        let record = pending_signup(app, req, &id, false)?;
+        let record = pending_signup(app, req, &id, false).await?;
         if !constant_time_eq(
             form.get("csrf").map(String::as_str).unwrap_or(""),
             &record.csrf,
@@ -327,7 +327,7 @@ impl AccountApi {
             .into());
         }
         // Single use from here on.
-        let record = pending_signup(app, req, &id, true)?;
+        let record = pending_signup(app, req, &id, true).await?;
         let idp = app
             .idp(&idp.0)
             .filter(|idp| idp.config.name == record.login.idp)
@@ -350,7 +350,7 @@ impl AccountApi {
             .map_err(|err| accounts::login_error(err, &idp))?;
         // A session planted in this browser before ends here, as at every login (SECURITY G62).
         if let Some(planted) = cookie(req, SESSION_COOKIE) {
-            app.store.delete_session(&sha256_hex(&planted))?;
+            app.store.delete_session(&sha256_hex(&planted)).await?;
             app.store.sync().await?;
         }
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
@@ -382,7 +382,8 @@ impl AccountApi {
         let caller = caller(app, &auth).await?;
         let identities: Vec<_> = app
             .store
-            .identities_of(&caller.user.id)?
+            .identities_of(&caller.user.id)
+            .await?
             .into_iter()
             .filter(|identity| identity.idp == idp.0)
             .collect();
@@ -444,8 +445,8 @@ impl AccountApi {
         let form = super::request::form_of(body).await;
         caller.check_session_change(app, req, &form)?;
         let wanted = subject.0.or_else(|| form.get("subject").cloned());
-        let subject = pick_identity(app, &caller, &idp.0, wanted.as_deref())?;
-        if app.store.identities_of(&caller.user.id)?.len() <= 1 {
+        let subject = pick_identity(app, &caller, &idp.0, wanted.as_deref()).await?;
+        if app.store.identities_of(&caller.user.id).await?.len() <= 1 {
             return Err(FlowError::new(
                 Status::Conflict,
                 "last_identity",
@@ -456,25 +457,34 @@ impl AccountApi {
         let mut revoked = false;
         if let (Some(runtime), Some((_, tokens))) = (
             app.idp(&idp.0),
-            app.accounts().open_tokens(&idp.0, &subject)?,
+            app.accounts().open_tokens(&idp.0, &subject).await?,
         ) {
             revoked = runtime.revoke(&tokens).await?;
         }
-        match app.store.remove_identity(
-            &caller.user.id,
-            &idp.0,
-            &subject,
-            caller.session.as_ref().map(|(hash, _)| hash.as_str()),
-        )? {
+        match app
+            .store
+            .remove_identity(
+                &caller.user.id,
+                &idp.0,
+                &subject,
+                caller.session.as_ref().map(|(hash, _)| hash.as_str()),
+            )
+            .await?
+        {
             RemoveOutcome::Removed(_) => {
                 // The caller's session carries on under one of the remaining identities.
                 if let Some((hash, session)) = &caller.session {
                     if session.idp == idp.0 && session.subject == subject {
-                        if let Some(other) =
-                            app.store.identities_of(&caller.user.id)?.into_iter().next()
+                        if let Some(other) = app
+                            .store
+                            .identities_of(&caller.user.id)
+                            .await?
+                            .into_iter()
+                            .next()
                         {
                             app.store
-                                .repoint_session(hash, &other.idp, &other.subject)?;
+                                .repoint_session(hash, &other.idp, &other.subject)
+                                .await?;
                         }
                     }
                 }
@@ -521,6 +531,7 @@ impl AccountApi {
         let identities = app
             .store
             .identities_of(&user.id)
+            .await
             .map_err(FlowError::from)?
             .into_iter()
             .map(|identity| IdentityView {
@@ -567,11 +578,13 @@ impl AccountApi {
             .into());
         }
         let (mut revoked, mut not_revoked) = (Vec::new(), Vec::new());
-        for identity in app.store.identities_of(&caller.user.id)? {
+        for identity in app.store.identities_of(&caller.user.id).await? {
             let label = format!("{}:{}", identity.idp, identity.subject);
             let outcome = match (
                 app.idp(&identity.idp),
-                app.accounts().open_tokens(&identity.idp, &identity.subject),
+                app.accounts()
+                    .open_tokens(&identity.idp, &identity.subject)
+                    .await,
             ) {
                 (Some(runtime), Ok(Some((_, tokens)))) => {
                     runtime.revoke(&tokens).await.unwrap_or(false)
@@ -584,7 +597,7 @@ impl AccountApi {
                 not_revoked.push(label);
             }
         }
-        let deleted = app.store.delete_user(&caller.user.id)?;
+        let deleted = app.store.delete_user(&caller.user.id).await?;
         app.store.sync().await?;
         tracing::info!(user = %caller.user.id, "account deleted");
         Ok(DeleteResponse::Ok(
@@ -599,7 +612,7 @@ impl AccountApi {
 }
 
 /// Reads (or with `take`, consumes) a pending sign-up, checking expiry and the browser.
-pub(crate) fn pending_signup(
+pub(crate) async fn pending_signup(
     app: &App,
     req: &Request,
     id: &str,
@@ -613,9 +626,9 @@ pub(crate) fn pending_signup(
         )
     };
     let bytes = if take {
-        app.store.take_signup(id)?
+        app.store.take_signup(id).await?
     } else {
-        app.store.signup(id)?
+        app.store.signup(id).await?
     };
     let record: PendingSignup =
         serde_json::from_slice(&bytes.ok_or_else(invalid)?).map_err(|_| invalid())?;

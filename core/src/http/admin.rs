@@ -263,7 +263,7 @@ impl AdminApi {
         let app = *app;
         let caller = admin(app, &auth).await?;
         check_csrf(app, req, &caller, &HashMap::new())?;
-        match app.reload() {
+        match app.reload().await {
             Ok(generation) => Ok(ReloadResponse::Ok(Json(Reloaded { generation }))),
             Err(problems) => {
                 Err(FlowError::new(Status::Invalid, "invalid_config", problems).into())

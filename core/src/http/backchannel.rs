@@ -102,7 +102,8 @@ impl BackchannelApi {
         if let Some(subject) = &subject {
             if app
                 .store
-                .identity(&idp.0, subject)?
+                .identity(&idp.0, subject)
+                .await?
                 .is_some_and(|identity| !runtime.owns(&identity))
             {
                 return Ok(BackchannelResponse::Ok(Json(BackchannelResult {
@@ -110,9 +111,10 @@ impl BackchannelApi {
                 })));
             }
         }
-        let ended =
-            app.store
-                .end_identity_sessions(&idp.0, subject.as_deref(), claims.sid.as_deref())?;
+        let ended = app
+            .store
+            .end_identity_sessions(&idp.0, subject.as_deref(), claims.sid.as_deref())
+            .await?;
         tracing::info!(idp = %idp.0, ended, "back-channel logout");
         Ok(BackchannelResponse::Ok(Json(BackchannelResult {
             sessions_ended: ended as u64,

@@ -80,13 +80,16 @@ pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let (user_id, session, idp_token) = match auth {
         Auth::Session(cookie) => {
             let hash = sha256_hex(&cookie.0.key);
-            let session = session_by_hash(app, &hash)?.ok_or_else(unauthorized)?;
+            let session = session_by_hash(app, &hash)
+                .await?
+                .ok_or_else(unauthorized)?;
             (session.user_id.clone(), Some((hash, session)), None)
         }
         Auth::ApiKey(bearer) if bearer.0.token.starts_with(API_KEY_PREFIX) => {
             let key = app
                 .store
-                .api_key(&sha256_hex(&bearer.0.token))?
+                .api_key(&sha256_hex(&bearer.0.token))
+                .await?
                 .ok_or_else(unauthorized)?;
             if key.expires_at.is_some_and(|expires| expires <= now) {
                 return Err(unauthorized());
@@ -100,7 +103,7 @@ pub async fn caller(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
             (user_id, None, Some((idp, subject)))
         }
     };
-    let user = app.store.user(&user_id)?.ok_or_else(unauthorized)?;
+    let user = app.store.user(&user_id).await?.ok_or_else(unauthorized)?;
     Ok(Caller {
         user,
         session,
@@ -144,7 +147,11 @@ pub(crate) async fn idp_access_token_user(
             return None;
         }
     };
-    let identity = app.store.identity(&idp.config.name, &subject).ok()??;
+    let identity = app
+        .store
+        .identity(&idp.config.name, &subject)
+        .await
+        .ok()??;
     if !idp.owns(&identity) {
         tracing::info!(idp = %idp.config.name, "bearer access token of an identity linked under another issuer");
         return None;
@@ -155,7 +162,7 @@ pub(crate) async fn idp_access_token_user(
 /// The caller, if an admin.
 pub(crate) async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
     let caller = caller(app, auth).await?;
-    let identities = app.store.identities_of(&caller.user.id)?;
+    let identities = app.store.identities_of(&caller.user.id).await?;
     let listed = app.server.admins.iter().any(|admin| match admin {
         crate::config::AdminRef::User(id) => id == &caller.user.id,
         crate::config::AdminRef::Identity { idp, subject } => identities
@@ -174,16 +181,19 @@ pub(crate) async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
 }
 
 /// The session of the request, from the cookie value.
-pub fn session_of(
+pub async fn session_of(
     app: &App,
     cookie_value: &str,
 ) -> Result<Option<crate::store::Session>, FlowError> {
-    session_by_hash(app, &sha256_hex(cookie_value))
+    session_by_hash(app, &sha256_hex(cookie_value)).await
 }
 
 /// [`session_of`] for a cookie already hashed.
-pub fn session_by_hash(app: &App, hash: &str) -> Result<Option<crate::store::Session>, FlowError> {
-    let session = app.store.session(hash)?;
+pub async fn session_by_hash(
+    app: &App,
+    hash: &str,
+) -> Result<Option<crate::store::Session>, FlowError> {
+    let session = app.store.session(hash).await?;
     Ok(session.filter(|session| session.expires_at > app.clock.now()))
 }
 

@@ -171,7 +171,7 @@ pub enum TokenResponse {
 }
 
 /// The one identity of the caller at `idp` (or the one with `subject`).
-pub(crate) fn pick_identity(
+pub(crate) async fn pick_identity(
     app: &App,
     caller: &Caller,
     idp: &str,
@@ -179,7 +179,8 @@ pub(crate) fn pick_identity(
 ) -> Result<String, FlowError> {
     let mut subjects: Vec<String> = app
         .store
-        .identities_of(&caller.user.id)?
+        .identities_of(&caller.user.id)
+        .await?
         .into_iter()
         .filter(|identity| identity.idp == idp)
         .map(|identity| identity.subject)
@@ -240,7 +241,7 @@ impl KeysApi {
                 .value()
                 .map(|days| now + days * 86_400),
         };
-        app.store.put_api_key(&sha256_hex(&secret), &key)?;
+        app.store.put_api_key(&sha256_hex(&secret), &key).await?;
         Ok(CreatedKey::Created(Json(ApiKeyView::of(key, Some(secret)))))
     }
 
@@ -251,7 +252,8 @@ impl KeysApi {
         let caller = caller(app, &auth).await?;
         let keys = app
             .store
-            .api_keys_of(&caller.user.id)?
+            .api_keys_of(&caller.user.id)
+            .await?
             .into_iter()
             .map(|key| ApiKeyView::of(key, None))
             .collect();
@@ -270,7 +272,7 @@ impl KeysApi {
         let app = *app;
         let caller = caller(app, &auth).await?;
         caller.check_session_change(app, req, &HashMap::new())?;
-        if app.store.delete_api_key(&caller.user.id, &id.0)? {
+        if app.store.delete_api_key(&caller.user.id, &id.0).await? {
             Ok(KeyDeleted::Deleted)
         } else {
             Err(FlowError::new(Status::NotFound, "no_such_key", "no such API key").into())
@@ -313,7 +315,8 @@ impl KeysApi {
             &caller,
             &idp.0,
             subject.0.as_deref().or(issued_for.as_deref()),
-        )?;
+        )
+        .await?;
         if issued_for.is_some_and(|issued_for| issued_for != subject) {
             return Err(session_required().into());
         }
@@ -336,7 +339,8 @@ impl KeysApi {
         };
         let (mut sealed, mut tokens) = app
             .accounts()
-            .open_tokens(&idp.0, &subject)?
+            .open_tokens(&idp.0, &subject)
+            .await?
             .ok_or_else(no_tokens)?;
         let mut now = app.clock.now();
         // One refresh per identity at a time; whoever waited takes what it left.
@@ -347,7 +351,8 @@ impl KeysApi {
                 .await;
             (sealed, tokens) = app
                 .accounts()
-                .open_tokens(&idp.0, &subject)?
+                .open_tokens(&idp.0, &subject)
+                .await?
                 .ok_or_else(crate::protocol::reauthenticate)?;
             now = app.clock.now();
             Some(guard)
@@ -366,7 +371,8 @@ impl KeysApi {
                     // Atomic: a concurrent refresh that won keeps its (rotated) tokens.
                     if !app
                         .store
-                        .replace_tokens(&idp.0, &subject, &sealed, &resealed)?
+                        .replace_tokens(&idp.0, &subject, &sealed, &resealed)
+                        .await?
                     {
                         tracing::info!(idp = %idp.0, "tokens were refreshed concurrently");
                     }
@@ -377,10 +383,10 @@ impl KeysApi {
                     // the IdP refused are dead: dropped (I77); tokens a bad refresh answer came
                     // for are kept as they were (E49).
                     if matches!(err, crate::protocol::Error::Reauthenticate(_)) {
-                        app.store.delete_tokens(&idp.0, &subject)?;
+                        app.store.delete_tokens(&idp.0, &subject).await?;
                     }
                     if let Some((hash, _)) = &caller.session {
-                        app.store.delete_session(hash)?;
+                        app.store.delete_session(hash).await?;
                     }
                     app.store.sync().await?;
                     return Err(err.into());

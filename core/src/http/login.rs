@@ -263,7 +263,8 @@ pub async fn start_login(
     request.pending.link_user_id = link_user;
     app.metrics.login_started(idp_name);
     app.store
-        .put_pending_login(&request.state, &request.pending)?;
+        .put_pending_login(&request.state, &request.pending)
+        .await?;
     let cookie = set_cookie(
         app,
         LOGIN_COOKIE,
@@ -313,6 +314,7 @@ pub(crate) async fn callback_flow(
     let pending = app
         .store
         .take_pending_login(state)
+        .await
         .map_err(FlowError::from)?
         .ok_or_else(|| {
             FlowError::bad_request(
@@ -337,7 +339,7 @@ pub(crate) async fn callback_flow(
     // that must have started it.
     let current = cookie(req, SESSION_COOKIE).map(|value| sha256_hex(&value));
     let session = match (&pending.link_user_id, &current) {
-        (Some(_), Some(hash)) => app.store.session(hash).map_err(FlowError::from)?,
+        (Some(_), Some(hash)) => app.store.session(hash).await.map_err(FlowError::from)?,
         _ => None,
     };
     let browser = protocol::Browser {
@@ -499,7 +501,7 @@ impl LoginApi {
         let mut logged_out = false;
         if let Some(value) = cookie(req, SESSION_COOKIE) {
             let hash = sha256_hex(&value);
-            if let Some(session) = app.store.session(&hash)? {
+            if let Some(session) = app.store.session(&hash).await? {
                 // Like every state change of a session (SECURITY G64).
                 check_session_csrf(req, &session, &form)?;
                 if let Some(idp) = app.idp(&session.idp) {
@@ -512,15 +514,16 @@ impl LoginApi {
                 }
                 // SECURITY G64: the stored tokens go with the last session that used them.
                 let now = app.clock.now();
-                if !app.store.identity_has_other_sessions(
-                    &session.idp,
-                    &session.subject,
-                    &hash,
-                    now,
-                )? {
-                    app.store.delete_tokens(&session.idp, &session.subject)?;
+                if !app
+                    .store
+                    .identity_has_other_sessions(&session.idp, &session.subject, &hash, now)
+                    .await?
+                {
+                    app.store
+                        .delete_tokens(&session.idp, &session.subject)
+                        .await?;
                 }
-                logged_out = app.store.delete_session(&hash)?;
+                logged_out = app.store.delete_session(&hash).await?;
             }
         }
         let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);

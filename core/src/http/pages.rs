@@ -23,17 +23,19 @@ impl PagesApi {
     /// The login page (HTML), or the account summary when logged in.
     #[oai(path = "/", method = "get", hidden)]
     async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
-        Html(index(req, &app))
+        Html(index(req, &app).await)
     }
 }
 
 /// `GET /`: the login page, or the account summary when logged in.
-pub fn index(req: &Request, app: &Arc<App>) -> String {
-    let session =
-        cookie(req, SESSION_COOKIE).and_then(|value| session_of(app, &value).ok().flatten());
+pub async fn index(req: &Request, app: &Arc<App>) -> String {
+    let session = match cookie(req, SESSION_COOKIE) {
+        Some(value) => session_of(app, &value).await.ok().flatten(),
+        None => None,
+    };
     if let Some(session) = session {
-        if let Some(user) = app.store.user(&session.user_id).ok().flatten() {
-            return account_page(app, &user, &session.csrf);
+        if let Some(user) = app.store.user(&session.user_id).await.ok().flatten() {
+            return account_page(app, &user, &session.csrf).await;
         }
     }
     let buttons: String = app
@@ -63,8 +65,8 @@ pub fn index(req: &Request, app: &Arc<App>) -> String {
     page("Sign in", &body)
 }
 
-pub(crate) fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
-    let identities = app.store.identities_of(&user.id).unwrap_or_default();
+pub(crate) async fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
+    let identities = app.store.identities_of(&user.id).await.unwrap_or_default();
     let rows: String = identities
         .iter()
         .map(|identity| {
@@ -101,7 +103,7 @@ pub(crate) fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> 
             )
         })
         .collect();
-    let keys = match app.store.api_keys_of(&user.id).unwrap_or_default() {
+    let keys = match app.store.api_keys_of(&user.id).await.unwrap_or_default() {
         keys if keys.is_empty() => "<p>None yet. Scripts can use one: create it with <code>POST /api/keys</code> in <a href=\"/docs\">the API docs</a>.</p>".to_string(),
         keys => format!(
             "<table><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th></tr></thead><tbody>{}</tbody></table><p>Manage them in <a href=\"/docs\">the API docs</a>.</p>",

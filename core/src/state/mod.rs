@@ -169,41 +169,41 @@ pub enum StartError {
 /// another key (a regenerated or wrong `secret_key_file`, a replica given a file of its own)
 /// refuses to start and names the file, rather than failing every stored token later. After a
 /// rotation the canary opens with the previous key and is sealed again with the new one.
-fn check_key_canary(
+async fn check_key_canary(
     store: &dyn Store,
     vault: &TokenVault,
     key_file: &std::path::Path,
 ) -> Result<(), StartError> {
     const CONTEXT: &[u8] = b"authnz key canary";
-    let reseal = || -> Result<(), StartError> {
-        let sealed = vault.seal(CONTEXT, b"authnz")?;
-        Ok(store.put_key_canary(&sealed)?)
-    };
-    match store.key_canary()? {
-        None => reseal(),
-        Some(sealed) => match vault.open(CONTEXT, &sealed) {
-            Ok(_) if vault.sealed_with_current(&sealed) => Ok(()),
-            Ok(_) => reseal(),
-            Err(_) => Err(StartError::KeyMismatch {
-                path: key_file.display().to_string(),
-            }),
-        },
+    if let Some(sealed) = store.key_canary().await? {
+        match vault.open(CONTEXT, &sealed) {
+            Ok(_) if vault.sealed_with_current(&sealed) => return Ok(()),
+            // Sealed with a previous key: seal it again with the current one.
+            Ok(_) => {}
+            Err(_) => {
+                return Err(StartError::KeyMismatch {
+                    path: key_file.display().to_string(),
+                })
+            }
+        }
     }
+    let sealed = vault.seal(CONTEXT, b"authnz")?;
+    Ok(store.put_key_canary(&sealed).await?)
 }
 
 impl App {
     /// Opens the database and key files and builds every IdP. Performs no network I/O:
     /// discovery happens on first use (and in the background after start).
-    pub fn new(config: Config) -> Result<Arc<Self>, StartError> {
-        Self::with_limits(config, HttpLimits::default())
+    pub async fn new(config: Config) -> Result<Arc<Self>, StartError> {
+        Self::with_limits(config, HttpLimits::default()).await
     }
 
-    pub fn with_limits(config: Config, limits: HttpLimits) -> Result<Arc<Self>, StartError> {
-        Self::build(config, limits, crate::registry::Registry::builtin())
+    pub async fn with_limits(config: Config, limits: HttpLimits) -> Result<Arc<Self>, StartError> {
+        Self::build(config, limits, crate::registry::Registry::builtin()).await
     }
 
     /// With the provider kinds of `registry` (also used by reloads).
-    pub fn build(
+    pub async fn build(
         config: Config,
         limits: HttpLimits,
         registry: crate::registry::Registry,
@@ -222,8 +222,8 @@ impl App {
         let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
         sled.set_login_secrets(vault.login_secrets().clone());
         let store: Arc<dyn Store> = Arc::new(sled);
-        check_key_canary(&*store, &vault, &server.secret_key_file)?;
-        let migrated = store.migrate_issuers(&config.issuers())?;
+        check_key_canary(&*store, &vault, &server.secret_key_file).await?;
+        let migrated = store.migrate_issuers(&config.issuers()).await?;
         if migrated > 0 {
             tracing::info!(
                 migrated,
@@ -295,16 +295,16 @@ impl App {
 
     /// Removes what has expired: pending logins, sessions, and pending sign-ups (with the
     /// sealed IdP tokens they hold). The server does it once a minute.
-    pub fn sweep(&self) {
+    pub async fn sweep(&self) {
         let now = self.clock.now();
         let cutoff = now - crate::config::LOGIN_TTL.as_secs() as i64;
-        if let Err(err) = self.store.sweep_pending_logins(cutoff) {
+        if let Err(err) = self.store.sweep_pending_logins(cutoff).await {
             tracing::warn!(error = %err, "sweeping expired logins failed");
         }
-        if let Err(err) = self.store.sweep_expired(now) {
+        if let Err(err) = self.store.sweep_expired(now).await {
             tracing::warn!(error = %err, "sweeping expired sessions failed");
         }
-        if let Err(err) = self.store.sweep_signups(now) {
+        if let Err(err) = self.store.sweep_signups(now).await {
             tracing::warn!(error = %err, "sweeping expired sign-ups failed");
         }
     }
@@ -369,7 +369,18 @@ impl App {
 
     /// Re-reads the config file and swaps in the new generation, or changes nothing and says
     /// why. `[server]` is fixed at start; a change there is reported and ignored.
-    pub fn reload(&self) -> Result<u64, String> {
+    pub async fn reload(&self) -> Result<u64, String> {
+        let number = self.swap_generation()?;
+        // An entry that came back gives its waiting legacy identities their issuer.
+        let issuers = self.current().config.issuers();
+        if let Err(err) = self.store.migrate_issuers(&issuers).await {
+            tracing::warn!(error = %err, "recording the issuers of older identities failed");
+        }
+        Ok(number)
+    }
+
+    /// The synchronous part of [`App::reload`]: build the next generation, swap it in.
+    fn swap_generation(&self) -> Result<u64, String> {
         let registry = &self.registry;
         let _one_at_a_time = self
             .reloading
@@ -433,10 +444,6 @@ impl App {
                     .reloads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(generation = number, "configuration reloaded");
-                // An entry that came back gives its waiting legacy identities their issuer.
-                if let Err(err) = self.store.migrate_issuers(&self.current().config.issuers()) {
-                    tracing::warn!(error = %err, "recording the issuers of older identities failed");
-                }
                 Ok(number)
             }
             Err(error) => {

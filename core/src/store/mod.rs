@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "conformance"))]
@@ -241,57 +242,46 @@ pub enum RemoveOutcome {
     LastIdentity,
 }
 
-/// The storage operations of authnz. Every method is atomic.
-pub trait Store: Send + Sync + 'static {
+/// Sign-ins in progress: single use, expiring.
+#[async_trait]
+pub trait PendingLogins {
     /// Saves a pending login under its `state`.
-    fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()>;
+    async fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()>;
 
-    /// Removes and returns the pending login of `state`: a second call returns `None`.
-    fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>>;
+    /// Removes and returns the pending login of `state`: a second call returns `None`, also
+    /// through another store object on the same database.
+    async fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>>;
 
     /// Removes pending logins created before `created_before`; returns how many.
-    fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize>;
+    async fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize>;
+}
 
-    /// Removes sessions that expired before `now`; returns how many.
-    fn sweep_expired(&self, now: i64) -> StoreResult<usize>;
-
+/// Users, their identities and the sealed IdP tokens of each identity.
+#[async_trait]
+pub trait Identities {
     /// Finds or creates the user of (idp, subject), updates the identity, stores the sealed
     /// tokens and starts the session: all or nothing. Concurrent calls for the same new
-    /// identity create exactly one user.
-    fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome>;
+    /// identity create exactly one user, also through several store objects.
+    async fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome>;
 
-    /// [`Store::complete_login`], durable when it returns (as after [`Store::sync`]). A backend
-    /// may write concurrent logins in one transaction and flush; each login still stands or
-    /// falls on its own.
-    fn complete_login_durable<'a>(
-        &'a self,
-        login: CompletedLogin,
-    ) -> futures_util::future::BoxFuture<'a, StoreResult<LoginOutcome>> {
-        Box::pin(async move {
-            let outcome = self.complete_login(&login)?;
-            self.sync().await?;
-            Ok(outcome)
-        })
-    }
+    /// [`Identities::complete_login`], durable when it returns (as after [`Upkeep::sync`]). A
+    /// backend may write concurrent logins in one transaction and flush; each login still
+    /// stands or falls on its own.
+    async fn complete_login_durable(&self, login: CompletedLogin) -> StoreResult<LoginOutcome>;
 
-    fn session(&self, session_hash: &str) -> StoreResult<Option<Session>>;
+    async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
 
-    /// Ends a session; returns whether it existed.
-    fn delete_session(&self, session_hash: &str) -> StoreResult<bool>;
-
-    fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
-
-    fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>>;
+    async fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>>;
 
     /// The identities of a user, ordered by (idp, subject).
-    fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>>;
+    async fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>>;
 
     /// The sealed tokens of an identity.
-    fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>>;
 
     /// Removes an identity of `user_id` and its tokens, unless it is the user's last one, and
     /// ends the sessions that were started with it, except `keep_session` (the caller's).
-    fn remove_identity(
+    async fn remove_identity(
         &self,
         user_id: &str,
         idp: &str,
@@ -299,13 +289,9 @@ pub trait Store: Send + Sync + 'static {
         keep_session: Option<&str>,
     ) -> StoreResult<RemoveOutcome>;
 
-    /// Makes a session count as started with another identity of its user (after the one it
-    /// was started with is disconnected); returns whether the session exists.
-    fn repoint_session(&self, session_hash: &str, idp: &str, subject: &str) -> StoreResult<bool>;
-
     /// Replaces an identity's sealed tokens if they are still `expected` (compare-and-swap):
     /// returns whether it replaced them.
-    fn replace_tokens(
+    async fn replace_tokens(
         &self,
         idp: &str,
         subject: &str,
@@ -314,11 +300,41 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     /// Removes an identity's sealed tokens.
-    fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()>;
+    async fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()>;
+
+    /// Removes a user and everything of theirs (identities, tokens, sessions, API keys, email
+    /// index) in one transaction.
+    async fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
+
+    /// Gives identities from before issuers were recorded the issuer of their entry, from
+    /// `issuers` (entry name to issuer). Those of entries not configured now wait for the start
+    /// or reload that configures them. Returns how many were given one.
+    async fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize>;
+}
+
+/// Browser and API sessions.
+#[async_trait]
+pub trait Sessions {
+    async fn session(&self, session_hash: &str) -> StoreResult<Option<Session>>;
+
+    /// Ends a session; returns whether it existed.
+    async fn delete_session(&self, session_hash: &str) -> StoreResult<bool>;
+
+    /// Removes sessions that expired before `now`; returns how many.
+    async fn sweep_expired(&self, now: i64) -> StoreResult<usize>;
+
+    /// Makes a session count as started with another identity of its user (after the one it
+    /// was started with is disconnected); returns whether the session exists.
+    async fn repoint_session(
+        &self,
+        session_hash: &str,
+        idp: &str,
+        subject: &str,
+    ) -> StoreResult<bool>;
 
     /// Ends every session of an identity (all of them, or those with IdP session `sid`);
     /// returns how many.
-    fn end_identity_sessions(
+    async fn end_identity_sessions(
         &self,
         idp: &str,
         subject: Option<&str>,
@@ -326,66 +342,83 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<usize>;
 
     /// Whether a session other than `except` is alive for an identity.
-    fn identity_has_other_sessions(
+    async fn identity_has_other_sessions(
         &self,
         idp: &str,
         subject: &str,
         except: &str,
         now: i64,
     ) -> StoreResult<bool>;
+}
 
-    /// Removes a user and everything of theirs (identities, tokens, sessions, API keys, email
-    /// index) in one transaction.
-    fn delete_user(&self, user_id: &str) -> StoreResult<bool>;
-
+/// API keys, stored under the SHA-256 of their secret.
+#[async_trait]
+pub trait ApiKeys {
     /// Saves an API key under the SHA-256 of its secret.
-    fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()>;
+    async fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()>;
 
     /// The API key of a secret's hash.
-    fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
+    async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>>;
 
     /// A user's API keys.
-    fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>>;
+    async fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>>;
 
     /// Deletes a user's API key by its public id; returns whether it existed.
-    fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool>;
+    async fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool>;
+}
 
-    /// Saves a pending sign-up (a first login waiting for confirmation), opaque to the store,
-    /// until `expires_at` (Unix seconds).
-    fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()>;
+/// First logins waiting for the person's confirmation, opaque to the store.
+#[async_trait]
+pub trait Signups {
+    /// Saves a pending sign-up until `expires_at` (Unix seconds).
+    async fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()>;
 
     /// Removes pending sign-ups that expired before `now` (they hold sealed IdP tokens);
     /// returns how many.
-    fn sweep_signups(&self, now: i64) -> StoreResult<usize>;
+    async fn sweep_signups(&self, now: i64) -> StoreResult<usize>;
 
     /// Removes and returns a pending sign-up.
-    fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
 
     /// Reads a pending sign-up without consuming it.
-    fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+/// What the server needs of the store itself: durability, health, the key canary.
+#[async_trait]
+pub trait Upkeep {
+    /// Which backend this is, for `/readyz` and the status API (`sled`, `postgres`).
+    fn backend(&self) -> &'static str;
 
     /// Makes every write so far durable: called before answering a client about a write it
     /// must not lose (a completed login, a deletion).
-    fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>>;
+    async fn sync(&self) -> StoreResult<()>;
 
     /// Every record, by collection name: for tests that assert nothing changed, and backups.
-    fn dump(&self) -> StoreResult<Dump>;
+    async fn dump(&self) -> StoreResult<Dump>;
 
     /// Writes a small record and makes it durable: whether the store can take writes now
-    /// (the server probes it, so that `/readyz` tells a full disk).
-    fn probe(&self) -> StoreResult<()>;
+    /// (the server probes it, so that `/readyz` tells a full disk or a database gone away).
+    async fn probe(&self) -> StoreResult<()>;
 
     /// The key canary: a small record sealed with the vault's key at the first start, by which
     /// a server started with another key notices. `None` before the first start.
-    fn key_canary(&self) -> StoreResult<Option<Vec<u8>>>;
+    async fn key_canary(&self) -> StoreResult<Option<Vec<u8>>>;
 
     /// Stores the key canary, durably.
-    fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()>;
+    async fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()>;
+}
 
-    /// Gives identities from before issuers were recorded the issuer of their entry, from
-    /// `issuers` (entry name to issuer). Those of entries not configured now wait for the start
-    /// or reload that configures them. Returns how many were given one.
-    fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize>;
+/// The storage of authnz: every role, each operation atomic. The flows hold an
+/// `Arc<dyn Store>`; a backend implements the role traits.
+pub trait Store:
+    PendingLogins + Identities + Sessions + ApiKeys + Signups + Upkeep + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: PendingLogins + Identities + Sessions + ApiKeys + Signups + Upkeep + Send + Sync + 'static
+{
 }
 
 /// Whether `identity` belongs to an entry whose issuer is `issuer` (and was `previous` before a

@@ -8,6 +8,7 @@ const KEY_CANARY: &[u8] = b"authnz-key-canary";
 
 mod batch;
 mod keys;
+mod roles;
 #[cfg(test)]
 mod tests;
 
@@ -28,8 +29,7 @@ use super::pending::PendingTable;
 
 use super::{
     decode, encode, identity_key, normalize_email, ApiKey, CompletedLogin, Dump, EmailOwner,
-    Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session, Store, StoreError, StoreResult,
-    User,
+    Identity, LoginOutcome, PendingLogin, RemoveOutcome, Session, StoreError, StoreResult, User,
 };
 
 /// The sled database of authnz.
@@ -191,8 +191,10 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()> {
+/// The operations, synchronous: sled is embedded and answers in microseconds, so they run on
+/// the caller's task. The role traits (`roles.rs`) hand them to the flows.
+impl SledStore {
+    pub fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()> {
         if self.pending.put(state, login) {
             Ok(())
         } else {
@@ -202,16 +204,16 @@ impl Store for SledStore {
         }
     }
 
-    fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>> {
+    pub fn take_pending_login(&self, state: &str) -> StoreResult<Option<PendingLogin>> {
         // Removed under the table's lock: of two racing callbacks, one gets it.
         Ok(self.pending.take(state))
     }
 
-    fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize> {
+    pub fn sweep_pending_logins(&self, created_before: i64) -> StoreResult<usize> {
         Ok(self.pending.sweep(created_before))
     }
 
-    fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
+    pub fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
         // The expiry index, oldest first: only expired sessions are read.
         let mut expired = Vec::new();
         let mut orphans = Vec::new();
@@ -243,34 +245,34 @@ impl Store for SledStore {
         self.remove_sessions(&expired)
     }
 
-    fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
+    pub fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
         self.accounts.apply_one(login)
     }
 
-    fn complete_login_durable<'a>(
+    pub fn complete_login_durable<'a>(
         &'a self,
         login: CompletedLogin,
     ) -> futures_util::future::BoxFuture<'a, StoreResult<LoginOutcome>> {
         Box::pin(self.logins.clone().commit(login))
     }
 
-    fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
+    pub fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
         get(&self.accounts.sessions, session_hash.as_bytes())
     }
 
-    fn delete_session(&self, session_hash: &str) -> StoreResult<bool> {
+    pub fn delete_session(&self, session_hash: &str) -> StoreResult<bool> {
         Ok(self.remove_sessions(&[session_hash.to_string()])? == 1)
     }
 
-    fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
+    pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
         get(&self.accounts.users, user_id.as_bytes())
     }
 
-    fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
+    pub fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
         get(&self.accounts.identities, &identity_key(idp, subject))
     }
 
-    fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
+    pub fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
         let prefix = prefix_of(&[user_id]);
         let mut out = Vec::new();
         for key in keys_with_prefix(&self.accounts.user_identities, &prefix)? {
@@ -281,7 +283,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>> {
+    pub fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
             .accounts
             .tokens
@@ -290,7 +292,7 @@ impl Store for SledStore {
             .map(|bytes| bytes.to_vec()))
     }
 
-    fn remove_identity(
+    pub fn remove_identity(
         &self,
         user_id: &str,
         idp: &str,
@@ -345,7 +347,12 @@ impl Store for SledStore {
         Ok(outcome)
     }
 
-    fn repoint_session(&self, session_hash: &str, idp: &str, subject: &str) -> StoreResult<bool> {
+    pub fn repoint_session(
+        &self,
+        session_hash: &str,
+        idp: &str,
+        subject: &str,
+    ) -> StoreResult<bool> {
         let trees = (&self.accounts.sessions, &self.accounts.identity_sessions);
         trees
             .transaction(|(sessions, identity_sessions)| {
@@ -369,7 +376,7 @@ impl Store for SledStore {
             .map_err(txn_error)
     }
 
-    fn replace_tokens(
+    pub fn replace_tokens(
         &self,
         idp: &str,
         subject: &str,
@@ -384,7 +391,7 @@ impl Store for SledStore {
         Ok(swapped.is_ok())
     }
 
-    fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()> {
+    pub fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()> {
         self.accounts
             .tokens
             .remove(identity_key(idp, subject))
@@ -392,7 +399,7 @@ impl Store for SledStore {
             .map_err(backend)
     }
 
-    fn end_identity_sessions(
+    pub fn end_identity_sessions(
         &self,
         idp: &str,
         subject: Option<&str>,
@@ -417,7 +424,7 @@ impl Store for SledStore {
         self.remove_sessions(&hashes)
     }
 
-    fn identity_has_other_sessions(
+    pub fn identity_has_other_sessions(
         &self,
         idp: &str,
         subject: &str,
@@ -440,7 +447,7 @@ impl Store for SledStore {
         Ok(false)
     }
 
-    fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
+    pub fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
         let _deleting = self.accounts.deleting();
         let identity_keys =
             keys_with_prefix(&self.accounts.user_identities, &prefix_of(&[user_id]))?;
@@ -517,7 +524,7 @@ impl Store for SledStore {
             .map_err(txn_error)
     }
 
-    fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()> {
+    pub fn put_api_key(&self, key_hash: &str, key: &ApiKey) -> StoreResult<()> {
         let _adding = self.accounts.adding();
         let trees = (&self.api_keys, &self.user_api_keys);
         if self
@@ -538,11 +545,11 @@ impl Store for SledStore {
             .map_err(txn_error)
     }
 
-    fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+    pub fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
         get(&self.api_keys, key_hash.as_bytes())
     }
 
-    fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
+    pub fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
         let prefix = prefix_of(&[user_id]);
         let mut out = Vec::new();
         for key in keys_with_prefix(&self.user_api_keys, &prefix)? {
@@ -553,7 +560,7 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool> {
+    pub fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool> {
         let prefix = prefix_of(&[user_id]);
         for entry in self.user_api_keys.scan_prefix(&prefix) {
             let (key, id) = entry.map_err(backend)?;
@@ -573,7 +580,7 @@ impl Store for SledStore {
         Ok(false)
     }
 
-    fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()> {
+    pub fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()> {
         let mut value = Vec::with_capacity(record.len() + 9);
         value.push(SIGNUP_WITH_EXPIRY);
         value.extend_from_slice(&expires_at.to_be_bytes());
@@ -584,7 +591,7 @@ impl Store for SledStore {
             .map_err(backend)
     }
 
-    fn sweep_signups(&self, now: i64) -> StoreResult<usize> {
+    pub fn sweep_signups(&self, now: i64) -> StoreResult<usize> {
         let mut swept = 0;
         for entry in self.signups.iter() {
             let (id, value) = entry.map_err(backend)?;
@@ -602,7 +609,7 @@ impl Store for SledStore {
         Ok(swept)
     }
 
-    fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
+    pub fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
             .signups
             .remove(id.as_bytes())
@@ -610,7 +617,7 @@ impl Store for SledStore {
             .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
-    fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
+    pub fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
             .signups
             .get(id.as_bytes())
@@ -618,7 +625,7 @@ impl Store for SledStore {
             .map(|bytes| signup_record(&bytes).to_vec()))
     }
 
-    fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize> {
+    pub fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize> {
         const DONE: &[u8] = b"identity-issuers-migrated";
         // The first start of a version that records issuers looks at every identity; later
         // ones only at those whose entry was missing then.
@@ -672,7 +679,7 @@ impl Store for SledStore {
         Ok(migrated)
     }
 
-    fn key_canary(&self) -> StoreResult<Option<Vec<u8>>> {
+    pub fn key_canary(&self) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
             .db
             .get(KEY_CANARY)
@@ -680,12 +687,12 @@ impl Store for SledStore {
             .map(|value| value.to_vec()))
     }
 
-    fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()> {
+    pub fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()> {
         self.db.insert(KEY_CANARY, sealed).map_err(backend)?;
         self.flush()
     }
 
-    fn probe(&self) -> StoreResult<()> {
+    pub fn probe(&self) -> StoreResult<()> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
@@ -695,13 +702,13 @@ impl Store for SledStore {
         self.flush()
     }
 
-    fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>> {
+    pub fn sync(&self) -> futures_util::future::BoxFuture<'static, StoreResult<()>> {
         let db = self.db.clone();
         let commit = self.commit.clone();
         Box::pin(async move { commit.sync(db).await })
     }
 
-    fn dump(&self) -> StoreResult<Dump> {
+    pub fn dump(&self) -> StoreResult<Dump> {
         let mut out = Dump::new();
         let mut pending = std::collections::BTreeMap::new();
         for (key, login) in self.pending.snapshot() {

@@ -3,16 +3,30 @@
 
 use super::*;
 
-#[test]
-fn sled_passes_the_conformance_suite() -> Result<(), Box<dyn std::error::Error>> {
-    super::super::conformance::run_all(&|| {
+/// Fresh sled databases in temporary directories. sled is one process's store: both store
+/// objects of a test are the same one.
+struct Sled;
+
+#[async_trait::async_trait]
+impl super::super::conformance::Backend for Sled {
+    async fn fresh(
+        &self,
+    ) -> Result<super::super::conformance::Fresh, Box<dyn std::error::Error + Send + Sync>> {
         let dir = tempfile::tempdir()?;
-        let store = SledStore::open(dir.path(), 8 << 20)?;
-        Ok((
-            Box::new(store) as Box<dyn Store>,
-            Box::new(dir) as Box<dyn std::any::Any>,
-        ))
-    })
+        let store: std::sync::Arc<dyn crate::store::Store> =
+            std::sync::Arc::new(SledStore::open(dir.path(), 8 << 20)?);
+        Ok(super::super::conformance::Fresh {
+            other: std::sync::Arc::clone(&store),
+            store,
+            guard: Box::new(dir),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sled_passes_the_conformance_suite() -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+{
+    super::super::conformance::run_all(&Sled).await
 }
 
 #[test]
