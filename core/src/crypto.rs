@@ -255,7 +255,22 @@ impl TokenVault {
 
     /// The current key file, plus previous key files (which must exist) for rotation.
     pub fn load(path: &Path, previous: &[std::path::PathBuf]) -> Result<Self, VaultError> {
-        let mut vault = Self::load_or_create(path)?;
+        Self::load_with(Self::load_or_create(path)?, previous)
+    }
+
+    /// [`TokenVault::load`] for a shared database: the key file must exist (replicas share
+    /// one; none of them may make its own).
+    pub fn load_shared(path: &Path, previous: &[std::path::PathBuf]) -> Result<Self, VaultError> {
+        let key = read_key(path)?.ok_or_else(|| VaultError::KeyFile {
+            path: path.display().to_string(),
+            reason: "not found: with [server.postgres] every replica must be given the same key \
+                     file, made once with `authnz keygen PATH`"
+                .into(),
+        })?;
+        Self::load_with(Self::from_key(&key), previous)
+    }
+
+    fn load_with(mut vault: Self, previous: &[std::path::PathBuf]) -> Result<Self, VaultError> {
         for old in previous {
             let key = read_key(old)?.ok_or_else(|| VaultError::KeyFile {
                 path: old.display().to_string(),

@@ -17,6 +17,7 @@ mod hardening;
 mod id_token_attacks;
 mod issuers;
 mod login_flow;
+mod postgres;
 mod providers;
 mod resources;
 mod tokens;

@@ -7,6 +7,7 @@
 pub mod hostile;
 pub mod jwt;
 pub mod logs;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

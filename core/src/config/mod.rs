@@ -33,7 +33,7 @@ use fields::{Context, Fields};
 use idp::{idp_config, IdpEntry};
 pub use idp::{IdpConfig, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
 use server::server_config;
-pub use server::{AdminRef, ServerConfig};
+pub use server::{AdminRef, DbTls, Migrate, PostgresConfig, ServerConfig};
 
 /// Issuer of the built-in development IdP, below `public_url`.
 pub const DEV_IDP_PATH: &str = "/dev-idp";

@@ -15,7 +15,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Without a trailing slash.
     pub public_url: Url,
+    /// The sled directory (unused with [`ServerConfig::postgres`]).
     pub database: PathBuf,
+    /// `[server.postgres]`: a shared PostgreSQL database instead of sled.
+    pub postgres: Option<PostgresConfig>,
     pub secret_key_file: PathBuf,
     /// Earlier keys, kept after a rotation so that tokens they sealed still open.
     pub previous_secret_key_files: Vec<PathBuf>,
@@ -86,12 +89,29 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
     });
     let listen = listen(cx, &mut fields);
     let public_url = public_url(cx, &mut fields, listen);
-    let database = fields
-        .take_str(cx, "database")
+    let database_set = fields.take_str(cx, "database");
+    let postgres = fields
+        .take_table(cx, "postgres")
+        .and_then(|table| postgres_config(cx, table));
+    if let (Some((_, span)), Some(_)) = (&database_set, &postgres) {
+        cx.issue(
+            span.clone(),
+            "server.database",
+            "set either `database` (sled) or [server.postgres], not both",
+        );
+    }
+    let database = database_set
         .map(|(raw, _)| cx.resolve(&raw))
         .unwrap_or_else(|| cx.resolve("data/authnz.sled"));
-    let secret_key_file = fields
-        .take_str(cx, "secret_key_file")
+    let key_file = fields.take_str(cx, "secret_key_file");
+    if key_file.is_none() && postgres.is_some() {
+        cx.issue(
+            fields.span.clone(),
+            "server.secret_key_file",
+            "required with [server.postgres]: every replica is given the same key file, made once with `authnz keygen PATH`",
+        );
+    }
+    let secret_key_file = key_file
         .map(|(raw, _)| cx.resolve(&raw))
         .unwrap_or_else(|| {
             let mut name = database.clone().into_os_string();
@@ -133,6 +153,7 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         listen,
         public_url,
         database,
+        postgres,
         secret_key_file,
         previous_secret_key_files,
         admins,
@@ -142,6 +163,177 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         cache_mb,
         session_ttl,
     }
+}
+
+/// `[server.postgres]`: how to reach the shared database.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The connection settings from `url` (libpq URL or key=value form), with the password of
+    /// `password_file` if one was given.
+    pub connection: tokio_postgres::Config,
+    pub tls: DbTls,
+    pub ca_file: Option<PathBuf>,
+    pub pool_size: usize,
+    pub migrate: Migrate,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection settings may hold a password: only where they point.
+        f.debug_struct("PostgresConfig")
+            .field("hosts", &self.connection.get_hosts())
+            .field("dbname", &self.connection.get_dbname())
+            .field("tls", &self.tls)
+            .field("pool_size", &self.pool_size)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `tls` of `[server.postgres]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbTls {
+    /// TLS, the server's certificate verified, and its name checked against the host.
+    VerifyFull,
+    /// TLS, the certificate verified against the roots, the name not checked.
+    Require,
+    /// No TLS: only to a unix socket or a loopback address.
+    Disable,
+}
+
+/// `migrate` of `[server.postgres]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrate {
+    /// Apply missing migrations at start (serialised across replicas).
+    Auto,
+    /// Refuse to start with missing migrations (`authnz migrate` applies them).
+    Check,
+}
+
+fn postgres_config(cx: &mut Context, mut fields: Fields) -> Option<PostgresConfig> {
+    let table_span = fields.span.clone();
+    let url = fields.take_str(cx, "url");
+    let password_file = fields
+        .take_str(cx, "password_file")
+        .map(|(raw, span)| (cx.resolve(&raw), span));
+    let tls = match fields.take_str(cx, "tls") {
+        None => Some(DbTls::VerifyFull),
+        Some((value, span)) => match value.as_str() {
+            "verify-full" => Some(DbTls::VerifyFull),
+            "require" => Some(DbTls::Require),
+            "disable" => Some(DbTls::Disable),
+            other => {
+                cx.issue(
+                    span,
+                    "server.postgres.tls",
+                    format!("{other:?}: expected \"verify-full\", \"require\" or \"disable\""),
+                );
+                None
+            }
+        },
+    };
+    let ca_file = fields
+        .take_str(cx, "ca_file")
+        .map(|(raw, _)| cx.resolve(&raw));
+    let pool_size = match fields.take_u64(cx, "pool_size") {
+        Some((0, span)) => {
+            cx.issue(span, "server.postgres.pool_size", "must be at least 1");
+            16
+        }
+        Some((size, _)) => usize::try_from(size).unwrap_or(usize::MAX),
+        None => 16,
+    };
+    let migrate = match fields.take_str(cx, "migrate") {
+        None => Some(Migrate::Auto),
+        Some((value, span)) => match value.as_str() {
+            "auto" => Some(Migrate::Auto),
+            "check" => Some(Migrate::Check),
+            other => {
+                cx.issue(
+                    span,
+                    "server.postgres.migrate",
+                    format!("{other:?}: expected \"auto\" or \"check\""),
+                );
+                None
+            }
+        },
+    };
+    fields.finish(cx);
+    let Some((url, url_span)) = url else {
+        cx.issue(
+            table_span,
+            "server.postgres.url",
+            "required: the database to connect to, e.g. \"postgresql://authnz@db.internal/authnz\" or \"host=/run/postgresql dbname=authnz\"",
+        );
+        return None;
+    };
+    // Never echo the URL: it may hold a password.
+    if url.contains("sslmode") {
+        cx.issue(
+            url_span.clone(),
+            "server.postgres.url",
+            "sslmode in the URL is not taken (sslmode=prefer would fall back to plaintext silently): say `tls = \"verify-full\"`, `\"require\"` or `\"disable\"` instead",
+        );
+        return None;
+    }
+    let mut connection = match url.parse::<tokio_postgres::Config>() {
+        Ok(connection) => connection,
+        Err(err) => {
+            cx.issue(
+                url_span,
+                "server.postgres.url",
+                format!("not a PostgreSQL connection string: {err}"),
+            );
+            return None;
+        }
+    };
+    if let Some((path, span)) = password_file {
+        match std::fs::read_to_string(&path) {
+            Ok(password) => {
+                connection.password(password.trim_end_matches(['\r', '\n']));
+            }
+            Err(err) => {
+                cx.issue(
+                    span,
+                    "server.postgres.password_file",
+                    format!("cannot read {}: {err}", path.display()),
+                );
+                return None;
+            }
+        }
+    }
+    if connection.get_hosts().is_empty() {
+        cx.issue(
+            url_span.clone(),
+            "server.postgres.url",
+            "names no host: give one (a unix-socket directory such as /run/postgresql, or a host name)",
+        );
+        return None;
+    }
+    let tls = tls?;
+    if tls == DbTls::Disable {
+        let off_machine = connection.get_hosts().iter().find_map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) if !is_loopback_name(name) => {
+                Some(name.clone())
+            }
+            _ => None,
+        });
+        if let Some(host) = off_machine {
+            cx.issue(
+                url_span,
+                "server.postgres.tls",
+                format!("\"disable\" is for a unix socket or a loopback address only, and {host} is neither: use \"verify-full\""),
+            );
+            return None;
+        }
+    }
+    Some(PostgresConfig {
+        connection,
+        tls,
+        ca_file,
+        pool_size,
+        migrate: migrate?,
+    })
 }
 
 /// `listen`, `127.0.0.1:8080` by default.
@@ -246,4 +438,14 @@ fn default_public_url(listen: SocketAddr) -> Url {
 fn unreachable_url() -> Url {
     // Both literals above are valid URLs; this cannot happen.
     panic!("literal URL failed to parse")
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback_name(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

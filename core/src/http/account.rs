@@ -100,8 +100,6 @@ error_responses!(ConnectError {
     NotFound = 404,
     /// The IdP could not be reached.
     BadGateway = 502,
-    /// The IdP lacks its credentials.
-    Unavailable = 503,
     /// Too many logins started.
     TooMany = 429,
 });

@@ -100,6 +100,14 @@ impl std::error::Error for FlowError {}
 
 impl From<crate::store::StoreError> for FlowError {
     fn from(err: crate::store::StoreError) -> Self {
+        if let crate::store::StoreError::Unavailable(_) = err {
+            tracing::warn!(error = %err, "store unavailable");
+            return FlowError::new(
+                Status::Unavailable,
+                "store_unavailable",
+                "the database is unavailable; try again in a moment",
+            );
+        }
         tracing::error!(error = %err, "storage failure");
         FlowError::internal("storage failure")
     }
@@ -138,6 +146,10 @@ macro_rules! error_responses {
             /// Storage failure.
             #[oai(status = 500)]
             Internal(Json<ErrorBody>),
+            /// The store is unavailable (`store_unavailable`: the database went away or
+            /// every connection stayed busy), or an IdP lacks its credentials (see `/healthz`).
+            #[oai(status = 503)]
+            Unavailable(Json<ErrorBody>),
         }
 
         impl From<crate::store::StoreError> for $name {
@@ -163,6 +175,7 @@ macro_rules! error_responses {
                 crate::http::error::remember(&err);
                 match err.status.code() {
                     $($status => $name::$variant(Json(err.into())),)+
+                    503 => $name::Unavailable(Json(err.into())),
                     _ => $name::Internal(Json(err.into())),
                 }
             }

@@ -48,8 +48,6 @@ error_responses!(LoginError {
     Forbidden = 403,
     /// The IdP's discovery document could not be fetched or is unsafe.
     BadGateway = 502,
-    /// The IdP is configured but lacks its credentials (see `/healthz`).
-    Unavailable = 503,
     /// Too many logins were started by this client, or in all, in the last ten minutes.
     TooMany = 429,
 });

@@ -11,7 +11,7 @@ use crate::config::{Config, DEV_IDP_PATH};
 use crate::crypto::TokenVault;
 use crate::devidp::DevIdp;
 use crate::protocol::{HttpLimits, Idp, IdpHttp};
-use crate::store::{SledStore, Store};
+use crate::store::{PgStore, SledStore, Store};
 
 pub use limits::{Admission, KeyedGuard, KeyedLocks, LoginLimiter, UsedTokenIds};
 
@@ -191,6 +191,30 @@ async fn check_key_canary(
     Ok(store.put_key_canary(&sealed).await?)
 }
 
+/// The store `[server]` names, and the vault of its key: sled (the key file made at the first
+/// start when missing), or PostgreSQL (the key file must exist: replicas share one).
+async fn open_store(
+    server: &crate::config::ServerConfig,
+) -> Result<(Arc<dyn Store>, TokenVault), StartError> {
+    if let Some(postgres) = &server.postgres {
+        let vault =
+            TokenVault::load_shared(&server.secret_key_file, &server.previous_secret_key_files)?;
+        let store = PgStore::connect(postgres).await?;
+        store.set_login_secrets(vault.login_secrets().clone());
+        return Ok((Arc::new(store), vault));
+    }
+    if let Some(parent) = server.database.parent() {
+        std::fs::create_dir_all(parent).map_err(|err| {
+            crate::store::StoreError::Backend(format!("cannot create {}: {err}", parent.display()))
+        })?;
+    }
+    let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
+    sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
+    let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
+    sled.set_login_secrets(vault.login_secrets().clone());
+    Ok((Arc::new(sled), vault))
+}
+
 impl App {
     /// Opens the database and key files and builds every IdP. Performs no network I/O:
     /// discovery happens on first use (and in the background after start).
@@ -209,19 +233,7 @@ impl App {
         registry: crate::registry::Registry,
     ) -> Result<Arc<Self>, StartError> {
         let server = config.server.clone();
-        if let Some(parent) = server.database.parent() {
-            std::fs::create_dir_all(parent).map_err(|err| {
-                crate::store::StoreError::Backend(format!(
-                    "cannot create {}: {err}",
-                    parent.display()
-                ))
-            })?;
-        }
-        let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
-        sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
-        let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
-        sled.set_login_secrets(vault.login_secrets().clone());
-        let store: Arc<dyn Store> = Arc::new(sled);
+        let (store, vault) = open_store(&server).await?;
         check_key_canary(&*store, &vault, &server.secret_key_file).await?;
         let migrated = store.migrate_issuers(&config.issuers()).await?;
         if migrated > 0 {

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 pub mod conformance;
 pub mod linking;
 pub mod pending;
+pub mod postgres;
 pub mod sled_store;
 
+pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
 /// A storage failure. Its message never contains record contents.
@@ -24,6 +26,13 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The backend cannot be reached now (a database gone away, no connection free in time):
+    /// the request may succeed when retried.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    /// The database's schema does not fit this binary (migrations).
+    #[error("database schema: {0}")]
+    Schema(String),
     /// A stored record could not be decoded.
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
