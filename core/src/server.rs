@@ -108,8 +108,8 @@ pub async fn serve(
     }
 }
 
-/// Probes the store every second. While writes fail (a full disk), `/readyz` says so; once
-/// they succeed again, it is ready again. sled keeps the error of a failed write for good, so
+/// Probes the store every second. While writes fail (a full disk, a database gone away),
+/// `/readyz` says so; once they succeed again, it is ready again. sled keeps the error of a failed write for good, so
 /// when the disk has room again but the store still fails, this returns: the server stops and
 /// its supervisor starts it anew (the database reopens; nothing answered is lost).
 async fn watch_store(app: Arc<App>) -> StartError {
@@ -120,7 +120,10 @@ async fn watch_store(app: Arc<App>) -> StartError {
         let runtime = tokio::runtime::Handle::current();
         let Ok(probe) = tokio::task::spawn_blocking(move || {
             let probe = runtime.block_on(probing.store.probe());
-            let room = probe.is_err() && has_room(&probing.server.database);
+            // Only sled keeps a failed write's error for good; a database server recovers.
+            let room = probe.is_err()
+                && probing.store.backend() == "sled"
+                && has_room(&probing.server.database);
             (probe, room)
         })
         .await
@@ -135,7 +138,7 @@ async fn watch_store(app: Arc<App>) -> StartError {
             }
             (Err(err), room) => {
                 if app.set_store_failure(Some(err.to_string())) {
-                    tracing::error!(error = %err, "the store cannot take writes (is the disk full?); logins fail until it can");
+                    tracing::error!(error = %err, backend = app.store.backend(), "the store cannot take writes (a full disk, a database gone away?); logins fail until it can");
                 }
                 if room {
                     return StartError::StoreStuck {

@@ -30,3 +30,294 @@ impl Backend for Postgres {
 async fn postgres_passes_the_conformance_suite() {
     conformance::run_all(&Postgres).await.unwrap();
 }
+
+/// One `idps.toml` for every replica: the listener from `AUTHNZ_LISTEN`, one public URL (the
+/// load balancer's), one key file, one database.
+struct Replicas {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    database: String,
+}
+
+impl Replicas {
+    fn new(provider: &authnz_tests::OidcProvider, public_url: &str) -> Self {
+        let cluster = cluster();
+        let database = cluster.create_database();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("authnz.key");
+        let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+            .arg("keygen")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(keygen.status.success(), "keygen: {keygen:?}");
+        let config = dir.path().join("idps.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"${{AUTHNZ_LISTEN}}\"\npublic_url = \"{public_url}\"\nsecret_key_file = \"{key}\"\nmax_logins_per_client = 100000\n{postgres}\n{idp}",
+                key = key.display(),
+                postgres = cluster.toml(&database),
+                idp = authnz_tests::oidc_idp_toml("corp", &provider.issuer),
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            config,
+            database,
+        }
+    }
+
+    /// A replica on `port`, with this config (or `key` instead of the shared key file).
+    fn spawn(&self, port: u16, key: Option<&std::path::Path>) -> tokio::process::Child {
+        let mut config = self.config.clone();
+        if let Some(key) = key {
+            let text = std::fs::read_to_string(&self.config).unwrap();
+            let shared = self.dir.path().join("authnz.key");
+            config = self.dir.path().join("other.toml");
+            std::fs::write(
+                &config,
+                text.replace(&shared.display().to_string(), &key.display().to_string()),
+            )
+            .unwrap();
+        }
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("AUTHNZ_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            // Only a replica expected to refuse is read (a running one would fill the pipe).
+            .stderr(if key.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+}
+
+async fn wait_ready(url: &str) {
+    for _ in 0..200 {
+        if reqwest::get(format!("{url}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not become ready");
+}
+
+/// The callback URL (at the public URL), sent to one replica instead.
+fn at(replica: &str, callback: &str, public_url: &str) -> String {
+    callback.replacen(public_url, replica, 1)
+}
+
+/// Logins that cross replicas: four replicas started at once on an empty database apply the
+/// migrations once and all become ready; a login started on A whose callback arrives at B
+/// completes (nonce and PKCE checked on B); A knows the session; replaying the callback on A
+/// is refused; logout on B ends the session on A; a login whose replica was killed with
+/// SIGKILL before the callback completes on another; a replica with another key refuses to
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_cross_replicas_on_one_database() {
+    let ports: Vec<u16> = (0..4).map(|_| authnz_tests::free_port()).collect();
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    // The public URL is the load balancer's; here it is A's address.
+    let public_url = urls[0].clone();
+    let provider = authnz_tests::OidcProvider::start(
+        &[format!("{public_url}/authnz/corp/callback")],
+        serde_json::json!({}),
+    );
+    let replicas = Replicas::new(&provider, &public_url);
+    let mut children: Vec<_> = ports
+        .iter()
+        .map(|port| replicas.spawn(*port, None))
+        .collect();
+    for url in &urls {
+        wait_ready(url).await;
+    }
+    let cluster = cluster();
+    assert_eq!(
+        cluster.psql(&replicas.database, "SELECT count(*) FROM authnz_migrations"),
+        "1",
+        "four replicas starting at once applied the migration once"
+    );
+    let (a, b) = (&urls[0], &urls[1]);
+
+    // Started on A, finished on B.
+    let browser = authnz_tests::Browser::new();
+    let authorize = browser.start_login(a, "corp").await;
+    let callback = browser
+        .sign_in_at_provider(
+            &authorize,
+            "alice",
+            &format!("{public_url}/authnz/corp/callback"),
+        )
+        .await;
+    let response = browser.get(&at(b, &callback, &public_url)).await;
+    assert_eq!(response.status(), 303, "the callback completes on B");
+    let (status, on_b) = browser.me(b).await;
+    assert_eq!(status, 200);
+    let (status, on_a) = browser.me(a).await;
+    assert_eq!(status, 200, "A knows the session B started");
+    assert_eq!(on_a["id"], on_b["id"]);
+    assert_eq!(
+        cluster.psql(&replicas.database, "SELECT count(*) FROM users"),
+        "1"
+    );
+
+    // The same callback again, now at A: the pending login is gone everywhere.
+    let replay = authnz_tests::Browser::new();
+    let response = replay.get(&at(a, &callback, &public_url)).await;
+    assert!(
+        response.status().is_client_error(),
+        "a replayed callback is refused: {}",
+        response.status()
+    );
+    let response = browser.get(&callback).await;
+    assert!(
+        response.status().is_client_error(),
+        "also for the browser that started it"
+    );
+
+    // Logout on B ends the session on A.
+    let csrf = browser.csrf(a).await;
+    let response = browser
+        .client
+        .post(format!("{b}/authnz/logout"))
+        .header("Origin", &public_url)
+        .header("X-CSRF-Token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success() || response.status().is_redirection());
+    assert_eq!(browser.me(a).await.0, 401, "the session ended on A too");
+
+    // A is killed between /login and the callback; B finishes the login.
+    let browser = authnz_tests::Browser::new();
+    let authorize = browser.start_login(a, "corp").await;
+    children[0].start_kill().unwrap();
+    let _ = children[0].wait().await;
+    let callback = browser
+        .sign_in_at_provider(
+            &authorize,
+            "alice",
+            &format!("{public_url}/authnz/corp/callback"),
+        )
+        .await;
+    let response = browser.get(&at(b, &callback, &public_url)).await;
+    assert_eq!(response.status(), 303, "B completes the login A started");
+    assert_eq!(browser.me(b).await.1["id"], on_b["id"], "the same person");
+
+    // A replica given another key refuses to start, and says why.
+    let other_key = replicas.dir.path().join("other.key");
+    let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+        .arg("keygen")
+        .arg(&other_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let refused = replicas
+        .spawn(authnz_tests::free_port(), Some(&other_key))
+        .wait_with_output()
+        .await
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a replica with another key must not start"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("another secret key") && stderr.contains("other.key"),
+        "{stderr}"
+    );
+    // And one given no key file at all refuses too: replicas never make their own.
+    let missing = replicas.dir.path().join("missing.key");
+    let refused = replicas
+        .spawn(authnz_tests::free_port(), Some(&missing))
+        .wait_with_output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("authnz keygen"), "{stderr}");
+    assert!(!missing.exists(), "no key file was made");
+    drop(children);
+}
+
+/// A database that goes away: `/readyz` turns 503 (the report names the backend), requests
+/// that need it answer 503 `store_unavailable` within the pool's timeout instead of hanging,
+/// and once the database is back, the server recovers without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_is_unavailable_then_recovers() {
+    let own = authnz_tests::postgres::Cluster::start();
+    let database = own.create_database();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key = key_dir.path().join("authnz.key");
+    authnz::crypto::write_new_key(&key).unwrap();
+    let server = authnz_tests::Reserved::new()
+        .start_server(
+            &format!(
+                "secret_key_file = \"{}\"\n{}",
+                key.display(),
+                own.toml(&database)
+            ),
+            "[idps.dev]\nkind = \"dev\"\n",
+        )
+        .await;
+    let ready = |url: String| async move {
+        let response = reqwest::get(format!("{url}/readyz")).await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body)
+    };
+    let until = |want: u16| {
+        let url = server.url.clone();
+        async move {
+            for _ in 0..100 {
+                let (status, body) = ready(url.clone()).await;
+                if status == want {
+                    return body;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("/readyz never answered {want}");
+        }
+    };
+    let body = until(200).await;
+    assert_eq!(body["store"], "ok");
+    assert_eq!(body["store_backend"], "postgres");
+    assert_eq!(body["config_digest"].as_str().map(str::len), Some(16));
+    let browser = authnz_tests::Browser::new();
+    let login = format!("{}/authnz/dev/login", server.url);
+    assert_eq!(browser.get(&login).await.status(), 200);
+
+    own.stop();
+    let body = until(503).await;
+    assert_eq!(body["store"], "failing");
+    let started = std::time::Instant::now();
+    let response = browser.get(&login).await;
+    assert_eq!(response.status(), 503);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "store_unavailable", "{error}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(11),
+        "answered within the pool's timeout"
+    );
+
+    own.restart();
+    until(200).await;
+    assert_eq!(
+        browser.get(&login).await.status(),
+        200,
+        "the server recovered without a restart"
+    );
+}

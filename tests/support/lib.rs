@@ -202,7 +202,7 @@ impl Reserved {
     ) -> TestServer {
         logs::init();
         let dir = tempfile::tempdir().expect("tempdir");
-        let database = if server.contains("database = ") {
+        let database = if server.contains("database = ") || server.contains("[server.postgres]") {
             String::new()
         } else {
             format!("database = \"{}\"\n", dir.path().join("db").display())

@@ -13,6 +13,7 @@ pub struct Cluster {
     /// The unix-socket directory (the `host` of a connection string).
     pub socket_dir: PathBuf,
     bin: PathBuf,
+    data: PathBuf,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -68,7 +69,12 @@ fn run(mut command: Command, what: &str) {
 
 /// The cluster of this test binary, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+impl Cluster {
+    /// A cluster of its own (for a test that stops it); stopped when the test process ends.
+    pub fn start() -> Self {
         let bin = bin_dir();
         let root = tempfile::Builder::new()
             .prefix("authnz-pg-")
@@ -90,24 +96,43 @@ pub fn cluster() -> &'static Cluster {
             );
         }
         let mut initdb = as_postgres(&bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
         run(initdb, "initdb");
+        // Settings in the cluster's own file, so that a restart keeps them.
+        {
+            use std::io::Write;
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .expect("postgresql.conf");
+            writeln!(
+                conf,
+                "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 400",
+                socket_dir.display()
+            )
+            .expect("postgresql.conf written");
+        }
         let mut start = as_postgres(&bin.join("pg_ctl"));
         start
             .arg("-D")
             .arg(&data)
             .arg("-l")
             .arg(data.join("log"))
-            .arg("-o")
-            .arg(format!(
-                "-c listen_addresses='' -k {} -c fsync=off -c max_connections=400",
-                socket_dir.display()
-            ))
             .args(["-w", "start"]);
         run(start, "pg_ctl start");
+        let cluster = Cluster {
+            socket_dir: socket_dir.clone(),
+            bin: bin.clone(),
+            data: data.clone(),
+        };
         // The watchdog: once this process is gone, stop the cluster and remove its files. It
         // outlives this process on purpose, so it is never waited for.
         let stop = if is_root() {
@@ -129,11 +154,29 @@ pub fn cluster() -> &'static Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("the cluster's watchdog starts");
-        Cluster { socket_dir, bin }
-    })
-}
+        cluster
+    }
 
-impl Cluster {
+    /// Stops the server (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        let mut stop = as_postgres(&self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"]);
+        run(stop, "pg_ctl stop");
+    }
+
+    /// Starts it again after [`Cluster::stop`].
+    pub fn restart(&self) {
+        let mut start = as_postgres(&self.bin.join("pg_ctl"));
+        start
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.data.join("log"))
+            .args(["-w", "start"]);
+        run(start, "pg_ctl start");
+    }
     /// A connection string to database `name` on the socket.
     pub fn url(&self, name: &str) -> String {
         format!(

@@ -67,6 +67,9 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// The file it was read from.
     pub source: PathBuf,
+    /// The first 16 hex digits of the SHA-256 of its text (before `${VAR}` expansion): equal
+    /// on replicas that loaded the same file.
+    pub digest: String,
     pub server: ServerConfig,
     /// The IdPs in file order (the order of the login buttons).
     pub idps: Vec<IdpConfig>,
@@ -210,6 +213,10 @@ pub fn parse(
     if cx.issues.is_empty() {
         Ok(Config {
             source: path.to_path_buf(),
+            digest: {
+                use sha2::Digest;
+                crate::crypto::hex(&sha2::Sha256::digest(text.as_bytes())[..8])
+            },
             server,
             idps,
             unavailable,

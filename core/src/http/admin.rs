@@ -47,8 +47,14 @@ pub struct Health {
     pub loaded_at: i64,
     /// Why the last reload was refused (the previous configuration stays in force), if it was.
     pub reload_error: Option<String>,
-    /// `ok`, or `failing` while the database cannot take writes (a full disk): not ready.
+    /// `ok`, or `failing` while the database cannot take writes (a full disk, a database gone
+    /// away): not ready.
     pub store: String,
+    /// The store's backend: `sled` (embedded) or `postgres` (shared by replicas).
+    pub store_backend: String,
+    /// A digest of the loaded `idps.toml` (the first 16 hex digits of its SHA-256): replicas
+    /// that show different digests run different configurations.
+    pub config_digest: String,
     /// Why the store fails (admin API only).
     pub store_error: Option<String>,
     pub idps: Vec<IdpHealth>,
@@ -107,6 +113,8 @@ pub async fn health(app: &App, detail: bool) -> Health {
         }
         .to_string(),
         store_error: store_failure.filter(|_| detail),
+        store_backend: app.store.backend().to_string(),
+        config_digest: generation.config.digest.clone(),
         generation: generation.number,
         loaded_at: generation.loaded_at,
         reload_error: app.reload_status().last_error.map(|error| {
