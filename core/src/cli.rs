@@ -53,6 +53,23 @@ enum Command {
         /// Where to write it.
         path: PathBuf,
     },
+    /// Apply the database migrations that the PostgreSQL database of --config lacks (for
+    /// `migrate = "check"`; with "auto", every replica applies them at start).
+    Migrate {
+        #[arg(long, default_value = "idps.toml")]
+        config: PathBuf,
+    },
+    /// Copy an embedded (sled) database into the PostgreSQL database that --config names:
+    /// users, identities with their sealed tokens, sessions and API keys. Run it with the
+    /// server stopped; running it again copies nothing twice.
+    CopyStore {
+        /// The sled directory (`database` of the old config).
+        #[arg(long)]
+        from: PathBuf,
+        /// The config naming the PostgreSQL database and the same secret key file.
+        #[arg(long, default_value = "idps.toml")]
+        config: PathBuf,
+    },
     /// List the built-in provider kinds and, with --config, each configured provider with its
     /// origin (built-in or library path) and versions.
     Providers {
@@ -99,6 +116,17 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Providers { config } => providers(config),
+        Command::Migrate { config } => on_postgres(&config, |_, postgres| async move {
+            let applied = crate::store::PgStore::migrate(&postgres).await?;
+            Ok(format!(
+                "{applied} migration(s) applied; the schema is up to date"
+            ))
+        }),
+        Command::CopyStore { from, config } => {
+            on_postgres(&config, |config, postgres| async move {
+                copy_store(&from, &config, &postgres).await
+            })
+        }
         Command::Keygen { path } => match crate::crypto::write_new_key(&path) {
             Ok(_) => {
                 println!(
@@ -218,6 +246,81 @@ fn serve(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `task` on the `[server.postgres]` of the config at `path`, printing what it says.
+fn on_postgres<F, Fut>(path: &std::path::Path, task: F) -> ExitCode
+where
+    F: FnOnce(config::Config, config::PostgresConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<String, crate::state::StartError>>,
+{
+    let (config, postgres) = match config::load(path, &Registry::builtin()) {
+        Ok(config) => match config.server.postgres.clone() {
+            Some(postgres) => (config, postgres),
+            None => {
+                eprintln!(
+                    "authnz: {} has no [server.postgres]: name the PostgreSQL database there",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("authnz: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task(config, postgres)) {
+        Ok(said) => {
+            println!("authnz: {said}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("authnz: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `copy-store`: both databases must be the key file's (the tokens stay sealed as they are).
+async fn copy_store(
+    from: &std::path::Path,
+    config: &config::Config,
+    postgres: &config::PostgresConfig,
+) -> Result<String, crate::state::StartError> {
+    use crate::store::Store;
+    let server = &config.server;
+    if !from.join("db").exists() && !from.join("conf").exists() {
+        return Err(crate::store::StoreError::Backend(format!(
+            "{} is not a sled database directory",
+            from.display()
+        ))
+        .into());
+    }
+    let vault = crate::crypto::TokenVault::load_shared(
+        &server.secret_key_file,
+        &server.previous_secret_key_files,
+    )?;
+    let sled: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(crate::store::SledStore::open(from, 16 << 20)?);
+    crate::state::check_key_canary(&*sled, &vault, &server.secret_key_file).await?;
+    let target = crate::store::PgStore::connect(postgres).await?;
+    crate::state::check_key_canary(&target, &vault, &server.secret_key_file).await?;
+    let report = target.copy_from(&sled.dump().await?).await?;
+    Ok(format!(
+        "copied {} into PostgreSQL: {report}",
+        from.display()
+    ))
 }
 
 fn providers(config: Option<PathBuf>) -> ExitCode {

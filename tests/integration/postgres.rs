@@ -321,3 +321,107 @@ async fn a_database_that_goes_away_is_unavailable_then_recovers() {
         "the server recovered without a restart"
     );
 }
+
+/// `authnz copy-store` copies a sled database into PostgreSQL record for record (users, the
+/// email index, identities with their sealed tokens, sessions, API keys), says what it copied,
+/// copies nothing twice when run again, and refuses a database made with another key.
+#[tokio::test]
+async fn copy_store_moves_a_sled_database_into_postgres() {
+    use authnz::store::conformance::sample_login;
+    let dir = tempfile::tempdir().unwrap();
+    let sled_dir = dir.path().join("sled");
+    {
+        let sled = authnz::store::SledStore::open(&sled_dir, 8 << 20).unwrap();
+        sled.complete_login(&sample_login("corp", "s1", "u1", "x1"))
+            .unwrap();
+        let mut second = sample_login("lab", "s2", "", "x2");
+        second.link_to = Some("u1".into());
+        sled.complete_login(&second).unwrap();
+        sled.complete_login(&sample_login("corp", "s3", "u3", "x3"))
+            .unwrap();
+        sled.put_api_key(
+            "key-hash",
+            &authnz::store::ApiKey {
+                id: "k1".into(),
+                user_id: "u3".into(),
+                name: "laptop".into(),
+                prefix: "authnz_ab".into(),
+                created_at: 5,
+                expires_at: Some(99),
+            },
+        )
+        .unwrap();
+        sled.flush().unwrap();
+    }
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let key = dir.path().join("authnz.key");
+    authnz::crypto::write_new_key(&key).unwrap();
+    let config = dir.path().join("idps.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsecret_key_file = \"{}\"\n{}",
+            key.display(),
+            cluster.toml(&database)
+        ),
+    )
+    .unwrap();
+    let copy = |config: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_authnz_for_tests"))
+            .args(["copy-store", "--from"])
+            .arg(&sled_dir)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let first = copy(&config);
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{first:?}");
+    assert!(said.contains("users: 2 copied, 0 already there"), "{said}");
+    assert!(said.contains("identities: 3 copied"), "{said}");
+    assert!(said.contains("sessions: 3 copied"), "{said}");
+    assert!(said.contains("API keys: 1 copied"), "{said}");
+    let again = copy(&config);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert!(said.contains("users: 0 copied, 2 already there"), "{said}");
+
+    // Record for record what sled holds.
+    let sled = authnz::store::SledStore::open(&sled_dir, 8 << 20)
+        .unwrap()
+        .dump()
+        .unwrap();
+    let postgres = PgStore::connect(&cluster.config(&database)).await.unwrap();
+    let copied = authnz::store::Upkeep::dump(&postgres).await.unwrap();
+    for collection in [
+        "users",
+        "emails",
+        "identities",
+        "tokens",
+        "sessions",
+        "api_keys",
+    ] {
+        assert_eq!(sled[collection], copied[collection], "{collection}");
+        assert!(!copied[collection].is_empty(), "{collection}");
+    }
+
+    // Another key: the sealed tokens would not open; nothing is copied.
+    let other_key = dir.path().join("other.key");
+    authnz::crypto::write_new_key(&other_key).unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&key.display().to_string(), &other_key.display().to_string()),
+    )
+    .unwrap();
+    let refused = copy(&other);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another secret key"),
+        "{refused:?}"
+    );
+}

@@ -169,7 +169,7 @@ pub enum StartError {
 /// another key (a regenerated or wrong `secret_key_file`, a replica given a file of its own)
 /// refuses to start and names the file, rather than failing every stored token later. After a
 /// rotation the canary opens with the previous key and is sealed again with the new one.
-async fn check_key_canary(
+pub(crate) async fn check_key_canary(
     store: &dyn Store,
     vault: &TokenVault,
     key_file: &std::path::Path,

@@ -7,6 +7,7 @@
 //! Pending logins live in an UNLOGGED table taken with `DELETE … RETURNING`: single use
 //! across replicas, no WAL fsync on the hot path.
 
+mod copy;
 mod migrate;
 mod roles;
 mod tls;
@@ -21,6 +22,8 @@ use tokio_postgres::error::SqlState;
 use crate::config::{DbTls, Migrate, PostgresConfig};
 use crate::crypto::LoginSecrets;
 use crate::store::{decode, encode, PendingLogin, StoreError, StoreResult};
+
+pub use copy::CopyReport;
 
 type PgClient = deadpool_postgres::Object;
 
