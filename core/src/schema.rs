@@ -43,10 +43,14 @@ pub struct ServerSection {
     /// The URL people reach authnz at; redirect URIs are `<public_url>/authnz/<name>/callback`.
     /// `http://` only for loopback hosts. Default: `http://<listen>`.
     pub public_url: Option<String>,
-    /// The sled database directory, relative to this file.
+    /// The sled database directory, relative to this file. Not with `[server.postgres]`.
     #[schemars(extend("default" = "data/authnz.sled"))]
     pub database: Option<String>,
-    /// The key that encrypts IdP tokens at rest (generated on first start). Default: `<database>.key`.
+    /// A PostgreSQL database shared by every replica, instead of sled's `database`.
+    pub postgres: Option<PostgresSection>,
+    /// The key that encrypts IdP tokens at rest. With sled, generated on first start (default:
+    /// `<database>.key`); with `[server.postgres]` required and never generated: every replica
+    /// is given the same file, made once with `authnz keygen PATH`.
     pub secret_key_file: Option<String>,
     /// Earlier keys, after a rotation, so that the tokens they sealed still open.
     #[schemars(extend("default" = []))]
@@ -68,13 +72,40 @@ pub struct ServerSection {
     /// proxy every person shares the proxy's cap.
     #[schemars(extend("default" = []))]
     pub trusted_proxies: Option<Vec<String>>,
-    /// At most this many sign-ins in progress are kept (in memory); when full, the oldest is
-    /// dropped and that person starts again.
+    /// At most this many sign-ins in progress are kept (in memory, per process; sled only);
+    /// when full, the oldest is dropped and that person starts again.
     #[schemars(range(min = 1), extend("default" = 100000))]
     pub max_pending_logins: Option<u64>,
     /// sled's page cache, in MiB.
     #[schemars(range(min = 1), extend("default" = 16))]
     pub cache_mb: Option<u64>,
+}
+
+/// `[server.postgres]`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    /// The database, in libpq form: a URL (`postgresql://authnz@db.internal/authnz`) or
+    /// key=value (`host=/run/postgresql dbname=authnz`), a unix-socket directory as host.
+    /// `${VAR}` is expanded. No `sslmode` here: say `tls`.
+    pub url: String,
+    /// A file holding the password (its trailing newline ignored).
+    pub password_file: Option<String>,
+    /// `verify-full`: TLS, the certificate and the host name verified. `require`: TLS, the
+    /// certificate verified, not its name. `disable`: no TLS, for a unix socket or a loopback
+    /// address only.
+    #[schemars(extend("default" = "verify-full", "enum" = ["verify-full", "require", "disable"]))]
+    pub tls: Option<String>,
+    /// PEM certificates to trust for the database. Default: the webpki roots.
+    pub ca_file: Option<String>,
+    /// Connections per replica; a request finding none free within 5 s gets 503
+    /// `store_unavailable`.
+    #[schemars(range(min = 1), extend("default" = 16))]
+    pub pool_size: Option<u64>,
+    /// `auto`: every replica applies missing migrations at start (one at a time). `check`:
+    /// refuse to start with missing migrations; `authnz migrate --config FILE` applies them.
+    #[schemars(extend("default" = "auto", "enum" = ["auto", "check"]))]
+    pub migrate: Option<String>,
 }
 
 /// What a first login whose verified email belongs to an existing account does.
