@@ -580,10 +580,35 @@ client_id = "c"
         let root = schema(&Registry::builtin()).to_value();
         let server = file.get("server").and_then(toml::Value::as_table);
         for key in keys(&root["$defs"]["ServerSection"]) {
+            // `database` (sled) and `[server.postgres]` exclude each other: the PostgreSQL
+            // keys have a config of their own below.
+            if key == "postgres" {
+                continue;
+            }
             assert!(
                 server.is_some_and(|s| s.contains_key(&key)),
                 "[server] {key} unused"
             );
+        }
+        let postgres = "[server]\nsecret_key_file = \"shared.key\"\n[server.postgres]\nurl = \"host=/run/postgresql dbname=authnz\"\npassword_file = \"/dev/null\"\ntls = \"disable\"\nca_file = \"ca.pem\"\npool_size = 4\nmigrate = \"check\"\n";
+        assert!(check(postgres).is_empty(), "schema: {:#?}", check(postgres));
+        assert!(
+            crate::config::parse(
+                std::path::Path::new("pg.toml"),
+                postgres,
+                &Registry::builtin(),
+                &|_| None
+            )
+            .is_ok(),
+            "parser: {postgres}"
+        );
+        let pg_file: toml::Table = postgres.parse().unwrap_or_default();
+        let used = pg_file["server"]["postgres"]
+            .as_table()
+            .cloned()
+            .unwrap_or_default();
+        for key in keys(&root["$defs"]["PostgresSection"]) {
+            assert!(used.contains_key(&key), "[server.postgres] {key} unused");
         }
         let idps = file
             .get("idps")

@@ -301,3 +301,93 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn postgres_settings_are_checked_where_they_stand_and_never_echo_the_url() {
+    let pg = |server: &str, table: &str| {
+        issues(&format!("[server]\n{server}\n[server.postgres]\n{table}\n"))
+    };
+    let key = "secret_key_file = \"shared.key\"";
+    // Good: a unix socket without TLS, a URL with a password that must never be shown.
+    let config = parse_str(&format!(
+        "[server]\n{key}\n[server.postgres]\nurl = \"postgresql://authnz:pw-s3cret@db.internal:5433/authnz\"\npool_size = 4\n"
+    ))
+    .expect("parses");
+    let postgres = config.server.postgres.expect("postgres");
+    assert_eq!(postgres.tls, DbTls::VerifyFull, "verify-full by default");
+    assert_eq!(postgres.migrate, Migrate::Auto);
+    assert_eq!(postgres.pool_size, 4);
+    assert!(
+        !format!("{postgres:?}").contains("pw-s3cret"),
+        "Debug hides the password"
+    );
+    for (server, table, want) in [
+        (
+            format!("database = \"db\"\n{key}"),
+            "url = \"host=/run/postgresql\"",
+            "idps.toml:2:12: server.database: set either `database` (sled) or [server.postgres]",
+        ),
+        (
+            String::new(),
+            "url = \"host=/run/postgresql\"",
+            "server.secret_key_file: required with [server.postgres]",
+        ),
+        (
+            key.to_string(),
+            "url = \"postgresql://u:pw-s3cret@db.internal/a?sslmode=prefer\"",
+            "idps.toml:4:7: server.postgres.url: sslmode in the URL is not taken",
+        ),
+        (
+            key.to_string(),
+            "url = \"postgresql://u:pw-s3cret@db.internal/a\"\ntls = \"disable\"",
+            "server.postgres.tls: \"disable\" is for a unix socket or a loopback address only, and db.internal is neither",
+        ),
+        (
+            key.to_string(),
+            "url = \"host=/run/postgresql\"\ntls = \"prefer\"",
+            "idps.toml:5:7: server.postgres.tls: \"prefer\": expected",
+        ),
+        (
+            key.to_string(),
+            "url = \"host=/run/postgresql\"\npool_size = 0",
+            "server.postgres.pool_size: must be at least 1",
+        ),
+        (
+            key.to_string(),
+            "url = \"host=/run/postgresql\"\nmigrate = \"sometimes\"",
+            "server.postgres.migrate: \"sometimes\": expected \"auto\" or \"check\"",
+        ),
+        (
+            key.to_string(),
+            "url = \"host=/run/postgresql\"\npassword_file = \"/nonexistent/pw\"",
+            "server.postgres.password_file: cannot read /nonexistent/pw",
+        ),
+        (key.to_string(), "tls = \"disable\"", "server.postgres.url: required"),
+        (
+            key.to_string(),
+            "url = \"host=/run/postgresql\"\npoolsize = 3",
+            "server.postgres.poolsize",
+        ),
+    ] {
+        let found = pg(&server, table);
+        assert!(
+            found.iter().any(|issue| issue.contains(want)),
+            "{table}: want {want:?}, got {found:#?}"
+        );
+        assert!(
+            found.iter().all(|issue| !issue.contains("pw-s3cret")),
+            "{found:#?}"
+        );
+    }
+    // Loopback and unix sockets may go without TLS.
+    for url in [
+        "host=/run/postgresql",
+        "postgresql://u@127.0.0.1/a",
+        "host=localhost",
+    ] {
+        assert!(
+            pg(key, &format!("url = \"{url}\"\ntls = \"disable\"")).is_empty(),
+            "{url}"
+        );
+    }
+}
