@@ -425,3 +425,60 @@ async fn copy_store_moves_a_sled_database_into_postgres() {
         "{refused:?}"
     );
 }
+
+/// Migrations: `check` refuses a database that lacks them (and `authnz migrate` applies
+/// them); a database migrated by a newer binary, or whose applied migration was changed,
+/// refuses to start, saying which.
+#[tokio::test]
+async fn migrations_are_checked_and_a_foreign_schema_refused() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let mut config = cluster.config(&database);
+    config.migrate = authnz::config::Migrate::Check;
+    let refused = PgStore::connect(&config)
+        .await
+        .err()
+        .expect("check refuses");
+    assert!(
+        refused.to_string().contains("lacks migrations [1]")
+            && refused.to_string().contains("authnz migrate"),
+        "{refused}"
+    );
+    assert_eq!(
+        cluster.psql(&database, "SELECT to_regclass('users') IS NULL"),
+        "t",
+        "check changed nothing"
+    );
+    assert_eq!(PgStore::migrate(&config).await.unwrap(), 1);
+    assert_eq!(PgStore::migrate(&config).await.unwrap(), 0, "applied once");
+    PgStore::connect(&config).await.expect("up to date");
+
+    cluster.psql(
+        &database,
+        "INSERT INTO authnz_migrations (version, name, checksum) VALUES (99, 'future', 'x')",
+    );
+    let refused = PgStore::connect(&config)
+        .await
+        .err()
+        .expect("newer refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("migrated by a newer authnz (migration 99"),
+        "{refused}"
+    );
+    cluster.psql(
+        &database,
+        "DELETE FROM authnz_migrations WHERE version = 99; UPDATE authnz_migrations SET checksum = 'edited' WHERE version = 1",
+    );
+    let refused = PgStore::connect(&config)
+        .await
+        .err()
+        .expect("changed refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("migration 1 (initial) as applied to the database differs"),
+        "{refused}"
+    );
+}

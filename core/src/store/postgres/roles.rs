@@ -117,16 +117,20 @@ impl PgStore {
         }
         locks.sort_unstable();
         tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+            &tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+                .await
+                .map_err(db_error)?,
             &[&locks],
         )
         .await?;
         let existing = tx
             .query_opt(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "SELECT {IDENTITY_COLUMNS}, tokens FROM identities
                      WHERE idp = $1 AND subject = $2 FOR UPDATE"
-                ),
+                ))
+                .await
+                .map_err(db_error)?,
                 &[&login.idp, &login.subject],
             )
             .await?;
@@ -135,7 +139,11 @@ impl PgStore {
         let owner = match (&existing, &email) {
             (None, Some(email)) => tx
                 .query_opt(
-                    "SELECT user_id, authoritative FROM emails WHERE email = $1",
+                    &tx.prepare_cached(
+                        "SELECT user_id, authoritative FROM emails WHERE email = $1",
+                    )
+                    .await
+                    .map_err(db_error)?,
                     &[email],
                 )
                 .await?
@@ -153,12 +161,14 @@ impl PgStore {
         let user_of = |user_id: String| {
             let tx = &tx;
             async move {
-                tx.query_opt(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR KEY SHARE"),
-                    &[&user_id],
-                )
-                .await
-                .map(|row| row.as_ref().map(user))
+                let statement = tx
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR KEY SHARE"
+                    ))
+                    .await?;
+                tx.query_opt(&statement, &[&user_id])
+                    .await
+                    .map(|row| row.as_ref().map(user))
             }
         };
         let (user, created, linked) = match link {
@@ -167,9 +177,13 @@ impl PgStore {
                     .await?
                     .ok_or_else(|| StoreError::Corrupt("identity without its user".into()))?;
                 tx.execute(
-                    "UPDATE identities SET issuer = $3, email = $4, email_verified = $5,
+                    &tx.prepare_cached(
+                        "UPDATE identities SET issuer = $3, email = $4, email_verified = $5,
                          last_login_at = $6, tokens = $7
                      WHERE idp = $1 AND subject = $2",
+                    )
+                    .await
+                    .map_err(db_error)?,
                     &[
                         &login.idp,
                         &login.subject,
@@ -194,16 +208,16 @@ impl PgStore {
                 if let Some((email, owner)) = linking::email_entry(login, &user.id) {
                     if created {
                         tx.execute(
-                            "INSERT INTO emails (email, user_id, authoritative) VALUES ($1, $2, $3)",
+                            &tx.prepare_cached("INSERT INTO emails (email, user_id, authoritative) VALUES ($1, $2, $3)").await.map_err(db_error)?,
                             &[&email, &owner.user_id, &owner.authoritative],
                         )
                         .await?;
                     }
                 }
                 tx.execute(
-                    "INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
+                    &tx.prepare_cached("INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
                          linked_at, last_login_at, tokens)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)").await.map_err(db_error)?,
                     &[
                         &login.idp,
                         &login.subject,
@@ -220,9 +234,9 @@ impl PgStore {
             }
         };
         tx.execute(
-            "INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at, sid, csrf,
+            &tx.prepare_cached("INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at, sid, csrf,
                  id_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)").await.map_err(db_error)?,
             &[
                 &login.session_hash,
                 &user.id,
@@ -257,7 +271,9 @@ impl PgStore {
             .collect();
         let taken: std::collections::HashSet<String> = tx
             .query(
-                "SELECT username FROM users WHERE username = ANY($1)",
+                &tx.prepare_cached("SELECT username FROM users WHERE username = ANY($1)")
+                    .await
+                    .map_err(db_error)?,
                 &[&numbered],
             )
             .await?
@@ -277,8 +293,12 @@ impl PgStore {
         };
         let inserted = tx
             .execute(
-                "INSERT INTO users (id, username, email, display_name, created_at)
+                &tx.prepare_cached(
+                    "INSERT INTO users (id, username, email, display_name, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(db_error)?,
                 &[
                     &user.id,
                     &user.username,
@@ -309,7 +329,13 @@ impl PgStore {
         );
         let mut removed = 0;
         loop {
-            let batch = client.execute(&sql, &[&bound]).await.map_err(db_error)?;
+            let batch = client
+                .execute(
+                    &client.prepare_cached(&sql).await.map_err(db_error)?,
+                    &[&bound],
+                )
+                .await
+                .map_err(db_error)?;
             removed += count(batch);
             if batch < SWEEP_BATCH as u64 {
                 return Ok(removed);
@@ -325,9 +351,9 @@ impl PendingLogins for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO pending_logins (state_hash, created_at, record) VALUES ($1, $2, $3)
+                &client.prepare_cached("INSERT INTO pending_logins (state_hash, created_at, record) VALUES ($1, $2, $3)
                  ON CONFLICT (state_hash) DO UPDATE
-                     SET created_at = EXCLUDED.created_at, record = EXCLUDED.record",
+                     SET created_at = EXCLUDED.created_at, record = EXCLUDED.record").await.map_err(db_error)?,
                 &[&state_key(state), &login.created_at, &record],
             )
             .await
@@ -340,7 +366,12 @@ impl PendingLogins for PgStore {
         // One statement: of any number of racing callbacks on any replicas, one gets the row.
         let row = client
             .query_opt(
-                "DELETE FROM pending_logins WHERE state_hash = $1 RETURNING record",
+                &client
+                    .prepare_cached(
+                        "DELETE FROM pending_logins WHERE state_hash = $1 RETURNING record",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&state_key(state)],
             )
             .await
@@ -388,7 +419,10 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                &client
+                    .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                    .await
+                    .map_err(db_error)?,
                 &[&user_id],
             )
             .await
@@ -400,9 +434,12 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE idp = $1 AND subject = $2"
-                ),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {IDENTITY_COLUMNS} FROM identities WHERE idp = $1 AND subject = $2"
+                    ))
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject],
             )
             .await
@@ -414,10 +451,13 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1
                      ORDER BY idp COLLATE \"C\", subject COLLATE \"C\""
-                ),
+                    ))
+                    .await
+                    .map_err(db_error)?,
                 &[&user_id],
             )
             .await
@@ -429,7 +469,10 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT tokens FROM identities WHERE idp = $1 AND subject = $2",
+                &client
+                    .prepare_cached("SELECT tokens FROM identities WHERE idp = $1 AND subject = $2")
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject],
             )
             .await
@@ -448,7 +491,12 @@ impl Identities for PgStore {
         let tx = client.transaction().await.map_err(db_error)?;
         // Removals from one user one at a time: two can never take its last two identities.
         let exists = tx
-            .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+            .query_opt(
+                &tx.prepare_cached("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+                    .await
+                    .map_err(db_error)?,
+                &[&user_id],
+            )
             .await
             .map_err(db_error)?;
         if exists.is_none() {
@@ -456,7 +504,9 @@ impl Identities for PgStore {
         }
         let rows = tx
             .query(
-                "SELECT idp, subject FROM identities WHERE user_id = $1",
+                &tx.prepare_cached("SELECT idp, subject FROM identities WHERE user_id = $1")
+                    .await
+                    .map_err(db_error)?,
                 &[&user_id],
             )
             .await
@@ -472,14 +522,22 @@ impl Identities for PgStore {
         }
         let tokens: Option<Vec<u8>> = tx
             .query_one(
-                "DELETE FROM identities WHERE idp = $1 AND subject = $2 RETURNING tokens",
+                &tx.prepare_cached(
+                    "DELETE FROM identities WHERE idp = $1 AND subject = $2 RETURNING tokens",
+                )
+                .await
+                .map_err(db_error)?,
                 &[&idp, &subject],
             )
             .await
             .map_err(db_error)?
             .get(0);
         tx.execute(
-            "DELETE FROM sessions WHERE idp = $1 AND subject = $2 AND hash IS DISTINCT FROM $3",
+            &tx.prepare_cached(
+                "DELETE FROM sessions WHERE idp = $1 AND subject = $2 AND hash IS DISTINCT FROM $3",
+            )
+            .await
+            .map_err(db_error)?,
             &[&idp, &subject, &keep_session],
         )
         .await
@@ -498,8 +556,13 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let swapped = client
             .execute(
-                "UPDATE identities SET tokens = $4
+                &client
+                    .prepare_cached(
+                        "UPDATE identities SET tokens = $4
                  WHERE idp = $1 AND subject = $2 AND tokens = $3",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject, &expected, &new],
             )
             .await
@@ -511,7 +574,12 @@ impl Identities for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE identities SET tokens = NULL WHERE idp = $1 AND subject = $2",
+                &client
+                    .prepare_cached(
+                        "UPDATE identities SET tokens = NULL WHERE idp = $1 AND subject = $2",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject],
             )
             .await
@@ -523,7 +591,13 @@ impl Identities for PgStore {
         let client = self.client().await?;
         // Identities, emails, sessions and API keys go with it (ON DELETE CASCADE).
         let deleted = client
-            .execute("DELETE FROM users WHERE id = $1", &[&user_id])
+            .execute(
+                &client
+                    .prepare_cached("DELETE FROM users WHERE id = $1")
+                    .await
+                    .map_err(db_error)?,
+                &[&user_id],
+            )
             .await
             .map_err(db_error)?;
         Ok(deleted > 0)
@@ -534,9 +608,14 @@ impl Identities for PgStore {
         let client = self.client().await?;
         let given = client
             .execute(
-                "UPDATE identities AS i SET issuer = m.issuer
+                &client
+                    .prepare_cached(
+                        "UPDATE identities AS i SET issuer = m.issuer
                  FROM unnest($1::text[], $2::text[]) AS m (idp, issuer)
                  WHERE i.idp = m.idp AND i.issuer IS NULL",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&idps, &issuers],
             )
             .await
@@ -551,7 +630,12 @@ impl Sessions for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1"
+                    ))
+                    .await
+                    .map_err(db_error)?,
                 &[&session_hash],
             )
             .await
@@ -562,7 +646,13 @@ impl Sessions for PgStore {
     async fn delete_session(&self, session_hash: &str) -> StoreResult<bool> {
         let client = self.client().await?;
         let deleted = client
-            .execute("DELETE FROM sessions WHERE hash = $1", &[&session_hash])
+            .execute(
+                &client
+                    .prepare_cached("DELETE FROM sessions WHERE hash = $1")
+                    .await
+                    .map_err(db_error)?,
+                &[&session_hash],
+            )
             .await
             .map_err(db_error)?;
         Ok(deleted > 0)
@@ -582,7 +672,10 @@ impl Sessions for PgStore {
         let client = self.client().await?;
         let updated = client
             .execute(
-                "UPDATE sessions SET idp = $2, subject = $3 WHERE hash = $1",
+                &client
+                    .prepare_cached("UPDATE sessions SET idp = $2, subject = $3 WHERE hash = $1")
+                    .await
+                    .map_err(db_error)?,
                 &[&session_hash, &idp, &subject],
             )
             .await
@@ -599,9 +692,14 @@ impl Sessions for PgStore {
         let client = self.client().await?;
         let ended = client
             .execute(
-                "DELETE FROM sessions WHERE idp = $1
+                &client
+                    .prepare_cached(
+                        "DELETE FROM sessions WHERE idp = $1
                      AND ($2::text IS NULL OR subject = $2)
                      AND ($3::text IS NULL OR sid = $3)",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject, &sid],
             )
             .await
@@ -619,8 +717,13 @@ impl Sessions for PgStore {
         let client = self.client().await?;
         let row = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM sessions
+                &client
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM sessions
                      WHERE idp = $1 AND subject = $2 AND hash <> $3 AND expires_at > $4)",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&idp, &subject, &except, &now],
             )
             .await
@@ -635,8 +738,8 @@ impl ApiKeys for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO api_keys (hash, id, user_id, name, prefix, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &client.prepare_cached("INSERT INTO api_keys (hash, id, user_id, name, prefix, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)").await.map_err(db_error)?,
                 &[
                     &key_hash,
                     &key.id,
@@ -662,7 +765,12 @@ impl ApiKeys for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"
+                    ))
+                    .await
+                    .map_err(db_error)?,
                 &[&key_hash],
             )
             .await
@@ -674,10 +782,13 @@ impl ApiKeys for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1
                      ORDER BY id COLLATE \"C\""
-                ),
+                    ))
+                    .await
+                    .map_err(db_error)?,
                 &[&user_id],
             )
             .await
@@ -689,7 +800,10 @@ impl ApiKeys for PgStore {
         let client = self.client().await?;
         let deleted = client
             .execute(
-                "DELETE FROM api_keys WHERE user_id = $1 AND id = $2",
+                &client
+                    .prepare_cached("DELETE FROM api_keys WHERE user_id = $1 AND id = $2")
+                    .await
+                    .map_err(db_error)?,
                 &[&user_id, &key_id],
             )
             .await
@@ -704,9 +818,14 @@ impl Signups for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO signups (id, expires_at, record) VALUES ($1, $2, $3)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO signups (id, expires_at, record) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE
                      SET expires_at = EXCLUDED.expires_at, record = EXCLUDED.record",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&id, &expires_at, &record],
             )
             .await
@@ -721,7 +840,13 @@ impl Signups for PgStore {
     async fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
         let client = self.client().await?;
         let row = client
-            .query_opt("DELETE FROM signups WHERE id = $1 RETURNING record", &[&id])
+            .query_opt(
+                &client
+                    .prepare_cached("DELETE FROM signups WHERE id = $1 RETURNING record")
+                    .await
+                    .map_err(db_error)?,
+                &[&id],
+            )
             .await
             .map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
@@ -730,7 +855,13 @@ impl Signups for PgStore {
     async fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
         let client = self.client().await?;
         let row = client
-            .query_opt("SELECT record FROM signups WHERE id = $1", &[&id])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT record FROM signups WHERE id = $1")
+                    .await
+                    .map_err(db_error)?,
+                &[&id],
+            )
             .await
             .map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
@@ -756,7 +887,12 @@ impl Upkeep for PgStore {
         };
         let rows = |sql: String| {
             let client = &client;
-            async move { client.query(&sql, &[]).await.map_err(db_error) }
+            async move {
+                client
+                    .query(&client.prepare_cached(&sql).await.map_err(db_error)?, &[])
+                    .await
+                    .map_err(db_error)
+            }
         };
         let mut records = BTreeMap::new();
         for row in rows(format!("SELECT {USER_COLUMNS} FROM users")).await? {
@@ -821,8 +957,13 @@ impl Upkeep for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO authnz_meta (key, value) VALUES ('write-probe', $1)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO authnz_meta (key, value) VALUES ('write-probe', $1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&now.to_be_bytes().as_slice()],
             )
             .await
@@ -834,7 +975,10 @@ impl Upkeep for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT value FROM authnz_meta WHERE key = 'key-canary'",
+                &client
+                    .prepare_cached("SELECT value FROM authnz_meta WHERE key = 'key-canary'")
+                    .await
+                    .map_err(db_error)?,
                 &[],
             )
             .await
@@ -846,8 +990,13 @@ impl Upkeep for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO authnz_meta (key, value) VALUES ('key-canary', $1)
+                &client
+                    .prepare_cached(
+                        "INSERT INTO authnz_meta (key, value) VALUES ('key-canary', $1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    )
+                    .await
+                    .map_err(db_error)?,
                 &[&sealed],
             )
             .await
