@@ -259,6 +259,76 @@ impl PgStore {
         })
     }
 
+    /// The login of a returning identity in one statement, one round trip: the identity is
+    /// updated (its tokens swapped, the old ones returned) and the session started only where
+    /// the linking rule says "returning" (the identity exists, under this issuer or a previous
+    /// one, and a connect flow names its own user). `None`: anything else, for the transaction
+    /// that decides.
+    async fn returning_login(&self, login: &CompletedLogin) -> StoreResult<Option<LoginOutcome>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH old AS (
+                     SELECT idp, subject, tokens FROM identities
+                     WHERE idp = $1 AND subject = $2
+                       AND (issuer = $3 OR issuer = ANY($4::text[]))
+                       AND ($5::text IS NULL OR user_id = $5)
+                     FOR UPDATE
+                 ), updated AS (
+                     UPDATE identities AS i
+                     SET issuer = $3, email = $6, email_verified = $7, last_login_at = $8,
+                         tokens = $9
+                     FROM old WHERE i.idp = old.idp AND i.subject = old.subject
+                     RETURNING i.user_id, old.tokens AS old_tokens
+                 ), started AS (
+                     INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at,
+                                           sid, csrf, id_token)
+                     SELECT $10, user_id, $1, $2, $8, $11, $12, $13, $14 FROM updated
+                 )
+                 SELECT u.id, u.username, u.email, u.display_name, u.created_at,
+                        updated.old_tokens
+                 FROM updated JOIN users AS u ON u.id = updated.user_id",
+            )
+            .await
+            .map_err(db_error)?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[
+                    &login.idp,
+                    &login.subject,
+                    &login.issuer,
+                    &login.previous_issuers,
+                    &login.link_to,
+                    &login.email,
+                    &login.email_verified,
+                    &login.now,
+                    &login.sealed_tokens,
+                    &login.session_hash,
+                    &login.session_expires_at,
+                    &login.sid,
+                    &login.csrf,
+                    &login.sealed_id_token,
+                ],
+            )
+            .await;
+        let row = match row {
+            Ok(row) => row,
+            // The user went meanwhile: the transaction decides anew.
+            Err(err) if is_missing_user(&err) => return Ok(None),
+            Err(err) => return Err(db_error(err)),
+        };
+        Ok(row.map(|row| {
+            let old: Option<Vec<u8>> = row.get(5);
+            LoginOutcome {
+                user: user(&row),
+                created: false,
+                linked: false,
+                replaced_tokens: old.filter(|old| *old != login.sealed_tokens),
+            }
+        }))
+    }
+
     /// A new user with the wanted username or the first free variant. A name another
     /// transaction takes meanwhile makes the insert conflict: the login runs again.
     async fn create_user(
@@ -394,6 +464,9 @@ impl PendingLogins for PgStore {
 #[async_trait]
 impl Identities for PgStore {
     async fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
+        if let Some(outcome) = self.returning_login(login).await? {
+            return Ok(outcome);
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
