@@ -482,3 +482,133 @@ async fn migrations_are_checked_and_a_foreign_schema_refused() {
         "{refused}"
     );
 }
+
+/// TLS to the database, through a real PostgreSQL with `ssl = on` on loopback: `verify-full`
+/// connects to the name its certificate carries and refuses another name and an unknown
+/// authority; `require` checks the authority but not the name.
+#[tokio::test]
+async fn tls_to_the_database_verifies_what_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl runs");
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=authnz test CA",
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        path("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let port = authnz_tests::free_port();
+    let cert = std::fs::read(path("server.crt")).unwrap();
+    let key = std::fs::read(path("server.key")).unwrap();
+    let own = authnz_tests::postgres::Cluster::start_with(
+        &format!("listen_addresses = '127.0.0.1'\nport = {port}\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"),
+        &[("server.crt", &cert), ("server.key", &key)],
+    );
+    let database = own.create_database();
+    let config = |host: &str, tls, ca: bool| authnz::config::PostgresConfig {
+        connection: format!("host={host} port={port} user=postgres dbname={database}")
+            .parse()
+            .unwrap(),
+        tls,
+        ca_file: ca.then(|| path("ca.crt")),
+        pool_size: 2,
+        migrate: authnz::config::Migrate::Auto,
+    };
+    use authnz::config::DbTls::{Require, VerifyFull};
+    PgStore::connect(&config("localhost", VerifyFull, true))
+        .await
+        .expect("verify-full: the certificate's own name, a known authority");
+    assert!(
+        PgStore::connect(&config("127.0.0.1", VerifyFull, true))
+            .await
+            .is_err(),
+        "verify-full refuses a name the certificate does not carry"
+    );
+    assert!(
+        PgStore::connect(&config("localhost", VerifyFull, false))
+            .await
+            .is_err(),
+        "verify-full refuses an authority outside the roots"
+    );
+    let store = PgStore::connect(&config("127.0.0.1", Require, true))
+        .await
+        .expect("require: a known authority, any name");
+    authnz::store::Upkeep::probe(&store).await.unwrap();
+    assert_ne!(
+        own.psql(&database, "SELECT count(*) FROM pg_stat_ssl WHERE ssl"),
+        "0",
+        "the connection is encrypted"
+    );
+    assert!(
+        PgStore::connect(&config("127.0.0.1", Require, false))
+            .await
+            .is_err(),
+        "require still refuses an unknown authority"
+    );
+}

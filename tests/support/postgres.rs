@@ -14,6 +14,8 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     bin: PathBuf,
     data: PathBuf,
+    /// The port (it names the socket file too): 5432 unless the settings say `port = N`.
+    pub port: u16,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -75,6 +77,12 @@ pub fn cluster() -> &'static Cluster {
 impl Cluster {
     /// A cluster of its own (for a test that stops it); stopped when the test process ends.
     pub fn start() -> Self {
+        Self::start_with("", &[])
+    }
+
+    /// [`Cluster::start`] with more settings for `postgresql.conf`, and files (name, bytes)
+    /// put in its data directory for the server alone (mode 0600), e.g. a TLS key.
+    pub fn start_with(settings: &str, files: &[(&str, &[u8])]) -> Self {
         let bin = bin_dir();
         let root = tempfile::Builder::new()
             .prefix("authnz-pg-")
@@ -115,10 +123,21 @@ impl Cluster {
                 .expect("postgresql.conf");
             writeln!(
                 conf,
-                "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 400",
+                "listen_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 400\n{settings}",
                 socket_dir.display()
             )
             .expect("postgresql.conf written");
+        }
+        for (name, bytes) in files {
+            use std::os::unix::fs::PermissionsExt;
+            let path = data.join(name);
+            std::fs::write(&path, bytes).expect("a cluster file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(&path);
+                run(chown, "chown");
+            }
         }
         let mut start = as_postgres(&bin.join("pg_ctl"));
         start
@@ -128,10 +147,15 @@ impl Cluster {
             .arg(data.join("log"))
             .args(["-w", "start"]);
         run(start, "pg_ctl start");
+        let port = settings
+            .lines()
+            .find_map(|line| line.strip_prefix("port = ")?.trim().parse().ok())
+            .unwrap_or(5432);
         let cluster = Cluster {
             socket_dir: socket_dir.clone(),
             bin: bin.clone(),
             data: data.clone(),
+            port,
         };
         // The watchdog: once this process is gone, stop the cluster and remove its files. It
         // outlives this process on purpose, so it is never waited for.
@@ -177,11 +201,17 @@ impl Cluster {
             .args(["-w", "start"]);
         run(start, "pg_ctl start");
     }
+    /// The data directory (where [`Cluster::start_with`] puts its files).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     /// A connection string to database `name` on the socket.
     pub fn url(&self, name: &str) -> String {
         format!(
-            "host={} user=postgres dbname={name}",
-            self.socket_dir.display()
+            "host={} port={} user=postgres dbname={name}",
+            self.socket_dir.display(),
+            self.port
         )
     }
 
@@ -195,6 +225,8 @@ impl Cluster {
         let mut psql = Command::new(self.bin.join("psql"));
         psql.arg("-h")
             .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
             .args(["-U", "postgres", "-d", "postgres", "-q", "-c"])
             .arg(format!("CREATE DATABASE {name}"));
         run(psql, "CREATE DATABASE");
@@ -225,6 +257,8 @@ impl Cluster {
         let output = Command::new(self.bin.join("psql"))
             .arg("-h")
             .arg(&self.socket_dir)
+            .arg("-p")
+            .arg(self.port.to_string())
             .args(["-U", "postgres", "-d", name, "-At", "-c", sql])
             .output()
             .expect("psql runs");

@@ -336,20 +336,29 @@ impl PgStore {
         tx: &deadpool_postgres::Transaction<'_>,
         login: &CompletedLogin,
     ) -> Result<User, Attempt> {
-        let numbered: Vec<String> = crate::store::username_candidates(&login.username)
-            .take(999)
-            .collect();
-        let taken: std::collections::HashSet<String> = tx
-            .query(
-                &tx.prepare_cached("SELECT username FROM users WHERE username = ANY($1)")
-                    .await
-                    .map_err(db_error)?,
-                &[&numbered],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
+        // Usually the wanted name is free: one index lookup. Only when it is not are the
+        // numbered variants looked up, all at once.
+        let statement = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM users WHERE username = $1)")
+            .await
+            .map_err(db_error)?;
+        let wanted_taken: bool = tx.query_one(&statement, &[&login.username]).await?.get(0);
+        let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+        if wanted_taken {
+            let numbered: Vec<String> = crate::store::username_candidates(&login.username)
+                .take(999)
+                .collect();
+            let statement = tx
+                .prepare_cached("SELECT username FROM users WHERE username = ANY($1)")
+                .await
+                .map_err(db_error)?;
+            taken = tx
+                .query(&statement, &[&numbered])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+        }
         let username = linking::allocate_username(&login.username, |candidate| {
             Ok::<_, StoreError>(taken.contains(candidate))
         })?
