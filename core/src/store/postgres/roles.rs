@@ -116,43 +116,42 @@ impl PgStore {
             locks.push(lock_key("email", email.as_bytes()));
         }
         locks.sort_unstable();
-        tx.execute(
-            &tx.prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-                .await
-                .map_err(db_error)?,
-            &[&locks],
-        )
-        .await?;
-        let existing = tx
-            .query_opt(
-                &tx.prepare_cached(&format!(
-                    "SELECT {IDENTITY_COLUMNS}, tokens FROM identities
-                     WHERE idp = $1 AND subject = $2 FOR UPDATE"
-                ))
-                .await
-                .map_err(db_error)?,
-                &[&login.idp, &login.subject],
-            )
-            .await?;
+        // The locks, then the reads, sent together (pipelined on the connection: one round
+        // trip); the server runs them in order, so the reads see what the locks waited for.
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+            .await
+            .map_err(db_error)?;
+        let read_identity = tx
+            .prepare_cached(&format!(
+                "SELECT {IDENTITY_COLUMNS}, tokens FROM identities
+                 WHERE idp = $1 AND subject = $2 FOR UPDATE"
+            ))
+            .await
+            .map_err(db_error)?;
+        let read_owner = tx
+            .prepare_cached("SELECT user_id, authoritative FROM emails WHERE email = $1")
+            .await
+            .map_err(db_error)?;
+        let (_, existing, owner) = tokio::try_join!(
+            async { tx.execute(&lock, &[&locks]).await },
+            async {
+                tx.query_opt(&read_identity, &[&login.idp, &login.subject])
+                    .await
+            },
+            async {
+                match &email {
+                    Some(email) => tx.query_opt(&read_owner, &[email]).await,
+                    None => Ok(None),
+                }
+            }
+        )?;
         let old_tokens: Option<Vec<u8>> = existing.as_ref().and_then(|row| row.get(8));
         let existing = existing.as_ref().map(identity);
-        let owner = match (&existing, &email) {
-            (None, Some(email)) => tx
-                .query_opt(
-                    &tx.prepare_cached(
-                        "SELECT user_id, authoritative FROM emails WHERE email = $1",
-                    )
-                    .await
-                    .map_err(db_error)?,
-                    &[email],
-                )
-                .await?
-                .map(|row| EmailOwner {
-                    user_id: row.get(0),
-                    authoritative: row.get(1),
-                }),
-            _ => None,
-        };
+        let owner = owner.map(|row| EmailOwner {
+            user_id: row.get(0),
+            authoritative: row.get(1),
+        });
         let found = linking::Found {
             identity: existing.as_ref(),
             email_owner: owner.as_ref(),
@@ -205,19 +204,53 @@ impl PgStore {
                     ),
                     _ => (self.create_user(&tx, login).await?, true),
                 };
-                if let Some((email, owner)) = linking::email_entry(login, &user.id) {
-                    if created {
+                (user, created, !created)
+            }
+        };
+        // The writes, sent together (one round trip), then the commit.
+        let returning = !created && !linked;
+        let email_entry = linking::email_entry(login, &user.id).filter(|_| created);
+        let insert_email = tx
+            .prepare_cached(
+                "INSERT INTO emails (email, user_id, authoritative) VALUES ($1, $2, $3)",
+            )
+            .await
+            .map_err(db_error)?;
+        let insert_identity = tx
+            .prepare_cached(
+                "INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
+                     linked_at, last_login_at, tokens)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+            )
+            .await
+            .map_err(db_error)?;
+        let insert_session = tx
+            .prepare_cached(
+                "INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at, sid,
+                     csrf, id_token)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .await
+            .map_err(db_error)?;
+        tokio::try_join!(
+            async {
+                match &email_entry {
+                    Some((email, owner)) => {
                         tx.execute(
-                            &tx.prepare_cached("INSERT INTO emails (email, user_id, authoritative) VALUES ($1, $2, $3)").await.map_err(db_error)?,
-                            &[&email, &owner.user_id, &owner.authoritative],
+                            &insert_email,
+                            &[email, &owner.user_id, &owner.authoritative],
                         )
-                        .await?;
+                        .await
                     }
+                    None => Ok(0),
+                }
+            },
+            async {
+                if returning {
+                    return Ok(0);
                 }
                 tx.execute(
-                    &tx.prepare_cached("INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
-                         linked_at, last_login_at, tokens)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)").await.map_err(db_error)?,
+                    &insert_identity,
                     &[
                         &login.idp,
                         &login.subject,
@@ -229,27 +262,26 @@ impl PgStore {
                         &login.sealed_tokens,
                     ],
                 )
-                .await?;
-                (user, created, !created)
-            }
-        };
-        tx.execute(
-            &tx.prepare_cached("INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at, sid, csrf,
-                 id_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)").await.map_err(db_error)?,
-            &[
-                &login.session_hash,
-                &user.id,
-                &login.idp,
-                &login.subject,
-                &login.now,
-                &login.session_expires_at,
-                &login.sid,
-                &login.csrf,
-                &login.sealed_id_token,
-            ],
-        )
-        .await?;
+                .await
+            },
+            async {
+                tx.execute(
+                    &insert_session,
+                    &[
+                        &login.session_hash,
+                        &user.id,
+                        &login.idp,
+                        &login.subject,
+                        &login.now,
+                        &login.session_expires_at,
+                        &login.sid,
+                        &login.csrf,
+                        &login.sealed_id_token,
+                    ],
+                )
+                .await
+            },
+        )?;
         tx.commit().await?;
         Ok(LoginOutcome {
             user,
