@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{db_error, is_missing_user, is_race, lock_key, state_key, PgStore};
@@ -455,20 +456,44 @@ impl PgStore {
     }
 }
 
+/// One statement on a pooled connection, prepared once per connection.
+impl PgStore {
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client.query(&statement, params).await.map_err(db_error)
+    }
+
+    async fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Option<Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client.query_opt(&statement, params).await.map_err(db_error)
+    }
+
+    async fn one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Row> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client.query_one(&statement, params).await.map_err(db_error)
+    }
+
+    async fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+        client.execute(&statement, params).await.map_err(db_error)
+    }
+}
+
 #[async_trait]
 impl PendingLogins for PgStore {
     async fn put_pending_login(&self, state: &str, login: &PendingLogin) -> StoreResult<()> {
         let record = self.pending_record(state, login)?;
-        let client = self.client().await?;
-        client
-            .execute(
-                &client.prepare_cached("INSERT INTO pending_logins (state_hash, created_at, record) VALUES ($1, $2, $3)
+        self.run(
+            "INSERT INTO pending_logins (state_hash, created_at, record) VALUES ($1, $2, $3)
                  ON CONFLICT (state_hash) DO UPDATE
-                     SET created_at = EXCLUDED.created_at, record = EXCLUDED.record").await.map_err(db_error)?,
-                &[&state_key(state), &login.created_at, &record],
-            )
-            .await
-            .map_err(db_error)?;
+                     SET created_at = EXCLUDED.created_at, record = EXCLUDED.record",
+            &[&state_key(state), &login.created_at, &record],
+        )
+        .await?;
         Ok(())
     }
 
@@ -530,67 +555,47 @@ impl Identities for PgStore {
     }
 
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
                 &[&user_id],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.as_ref().map(user))
     }
 
     async fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(&format!(
-                        "SELECT {IDENTITY_COLUMNS} FROM identities WHERE idp = $1 AND subject = $2"
-                    ))
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                &format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE idp = $1 AND subject = $2"
+                ),
                 &[&idp, &subject],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.as_ref().map(identity))
     }
 
     async fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(&format!(
-                        "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE user_id = $1
                      ORDER BY idp COLLATE \"C\", subject COLLATE \"C\""
-                    ))
-                    .await
-                    .map_err(db_error)?,
+                ),
                 &[&user_id],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(rows.iter().map(identity).collect())
     }
 
     async fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT tokens FROM identities WHERE idp = $1 AND subject = $2")
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                "SELECT tokens FROM identities WHERE idp = $1 AND subject = $2",
                 &[&idp, &subject],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.and_then(|row| row.get(0)))
     }
 
@@ -667,37 +672,22 @@ impl Identities for PgStore {
         expected: &[u8],
         new: &[u8],
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let swapped = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE identities SET tokens = $4
+        let swapped = self
+            .run(
+                "UPDATE identities SET tokens = $4
                  WHERE idp = $1 AND subject = $2 AND tokens = $3",
-                    )
-                    .await
-                    .map_err(db_error)?,
                 &[&idp, &subject, &expected, &new],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(swapped == 1)
     }
 
     async fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE identities SET tokens = NULL WHERE idp = $1 AND subject = $2",
-                    )
-                    .await
-                    .map_err(db_error)?,
-                &[&idp, &subject],
-            )
-            .await
-            .map_err(db_error)?;
+        self.run(
+            "UPDATE identities SET tokens = NULL WHERE idp = $1 AND subject = $2",
+            &[&idp, &subject],
+        )
+        .await?;
         Ok(())
     }
 
@@ -719,21 +709,14 @@ impl Identities for PgStore {
 
     async fn migrate_issuers(&self, issuers: &BTreeMap<String, String>) -> StoreResult<usize> {
         let (idps, issuers): (Vec<&String>, Vec<&String>) = issuers.iter().unzip();
-        let client = self.client().await?;
-        let given = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE identities AS i SET issuer = m.issuer
+        let given = self
+            .run(
+                "UPDATE identities AS i SET issuer = m.issuer
                  FROM unnest($1::text[], $2::text[]) AS m (idp, issuer)
                  WHERE i.idp = m.idp AND i.issuer IS NULL",
-                    )
-                    .await
-                    .map_err(db_error)?,
                 &[&idps, &issuers],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(count(given))
     }
 }
@@ -741,34 +724,19 @@ impl Identities for PgStore {
 #[async_trait]
 impl Sessions for PgStore {
     async fn session(&self, session_hash: &str) -> StoreResult<Option<Session>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(&format!(
-                        "SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1"
-                    ))
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1"),
                 &[&session_hash],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.as_ref().map(session))
     }
 
     async fn delete_session(&self, session_hash: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let deleted = client
-            .execute(
-                &client
-                    .prepare_cached("DELETE FROM sessions WHERE hash = $1")
-                    .await
-                    .map_err(db_error)?,
-                &[&session_hash],
-            )
-            .await
-            .map_err(db_error)?;
+        let deleted = self
+            .run("DELETE FROM sessions WHERE hash = $1", &[&session_hash])
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -783,17 +751,12 @@ impl Sessions for PgStore {
         idp: &str,
         subject: &str,
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let updated = client
-            .execute(
-                &client
-                    .prepare_cached("UPDATE sessions SET idp = $2, subject = $3 WHERE hash = $1")
-                    .await
-                    .map_err(db_error)?,
+        let updated = self
+            .run(
+                "UPDATE sessions SET idp = $2, subject = $3 WHERE hash = $1",
                 &[&session_hash, &idp, &subject],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(updated > 0)
     }
 
@@ -803,21 +766,14 @@ impl Sessions for PgStore {
         subject: Option<&str>,
         sid: Option<&str>,
     ) -> StoreResult<usize> {
-        let client = self.client().await?;
-        let ended = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "DELETE FROM sessions WHERE idp = $1
+        let ended = self
+            .run(
+                "DELETE FROM sessions WHERE idp = $1
                      AND ($2::text IS NULL OR subject = $2)
                      AND ($3::text IS NULL OR sid = $3)",
-                    )
-                    .await
-                    .map_err(db_error)?,
                 &[&idp, &subject, &sid],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(count(ended))
     }
 
@@ -828,20 +784,13 @@ impl Sessions for PgStore {
         except: &str,
         now: i64,
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &client
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM sessions
+        let row = self
+            .one(
+                "SELECT EXISTS (SELECT 1 FROM sessions
                      WHERE idp = $1 AND subject = $2 AND hash <> $3 AND expires_at > $4)",
-                    )
-                    .await
-                    .map_err(db_error)?,
                 &[&idp, &subject, &except, &now],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.get(0))
     }
 }
@@ -876,52 +825,35 @@ impl ApiKeys for PgStore {
     }
 
     async fn api_key(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached(&format!(
-                        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"
-                    ))
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE hash = $1"),
                 &[&key_hash],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.as_ref().map(api_key))
     }
 
     async fn api_keys_of(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(&format!(
-                        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1
                      ORDER BY id COLLATE \"C\""
-                    ))
-                    .await
-                    .map_err(db_error)?,
+                ),
                 &[&user_id],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(rows.iter().map(api_key).collect())
     }
 
     async fn delete_api_key(&self, user_id: &str, key_id: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let deleted = client
-            .execute(
-                &client
-                    .prepare_cached("DELETE FROM api_keys WHERE user_id = $1 AND id = $2")
-                    .await
-                    .map_err(db_error)?,
+        let deleted = self
+            .run(
+                "DELETE FROM api_keys WHERE user_id = $1 AND id = $2",
                 &[&user_id, &key_id],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(deleted > 0)
     }
 }
@@ -929,21 +861,13 @@ impl ApiKeys for PgStore {
 #[async_trait]
 impl Signups for PgStore {
     async fn put_signup(&self, id: &str, expires_at: i64, record: &[u8]) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO signups (id, expires_at, record) VALUES ($1, $2, $3)
+        self.run(
+            "INSERT INTO signups (id, expires_at, record) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE
                      SET expires_at = EXCLUDED.expires_at, record = EXCLUDED.record",
-                    )
-                    .await
-                    .map_err(db_error)?,
-                &[&id, &expires_at, &record],
-            )
-            .await
-            .map_err(db_error)?;
+            &[&id, &expires_at, &record],
+        )
+        .await?;
         Ok(())
     }
 
@@ -952,32 +876,16 @@ impl Signups for PgStore {
     }
 
     async fn take_signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached("DELETE FROM signups WHERE id = $1 RETURNING record")
-                    .await
-                    .map_err(db_error)?,
-                &[&id],
-            )
-            .await
-            .map_err(db_error)?;
+        let row = self
+            .row("DELETE FROM signups WHERE id = $1 RETURNING record", &[&id])
+            .await?;
         Ok(row.map(|row| row.get(0)))
     }
 
     async fn signup(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT record FROM signups WHERE id = $1")
-                    .await
-                    .map_err(db_error)?,
-                &[&id],
-            )
-            .await
-            .map_err(db_error)?;
+        let row = self
+            .row("SELECT record FROM signups WHERE id = $1", &[&id])
+            .await?;
         Ok(row.map(|row| row.get(0)))
     }
 }
@@ -1068,53 +976,32 @@ impl Upkeep for PgStore {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64);
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO authnz_meta (key, value) VALUES ('write-probe', $1)
+        self.run(
+            "INSERT INTO authnz_meta (key, value) VALUES ('write-probe', $1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    )
-                    .await
-                    .map_err(db_error)?,
-                &[&now.to_be_bytes().as_slice()],
-            )
-            .await
-            .map_err(db_error)?;
+            &[&now.to_be_bytes().as_slice()],
+        )
+        .await?;
         Ok(())
     }
 
     async fn key_canary(&self) -> StoreResult<Option<Vec<u8>>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &client
-                    .prepare_cached("SELECT value FROM authnz_meta WHERE key = 'key-canary'")
-                    .await
-                    .map_err(db_error)?,
+        let row = self
+            .row(
+                "SELECT value FROM authnz_meta WHERE key = 'key-canary'",
                 &[],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         Ok(row.map(|row| row.get(0)))
     }
 
     async fn put_key_canary(&self, sealed: &[u8]) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO authnz_meta (key, value) VALUES ('key-canary', $1)
+        self.run(
+            "INSERT INTO authnz_meta (key, value) VALUES ('key-canary', $1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    )
-                    .await
-                    .map_err(db_error)?,
-                &[&sealed],
-            )
-            .await
-            .map_err(db_error)?;
+            &[&sealed],
+        )
+        .await?;
         Ok(())
     }
 }
