@@ -19,6 +19,7 @@ pub mod proxy; // who the client is behind trusted reverse proxies
 pub mod registry; // provider kinds: kind name → factory
 pub mod schema; // the JSON Schema of `idps.toml`
 pub mod server; // serving: listener, background tasks, shutdown
+pub mod signing; // the keys that sign assertions to apps, and their JWKS
 pub mod state; // the running server without HTTP: App, configuration generations, reload
 pub mod store; // users, identities, sessions, keys; the sled backend
 pub mod text; // text from outside made safe for a log line

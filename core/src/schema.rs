@@ -31,6 +31,11 @@ pub struct IdpsFile {
     #[serde(default)]
     #[schemars(extend("default" = {}))]
     pub idps: BTreeMap<String, IdpEntry>,
+    /// One table per application behind a reverse proxy that asks
+    /// `GET /authnz/auth?app=<name>` who is signed in; the name appears in that URL.
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub apps: BTreeMap<String, AppSection>,
 }
 
 /// `[server]`.
@@ -79,6 +84,54 @@ pub struct ServerSection {
     /// sled's page cache, in MiB.
     #[schemars(range(min = 1), extend("default" = 16))]
     pub cache_mb: Option<u64>,
+    /// The session cookie's `Domain` (e.g. `example.org`), so that apps on its subdomains
+    /// receive it; the cookie is then `__Secure-authnz_session`, and every host under the
+    /// domain can read and set it. Needs an https `public_url` under the domain. Default:
+    /// this host only (`__Host-authnz_session`).
+    pub cookie_domain: Option<String>,
+    /// A P-256 private key (PKCS#8 PEM, as `openssl genpkey -algorithm EC -pkeyopt
+    /// ec_paramgen_curve:P-256` writes it) that signs app assertions; shared by replicas.
+    /// Its public key is at `/.well-known/jwks.json`.
+    pub signing_key_file: Option<String>,
+    /// Earlier signing keys, still published at the JWKS after a rotation.
+    #[schemars(extend("default" = []))]
+    pub previous_signing_key_files: Option<Vec<String>>,
+}
+
+/// `[apps.<name>]`: an application behind a reverse proxy.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// Where the app is served (`https://galaxy.example.org`, or with a path): the original
+    /// URLs the proxy reports and absolute `next` URLs must be under it.
+    pub url: String,
+    /// The `aud` of its assertions. Default: `url`.
+    pub audience: Option<String>,
+    /// The identity header names: `authnz` (`X-Authnz-User`, `-User-Id`, `-Name`, `-Email`,
+    /// `-Idp`, `-Groups`), `oauth2-proxy` (`X-Auth-Request-User`, `-Email`,
+    /// `-Preferred-Username`, `-Groups`) or `authelia` (`Remote-User`, `-Email`, `-Name`,
+    /// `-Groups`).
+    #[schemars(extend("default" = "authnz", "enum" = ["authnz", "oauth2-proxy", "authelia"]))]
+    pub headers: Option<String>,
+    /// 403 for an account without a verified email address it owns.
+    #[schemars(extend("default" = false))]
+    pub require_verified_email: Option<bool>,
+    /// Only sessions started with these IdPs (else 403). Default: any.
+    #[schemars(extend("default" = []))]
+    pub allowed_idps: Option<Vec<String>>,
+    /// Only people in one of these groups, `<idp>:<group>` (else 403). Default: anyone.
+    #[schemars(extend("default" = []))]
+    pub allowed_groups: Option<Vec<String>>,
+    /// Credentials the app checks itself, `header:<name>` or `query:<name>`: a request with
+    /// one and no session passes without an identity.
+    #[schemars(extend("default" = []))]
+    pub anonymous_if: Option<Vec<String>>,
+    /// Also send `X-Authnz-Assertion`, an ES256 JWT (needs `signing_key_file`).
+    #[schemars(extend("default" = false))]
+    pub assertion: Option<bool>,
+    /// The assertion's lifetime in seconds.
+    #[schemars(range(min = 1, max = 300), extend("default" = 60))]
+    pub assertion_ttl_seconds: Option<u64>,
 }
 
 /// `[server.postgres]`.
@@ -158,6 +211,12 @@ pub struct CommonKeys {
     pub pkce: Option<bool>,
     /// The claim to take the local username from (`email` takes its local part).
     pub username_claim: Option<String>,
+    /// The claim holding the person's groups (a list of strings, or one string), recorded
+    /// at every login and forwarded to apps as `<idp>:<group>`. Default: the provider's own
+    /// mapping (Keycloak's group paths), else `groups`. An IdP that signals an overage
+    /// (Entra's `_claim_names`) leaves them unknown, and group policies deny.
+    #[schemars(extend("default" = "groups"))]
+    pub groups_claim: Option<String>,
     /// What a first login whose verified email belongs to an existing account does.
     #[schemars(extend("default" = "confirm"))]
     pub link_existing: Option<LinkExisting>,
@@ -472,7 +531,10 @@ mod tests {
     const EVERY_KEY: &str = r#"
 [server]
 listen = "127.0.0.1:9000"
-public_url = "http://127.0.0.1:9000"
+public_url = "https://login.example.org"
+cookie_domain = "example.org"
+signing_key_file = "SIGNING_KEY"
+previous_signing_key_files = ["SIGNING_KEY"]
 database = "data/x.sled"
 secret_key_file = "data/x.key"
 previous_secret_key_files = ["data/old.key"]
@@ -497,6 +559,7 @@ id_token_algs = ["RS256", "ES256"]
 userinfo = false
 pkce = true
 username_claim = "email"
+groups_claim = "roles"
 link_existing = "verified_email"
 trusted_email_domains = ["example.org"]
 require_create_confirmation = true
@@ -556,11 +619,26 @@ client_id = "c"
 [idps.globus]
 kind = "globus"
 client_id = "c"
+
+[apps.galaxy]
+url = "https://galaxy.example.org"
+audience = "galaxy"
+headers = "authelia"
+require_verified_email = true
+allowed_idps = ["corp", "okta"]
+allowed_groups = ["corp:galaxy-users"]
+anonymous_if = ["header:x-api-key", "query:key"]
+assertion = true
+assertion_ttl_seconds = 30
 "#;
 
     #[test]
     fn parser_and_schema_agree_on_a_config_using_every_key() {
-        let text = EVERY_KEY;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("signing.pem");
+        let der = crate::signing::SigningKey::generate_pkcs8().unwrap();
+        std::fs::write(&key, crate::signing::pkcs8_pem(&der)).unwrap();
+        let text = &EVERY_KEY.replace("SIGNING_KEY", &key.display().to_string());
         let found = check(text);
         assert!(found.is_empty(), "schema: {found:#?}");
         let config = crate::config::parse(
@@ -609,6 +687,16 @@ client_id = "c"
             .unwrap_or_default();
         for key in keys(&root["$defs"]["PostgresSection"]) {
             assert!(used.contains_key(&key), "[server.postgres] {key} unused");
+        }
+        let app = file
+            .get("apps")
+            .and_then(|apps| apps.get("galaxy"))
+            .and_then(toml::Value::as_table);
+        for key in keys(&root["$defs"]["AppSection"]) {
+            assert!(
+                app.is_some_and(|a| a.contains_key(&key)),
+                "[apps.galaxy] {key} unused"
+            );
         }
         let idps = file
             .get("idps")

@@ -23,6 +23,7 @@ pub(super) struct CommonKeys {
     pub(super) userinfo: bool,
     pub(super) pkce: bool,
     pub(super) username_claim: Option<String>,
+    pub(super) groups_claim: Option<String>,
     pub(super) link_existing: LinkPolicy,
     pub(super) trusted_email_domains: Vec<String>,
     pub(super) require_create_confirmation: bool,
@@ -46,6 +47,17 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
     let userinfo = fields.take_bool(cx, "userinfo").unwrap_or(true);
     let pkce = fields.take_bool(cx, "pkce").unwrap_or(true);
     let username_claim = fields.take_str(cx, "username_claim").map(|(v, _)| v);
+    let groups_claim = match fields.take_str(cx, "groups_claim") {
+        Some((claim, span)) if claim.is_empty() => {
+            cx.issue(
+                span,
+                &at.key("groups_claim"),
+                "must name a claim, e.g. \"groups\"",
+            );
+            None
+        }
+        other => other.map(|(v, _)| v),
+    };
     let link_existing = link_policy(cx, fields, at);
     let trusted_email_domains = fields
         .take_str_list(cx, "trusted_email_domains")
@@ -81,6 +93,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         userinfo,
         pkce,
         username_claim,
+        groups_claim,
         link_existing,
         trusted_email_domains,
         require_create_confirmation,

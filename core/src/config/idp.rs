@@ -47,6 +47,9 @@ pub struct IdpConfig {
     pub pkce: bool,
     /// The claim to take the local username from, instead of the provider's choice.
     pub username_claim: Option<String>,
+    /// The claim to record the person's groups from at every login; `None`: the provider's
+    /// own mapping, else the `groups` claim.
+    pub groups_claim: Option<String>,
     /// What a first login whose verified email belongs to an existing account does.
     pub link_existing: LinkPolicy,
     /// Email domains this IdP is authoritative for (the only ones `verified_email` links).
@@ -211,6 +214,7 @@ fn idp_entry(
         authorize_params: common.authorize_params,
         pkce: common.pkce,
         username_claim: common.username_claim,
+        groups_claim: common.groups_claim,
         link_existing: common.link_existing,
         trusted_email_domains: common.trusted_email_domains,
         require_create_confirmation: common.require_create_confirmation,

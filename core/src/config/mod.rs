@@ -10,6 +10,7 @@
 //! `[server]` table, `idp` one `[idps.<name>]` entry, with `common` (the keys every kind takes)
 //! and `provider` (the kind's factory or library); this module ties them together.
 
+mod apps;
 mod common;
 mod fields;
 mod idp;
@@ -29,6 +30,7 @@ use url::Url;
 
 use crate::registry::Registry;
 pub use crate::registry::DYLIB_KIND;
+pub use apps::{Anonymous, AppConfig, HeaderPreset, MAX_ASSERTION_TTL};
 use fields::{Context, Fields};
 use idp::{idp_config, IdpEntry};
 pub use idp::{IdpConfig, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
@@ -73,6 +75,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The IdPs in file order (the order of the login buttons).
     pub idps: Vec<IdpConfig>,
+    /// `[apps.<name>]`: the applications that ask `/authnz/auth` who is signed in.
+    pub apps: Vec<AppConfig>,
     /// Entries that are valid but lack their credentials (an unset `${VAR}`, a secret file
     /// not provisioned yet): reported, not served, and not fatal.
     pub unavailable: Vec<UnavailableIdp>,
@@ -88,6 +92,11 @@ pub struct UnavailableIdp {
 }
 
 impl Config {
+    /// The app of `?app=<name>`.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|app| app.name == name)
+    }
+
     /// Each entry's issuer, by entry name.
     pub fn issuers(&self) -> BTreeMap<String, String> {
         self.idps
@@ -179,16 +188,19 @@ pub fn parse(
     let mut root = Fields::new(String::new(), root.into_inner(), root_span);
     let server_table = root.take_table(&mut cx, "server");
     let idps_table = root.take_table(&mut cx, "idps");
+    let apps_table = root.take_table(&mut cx, "apps");
     root.finish(&mut cx);
 
     let server = server_config(&mut cx, server_table);
     let mut idps = Vec::new();
     let mut unavailable = Vec::new();
+    let mut idp_names = std::collections::BTreeSet::new();
     if let Some(idps_table) = idps_table {
         for (name, value) in idps_table.entries {
             let key = format!("idps.{}", name.get_ref());
             let name_span = name.span();
             let name = name.into_inner().into_owned();
+            idp_names.insert(name.clone());
             if !valid_idp_name(&name) {
                 cx.issue(
                     name_span.clone(),
@@ -210,6 +222,7 @@ pub fn parse(
             }
         }
     }
+    let apps = apps::apps_config(&mut cx, apps_table, &server, &idp_names);
     if cx.issues.is_empty() {
         Ok(Config {
             source: path.to_path_buf(),
@@ -219,6 +232,7 @@ pub fn parse(
             },
             server,
             idps,
+            apps,
             unavailable,
         })
     } else {

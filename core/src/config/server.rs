@@ -33,6 +33,13 @@ pub struct ServerConfig {
     /// sled's page cache, in MiB.
     pub cache_mb: u64,
     pub session_ttl: Duration,
+    /// `cookie_domain`: the session cookie's `Domain`, so that apps on subdomains receive it
+    /// (then named `__Secure-authnz_session`); `None`: this host only (`__Host-` under https).
+    pub cookie_domain: Option<String>,
+    /// The P-256 key that signs app assertions (PKCS#8 PEM).
+    pub signing_key_file: Option<PathBuf>,
+    /// Earlier signing keys, still published so that assertions they signed verify.
+    pub previous_signing_key_files: Vec<PathBuf>,
 }
 
 impl ServerConfig {
@@ -147,6 +154,18 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         Some((minutes, _)) => Duration::from_secs(minutes.saturating_mul(60)),
         None => Duration::from_secs(8 * 3600),
     };
+    let cookie_domain = fields
+        .take_str(cx, "cookie_domain")
+        .and_then(|(domain, span)| cookie_domain(cx, &public_url, domain, span));
+    let signing_key_file = fields
+        .take_str(cx, "signing_key_file")
+        .and_then(|(raw, span)| signing_key(cx, &raw, span, "server.signing_key_file"));
+    let previous_signing_key_files = fields
+        .take_str_items(cx, "previous_signing_key_files")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(raw, span)| signing_key(cx, &raw, span, "server.previous_signing_key_files"))
+        .collect();
     let _ = fields.span;
     fields.finish(cx);
     ServerConfig {
@@ -162,6 +181,77 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         max_pending_logins,
         cache_mb,
         session_ttl,
+        cookie_domain,
+        signing_key_file,
+        previous_signing_key_files,
+    }
+}
+
+/// `cookie_domain`: a domain (not an address) with at least two labels, that the host of an
+/// https `public_url` is under.
+fn cookie_domain(
+    cx: &mut Context,
+    public_url: &Url,
+    domain: String,
+    span: std::ops::Range<usize>,
+) -> Option<String> {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    let valid = domain.contains('.')
+        && domain.parse::<IpAddr>().is_err()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    let host = public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let problem = if !valid {
+        Some("expected a domain such as \"example.org\" (an address or a top-level domain cannot share cookies)".to_string())
+    } else if public_url.scheme() != "https" {
+        Some(
+            "a cookie shared with other hosts must be Secure: needs an https:// public_url"
+                .to_string(),
+        )
+    } else if !under_domain(&host, &domain) {
+        Some(format!("public_url's host {host} is not under {domain:?}"))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            cx.issue(span, "server.cookie_domain", message);
+            None
+        }
+        None => Some(domain),
+    }
+}
+
+/// Whether `host` is `domain` or one of its subdomains (both lowercase).
+pub(super) fn under_domain(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// A signing key file, which must hold a P-256 key now (a reload would not notice it later).
+fn signing_key(
+    cx: &mut Context,
+    raw: &str,
+    span: std::ops::Range<usize>,
+    key: &str,
+) -> Option<PathBuf> {
+    let path = cx.resolve(raw);
+    match crate::signing::SigningKey::load(&path) {
+        Ok(_) => Some(path),
+        Err(err) => {
+            cx.issue(span, key, err.to_string());
+            None
+        }
     }
 }
 

@@ -391,3 +391,76 @@ fn postgres_settings_are_checked_where_they_stand_and_never_echo_the_url() {
         );
     }
 }
+
+#[test]
+fn apps_parse_with_their_defaults() -> Result<(), ConfigErrors> {
+    let config = parse_str(&format!(
+        "{GOOD}\n[apps.echo]\nurl = \"http://127.0.0.1:9100/app/\"\nallowed_groups = [\"corp:staff\"]\nanonymous_if = [\"header:X-API-Key\"]\n"
+    ))?;
+    let app = config.app("echo").expect("the app");
+    assert_eq!(app.audience, "http://127.0.0.1:9100/app");
+    assert_eq!(app.headers, HeaderPreset::Authnz);
+    assert!(!app.assertion && app.assertion_ttl == 60 && !app.require_verified_email);
+    assert_eq!(app.allowed_groups, ["corp:staff"]);
+    assert_eq!(app.anonymous_if, [Anonymous::Header("x-api-key".into())]);
+    assert!(config.app("other").is_none());
+    Ok(())
+}
+
+#[test]
+fn app_and_cookie_settings_are_refused_where_they_stand() {
+    let app = |body: &str| format!("{GOOD}\n[apps.echo]\n{body}\n");
+    let cases = [
+        (app("url = \"http://127.0.0.1:9100\"\ncolour = 1"), "idps.toml:20:1: apps.echo.colour: unknown key"),
+        (app("label = \"x\""), "idps.toml:18:1: apps.echo.url: required"),
+        (app("url = \"http://galaxy.example.org\""), "apps.echo.url: http:// is only allowed for loopback hosts"),
+        (app("url = \"https://u:p@galaxy.example.org\""), "apps.echo.url: expected an http(s) URL without query, fragment or user"),
+        (app("url = \"http://127.0.0.1:9100/?a=1\""), "apps.echo.url: expected an http(s) URL"),
+        (app("url = \"http://localhost:9100\""), "apps.echo.url: the session cookie of 127.0.0.1 is not sent to localhost"),
+        (app("url = \"http://127.0.0.1:9100\"\nallowed_idps = [\"nope\"]"), "idps.toml:20:17: apps.echo.allowed_idps: \"nope\" is not an [idps.*] entry"),
+        (app("url = \"http://127.0.0.1:9100\"\nallowed_groups = [\"staff\"]"), "apps.echo.allowed_groups: \"staff\": expected \"<idp>:<group>\""),
+        (app("url = \"http://127.0.0.1:9100\"\nallowed_groups = [\"other:staff\"]"), "apps.echo.allowed_groups: \"other:staff\""),
+        (app("url = \"http://127.0.0.1:9100\"\nanonymous_if = [\"header:cookie\"]"), "apps.echo.anonymous_if: \"header:cookie\""),
+        (app("url = \"http://127.0.0.1:9100\"\nassertion = true"), "idps.toml:20:13: apps.echo.assertion: needs [server] signing_key_file"),
+        (app("url = \"http://127.0.0.1:9100\"\nassertion = \"yes\""), "apps.echo.assertion: expected true or false"),
+        (app("url = \"http://127.0.0.1:9100\"\nassertion_ttl_seconds = 301"), "apps.echo.assertion_ttl_seconds: must be 1 to 300"),
+        (app("url = \"http://127.0.0.1:9100\"\nheaders = \"remote\""), "apps.echo.headers: \"remote\": expected"),
+        (format!("{GOOD}\n[apps.Echo]\nurl = \"http://127.0.0.1:9100\"\n"), "apps.Echo: app names appear in URLs"),
+        (GOOD.replace("public_url = \"http://127.0.0.1:9000/\"", "public_url = \"http://127.0.0.1:9000/\"\ncookie_domain = \"example.org\""), "server.cookie_domain: a cookie shared with other hosts must be Secure"),
+        (GOOD.replace("public_url = \"http://127.0.0.1:9000/\"", "public_url = \"https://login.example.org\"\ncookie_domain = \"org\""), "server.cookie_domain: expected a domain"),
+        (GOOD.replace("public_url = \"http://127.0.0.1:9000/\"", "public_url = \"https://login.example.org\"\ncookie_domain = \"example.com\""), "server.cookie_domain: public_url's host login.example.org is not under \"example.com\""),
+        (GOOD.replace("public_url = \"http://127.0.0.1:9000/\"", "public_url = \"https://login.example.org\"\ncookie_domain = \"example.org\"") + "\n[apps.echo]\nurl = \"https://galaxy.example.com\"\n", "apps.echo.url: galaxy.example.com is not under [server] cookie_domain = \"example.org\""),
+        (GOOD.replace("public_url = \"http://127.0.0.1:9000/\"", "public_url = \"http://127.0.0.1:9000/\"\nsigning_key_file = \"/nonexistent/signing.pem\""), "server.signing_key_file: cannot read /nonexistent/signing.pem"),
+    ];
+    for (text, want) in cases {
+        let found = issues(&text);
+        assert!(
+            found.iter().any(|issue| issue.contains(want)),
+            "want {want:?} in {found:#?}"
+        );
+    }
+    // An app under the cookie domain, and one on the login host itself (any port), are fine.
+    let shared = GOOD.replace(
+        "public_url = \"http://127.0.0.1:9000/\"",
+        "public_url = \"https://login.example.org\"\ncookie_domain = \".Example.org\"",
+    ) + "\n[apps.galaxy]\nurl = \"https://galaxy.example.org\"\n[apps.same]\nurl = \"https://login.example.org:8443/x\"\n";
+    let config = parse_str(&shared).expect("parses");
+    assert_eq!(config.server.cookie_domain.as_deref(), Some("example.org"));
+}
+
+#[test]
+fn groups_claim_is_a_claim_name() {
+    let text = GOOD.replace(
+        "client_id = \"x\"",
+        "client_id = \"x\"\ngroups_claim = \"\"",
+    );
+    assert!(issues(&text)
+        .iter()
+        .any(|issue| issue.contains("idps.local.groups_claim: must name a claim")));
+    let text = GOOD.replace(
+        "client_id = \"x\"",
+        "client_id = \"x\"\ngroups_claim = \"roles\"",
+    );
+    let config = parse_str(&text).expect("parses");
+    assert_eq!(config.idps[1].groups_claim.as_deref(), Some("roles"));
+}

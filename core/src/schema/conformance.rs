@@ -95,6 +95,12 @@ fn value_problems(
             found.push(format!("{at}: below {minimum}"));
         }
     }
+    let maximum = schema.get("maximum").and_then(Value::as_f64);
+    if let (Some(maximum), Some(number)) = (maximum, instance.as_f64()) {
+        if number > maximum {
+            found.push(format!("{at}: above {maximum}"));
+        }
+    }
     found
 }
 
