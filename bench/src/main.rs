@@ -244,6 +244,7 @@ fn seed(dir: &std::path::Path, count: u64) {
                         now,
                         session_expires_at: now + 86_400,
                         sid: None,
+                        groups: None,
                         csrf: format!("{:043x}", i),
                         sealed_id_token: None,
                         email_authoritative: false,

@@ -14,9 +14,11 @@ use crate::store::{
 };
 
 mod error;
+mod groups;
 mod tokens;
 
 pub use error::Error;
+pub use groups::{groups_of, MAX_GROUPS};
 
 pub use tokens::id_token_context;
 
@@ -132,6 +134,11 @@ impl Accounts<'_> {
             now: cx.now,
             session_expires_at: cx.now + self.session_ttl.as_secs() as i64,
             sid: verified.claims.str("sid").map(str::to_string),
+            groups: groups_of(
+                idp.config.groups_claim.as_deref(),
+                &verified.claims,
+                &mapped,
+            ),
             csrf: random_token(32),
             sealed_id_token,
             email_authoritative,

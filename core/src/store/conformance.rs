@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{ApiKey, CompletedLogin, EmailMatch, PendingLogin, RemoveOutcome, Store, StoreError};
+use super::{
+    normalize_email, ApiKey, CompletedLogin, EmailMatch, PendingLogin, RemoveOutcome, Store,
+    StoreError,
+};
 
 pub type TestResult = Result<(), Box<dyn Error + Send + Sync>>;
 
@@ -55,6 +58,7 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
         now: 1_000,
         session_expires_at: 2_000,
         sid: None,
+        groups: Some(vec!["staff".into()]),
         csrf: format!("csrf-{session}"),
         sealed_id_token: Some(format!("id-token-of-{session}")),
         email_authoritative: false,
@@ -115,6 +119,8 @@ pub async fn run_all(backend: &dyn Backend) -> TestResult {
         "sign-ups are single use and expire" => signups,
         "identities belong to their issuer" => issuers,
         "the key canary is kept" => key_canary,
+        "groups are recorded at every login" => groups_recorded,
+        "the email index names the owner" => email_owner,
     }
     on_two_stores! {
         "a pending login is taken once across stores" => pending_taken_once_across_stores,
@@ -156,6 +162,56 @@ where
         results.push(handle.await.map_err(|err| err.to_string())??);
     }
     Ok(results)
+}
+
+/// Each login records the groups it brought, also "unknown" after known ones (an overage).
+async fn groups_recorded(store: &dyn Store) -> TestResult {
+    async fn groups(store: &dyn Store) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(store.identity("corp", "g1").await?.and_then(|i| i.groups))
+    }
+    let mut login = sample_login("corp", "g1", "u-g1", "s-g1");
+    store.complete_login(&login).await?;
+    check(
+        groups(store).await? == Some(vec!["staff".to_string()]),
+        "first login",
+    )?;
+    login.session_hash = "s-g2".into();
+    login.groups = Some(vec!["admins".into(), "staff".into()]);
+    store.complete_login(&login).await?;
+    check(
+        groups(store).await? == Some(vec!["admins".to_string(), "staff".to_string()]),
+        "replaced at the next login",
+    )?;
+    login.session_hash = "s-g3".into();
+    login.groups = None;
+    store.complete_login(&login).await?;
+    check(groups(store).await?.is_none(), "unknown after an overage")?;
+    let listed = store.identities_of("u-g1").await?;
+    check(
+        listed.len() == 1 && listed[0].groups.is_none(),
+        "identities_of reads them too",
+    )
+}
+
+async fn email_owner(store: &dyn Store) -> TestResult {
+    let mut login = sample_login("corp", "e1", "u-e1", "s-e1");
+    login.email = Some("Ann@Example.TEST".into());
+    store.complete_login(&login).await?;
+    let owner = store
+        .email_owner(&normalize_email("Ann@Example.TEST"))
+        .await?;
+    check(
+        owner.is_some_and(|owner| owner.user_id == "u-e1"),
+        "the first login's verified address is owned",
+    )?;
+    let mut unverified = sample_login("corp", "e2", "u-e2", "s-e2");
+    unverified.email = Some("bob@example.test".into());
+    unverified.email_verified = false;
+    store.complete_login(&unverified).await?;
+    check(
+        store.email_owner("bob@example.test").await?.is_none(),
+        "an unverified address is owned by nobody",
+    )
 }
 
 async fn key_canary(store: &dyn Store) -> TestResult {

@@ -136,6 +136,7 @@ mod tests {
             now: 0,
             session_expires_at: 1,
             sid: None,
+            groups: None,
             csrf: String::new(),
             sealed_id_token: None,
             email_authoritative: true,
@@ -155,6 +156,7 @@ mod tests {
             email_verified: false,
             linked_at: 0,
             last_login_at: 0,
+            groups: None,
         }
     }
 

@@ -154,6 +154,10 @@ pub struct Identity {
     /// Unix seconds.
     pub linked_at: i64,
     pub last_login_at: i64,
+    /// The groups its IdP gave at its latest login, as the IdP names them; `None`: unknown
+    /// (the IdP signalled an overage, or no login recorded them yet).
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
 }
 
 /// A browser or API session. Stored under the SHA-256 of its cookie value.
@@ -205,6 +209,9 @@ pub struct CompletedLogin {
     pub session_expires_at: i64,
     /// The IdP session id (`sid`), if the ID token had one.
     pub sid: Option<String>,
+    /// The identity's groups from this login (see [`Identity::groups`]).
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
     /// The new session's CSRF token.
     pub csrf: String,
     /// The login's ID token, sealed for the new session (see [`Session::id_token`]).
@@ -281,6 +288,10 @@ pub trait Identities {
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
 
     async fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>>;
+
+    /// Who holds a verified address in the email index (the address as
+    /// [`normalize_email`] keys it).
+    async fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>>;
 
     /// The identities of a user, ordered by (idp, subject).
     async fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>>;

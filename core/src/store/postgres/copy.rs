@@ -79,8 +79,8 @@ impl PgStore {
             let inserted = tx
                 .execute(
                     "INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
-                         linked_at, last_login_at, tokens)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                         linked_at, last_login_at, tokens, groups)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                     &[
                         &identity.idp,
                         &identity.subject,
@@ -91,6 +91,7 @@ impl PgStore {
                         &identity.linked_at,
                         &identity.last_login_at,
                         &sealed,
+                        &identity.groups,
                     ],
                 )
                 .await

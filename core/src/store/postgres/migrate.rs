@@ -13,11 +13,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "groups",
+        sql: include_str!("migrations/0002_groups.sql"),
+    },
+];
 
 /// The advisory lock that serialises migrations (any constant no other lock uses).
 const MIGRATION_LOCK: i64 = 0x6175_7468_6e7a_0001;

@@ -22,7 +22,7 @@ const LOGIN_ATTEMPTS: usize = 8;
 
 const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
 const IDENTITY_COLUMNS: &str =
-    "idp, subject, issuer, user_id, email, email_verified, linked_at, last_login_at";
+    "idp, subject, issuer, user_id, email, email_verified, linked_at, last_login_at, groups";
 const SESSION_COLUMNS: &str = "user_id, idp, subject, created_at, expires_at, sid, csrf, id_token";
 const API_KEY_COLUMNS: &str = "id, user_id, name, prefix, created_at, expires_at";
 
@@ -46,6 +46,7 @@ fn identity(row: &Row) -> Identity {
         email_verified: row.get(5),
         linked_at: row.get(6),
         last_login_at: row.get(7),
+        groups: row.get(8),
     }
 }
 
@@ -147,7 +148,7 @@ impl PgStore {
                 }
             }
         )?;
-        let old_tokens: Option<Vec<u8>> = existing.as_ref().and_then(|row| row.get(8));
+        let old_tokens: Option<Vec<u8>> = existing.as_ref().and_then(|row| row.get(9));
         let existing = existing.as_ref().map(identity);
         let owner = owner.map(|row| EmailOwner {
             user_id: row.get(0),
@@ -179,7 +180,7 @@ impl PgStore {
                 tx.execute(
                     &tx.prepare_cached(
                         "UPDATE identities SET issuer = $3, email = $4, email_verified = $5,
-                         last_login_at = $6, tokens = $7
+                         last_login_at = $6, tokens = $7, groups = $8
                      WHERE idp = $1 AND subject = $2",
                     )
                     .await
@@ -192,6 +193,7 @@ impl PgStore {
                         &login.email_verified,
                         &login.now,
                         &login.sealed_tokens,
+                        &login.groups,
                     ],
                 )
                 .await?;
@@ -220,8 +222,8 @@ impl PgStore {
         let insert_identity = tx
             .prepare_cached(
                 "INSERT INTO identities (idp, subject, issuer, user_id, email, email_verified,
-                     linked_at, last_login_at, tokens)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+                     linked_at, last_login_at, tokens, groups)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
             )
             .await
             .map_err(db_error)?;
@@ -261,6 +263,7 @@ impl PgStore {
                         &login.email_verified,
                         &login.now,
                         &login.sealed_tokens,
+                        &login.groups,
                     ],
                 )
                 .await
@@ -310,7 +313,7 @@ impl PgStore {
                  ), updated AS (
                      UPDATE identities AS i
                      SET issuer = $3, email = $6, email_verified = $7, last_login_at = $8,
-                         tokens = $9
+                         tokens = $9, groups = $15
                      FROM old WHERE i.idp = old.idp AND i.subject = old.subject
                      RETURNING i.user_id, old.tokens AS old_tokens
                  ), started AS (
@@ -342,6 +345,7 @@ impl PgStore {
                     &login.sid,
                     &login.csrf,
                     &login.sealed_id_token,
+                    &login.groups,
                 ],
             )
             .await;
@@ -574,6 +578,19 @@ impl Identities for PgStore {
             )
             .await?;
         Ok(row.as_ref().map(identity))
+    }
+
+    async fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>> {
+        Ok(self
+            .row(
+                "SELECT user_id, authoritative FROM emails WHERE email = $1",
+                &[&email],
+            )
+            .await?
+            .map(|row| EmailOwner {
+                user_id: row.get(0),
+                authoritative: row.get(1),
+            }))
     }
 
     async fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
@@ -927,7 +944,7 @@ impl Upkeep for PgStore {
         for row in rows(format!("SELECT {IDENTITY_COLUMNS}, tokens FROM identities")).await? {
             let identity = identity(&row);
             let key = identity_key(&identity.idp, &identity.subject);
-            if let Some(sealed) = row.get::<_, Option<Vec<u8>>>(8) {
+            if let Some(sealed) = row.get::<_, Option<Vec<u8>>>(9) {
                 tokens.insert(key.clone(), sealed);
             }
             identities.insert(key, encode(&identity)?);

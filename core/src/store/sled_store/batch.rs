@@ -220,6 +220,7 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
             identity.email = login.email.clone();
             identity.email_verified = login.email_verified;
             identity.last_login_at = login.now;
+            identity.groups = login.groups.clone();
             (user, false, false, identity)
         }
         link => {
@@ -261,6 +262,7 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
                 email_verified: login.email_verified,
                 linked_at: login.now,
                 last_login_at: login.now,
+                groups: login.groups.clone(),
             };
             let linked = !created;
             (user, created, linked, identity)

@@ -272,6 +272,10 @@ impl SledStore {
         get(&self.accounts.identities, &identity_key(idp, subject))
     }
 
+    pub fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>> {
+        get(&self.accounts.emails, email.as_bytes())
+    }
+
     pub fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
         let prefix = prefix_of(&[user_id]);
         let mut out = Vec::new();

@@ -6,8 +6,9 @@ use async_trait::async_trait;
 
 use super::SledStore;
 use crate::store::{
-    ApiKey, ApiKeys, CompletedLogin, Dump, Identities, Identity, LoginOutcome, PendingLogin,
-    PendingLogins, RemoveOutcome, Session, Sessions, Signups, StoreResult, Upkeep, User,
+    ApiKey, ApiKeys, CompletedLogin, Dump, EmailOwner, Identities, Identity, LoginOutcome,
+    PendingLogin, PendingLogins, RemoveOutcome, Session, Sessions, Signups, StoreResult, Upkeep,
+    User,
 };
 
 #[async_trait]
@@ -41,6 +42,10 @@ impl Identities for SledStore {
 
     async fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
         SledStore::identity(self, idp, subject)
+    }
+
+    async fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>> {
+        SledStore::email_owner(self, email)
     }
 
     async fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
