@@ -79,13 +79,14 @@ mod tests {
             ..MappedIdentity::default()
         };
         let many: Vec<String> = (0..=MAX_GROUPS).map(|n| format!("g{n}")).collect();
-        let rows: [(
-            &str,
-            Option<&str>,
+        type Row<'a> = (
+            &'a str,
+            Option<&'a str>,
             Value,
-            &MappedIdentity,
-            Option<Vec<&str>>,
-        ); 11] = [
+            &'a MappedIdentity,
+            Option<Vec<&'a str>>,
+        );
+        let rows: [Row; 11] = [
             (
                 "a list",
                 None,
