@@ -4,6 +4,7 @@
 //! `cli → server → http → (state, accounts, protocol) → (store, config, registry, crypto, …)`.
 
 pub mod accounts; // finishing a login, the IdP tokens kept for an identity, sign-ups
+pub mod apps; // what an application behind a proxy is told: the person, the policy, the assertion
 pub mod cli; // the command line: serve, check, schema, openapi, import from Galaxy
 pub mod config; // `idps.toml` read into a validated Config, every problem with file:line:col
 pub mod crypto; // random tokens, hashes, the vault that seals IdP tokens at rest

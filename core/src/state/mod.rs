@@ -122,6 +122,8 @@ pub struct App {
     pub server: crate::config::ServerConfig,
     pub store: Arc<dyn Store>,
     pub vault: TokenVault,
+    /// The keys that sign app assertions (`signing_key_file`), published at the JWKS.
+    pub signer: crate::signing::Signer,
     pub dev_idp: Option<Arc<DevIdp>>,
     pub clock: Clock,
     pub metrics: crate::metrics::Metrics,
@@ -153,6 +155,8 @@ pub enum StartError {
     Vault(#[from] crate::crypto::VaultError),
     #[error("{0}")]
     DevIdp(#[from] crate::devidp::DevIdpError),
+    #[error("signing key: {0}")]
+    SigningKey(#[from] crate::signing::SigningKeyError),
     #[error("HTTP client: {0}")]
     Http(#[from] crate::protocol::HttpError),
     #[error("IdP {name}: {reason}")]
@@ -233,6 +237,10 @@ impl App {
         registry: crate::registry::Registry,
     ) -> Result<Arc<Self>, StartError> {
         let server = config.server.clone();
+        let signer = crate::signing::Signer::load(
+            server.signing_key_file.as_deref(),
+            &server.previous_signing_key_files,
+        )?;
         let (store, vault) = open_store(&server).await?;
         check_key_canary(&*store, &vault, &server.secret_key_file).await?;
         let migrated = store.migrate_issuers(&config.issuers()).await?;
@@ -261,6 +269,7 @@ impl App {
             server,
             store,
             vault,
+            signer,
             dev_idp,
             clock,
             metrics: crate::metrics::Metrics::default(),
