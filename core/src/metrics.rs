@@ -1,6 +1,6 @@
 //! Prometheus metrics: logins started, completed and failed per IdP (and failure reason), the
-//! callback latency per IdP, JWKS fetches, reloads. Rendered in the text exposition format at
-//! `/metrics`; nothing here holds a secret or a user's identity.
+//! callback latency per IdP, JWKS fetches, reloads, forward-auth answers per app. Rendered in
+//! the text exposition format at `/metrics`; nothing here holds a secret or a user's identity.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -25,6 +25,7 @@ pub struct Metrics {
     completed: Mutex<BTreeMap<String, u64>>,
     failed: Mutex<BTreeMap<(String, String), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
+    forward: Mutex<BTreeMap<(String, &'static str), u64>>,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
 }
@@ -56,6 +57,12 @@ impl Metrics {
     pub fn login_failed(&self, idp: &str, reason: &str, took: Duration) {
         bump(&self.failed, (idp.to_string(), reason.to_string()));
         self.observe(idp, took);
+    }
+
+    /// A forward-auth answer for a configured app: `admitted`, `anonymous`, `unauthenticated`
+    /// or the denial code.
+    pub fn forward_answered(&self, app: &str, outcome: &'static str) {
+        bump(&self.forward, (app.to_string(), outcome));
     }
 
     fn observe(&self, idp: &str, took: Duration) {
@@ -150,6 +157,24 @@ impl Metrics {
                 histogram.count
             );
         }
+        let forward = self
+            .forward
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|((app, outcome), n)| {
+                (
+                    format!("app=\"{}\",outcome=\"{}\"", label(app), label(outcome)),
+                    *n,
+                )
+            })
+            .collect();
+        counter(
+            &mut out,
+            "authnz_forward_auth_total",
+            "Forward-auth answers, by app and outcome (admitted, anonymous, unauthenticated, or the denial).",
+            forward,
+        );
         counter(
             &mut out,
             "authnz_jwks_fetches_total",
@@ -186,6 +211,7 @@ mod tests {
         metrics.login_started("corp");
         metrics.login_completed("corp", Duration::from_millis(30));
         metrics.login_failed("corp", "invalid_state", Duration::from_millis(2));
+        metrics.forward_answered("galaxy", "admitted");
         let text = metrics.render(&[("corp".into(), 1)], 3);
         for line in [
             "authnz_logins_started_total{idp=\"corp\"} 2",
@@ -195,6 +221,7 @@ mod tests {
             "authnz_callback_duration_seconds_bucket{idp=\"corp\",le=\"0.05\"} 2",
             "authnz_callback_duration_seconds_count{idp=\"corp\"} 2",
             "authnz_jwks_fetches_total{idp=\"corp\"} 1",
+            "authnz_forward_auth_total{app=\"galaxy\",outcome=\"admitted\"} 1",
             "authnz_reloads_total 0",
             "authnz_config_generation 3",
         ] {

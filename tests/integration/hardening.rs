@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::login_flow::dev_login;
 
-const PUBLIC: &str = "https://login.example.test";
+pub const PUBLIC: &str = "https://login.example.test";
 
 /// The value of cookie `name` in a `Set-Cookie` header.
-fn cookie_value(response: &reqwest::Response, name: &str) -> (String, String) {
+pub fn cookie_value(response: &reqwest::Response, name: &str) -> (String, String) {
     let header = response.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -27,7 +27,7 @@ fn cookie_value(response: &reqwest::Response, name: &str) -> (String, String) {
 
 /// Starts a login at the hostile IdP and scripts its answer: the binding cookie's value and
 /// the callback URL.
-async fn begin(client: &reqwest::Client, url: &str, idp: &HostileIdp) -> (String, String) {
+pub async fn begin(client: &reqwest::Client, url: &str, idp: &HostileIdp) -> (String, String) {
     let start = client
         .get(format!("{url}/authnz/evil/login"))
         .send()

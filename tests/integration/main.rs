@@ -13,6 +13,7 @@ mod defaults;
 mod discovery;
 mod dylib;
 mod faults;
+mod forward;
 mod hardening;
 mod id_token_attacks;
 mod issuers;

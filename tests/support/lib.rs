@@ -179,6 +179,22 @@ impl Reserved {
         .await
     }
 
+    /// [`Reserved::start_behind_https`] with extra `[server]` lines.
+    pub async fn start_behind_https_with(
+        self,
+        public_url: &str,
+        server: &str,
+        idps: &str,
+    ) -> TestServer {
+        self.start_config(
+            &format!("public_url = \"{public_url}\"\n"),
+            server,
+            idps,
+            Registry::builtin(),
+        )
+        .await
+    }
+
     async fn start_full(self, server: &str, idps: &str, registry: Registry) -> TestServer {
         let public_url = format!("public_url = \"{}\"\n", self.url);
         self.start_config(&public_url, server, idps, registry).await

@@ -237,7 +237,7 @@ impl AccountApi {
         auth: Auth,
         /// The IdP name from the config.
         idp: Path<String>,
-        /// Where to go afterwards (a path on this server).
+        /// Where to go afterwards (a path on this server, or a URL on a configured app).
         next: Query<Option<String>>,
         body: Body,
     ) -> Result<ConnectResponse, ConnectError> {
@@ -353,7 +353,7 @@ impl AccountApi {
         }
         tracing::info!(idp = %idp.config.name, user = %outcome.user.id, "account created after confirmation");
         Ok(SignupDone::Created(
-            app.server.url(&record.next),
+            super::login::next_url(app, &record.next),
             set_cookie(
                 app,
                 SESSION_COOKIE,

@@ -1,4 +1,6 @@
-//! The cookies authnz sets: the session and the pre-login binding, `__Host-` under https.
+//! The cookies authnz sets: the session and the pre-login binding, `__Host-` under https; with
+//! `[server] cookie_domain`, the session as `__Secure-authnz_session` for that domain, so that
+//! the apps on its subdomains receive it.
 
 use std::sync::Arc;
 
@@ -29,6 +31,9 @@ pub fn cookie(req: &Request, name: &str) -> Option<String> {
 /// cannot toss in a cookie of its own (SECURITY I78); [`host_cookies`] maps it back on the way
 /// in.
 pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> String {
+    if let (SESSION_COOKIE, Some(domain)) = (name, &app.server.cookie_domain) {
+        return format!("{SECURE_PREFIX}{name}={value}; Domain={domain}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax; Secure");
+    }
     if app.server.secure_cookies() {
         format!("{HOST_PREFIX}{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax; Secure")
     } else {
@@ -39,19 +44,34 @@ pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) 
 /// The prefix of the cookie names under https.
 pub const HOST_PREFIX: &str = "__Host-";
 
+/// The prefix of the session cookie with `cookie_domain` (Secure, but with a `Domain`).
+pub const SECURE_PREFIX: &str = "__Secure-";
+
 /// Under https, the request's cookies as the handlers read them: `__Host-authnz_*` under their
 /// plain names, and a plain `authnz_*` cookie dropped, since anyone on a sibling subdomain can set
-/// that one (SECURITY I78). Over http (loopback) the cookies pass as they are.
+/// that one (SECURITY I78). With `cookie_domain` the session is `__Secure-authnz_session` alone
+/// (a `__Host-` one from before the setting is dropped, so that a logout ends what it shows).
+/// Over http (loopback) the cookies pass as they are.
 pub async fn host_cookies<E: poem::Endpoint>(
     next: E,
     mut req: Request,
 ) -> poem::Result<poem::Response> {
     use poem::IntoResponse;
-    let secure = req
-        .data::<Arc<App>>()
-        .is_some_and(|app| app.server.secure_cookies());
+    let (secure, shared) = req.data::<Arc<App>>().map_or((false, false), |app| {
+        (
+            app.server.secure_cookies(),
+            app.server.cookie_domain.is_some(),
+        )
+    });
     if secure {
+        let session_prefix = if shared { SECURE_PREFIX } else { HOST_PREFIX };
         let ours = |name: &str| name == SESSION_COOKIE || name == LOGIN_COOKIE;
+        // Ours under the other prefix: never read as ours, never passed on as it is.
+        let ours_prefixed = |name: &str| {
+            [HOST_PREFIX, SECURE_PREFIX]
+                .iter()
+                .any(|prefix| name.strip_prefix(prefix).is_some_and(ours))
+        };
         let pairs: Vec<String> = req
             .headers()
             .get_all(poem::http::header::COOKIE)
@@ -62,9 +82,14 @@ pub async fn host_cookies<E: poem::Endpoint>(
             .filter(|pair| !pair.is_empty())
             .filter_map(|pair| {
                 let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-                match name.strip_prefix(HOST_PREFIX) {
-                    Some(plain) if ours(plain) => Some(pair[HOST_PREFIX.len()..].to_string()),
-                    _ if ours(name) => None,
+                let prefix = if name.ends_with(SESSION_COOKIE) {
+                    session_prefix
+                } else {
+                    HOST_PREFIX
+                };
+                match name.strip_prefix(prefix) {
+                    Some(plain) if ours(plain) => Some(pair[prefix.len()..].to_string()),
+                    _ if ours(name) || ours_prefixed(name) => None,
                     _ => Some(pair.to_string()),
                 }
             })

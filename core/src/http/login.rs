@@ -29,7 +29,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::{FlowError, Status};
 use crate::accounts;
-use crate::config::LOGIN_TTL;
+use crate::config::{AppConfig, LOGIN_TTL};
 use crate::crypto::{random_token, sha256_hex};
 use crate::protocol;
 use crate::state::App;
@@ -161,14 +161,29 @@ impl poem_openapi::types::Example for LoginRedirect {
     }
 }
 
-/// Validates `next`: a same-origin path, or `/`. Absolute URLs, scheme-relative `//host`,
-/// backslashes and control characters (raw or percent-encoded) all fall back to `/`.
+/// The longest `next` kept; a longer one means `/`.
+pub const MAX_NEXT: usize = 2048;
+
+/// Validates `next`: a same-origin path, or an absolute URL on a configured app's `url`;
+/// anything else means `/`. Scheme-relative `//host`, backslashes, control characters (raw or
+/// percent-encoded), userinfo and every other origin all fall back to `/`.
 pub fn safe_next(app: &App, next: Option<&str>) -> String {
-    safe_next_on(&app.server.public_url, next)
+    safe_next_on(&app.server.public_url, &app.current().config.apps, next)
 }
 
-/// [`safe_next`] against a given public URL.
-pub fn safe_next_on(base: &url::Url, next: Option<&str>) -> String {
+/// Where the browser goes after a login that was given `next` (validated again: the app
+/// it names may have left the config since).
+pub fn next_url(app: &App, next: &str) -> String {
+    let next = safe_next(app, Some(next));
+    if next.starts_with('/') {
+        app.server.url(&next)
+    } else {
+        next
+    }
+}
+
+/// [`safe_next`] against a given public URL and apps.
+pub fn safe_next_on(base: &url::Url, apps: &[AppConfig], next: Option<&str>) -> String {
     let Some(next) = next.filter(|next| !next.is_empty()) else {
         return "/".to_string();
     };
@@ -177,13 +192,14 @@ pub fn safe_next_on(base: &url::Url, next: Option<&str>) -> String {
             .next()
             .map(|(_, value)| value.into_owned())
             .unwrap_or_default();
-    let suspicious = |text: &str| {
-        !text.starts_with('/')
-            || text.starts_with("//")
-            || text.contains('\\')
-            || text.chars().any(char::is_control)
-    };
-    if next.len() > 2048 || suspicious(next) || suspicious(&decoded) {
+    let hostile = |text: &str| text.contains('\\') || text.chars().any(char::is_control);
+    if next.len() > MAX_NEXT || hostile(next) || hostile(&decoded) {
+        return "/".to_string();
+    }
+    if next.starts_with("https://") || next.starts_with("http://") {
+        return absolute_next(apps, next).unwrap_or_else(|| "/".to_string());
+    }
+    if !next.starts_with('/') || next.starts_with("//") || decoded.starts_with("//") {
         return "/".to_string();
     }
     match base.join(next) {
@@ -198,6 +214,18 @@ pub fn safe_next_on(base: &url::Url, next: Option<&str>) -> String {
         }
         _ => "/".to_string(),
     }
+}
+
+/// An absolute `next` on a configured app: no userinfo (`https://app@evil`), no whitespace,
+/// and on the app's origin and path, as the URL parser reads it (look-alike hosts such as
+/// `app.example.org.evil.com` are another origin).
+fn absolute_next(apps: &[AppConfig], next: &str) -> Option<String> {
+    if next.contains(char::is_whitespace) {
+        return None;
+    }
+    let url = url::Url::parse(next).ok()?;
+    let plain = url.username().is_empty() && url.password().is_none() && url.host().is_some();
+    (plain && apps.iter().any(|app| app.serves(&url))).then(|| url.to_string())
 }
 
 /// Starts a login (or, with `link_user`, a connect flow for that logged-in user): stores the
@@ -372,7 +400,7 @@ pub(crate) async fn callback_flow(
         accounts::Finished::LoggedIn(outcome, session_cookie) => {
             tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
             Ok(CallbackResponse::LoggedIn(
-                app.server.url(&pending.next),
+                next_url(app, &pending.next),
                 Some(set_cookie(
                     app,
                     SESSION_COOKIE,
@@ -435,7 +463,8 @@ impl LoginApi {
         app: Data<&Arc<App>>,
         /// The IdP name from the config.
         idp: Path<String>,
-        /// Where to go after logging in: a path on this server (anything else means `/`).
+        /// Where to go after logging in: a path on this server or a URL on a configured app's
+        /// `url` (anything else means `/`).
         next: Query<Option<String>>,
     ) -> Result<LoginResponse, LoginError> {
         let app = *app;
@@ -484,7 +513,9 @@ impl LoginApi {
     }
 
     /// Ends the session. Only same-origin requests that carry the session's CSRF token
-    /// (`X-CSRF-Token` header or `csrf` form field) are accepted.
+    /// (`X-CSRF-Token` header or `csrf` form field) are accepted. A browser's form post goes
+    /// on to the IdP's end-session URL when it has one, else to the form's `next` (a path here
+    /// or a URL on a configured app), else to `/`.
     #[oai(path = "/authnz/logout", method = "post", tag = "ApiTags::Authnz")]
     async fn logout(
         &self,
@@ -526,7 +557,11 @@ impl LoginApi {
         }
         let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);
         Ok(if prefers_html(req) {
-            LogoutResponse::Redirect(end_session_url.unwrap_or_else(|| "/".to_string()), clear)
+            // Where an app's logout link asked to go (`next`), unless the IdP's own logout
+            // comes first: it returns to the start page, its registered redirect.
+            let onward = end_session_url
+                .unwrap_or_else(|| next_url(app, form.get("next").map_or("/", String::as_str)));
+            LogoutResponse::Redirect(onward, clear)
         } else {
             LogoutResponse::Ok(
                 Json(LogoutResult {
@@ -553,9 +588,70 @@ mod tests {
             "/././/evil/x",
             "/a/..//evil",
         ] {
-            assert_eq!(safe_next_on(&base, Some(next)), "/", "{next}");
+            assert_eq!(safe_next_on(&base, &[], Some(next)), "/", "{next}");
         }
-        assert_eq!(safe_next_on(&base, Some("/a/./b")), "/a/b");
+        assert_eq!(safe_next_on(&base, &[], Some("/a/./b")), "/a/b");
+    }
+
+    fn galaxy() -> AppConfig {
+        let url = url::Url::parse("https://galaxy.example.org/galaxy/").unwrap();
+        AppConfig {
+            name: "galaxy".into(),
+            audience: "https://galaxy.example.org/galaxy".into(),
+            url,
+            headers: crate::config::HeaderPreset::Authnz,
+            require_verified_email: false,
+            allowed_idps: vec![],
+            allowed_groups: vec![],
+            anonymous_if: vec![],
+            assertion: false,
+            assertion_ttl: 60,
+        }
+    }
+
+    #[test]
+    fn an_absolute_next_must_be_on_a_configured_app() {
+        let base = url::Url::parse("https://login.example.org").unwrap();
+        let apps = [galaxy()];
+        for kept in [
+            "https://galaxy.example.org/galaxy/",
+            "https://galaxy.example.org/galaxy/histories/list?page=2",
+            "https://galaxy.example.org/galaxy",
+            "https://GALAXY.example.org/galaxy/x",
+        ] {
+            let safe = safe_next_on(&base, &apps, Some(kept));
+            assert!(
+                safe.starts_with("https://galaxy.example.org/galaxy"),
+                "{kept} → {safe}"
+            );
+        }
+        for refused in [
+            "https://galaxy.example.org/other",
+            "https://galaxy.example.org/galaxyx",
+            "https://galaxy.example.org.evil.com/galaxy/",
+            "https://galaxy.example.org@evil.com/galaxy/",
+            "https://user:pw@galaxy.example.org/galaxy/",
+            "https://evil.com#@galaxy.example.org/galaxy/",
+            "https://evil.com\\@galaxy.example.org/galaxy/",
+            "https://galaxy.example.org\\evil.com/galaxy/",
+            "http://galaxy.example.org/galaxy/",
+            "https://galaxy.example.org:8443/galaxy/",
+            "https://galaxy.example.org/galaxy/%0d%0aSet-Cookie:x=1",
+            "https://galaxy.example.org/galaxy/\r\nx",
+            "https://galaxy.example.org/galaxy/ x",
+            "https:galaxy.example.org/galaxy/",
+            "javascript://galaxy.example.org/galaxy/%0aalert(1)",
+            "//galaxy.example.org/galaxy/",
+        ] {
+            assert_eq!(safe_next_on(&base, &apps, Some(refused)), "/", "{refused}");
+        }
+        let long = format!("https://galaxy.example.org/galaxy/{}", "a".repeat(MAX_NEXT));
+        assert_eq!(safe_next_on(&base, &apps, Some(&long)), "/");
+        assert_eq!(
+            safe_next_on(&base, &[], Some("https://galaxy.example.org/galaxy/")),
+            "/",
+            "no app, no absolute next"
+        );
     }
 
     proptest! {
@@ -564,24 +660,48 @@ mod tests {
         #[test]
         fn next_is_always_a_local_path(next in any::<String>()) {
             let base = url::Url::parse("https://login.example.org").unwrap();
-            let safe = safe_next_on(&base, Some(&next));
+            let safe = safe_next_on(&base, &[], Some(&next));
             prop_assert!(safe.starts_with('/') && !safe.starts_with("//"), "{safe:?}");
+            let on_app = safe_next_on(&base, &[galaxy()], Some(&next));
+            if !on_app.starts_with('/') {
+                let url = url::Url::parse(&on_app).unwrap();
+                prop_assert!(galaxy().serves(&url) && url.username().is_empty(), "{on_app:?}");
+            }
             prop_assert!(!safe.contains('\\') && !safe.chars().any(char::is_control), "{safe:?}");
             let resolved = base.join(&safe).unwrap();
             prop_assert_eq!(resolved.origin(), base.origin());
         }
 
         #[test]
+        fn an_absolute_next_lands_on_the_app_or_home(
+            prefix in prop_oneof![
+                Just("https://galaxy.example.org/galaxy"),
+                Just("https://galaxy.example.org"),
+                Just("https://"),
+            ],
+            rest in any::<String>(),
+        ) {
+            let base = url::Url::parse("https://login.example.org").unwrap();
+            let safe = safe_next_on(&base, &[galaxy()], Some(&format!("{prefix}{rest}")));
+            if safe != "/" {
+                let url = url::Url::parse(&safe).unwrap();
+                prop_assert!(galaxy().serves(&url), "{safe:?}");
+                prop_assert!(url.username().is_empty() && url.password().is_none(), "{safe:?}");
+                prop_assert!(!safe.chars().any(|c| c.is_control() || c.is_whitespace()), "{safe:?}");
+            }
+        }
+
+        #[test]
         fn dot_segments_never_make_a_host(prefix in "(/\\.{1,2}){1,3}", rest in "/{1,3}[a-z]{1,8}") {
             let base = url::Url::parse("https://login.example.org").unwrap();
-            let safe = safe_next_on(&base, Some(&format!("{prefix}{rest}")));
+            let safe = safe_next_on(&base, &[], Some(&format!("{prefix}{rest}")));
             prop_assert!(!safe.starts_with("//"), "{safe:?}");
         }
 
         #[test]
         fn plain_paths_are_kept(path in "(/[a-z0-9_-]{1,8}){1,4}") {
             let base = url::Url::parse("https://login.example.org").unwrap();
-            prop_assert_eq!(safe_next_on(&base, Some(&path)), path);
+            prop_assert_eq!(safe_next_on(&base, &[], Some(&path)), path);
         }
 
         #[test]

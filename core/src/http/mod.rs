@@ -2,7 +2,8 @@
 //!
 //! One file per group of routes: [`login`] (the login flow), [`account`] (the logged-in user),
 //! [`keys`] (credentials for applications), [`admin`] (health, metrics, admin API),
-//! [`backchannel`] (IdP-initiated logout) and [`pages`] (what a person sees). The shared pieces:
+//! [`backchannel`] (IdP-initiated logout), [`forward`] (who is signed in, for the reverse
+//! proxy in front of an app) and [`pages`] (what a person sees). The shared pieces:
 //! [`error`] (the error body and per-endpoint responses), [`cookies`], [`request`] (client,
 //! same-origin, CSRF), [`caller`] (who is calling) and [`middleware`]. Handlers are thin: they
 //! parse and check the request, call `protocol` and `accounts`, and turn the outcome into the
@@ -16,6 +17,7 @@ mod caller;
 mod cookies;
 mod dev_idp;
 mod error;
+mod forward;
 mod keys;
 mod login;
 mod middleware;
@@ -105,6 +107,8 @@ mod tests {
             ("/metrics", "get"),
             ("/api/admin/status", "get"),
             ("/api/admin/reload", "post"),
+            ("/authnz/auth", "get"),
+            ("/.well-known/jwks.json", "get"),
         ];
         let documented: usize = spec["paths"]
             .as_object()

@@ -14,6 +14,7 @@ use crate::state::App;
 
 use super::caller::session_of;
 use super::cookies::{cookie, SESSION_COOKIE};
+use super::login::safe_next;
 
 /// The pages (hidden from the spec).
 pub struct PagesApi;
@@ -25,27 +26,86 @@ impl PagesApi {
     async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
         Html(index(req, &app).await)
     }
+
+    /// The logout page an app links to (`/authnz/logout?next=<app URL>`): a button that posts
+    /// the logout with the session's CSRF token, then goes on to `next`. Never a logout by GET.
+    #[oai(path = "/authnz/logout", method = "get", hidden)]
+    async fn logout_page(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
+        Html(logout_page(req, &app).await)
+    }
 }
 
-/// `GET /`: the login page, or the account summary when logged in.
+/// `GET /authnz/logout`: sign out, then on to `next`.
+pub async fn logout_page(req: &Request, app: &Arc<App>) -> String {
+    let next = safe_next(app, query_param(req, "next").as_deref());
+    let session = match cookie(req, SESSION_COOKIE) {
+        Some(value) => session_of(app, &value).await.ok().flatten(),
+        None => None,
+    };
+    let Some(session) = session else {
+        return page(
+            "Signed out",
+            &format!(
+                "<p>You are not signed in.</p><p><a id=\"continue\" href=\"{}\">Continue</a></p>",
+                escape(&next)
+            ),
+        );
+    };
+    page(
+        "Sign out",
+        &format!(
+            "<p>Sign out of every application that uses this sign-in?</p>\
+<form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\"><button type=\"submit\" id=\"logout\">Sign out</button></form>\
+<p><a href=\"{}\">Stay signed in</a></p>",
+            escape(&session.csrf),
+            escape(&next),
+            escape(&next)
+        ),
+    )
+}
+
+/// `GET /`: the login page, or the account summary when logged in. `?next=` (a path here or
+/// a URL on a configured app, as a forward-auth login URL carries it) goes into every IdP
+/// button, so that the login lands there; signed in, the page links to it.
 pub async fn index(req: &Request, app: &Arc<App>) -> String {
+    let next = query_param(req, "next");
+    let next = Some(safe_next(app, next.as_deref())).filter(|next| next != "/");
     let session = match cookie(req, SESSION_COOKIE) {
         Some(value) => session_of(app, &value).await.ok().flatten(),
         None => None,
     };
     if let Some(session) = session {
         if let Some(user) = app.store.user(&session.user_id).await.ok().flatten() {
-            return account_page(app, &user, &session.csrf).await;
+            // A link, never a redirect: an app that keeps sending the person here (its
+            // cookie does not reach it) must not loop.
+            let onward = next
+                .map(|next| {
+                    format!(
+                        "<p class=\"notice\">You are signed in. <a id=\"continue\" href=\"{}\">Continue to {}</a></p>",
+                        escape(&next),
+                        escape(&next)
+                    )
+                })
+                .unwrap_or_default();
+            return account_page(app, &user, &session.csrf, &onward).await;
         }
     }
+    let carried = next
+        .map(|next| {
+            let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            format!("?next={encoded}")
+        })
+        .unwrap_or_default();
     let buttons: String = app
         .current()
         .idps
         .iter()
         .map(|idp| {
             format!(
-                "<a class=\"button idp\" href=\"/authnz/{}/login\">{}<span>{}</span></a>",
+                "<a class=\"button idp\" href=\"/authnz/{}/login{}\">{}<span>{}</span></a>",
                 escape(&idp.config.name),
+                escape(&carried),
                 icon(
                     &idp.config.kind,
                     idp.config.icon.as_deref(),
@@ -65,7 +125,20 @@ pub async fn index(req: &Request, app: &Arc<App>) -> String {
     page("Sign in", &body)
 }
 
-pub(crate) async fn account_page(app: &App, user: &crate::store::User, csrf: &str) -> String {
+/// A query parameter of the request, decoded (the first, when repeated).
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The account page; `notice` is HTML shown above it.
+pub(crate) async fn account_page(
+    app: &App,
+    user: &crate::store::User,
+    csrf: &str,
+    notice: &str,
+) -> String {
     let identities = app.store.identities_of(&user.id).await.unwrap_or_default();
     let rows: String = identities
         .iter()
@@ -121,7 +194,7 @@ pub(crate) async fn account_page(app: &App, user: &crate::store::User, csrf: &st
         ),
     };
     let body = format!(
-        "<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
+        "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
 <h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 <h2>Connect another provider</h2>{connect}\
 <h2>API keys</h2>{keys}\

@@ -2,7 +2,7 @@
 
 use poem_openapi::OpenApiService;
 
-use super::{account, admin, backchannel, keys, login, pages};
+use super::{account, admin, backchannel, forward, keys, login, pages};
 
 /// Every route group, in the order of the spec.
 pub type Apis = (
@@ -12,6 +12,7 @@ pub type Apis = (
     account::AccountApi,
     keys::KeysApi,
     backchannel::BackchannelApi,
+    forward::ForwardApi,
 );
 /// The OpenAPI service of authnz (also what `authnz openapi` prints).
 pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
@@ -23,6 +24,7 @@ pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
             account::AccountApi,
             keys::KeysApi,
             backchannel::BackchannelApi,
+            forward::ForwardApi,
         ),
         "authnz",
         env!("CARGO_PKG_VERSION"),

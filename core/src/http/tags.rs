@@ -10,4 +10,7 @@ pub(crate) enum ApiTags {
     Account,
     /// Server status and configuration reload, for the admins named in the config.
     Admin,
+    /// Who is signed in, for the reverse proxy in front of an application; the keys that
+    /// sign the identity assertions it may verify.
+    Apps,
 }

@@ -422,6 +422,15 @@ impl App {
                 if before != after {
                     return Err("adding or removing a dev IdP needs a restart".to_string());
                 }
+                // The apps were checked against the new [server]; the running one must match.
+                if next.config.server.cookie_domain != self.server.cookie_domain {
+                    return Err("changing [server] cookie_domain needs a restart".to_string());
+                }
+                if self.signer.current().is_none()
+                    && next.config.apps.iter().any(|app| app.assertion)
+                {
+                    return Err("an app with assertion = true needs [server] signing_key_file loaded at start: restart".to_string());
+                }
                 Ok(next)
             });
         let mut status = self

@@ -72,7 +72,8 @@ pub struct PendingLogin {
     pub redirect_uri: String,
     pub nonce: String,
     pub pkce_verifier: String,
-    /// Where to send the browser afterwards: a same-origin path.
+    /// Where to send the browser afterwards: a same-origin path, or a URL on a configured
+    /// app (validated again when it is used).
     pub next: String,
     /// SHA-256 of the pre-login cookie that binds this login to one browser.
     pub browser_hash: String,
