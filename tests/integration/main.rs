@@ -20,5 +20,6 @@ mod issuers;
 mod login_flow;
 mod postgres;
 mod providers;
+mod proxies;
 mod resources;
 mod tokens;
