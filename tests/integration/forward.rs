@@ -54,7 +54,14 @@ struct Setup {
     _key: tempfile::TempDir,
 }
 
-async fn setup(extra_server: &str) -> Setup {
+/// Which store the server under test keeps its accounts in.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sled,
+    Postgres,
+}
+
+async fn setup(backend: Backend) -> Setup {
     let reserved = Reserved::new();
     let provider = OidcProvider::start(
         &[reserved.callback("corp")],
@@ -65,6 +72,19 @@ async fn setup(extra_server: &str) -> Setup {
         }),
     );
     let (key_dir, key) = signing_key();
+    let extra_server = match backend {
+        Backend::Sled => String::new(),
+        Backend::Postgres => {
+            let cluster = authnz_tests::postgres::cluster();
+            let secret = key_dir.path().join("authnz.key");
+            authnz::crypto::write_new_key(&secret).unwrap();
+            format!(
+                "secret_key_file = \"{}\"\n{}",
+                secret.display(),
+                cluster.toml(&cluster.create_database())
+            )
+        }
+    };
     let server = reserved
         .start_server(
             &format!(
@@ -117,9 +137,18 @@ async fn signed_in(setup: &Setup, login: &str) -> (Browser, Value) {
 
 #[tokio::test]
 async fn a_signed_in_person_is_told_to_the_app_in_its_preset_with_a_verifiable_assertion() {
-    let setup = setup("").await;
+    told_to_the_app(&setup(Backend::Sled).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_the_app_is_told_the_same() {
+    told_to_the_app(&setup(Backend::Postgres).await).await;
+    only_verified_addresses(&setup(Backend::Postgres).await).await;
+}
+
+async fn told_to_the_app(setup: &Setup) {
     let url = &setup.server.url;
-    let (browser, me) = signed_in(&setup, "ada").await;
+    let (browser, me) = signed_in(setup, "ada").await;
     let answer = ask(&browser, url, "app=open", &[]).await;
     assert_eq!(answer.status(), 200);
     assert_eq!(
@@ -254,10 +283,13 @@ async fn a_signed_in_person_is_told_to_the_app_in_its_preset_with_a_verifiable_a
 
 #[tokio::test]
 async fn only_a_verified_address_the_account_owns_reaches_the_app() {
-    let setup = setup("").await;
+    only_verified_addresses(&setup(Backend::Sled).await).await;
+}
+
+async fn only_verified_addresses(setup: &Setup) {
     let url = &setup.server.url;
     // Bob's IdP did not verify his address: no app hears of it (J80)...
-    let (bob, _) = signed_in(&setup, "bob").await;
+    let (bob, _) = signed_in(setup, "bob").await;
     let answer = ask(&bob, url, "app=open", &[]).await;
     assert_eq!(answer.status(), 200);
     assert_eq!(header(&answer, "x-authnz-email").as_deref(), Some(""));
@@ -309,7 +341,7 @@ async fn only_a_verified_address_the_account_owns_reaches_the_app() {
 
     // Eve's IdP claims Ada's address, unverified: an app that keys accounts by address
     // (Galaxy does) must never hear it, or Eve would be handed Ada's account there.
-    let (eve, _) = signed_in(&setup, "eve").await;
+    let (eve, _) = signed_in(setup, "eve").await;
     let for_eve = ask(&eve, url, "app=open", &[]).await;
     assert_eq!(for_eve.status(), 200);
     assert_eq!(header(&for_eve, "x-authnz-email").as_deref(), Some(""));
@@ -341,7 +373,7 @@ async fn only_a_verified_address_the_account_owns_reaches_the_app() {
 
 #[tokio::test]
 async fn without_a_session_the_proxy_learns_where_to_send_the_person() {
-    let setup = setup("").await;
+    let setup = setup(Backend::Sled).await;
     let url = &setup.server.url;
     let nobody = Browser::new();
     let original = "http://127.0.0.1:9100/app/histories?page=2";
