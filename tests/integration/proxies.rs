@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use authnz_tests::jwt::verify_es256;
-use authnz_tests::{free_port, repo_root, Browser, Reserved, TestServer};
+use authnz_tests::{
+    free_port, oidc_idp_toml, repo_root, Browser, OidcProvider, Reserved, TestServer,
+};
 use serde_json::{json, Value};
 
 use crate::login_flow::dev_login;
@@ -204,18 +206,26 @@ fn is_root() -> bool {
         .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
 }
 
-/// authnz with two dev IdPs, this machine as its trusted proxy, and `[apps.galaxy]` on the
-/// proxy's port (admitting `dev` sessions only, `X-Api-Key` checked by the app).
-async fn authnz_for(port: u16, key: &str) -> TestServer {
-    Reserved::new()
+/// authnz with the test OpenID Provider as `corp` (Ada in group `staff`) and the dev IdP,
+/// this machine as its trusted proxy, and `[apps.galaxy]` on the proxy's port (admitting
+/// `corp` sessions only, `X-Api-Key` checked by the app).
+async fn authnz_for(port: u16, key: &str) -> (TestServer, OidcProvider) {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp")],
+        json!({"ada": {"groups": ["staff"], "name": "Ada Lovelace"}}),
+    );
+    let server = reserved
         .start_server(
             &format!("trusted_proxies = [\"127.0.0.1\"]\nsigning_key_file = \"{key}\"\n"),
             &format!(
-                "[idps.dev]\nkind = \"dev\"\n\n[idps.dev2]\nkind = \"dev\"\nlabel = \"Second\"\n\n\
-[apps.galaxy]\nurl = \"http://127.0.0.1:{port}\"\nallowed_idps = [\"dev\"]\nanonymous_if = [\"header:x-api-key\"]\nassertion = true\n"
+                "{}\n[idps.dev]\nkind = \"dev\"\n\n\
+[apps.galaxy]\nurl = \"http://127.0.0.1:{port}\"\nallowed_idps = [\"corp\"]\nanonymous_if = [\"header:x-api-key\"]\nassertion = true\n",
+                oidc_idp_toml("corp", &provider.issuer)
             ),
         )
-        .await
+        .await;
+    (server, provider)
 }
 
 /// A request through the proxy.
@@ -245,11 +255,18 @@ const PAGE: [(&str, &str); 2] = [
     ("accept", "text/html,application/xhtml+xml"),
     ("sec-fetch-mode", "navigate"),
 ];
-const SPOOFED: [(&str, &str); 4] = [
+/// Identity headers of every preset, as a client might send them.
+const SPOOFED: [(&str, &str); 10] = [
     ("x-authnz-user", "admin"),
     ("x_authnz_user", "admin"),
     ("x-authnz-email", "ceo@example.org"),
+    ("x-authnz-groups", "corp:admins"),
     ("x-authnz-assertion", "forged"),
+    ("remote-user", "admin"),
+    ("remote_user", "admin"),
+    ("remote-email", "ceo@example.org"),
+    ("x-auth-request-email", "ceo@example.org"),
+    ("x-auth-request-user", "admin"),
 ];
 
 /// The whole journey through a proxy that runs a recipe.
@@ -302,10 +319,24 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
     }
     assert_eq!(received(&echo, "x-api-key").as_deref(), Some("k-123"));
 
-    // The login the redirect leads to comes back to the page.
+    // The login the redirect leads to (at the real OpenID Provider) comes back to the page.
     let ada = Browser::new();
     let next = authnz_tests::query_param(&login_url, "next").unwrap();
-    let done = dev_login(&ada, authnz, "dev", "ada", Some(&next)).await;
+    let start = ada
+        .get(&format!(
+            "{authnz}/authnz/corp/login?next={}",
+            url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+        ))
+        .await;
+    let authorize: Value = start.json().await.unwrap();
+    let callback = ada
+        .sign_in_at_provider(
+            authorize["redirect_uri"].as_str().unwrap(),
+            "ada",
+            &format!("{authnz}/authnz/corp/callback"),
+        )
+        .await;
+    let done = ada.get(&callback).await;
     assert_eq!(done.status(), 303);
     assert_eq!(done.headers()["location"], page.as_str());
     let (_, me) = ada.me(authnz).await;
@@ -322,11 +353,33 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
         me["id"].as_str().map(str::to_string)
     );
     assert_eq!(
-        received(&echo, "x-authnz-email"),
-        me["email"].as_str().map(str::to_string)
+        received(&echo, "x-authnz-email").as_deref(),
+        Some("ada@example.test")
     );
-    assert_eq!(received(&echo, "x-authnz-idp").as_deref(), Some("dev"));
-    assert_eq!(received(&echo, "x_authnz_user"), None, "{echo}");
+    assert_eq!(
+        received(&echo, "x-authnz-name").as_deref(),
+        Some("Ada Lovelace")
+    );
+    assert_eq!(received(&echo, "x-authnz-idp").as_deref(), Some("corp"));
+    assert_eq!(
+        received(&echo, "x-authnz-groups").as_deref(),
+        Some("corp:staff"),
+        "groups from the provider"
+    );
+    for name in [
+        "x_authnz_user",
+        "remote-user",
+        "remote_user",
+        "remote-email",
+        "x-auth-request-email",
+        "x-auth-request-user",
+    ] {
+        assert_eq!(
+            received(&echo, name),
+            None,
+            "{name} reached the app: {echo}"
+        );
+    }
     let jwks: Value = ada
         .get(&format!("{authnz}/.well-known/jwks.json"))
         .await
@@ -342,7 +395,7 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
     // Signed in with an IdP this app does not admit: 403, not a redirect.
     let other = Browser::new();
     assert_eq!(
-        dev_login(&other, authnz, "dev2", "bob", None)
+        dev_login(&other, authnz, "dev", "bob", None)
             .await
             .status(),
         303
@@ -370,7 +423,7 @@ fn authnz_addr(server: &TestServer) -> String {
 async fn nginx_runs_the_recipe_in_front_of_an_app() {
     let keys = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = authnz_for(port, &signing_key(keys.path())).await;
+    let (server, _provider) = authnz_for(port, &signing_key(keys.path())).await;
     let app = echo_app().await;
     let proxy = nginx(port, &authnz_addr(&server), &app).await;
     journey(&proxy, &server, |echo| {
@@ -384,7 +437,7 @@ async fn nginx_runs_the_recipe_in_front_of_an_app() {
 async fn caddy_runs_the_recipe_in_front_of_an_app() {
     let keys = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = authnz_for(port, &signing_key(keys.path())).await;
+    let (server, _provider) = authnz_for(port, &signing_key(keys.path())).await;
     let app = echo_app().await;
     let proxy = caddy(port, &authnz_addr(&server), &app).await;
     journey(&proxy, &server, |_| {}).await;
