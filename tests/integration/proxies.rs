@@ -395,9 +395,7 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
     // Signed in with an IdP this app does not admit: 403, not a redirect.
     let other = Browser::new();
     assert_eq!(
-        dev_login(&other, authnz, "dev", "bob", None)
-            .await
-            .status(),
+        dev_login(&other, authnz, "dev", "bob", None).await.status(),
         303
     );
     let answer = through(&other, &page, &PAGE).await;

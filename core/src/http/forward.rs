@@ -99,6 +99,9 @@ pub enum CheckResponse {
     /// `idp_not_allowed`, `not_in_group` or `groups_unknown`. Never a redirect, so no loop.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
+    /// `app` is missing, or `mode` is neither `status` nor `redirect` (`bad_request`).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
     /// No `[apps.<name>]` of that name (`unknown_app`).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -116,6 +119,7 @@ impl From<FlowError> for CheckResponse {
         super::error::remember(&err);
         match err.status {
             Status::Forbidden => CheckResponse::Forbidden(Json(err.into())),
+            Status::BadRequest => CheckResponse::BadRequest(Json(err.into())),
             Status::NotFound => CheckResponse::NotFound(Json(err.into())),
             Status::Unavailable => CheckResponse::Unavailable(Json(err.into())),
             _ => CheckResponse::Internal(Json(err.into())),
