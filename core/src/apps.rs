@@ -27,8 +27,10 @@ pub struct Person {
 }
 
 /// The person behind `user`, signed in through `via` (an identity's IdP and subject) or an API
-/// key (`None`): the groups are that identity's (an API key's: every identity's), the email
-/// the first verified address of theirs the account owns, `via`'s first.
+/// key (`None`): the groups are that identity's (an API key's: every identity's). The email is
+/// the account's, the same whichever identity signed in (an app that keys accounts by address
+/// sees one person as one account): the user's address when the account owns it, else the
+/// earliest linked identity's verified address that it owns.
 pub async fn person(
     store: &dyn Store,
     user: User,
@@ -36,20 +38,22 @@ pub async fn person(
     auth_time: Option<i64>,
 ) -> StoreResult<Person> {
     let mut identities = store.identities_of(&user.id).await?;
-    // The identity signed in with first, for its email.
-    identities.sort_by_key(|identity| {
-        via.is_none_or(|(idp, subject)| identity.idp != idp || identity.subject != subject)
-    });
+    identities.sort_by_key(|identity| identity.linked_at);
+    let candidates = user.email.iter().map(String::as_str).chain(
+        identities
+            .iter()
+            .filter(|identity| identity.email_verified)
+            .filter_map(|identity| identity.email.as_deref()),
+    );
     let mut email = None;
-    for identity in &identities {
-        let Some(address) = identity
-            .email
-            .as_deref()
-            .filter(|_| identity.email_verified)
-        else {
-            continue;
-        };
+    let mut asked = Vec::new();
+    for address in candidates {
         let address = normalize_email(address);
+        if asked.contains(&address) {
+            continue;
+        }
+        // The verified-email index names the account that owns an address: only an address
+        // an IdP verified is in it (SECURITY J80).
         if store
             .email_owner(&address)
             .await?
@@ -58,6 +62,7 @@ pub async fn person(
             email = Some(address);
             break;
         }
+        asked.push(address);
     }
     let prefixed = |identity: &Identity| {
         identity.groups.as_ref().map(|groups| {
