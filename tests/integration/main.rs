@@ -1,5 +1,6 @@
 //! The one integration-test binary: authnz on loopback against the real `oidc-provider`, its
-//! own dev IdP, and a hostile in-process IdP.
+//! own dev IdP, and a hostile in-process IdP; real nginx and Caddy in front of an app, and a real
+//! Galaxy (`galaxy`, run by `scripts/galaxy-e2e`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod accounts;
@@ -14,6 +15,7 @@ mod discovery;
 mod dylib;
 mod faults;
 mod forward;
+mod galaxy;
 mod hardening;
 mod id_token_attacks;
 mod issuers;

@@ -46,10 +46,10 @@ async fn echo_app() -> String {
 }
 
 /// A proxy process, killed on drop.
-struct Proxy {
+pub struct Proxy {
     child: Child,
     /// `http://127.0.0.1:<port>`.
-    url: String,
+    pub url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -61,7 +61,7 @@ impl Drop for Proxy {
 }
 
 /// A recipe from `docs/deploy/` with its example addresses replaced; every one must be there.
-fn recipe(name: &str, replacements: &[(&str, &str)]) -> String {
+pub fn recipe(name: &str, replacements: &[(&str, &str)]) -> String {
     let path = repo_root().join("docs/deploy").join(name);
     let mut text = std::fs::read_to_string(&path).unwrap();
     for (from, to) in replacements {
@@ -72,7 +72,7 @@ fn recipe(name: &str, replacements: &[(&str, &str)]) -> String {
 }
 
 /// Waits until `port` accepts connections.
-async fn wait_for(port: u16, child: &mut Child, log: &Path) {
+pub async fn wait_for(port: u16, child: &mut Child, log: &Path) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -101,27 +101,30 @@ fn binary(name: &str, debian_package: &str) -> PathBuf {
     panic!("{name} is missing: scripts/test installs it (apt-get install {debian_package})");
 }
 
-async fn nginx(port: u16, authnz: &str, app: &str) -> Proxy {
+/// Debian's nginx running the recipe `name` of `docs/deploy/` on `port`, asking `authnz` and
+/// proxying to `app` (both `host:port`), with `more` replacements.
+pub async fn nginx(name: &str, port: u16, authnz: &str, app: &str, more: &[(&str, &str)]) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
-    let server = recipe(
-        "nginx.conf",
-        &[
-            (
-                "listen 443 ssl http2;",
-                &format!("listen 127.0.0.1:{port};"),
-            ),
-            (
-                "ssl_certificate /etc/ssl/galaxy.example.org/fullchain.pem;",
-                "",
-            ),
-            (
-                "ssl_certificate_key /etc/ssl/galaxy.example.org/privkey.pem;",
-                "",
-            ),
-            ("server 127.0.0.1:8080;", &format!("server {authnz};")),
-            ("server 127.0.0.1:8081;", &format!("server {app};")),
-        ],
+    let mut replacements: Vec<(&str, &str)> = more.to_vec();
+    let (listen, authnz_server, app_server) = (
+        format!("listen 127.0.0.1:{port};"),
+        format!("server {authnz};"),
+        format!("server {app};"),
     );
+    replacements.extend([
+        ("listen 443 ssl http2;", listen.as_str()),
+        (
+            "ssl_certificate /etc/ssl/galaxy.example.org/fullchain.pem;",
+            "",
+        ),
+        (
+            "ssl_certificate_key /etc/ssl/galaxy.example.org/privkey.pem;",
+            "",
+        ),
+        ("server 127.0.0.1:8080;", authnz_server.as_str()),
+        ("server 127.0.0.1:8081;", app_server.as_str()),
+    ]);
+    let server = recipe(name, &replacements);
     let d = dir.path().display();
     let user = if is_root() { "user root;" } else { "" };
     let conf = format!(
@@ -406,14 +409,14 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
     assert_eq!(through(&ada, &page, &PAGE).await.status(), 302);
 }
 
-fn signing_key(dir: &Path) -> String {
+pub fn signing_key(dir: &Path) -> String {
     let path = dir.join("signing.pem");
     let der = authnz::signing::SigningKey::generate_pkcs8().unwrap();
     std::fs::write(&path, authnz::signing::pkcs8_pem(&der)).unwrap();
     path.display().to_string()
 }
 
-fn authnz_addr(server: &TestServer) -> String {
+pub fn authnz_addr(server: &TestServer) -> String {
     server.url.trim_start_matches("http://").to_string()
 }
 
@@ -423,7 +426,7 @@ async fn nginx_runs_the_recipe_in_front_of_an_app() {
     let port = free_port();
     let (server, _provider) = authnz_for(port, &signing_key(keys.path())).await;
     let app = echo_app().await;
-    let proxy = nginx(port, &authnz_addr(&server), &app).await;
+    let proxy = nginx("nginx.conf", port, &authnz_addr(&server), &app, &[]).await;
     journey(&proxy, &server, |echo| {
         // nginx keeps its upstream connections open (no Connection: close per request).
         assert_eq!(received(echo, "connection"), None, "{echo}");
