@@ -719,3 +719,114 @@ async fn with_a_cookie_domain_the_session_reaches_the_apps_subdomains() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_logout_through_the_idps_end_session_page_still_lands_on_the_app() {
+    let reserved = Reserved::new();
+    let home = format!("{}/", reserved.url);
+    let provider = OidcProvider::start_with(
+        &[reserved.callback("corp")],
+        json!({}),
+        json!({"post_logout_redirect_uris": [home]}),
+    );
+    let server = reserved
+        .start(&format!(
+            "{}\n[apps.open]\nurl = \"http://127.0.0.1:9100/app\"\n",
+            oidc_idp_toml("corp", &provider.issuer)
+        ))
+        .await;
+    let url = &server.url;
+    let app = "http://127.0.0.1:9100/app/after-logout";
+    let browser = Browser::new();
+    assert_eq!(
+        browser
+            .login_with_provider(url, "corp", "ada")
+            .await
+            .status(),
+        303
+    );
+    let csrf = browser.csrf(url).await;
+    let out = browser
+        .client
+        .post(format!("{url}/authnz/logout"))
+        .header("Origin", url.as_str())
+        .header("Accept", "text/html")
+        .form(&[("csrf", csrf.as_str()), ("next", app)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    let end_session = out.headers()["location"].to_str().unwrap().to_string();
+    assert!(end_session.starts_with(&provider.issuer), "{end_session}");
+    let cookies: Vec<String> = out
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("authnz_session=;"))
+            && cookies
+                .iter()
+                .any(|c| c.starts_with("authnz_logout_next=http")),
+        "{cookies:?}"
+    );
+    // The provider asks to confirm, then returns to the start page...
+    let mut at = end_session;
+    let mut back = None;
+    for _ in 0..5 {
+        let answer = browser.get(&at).await;
+        if answer.status().is_redirection() {
+            let location = answer.headers()["location"].to_str().unwrap();
+            let next = url::Url::parse(&at)
+                .unwrap()
+                .join(location)
+                .unwrap()
+                .to_string();
+            if next.starts_with(&home) {
+                back = Some(next);
+                break;
+            }
+            at = next;
+            continue;
+        }
+        let html = answer.text().await.unwrap();
+        let attribute = |name: &str| {
+            html.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no {name} in {html}"))
+                .to_string()
+        };
+        let action = url::Url::parse(&at)
+            .unwrap()
+            .join(&attribute("action"))
+            .unwrap();
+        let xsrf = html
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no xsrf in {html}"))
+            .to_string();
+        let confirmed = browser
+            .client
+            .post(action.as_str())
+            .form(&[("xsrf", xsrf.as_str()), ("logout", "yes")])
+            .send()
+            .await
+            .unwrap();
+        let location = confirmed.headers()["location"].to_str().unwrap();
+        at = action.join(location).unwrap().to_string();
+        if at.starts_with(&home) {
+            back = Some(at.clone());
+            break;
+        }
+    }
+    let back = back.expect("the provider returned to the start page");
+    // ...which goes on to the app, once.
+    let onward = browser.get(&back).await;
+    assert_eq!(onward.status(), 303);
+    assert_eq!(onward.headers()["location"], app);
+    assert_eq!(browser.get(&home).await.status(), 200, "only once");
+    assert_eq!(browser.me(url).await.0, 401);
+}

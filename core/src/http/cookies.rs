@@ -14,6 +14,10 @@ pub const SESSION_COOKIE: &str = "authnz_session";
 /// The pre-login cookie that binds a pending login to the browser that started it.
 pub const LOGIN_COOKIE: &str = "authnz_login";
 
+/// Where a logout goes after the IdP's end-session page, which returns to `/` (an app URL,
+/// validated again when it is used; ten minutes).
+pub const LOGOUT_NEXT_COOKIE: &str = "authnz_logout_next";
+
 /// The value of a cookie in the request.
 pub fn cookie(req: &Request, name: &str) -> Option<String> {
     req.headers()
@@ -65,7 +69,9 @@ pub async fn host_cookies<E: poem::Endpoint>(
     });
     if secure {
         let session_prefix = if shared { SECURE_PREFIX } else { HOST_PREFIX };
-        let ours = |name: &str| name == SESSION_COOKIE || name == LOGIN_COOKIE;
+        let ours = |name: &str| {
+            name == SESSION_COOKIE || name == LOGIN_COOKIE || name == LOGOUT_NEXT_COOKIE
+        };
         // Ours under the other prefix: never read as ours, never passed on as it is.
         let ours_prefixed = |name: &str| {
             [HOST_PREFIX, SECURE_PREFIX]

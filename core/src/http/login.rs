@@ -24,7 +24,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Json, Response};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::{FlowError, Status};
@@ -34,7 +34,7 @@ use crate::crypto::{random_token, sha256_hex};
 use crate::protocol;
 use crate::state::App;
 
-use super::cookies::{cookie, set_cookie, LOGIN_COOKIE, SESSION_COOKIE};
+use super::cookies::{cookie, set_cookie, LOGIN_COOKIE, LOGOUT_NEXT_COOKIE, SESSION_COOKIE};
 use super::error::{error_responses, ErrorBody};
 use super::request::{
     check_loopback_client, check_same_origin, check_session_csrf, client_of, form_of, prefers_html,
@@ -522,7 +522,7 @@ impl LoginApi {
         req: &Request,
         app: Data<&Arc<App>>,
         body: poem::Body,
-    ) -> Result<LogoutResponse, LogoutError> {
+    ) -> Result<Response<LogoutResponse>, LogoutError> {
         let app = *app;
         check_same_origin(app, req)?;
         let form = form_of(body).await;
@@ -557,19 +557,31 @@ impl LoginApi {
         }
         let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);
         Ok(if prefers_html(req) {
-            // Where an app's logout link asked to go (`next`), unless the IdP's own logout
-            // comes first: it returns to the start page, its registered redirect.
-            let onward = end_session_url
-                .unwrap_or_else(|| next_url(app, form.get("next").map_or("/", String::as_str)));
-            LogoutResponse::Redirect(onward, clear)
+            // Where an app's logout link asked to go (`next`); the IdP's own logout comes
+            // first when it has one: it returns to the start page (its registered redirect),
+            // which goes on to `next`.
+            let next = safe_next(app, form.get("next").map(String::as_str));
+            match end_session_url {
+                Some(end_session) if next != "/" => {
+                    let encoded: String =
+                        url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                    let remember = set_cookie(app, LOGOUT_NEXT_COOKIE, &encoded, "/", 600);
+                    // Both cookies: the wrapper's replace the variant's.
+                    Response::new(LogoutResponse::Redirect(end_session, clear.clone()))
+                        .header(poem::http::header::SET_COOKIE, clear)
+                        .header(poem::http::header::SET_COOKIE, remember)
+                }
+                Some(end_session) => Response::new(LogoutResponse::Redirect(end_session, clear)),
+                None => Response::new(LogoutResponse::Redirect(next_url(app, &next), clear)),
+            }
         } else {
-            LogoutResponse::Ok(
+            Response::new(LogoutResponse::Ok(
                 Json(LogoutResult {
                     logged_out,
                     end_session_url,
                 }),
                 clear,
-            )
+            ))
         })
     }
 }

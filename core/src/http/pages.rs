@@ -7,24 +7,55 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::payload::Html;
-use poem_openapi::OpenApi;
+use poem_openapi::{ApiResponse, OpenApi};
 
 use crate::html::{escape, page};
 use crate::state::App;
 
 use super::caller::session_of;
-use super::cookies::{cookie, SESSION_COOKIE};
-use super::login::safe_next;
+use super::cookies::{cookie, set_cookie, LOGOUT_NEXT_COOKIE, SESSION_COOKIE};
+use super::login::{next_url, safe_next};
 
 /// The pages (hidden from the spec).
 pub struct PagesApi;
 
+#[derive(ApiResponse)]
+pub enum IndexResponse {
+    #[oai(status = 200)]
+    Page(Html<String>),
+    #[oai(status = 200)]
+    PageClearing(Html<String>, #[oai(header = "Set-Cookie")] String),
+    /// After a logout through the IdP: on to the app.
+    #[oai(status = 303)]
+    Onward(
+        #[oai(header = "Location")] String,
+        #[oai(header = "Set-Cookie")] String,
+    ),
+}
+
 #[OpenApi]
 impl PagesApi {
-    /// The login page (HTML), or the account summary when logged in.
+    /// The login page (HTML), or the account summary when logged in; just after a logout
+    /// through the IdP's end-session page, on to where the app's logout link asked to go.
     #[oai(path = "/", method = "get", hidden)]
-    async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> Html<String> {
-        Html(index(req, &app).await)
+    async fn index(&self, req: &Request, app: Data<&Arc<App>>) -> IndexResponse {
+        if let Some(onward) = cookie(req, LOGOUT_NEXT_COOKIE) {
+            let clear = set_cookie(&app, LOGOUT_NEXT_COOKIE, "", "/", 0);
+            let decoded = url::form_urlencoded::parse(format!("x={onward}").as_bytes())
+                .next()
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default();
+            let signed_in = match cookie(req, SESSION_COOKIE) {
+                Some(value) => session_of(&app, &value).await.ok().flatten().is_some(),
+                None => false,
+            };
+            let next = safe_next(&app, Some(&decoded));
+            if !signed_in && next != "/" {
+                return IndexResponse::Onward(next_url(&app, &next), clear);
+            }
+            return IndexResponse::PageClearing(Html(index(req, &app).await), clear);
+        }
+        IndexResponse::Page(Html(index(req, &app).await))
     }
 
     /// The logout page an app links to (`/authnz/logout?next=<app URL>`): a button that posts
