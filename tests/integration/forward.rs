@@ -415,6 +415,16 @@ async fn without_a_session_the_proxy_learns_where_to_send_the_person() {
         header(&answer, "x-authnz-login-url"),
         Some(with_next.clone())
     );
+    // A comma belongs to a URL (a query's list), not to a list of URLs.
+    let listed = "http://127.0.0.1:9100/app/datasets?ids=1,2";
+    let answer = ask(&nobody, url, "app=open", &[("x-original-url", listed)]).await;
+    assert_eq!(
+        header(&answer, "x-authnz-login-url"),
+        Some(format!(
+            "{url}/?next={}",
+            url::form_urlencoded::byte_serialize(listed.as_bytes()).collect::<String>()
+        ))
+    );
     // An original URL off the app (another origin, another path, userinfo) is not believed.
     for off in [
         "http://evil.example/app/",
@@ -429,16 +439,24 @@ async fn without_a_session_the_proxy_learns_where_to_send_the_person() {
             "{off}"
         );
     }
-    let evil_host = [
-        ("x-forwarded-proto", "http"),
-        ("x-forwarded-host", "evil.example"),
-        ("x-forwarded-uri", "/app/"),
-    ];
-    let answer = ask(&nobody, url, "app=open", &evil_host).await;
-    assert_eq!(
-        header(&answer, "x-authnz-login-url"),
-        Some(format!("{url}/"))
-    );
+    // Nor another host, or a list of hosts (whichever of them a proxy chain appended).
+    for host in [
+        "evil.example",
+        "127.0.0.1:9100, evil.example",
+        "evil.example, 127.0.0.1:9100",
+    ] {
+        let told = [
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", host),
+            ("x-forwarded-uri", "/app/"),
+        ];
+        let answer = ask(&nobody, url, "app=open", &told).await;
+        assert_eq!(
+            header(&answer, "x-authnz-login-url"),
+            Some(format!("{url}/")),
+            "{host}"
+        );
+    }
 
     // mode=redirect: a browser navigation gets a 302 there; anything else still 401.
     let page = [

@@ -297,11 +297,14 @@ fn from_trusted_proxy(app: &App, req: &Request) -> bool {
         })
 }
 
-/// One header's value, when it is there once, printable and not a list.
+/// One header's value, when it is there once and printable (and, for the headers a proxy
+/// may turn into a list, `X-Forwarded-Proto`, `-Host` and the methods, not a list).
 fn single_header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     let mut values = req.headers().get_all(name).iter();
     let value = values.next()?.to_str().ok()?.trim();
-    (values.next().is_none() && !value.is_empty() && !value.contains(',')).then_some(value)
+    let a_url = name == "x-original-url" || name == "x-forwarded-uri";
+    (values.next().is_none() && !value.is_empty() && (a_url || !value.contains(',')))
+        .then_some(value)
 }
 
 /// The original request's URL, as a trusted proxy tells it, when it is on the app (http or
