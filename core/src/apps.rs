@@ -271,18 +271,7 @@ mod tests {
     use super::*;
 
     fn app() -> AppConfig {
-        AppConfig {
-            name: "galaxy".into(),
-            url: url::Url::parse("https://galaxy.example.org").unwrap(),
-            audience: "https://galaxy.example.org".into(),
-            headers: HeaderPreset::Authnz,
-            require_verified_email: false,
-            allowed_idps: Vec::new(),
-            allowed_groups: Vec::new(),
-            anonymous_if: Vec::new(),
-            assertion: false,
-            assertion_ttl: 60,
-        }
+        AppConfig::at("galaxy", "https://galaxy.example.org")
     }
 
     fn person() -> Person {

@@ -117,6 +117,24 @@ async fn ask(
     request.send().await.unwrap()
 }
 
+/// The logout form of the page an app links to, posted as a browser does.
+pub async fn logout_form(
+    browser: &Browser,
+    server: &str,
+    csrf: &str,
+    next: &str,
+) -> reqwest::Response {
+    browser
+        .client
+        .post(format!("{server}/authnz/logout"))
+        .header("Origin", server)
+        .header("Accept", "text/html")
+        .form(&[("csrf", csrf), ("next", next)])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
         .headers()
@@ -646,15 +664,7 @@ async fn the_login_lands_back_on_the_app_and_the_logout_goes_on_to_it() {
     assert!(page.contains("name=\"next\""), "{page}");
     let (status, _) = browser.me(url).await;
     assert_eq!(status, 200, "GET never logs out");
-    let out = browser
-        .client
-        .post(format!("{url}/authnz/logout"))
-        .header("Origin", url.as_str())
-        .header("Accept", "text/html")
-        .form(&[("csrf", csrf.as_str()), ("next", original)])
-        .send()
-        .await
-        .unwrap();
+    let out = logout_form(&browser, url, &csrf, original).await;
     assert_eq!(out.status(), 303);
     assert_eq!(out.headers()["location"], original);
     assert_eq!(browser.me(url).await.0, 401);
@@ -764,15 +774,7 @@ async fn a_logout_through_the_idps_end_session_page_still_lands_on_the_app() {
         303
     );
     let csrf = browser.csrf(url).await;
-    let out = browser
-        .client
-        .post(format!("{url}/authnz/logout"))
-        .header("Origin", url.as_str())
-        .header("Accept", "text/html")
-        .form(&[("csrf", csrf.as_str()), ("next", app)])
-        .send()
-        .await
-        .unwrap();
+    let out = logout_form(&browser, url, &csrf, app).await;
     assert_eq!(out.status(), 303);
     let end_session = out.headers()["location"].to_str().unwrap().to_string();
     assert!(end_session.starts_with(&provider.issuer), "{end_session}");

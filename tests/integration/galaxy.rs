@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use authnz_tests::{free_port, oidc_idp_toml, query_param, Browser, OidcProvider, Reserved};
 use serde_json::{json, Value};
 
+use crate::forward::logout_form;
 use crate::login_flow::dev_sign_in;
 use crate::proxies::{authnz_addr, nginx, recipe};
 
@@ -408,15 +409,7 @@ async fn galaxy_behind_nginx_and_authnz() {
             .map(|value| value.replace("&amp;", "&"))
             .unwrap_or_else(|| panic!("no {name} in {form}"))
     };
-    let posted = ada
-        .client
-        .post(format!("{authnz}/authnz/logout"))
-        .header("Origin", authnz.as_str())
-        .header("Accept", "text/html")
-        .form(&[("csrf", field("csrf")), ("next", field("next"))])
-        .send()
-        .await
-        .unwrap();
+    let posted = logout_form(&ada, &authnz, &field("csrf"), &field("next")).await;
     assert_eq!(posted.status(), 303);
     assert_eq!(posted.headers()["location"], page.as_str());
     assert_eq!(ada.me(&authnz).await.0, 401, "the authnz session ended");

@@ -13,6 +13,9 @@ use super::{is_loopback_host, valid_idp_name};
 /// The longest an app's signed assertion may live, in seconds.
 pub const MAX_ASSERTION_TTL: u64 = 300;
 
+/// `assertion_ttl_seconds` when it is not given.
+pub const DEFAULT_ASSERTION_TTL: u64 = 60;
+
 /// One protected application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
@@ -41,6 +44,24 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// An app at `url` with every other key at its default (for tests).
+    #[cfg(test)]
+    pub(crate) fn at(name: &str, url: &str) -> Self {
+        let url = Url::parse(url).expect("a test URL");
+        Self {
+            name: name.into(),
+            audience: url.as_str().trim_end_matches('/').into(),
+            url,
+            headers: HeaderPreset::Authnz,
+            require_verified_email: false,
+            allowed_idps: Vec::new(),
+            allowed_groups: Vec::new(),
+            anonymous_if: Vec::new(),
+            assertion: false,
+            assertion_ttl: DEFAULT_ASSERTION_TTL,
+        }
+    }
+
     /// Whether `url` is on this app: the same origin, and under its path.
     pub fn serves(&self, url: &Url) -> bool {
         if url.origin() != self.url.origin() {
@@ -217,10 +238,10 @@ fn app_config(
                 &key("assertion_ttl_seconds"),
                 format!("must be 1 to {MAX_ASSERTION_TTL}: an assertion is for one request, not a session"),
             );
-            60
+            DEFAULT_ASSERTION_TTL
         }
         Some((ttl, _)) => ttl,
-        None => 60,
+        None => DEFAULT_ASSERTION_TTL,
     };
     fields.finish(cx);
     let Some((raw, url_span)) = url else {
@@ -352,18 +373,7 @@ mod tests {
     use super::*;
 
     fn app(url: &str) -> AppConfig {
-        AppConfig {
-            name: "a".into(),
-            url: Url::parse(url).unwrap(),
-            audience: url.into(),
-            headers: HeaderPreset::Authnz,
-            require_verified_email: false,
-            allowed_idps: Vec::new(),
-            allowed_groups: Vec::new(),
-            anonymous_if: Vec::new(),
-            assertion: false,
-            assertion_ttl: 60,
-        }
+        AppConfig::at("a", url)
     }
 
     #[test]

@@ -606,19 +606,7 @@ mod tests {
     }
 
     fn galaxy() -> AppConfig {
-        let url = url::Url::parse("https://galaxy.example.org/galaxy/").unwrap();
-        AppConfig {
-            name: "galaxy".into(),
-            audience: "https://galaxy.example.org/galaxy".into(),
-            url,
-            headers: crate::config::HeaderPreset::Authnz,
-            require_verified_email: false,
-            allowed_idps: vec![],
-            allowed_groups: vec![],
-            anonymous_if: vec![],
-            assertion: false,
-            assertion_ttl: 60,
-        }
+        AppConfig::at("galaxy", "https://galaxy.example.org/galaxy/")
     }
 
     #[test]
