@@ -141,6 +141,26 @@ await step('Swagger UI: programmatic login, then /api/users/me in the same brows
   await page.screenshot({ path: `${shots}/swagger-me.png` });
 });
 
+await step('an app sends the person to sign in and back, and out again through the provider', async () => {
+  // `[apps.docs]` is this server's own /docs: any URL under it is a `next` an app may give.
+  const app = `${server}/docs/`;
+  const onApp = (url) => url.href.startsWith(app);
+  const visit = await browser.newContext({ viewport: { width: 900, height: 760 } });
+  page = await visit.newPage();
+  await page.goto(`${server}/?next=${encodeURIComponent(app)}`);
+  await Promise.all([page.waitForNavigation(), page.click('nav a.button:has-text("Corp SSO")')]);
+  await signInAtProvider('alice');
+  await page.waitForURL(onApp);
+  await page.goto(`${server}/authnz/logout?next=${encodeURIComponent(app)}`);
+  await page.screenshot({ path: `${shots}/logout.png` });
+  await Promise.all([page.waitForNavigation(), page.click('#logout')]);
+  expect(page.url().startsWith(`${provider}/session/end`), `after sign-out: ${page.url()}`);
+  await Promise.all([page.waitForNavigation(), page.click('button[name="logout"][value="yes"]')]);
+  await page.waitForURL(onApp);
+  const me = await page.evaluate(async (url) => (await fetch(url)).status, `${server}/api/users/me`);
+  expect(me === 401, `/api/users/me after the logout: ${me}`);
+});
+
 await step('phone-sized login page', async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, isMobile: true });
   page = await phone.newPage();

@@ -1,8 +1,9 @@
 //! The pages in a real browser: Debian's headless chromium, driven by `tests/browser/e2e.mjs`
 //! (playwright-core), against this server and the real `oidc-provider`. The script clicks the
 //! IdP button with the keyboard, signs in on the provider's forms, lands on the account page,
-//! connects and disconnects a second IdP, sees an escaped error page, logs out, and does the
-//! Swagger UI programmatic login. Screenshots go to `docs/screenshots/` (linked from the README).
+//! connects and disconnects a second IdP, sees an escaped error page, logs out, does the
+//! Swagger UI programmatic login, and is sent by an app (`next`) to sign in, back, and out again
+//! through the provider's own logout page. Screenshots go to `docs/screenshots/` (linked from the README).
 
 use std::path::PathBuf;
 
@@ -30,14 +31,16 @@ async fn a_person_signs_in_in_a_real_browser() {
         "run `npm ci` in tests/browser (scripts/test does it)"
     );
     let reserved = Reserved::new();
-    let provider = OidcProvider::start(
+    let provider = OidcProvider::start_with(
         &[reserved.callback("corp"), reserved.callback("lab")],
         json!({}),
+        json!({"post_logout_redirect_uris": [format!("{}/", reserved.url)]}),
     );
     let config = format!(
-        "{}label = \"Corp SSO\"\n{}label = \"Lab\"\n",
+        "{}label = \"Corp SSO\"\n{}label = \"Lab\"\n\n[apps.docs]\nurl = \"{}/docs\"\n",
         oidc_idp_toml("corp", &provider.issuer).replace("label = \"Corp\"\n", ""),
         oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", ""),
+        reserved.url,
     );
     let server = reserved.start(&config).await;
     let shots = repo_root().join("docs/screenshots");
@@ -78,6 +81,7 @@ async fn a_person_signs_in_in_a_real_browser() {
         "disconnect",
         "error",
         "swagger-me",
+        "logout",
         "login-phone",
     ] {
         assert!(
