@@ -13,7 +13,7 @@ use crate::hardening::{begin, cookie_value, PUBLIC};
 use crate::login_flow::dev_login;
 
 /// A signing key file in its own directory (kept alive by the caller).
-fn signing_key() -> (tempfile::TempDir, String) {
+pub fn signing_key() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signing.pem");
     let der = authnz::signing::SigningKey::generate_pkcs8().unwrap();
@@ -117,6 +117,16 @@ async fn ask(
     request.send().await.unwrap()
 }
 
+/// The keys authnz publishes for apps to verify assertions with.
+pub async fn published_keys(browser: &Browser, server: &str) -> Value {
+    browser
+        .get(&format!("{server}/.well-known/jwks.json"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The logout form of the page an app links to, posted as a browser does.
 pub async fn logout_form(
     browser: &Browser,
@@ -193,12 +203,7 @@ async fn told_to_the_app(setup: &Setup) {
     // The assertion verifies against the published keys and names this app alone (J82).
     let answer = ask(&browser, url, "app=open", &[]).await;
     let jwt = header(&answer, "x-authnz-assertion").unwrap();
-    let jwks: Value = browser
-        .get(&format!("{url}/.well-known/jwks.json"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = published_keys(&browser, url).await;
     let claims = verify_es256(&jwt, &jwks).expect("the assertion verifies");
     assert_eq!(claims["iss"], url.as_str());
     assert_eq!(claims["aud"], "http://127.0.0.1:9100/app");
@@ -311,12 +316,7 @@ async fn only_verified_addresses(setup: &Setup) {
     let answer = ask(&bob, url, "app=open", &[]).await;
     assert_eq!(answer.status(), 200);
     assert_eq!(header(&answer, "x-authnz-email").as_deref(), Some(""));
-    let jwks: Value = bob
-        .get(&format!("{url}/.well-known/jwks.json"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = published_keys(&bob, url).await;
     let claims = verify_es256(&header(&answer, "x-authnz-assertion").unwrap(), &jwks).unwrap();
     assert!(claims.get("email").is_none() && claims.get("email_verified").is_none());
     // ...and an app that needs one refuses him, with a reason and no redirect: a page for a

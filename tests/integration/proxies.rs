@@ -13,6 +13,7 @@ use authnz_tests::{
 };
 use serde_json::{json, Value};
 
+use crate::forward::{published_keys, signing_key};
 use crate::login_flow::dev_login;
 
 /// An app that answers every request with what it received, as JSON.
@@ -383,12 +384,7 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
             "{name} reached the app: {echo}"
         );
     }
-    let jwks: Value = ada
-        .get(&format!("{authnz}/.well-known/jwks.json"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jwks = published_keys(&ada, authnz).await;
     let assertion = received(&echo, "x-authnz-assertion").expect("an assertion");
     let claims = verify_es256(&assertion, &jwks).expect("it verifies");
     assert_eq!(claims["aud"], proxy.url.as_str());
@@ -409,22 +405,15 @@ async fn journey(proxy: &Proxy, server: &TestServer, app_upstream_seen: impl Fn(
     assert_eq!(through(&ada, &page, &PAGE).await.status(), 302);
 }
 
-pub fn signing_key(dir: &Path) -> String {
-    let path = dir.join("signing.pem");
-    let der = authnz::signing::SigningKey::generate_pkcs8().unwrap();
-    std::fs::write(&path, authnz::signing::pkcs8_pem(&der)).unwrap();
-    path.display().to_string()
-}
-
 pub fn authnz_addr(server: &TestServer) -> String {
     server.url.trim_start_matches("http://").to_string()
 }
 
 #[tokio::test]
 async fn nginx_runs_the_recipe_in_front_of_an_app() {
-    let keys = tempfile::tempdir().unwrap();
+    let (_keys, key) = signing_key();
     let port = free_port();
-    let (server, _provider) = authnz_for(port, &signing_key(keys.path())).await;
+    let (server, _provider) = authnz_for(port, &key).await;
     let app = echo_app().await;
     let proxy = nginx("nginx.conf", port, &authnz_addr(&server), &app, &[]).await;
     journey(&proxy, &server, |echo| {
@@ -436,9 +425,9 @@ async fn nginx_runs_the_recipe_in_front_of_an_app() {
 
 #[tokio::test]
 async fn caddy_runs_the_recipe_in_front_of_an_app() {
-    let keys = tempfile::tempdir().unwrap();
+    let (_keys, key) = signing_key();
     let port = free_port();
-    let (server, _provider) = authnz_for(port, &signing_key(keys.path())).await;
+    let (server, _provider) = authnz_for(port, &key).await;
     let app = echo_app().await;
     let proxy = caddy(port, &authnz_addr(&server), &app).await;
     journey(&proxy, &server, |_| {}).await;

@@ -221,7 +221,6 @@ async fn check(
         .config
         .app(name)
         .ok_or_else(|| FlowError::new(Status::NotFound, "unknown_app", "no such app"))?;
-    let original = original_url(app, req, target);
     let caller = match credential {
         Some(auth) => match caller(app, &auth).await {
             Ok(caller) => Some(caller),
@@ -231,6 +230,8 @@ async fn check(
         None => None,
     };
     let Some(caller) = caller else {
+        // Only a request that is not signed in needs the original URL (for `next`, `query:`).
+        let original = original_url(app, req, target);
         if anonymous_credential(req, target, original.as_ref()) {
             app.metrics.forward_answered(&target.name, "anonymous");
             return Ok(Answer::Admitted(identity_headers(
