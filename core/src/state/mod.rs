@@ -216,7 +216,8 @@ async fn open_store(
     sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
     let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
     sled.set_login_secrets(vault.login_secrets().clone());
-    Ok((Arc::new(sled), vault))
+    // sled is this process's alone: its hot reads can be answered from memory.
+    Ok((Arc::new(crate::store::Cached::new(sled)), vault))
 }
 
 impl App {

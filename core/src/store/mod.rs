@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub mod cached;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod linking;
@@ -16,6 +17,7 @@ pub mod pending;
 pub mod postgres;
 pub mod sled_store;
 
+pub use cached::Cached;
 pub use postgres::PgStore;
 pub use sled_store::SledStore;
 
