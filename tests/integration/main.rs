@@ -24,4 +24,5 @@ mod postgres;
 mod providers;
 mod proxies;
 mod resources;
+mod revocation;
 mod tokens;
