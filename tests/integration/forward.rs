@@ -850,3 +850,88 @@ async fn a_logout_through_the_idps_end_session_page_still_lands_on_the_app() {
     assert_eq!(browser.get(&home).await.status(), 200, "only once");
     assert_eq!(browser.me(url).await.0, 401);
 }
+
+/// Status, headers (but the request id, the date and the fresh assertion) and body.
+async fn answer_of(response: reqwest::Response) -> (u16, Vec<(String, String)>, String) {
+    let status = response.status().as_u16();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| {
+            !["x-request-id", "date", "x-authnz-assertion"].contains(&name.as_str())
+        })
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into(),
+            )
+        })
+        .collect();
+    headers.sort();
+    let assertion = response.headers().contains_key("x-authnz-assertion");
+    headers.push(("(assertion)".into(), assertion.to_string()));
+    (status, headers, response.text().await.unwrap())
+}
+
+/// The check and `/api/users/me` with a plain session cookie are answered past the routing
+/// layers; an extra parameter sends the same question through the documented operation.
+#[tokio::test]
+async fn the_hot_path_answers_as_the_documented_operations() {
+    let setup = setup(Backend::Sled).await;
+    let url = &setup.server.url;
+    let (ada, _) = signed_in(&setup, "ada").await;
+    let (bob, _) = signed_in(&setup, "bob").await;
+    let stranger = reqwest::Client::new();
+    let unknown = "authnz_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let session = |browser: &Browser| {
+        format!(
+            "authnz_session={}",
+            browser.cookie(url, "authnz_session").unwrap()
+        )
+    };
+    let mut cases = Vec::new();
+    for (who, cookie) in [
+        ("ada", session(&ada)),
+        ("bob", session(&bob)),
+        ("unknown", unknown.to_string()),
+    ] {
+        for query in [
+            "app=open",
+            "app=verified",
+            "app=staff",
+            "app=devonly",
+            "app=other",
+            "app=nosuch",
+            "app=open&mode=redirect",
+        ] {
+            cases.push((
+                who,
+                cookie.clone(),
+                format!("/authnz/auth?{query}"),
+                format!("/authnz/auth?{query}&x=1"),
+            ));
+        }
+        cases.push((
+            who,
+            cookie.clone(),
+            "/api/users/me".into(),
+            "/api/users/me?x=1".into(),
+        ));
+    }
+    for (who, cookie, hot, documented) in cases {
+        let ask = |path: String| {
+            stranger
+                .get(format!("{url}{path}"))
+                .header("Cookie", &cookie)
+                .header("Accept", "text/html")
+                .header("Sec-Fetch-Mode", "navigate")
+                .header("X-Original-URL", "http://127.0.0.1:9100/app/page?x=1")
+                .send()
+        };
+        let (hot_answer, documented_answer) = (
+            answer_of(ask(hot.clone()).await.unwrap()).await,
+            answer_of(ask(documented).await.unwrap()).await,
+        );
+        assert_eq!(hot_answer, documented_answer, "{who} {hot}");
+    }
+}

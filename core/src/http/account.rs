@@ -519,37 +519,7 @@ impl AccountApi {
     /// The logged-in user and their linked identities.
     #[oai(path = "/api/users/me", method = "get", tag = "ApiTags::Account")]
     async fn me(&self, auth: Auth, app: Data<&Arc<App>>) -> Result<MeResponse, MeError> {
-        let app = *app;
-        let caller = caller(app, &auth).await?;
-        let csrf_token = caller
-            .session
-            .as_ref()
-            .map(|(_, session)| session.csrf.clone());
-        let user = caller.user;
-        let identities = app
-            .store
-            .identities_of(&user.id)
-            .await
-            .map_err(FlowError::from)?
-            .into_iter()
-            .map(|identity| IdentityView {
-                idp: identity.idp,
-                subject: identity.subject,
-                email: identity.email,
-                email_verified: identity.email_verified,
-                linked_at: identity.linked_at,
-                last_login_at: identity.last_login_at,
-            })
-            .collect();
-        Ok(MeResponse::Ok(Json(Me {
-            id: user.id,
-            username: user.username,
-            email: user.email,
-            display_name: user.display_name,
-            created_at: user.created_at,
-            identities,
-            csrf_token,
-        })))
+        me(*app, &auth).await
     }
 
     /// Deletes the account: revokes every token at its IdP where possible, then removes the
@@ -642,4 +612,38 @@ pub(crate) async fn pending_signup(
         ));
     }
     Ok(record)
+}
+
+/// The signed-in caller and their identities (also for the hot path, see `super::hot`).
+pub(crate) async fn me(app: &App, auth: &Auth) -> Result<MeResponse, MeError> {
+    let caller = caller(app, auth).await?;
+    let csrf_token = caller
+        .session
+        .as_ref()
+        .map(|(_, session)| session.csrf.clone());
+    let user = caller.user;
+    let identities = app
+        .store
+        .identities_of(&user.id)
+        .await
+        .map_err(FlowError::from)?
+        .into_iter()
+        .map(|identity| IdentityView {
+            idp: identity.idp,
+            subject: identity.subject,
+            email: identity.email,
+            email_verified: identity.email_verified,
+            linked_at: identity.linked_at,
+            last_login_at: identity.last_login_at,
+        })
+        .collect();
+    Ok(MeResponse::Ok(Json(Me {
+        id: user.id,
+        username: user.username,
+        email: user.email,
+        display_name: user.display_name,
+        created_at: user.created_at,
+        identities,
+        csrf_token,
+    })))
 }

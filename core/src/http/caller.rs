@@ -34,6 +34,13 @@ pub enum Auth {
     ApiKey(ApiKeyBearer),
 }
 
+impl Auth {
+    /// A session cookie's value as the credential.
+    pub(crate) fn session_cookie(value: String) -> Self {
+        Auth::Session(SessionAuth(ApiKeyAuth { key: value }))
+    }
+}
+
 /// Who is calling.
 pub struct Caller {
     pub user: User,

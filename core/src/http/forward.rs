@@ -163,36 +163,7 @@ impl ForwardApi {
         /// How to answer a request that is not signed in (default `status`).
         mode: Query<Option<CheckMode>>,
     ) -> Response<CheckResponse> {
-        let app = *app;
-        let (answer, headers) = match check(app, req, credential.into_auth(), &name.0).await {
-            Ok(Answer::Admitted(headers)) => (CheckResponse::Ok, headers),
-            Ok(Answer::LoginRequired(login_url)) => {
-                let method = original_method(app, req);
-                let answer = if mode.0 == Some(CheckMode::Redirect) && is_navigation(req, &method) {
-                    CheckResponse::Redirect(login_url)
-                } else {
-                    CheckResponse::Unauthorized(
-                        Json(LoginRequired {
-                            error: "unauthorized".into(),
-                            message: "sign in first".into(),
-                            login_url: login_url.clone(),
-                        }),
-                        "Bearer realm=\"authnz\"".into(),
-                        login_url,
-                    )
-                };
-                (answer, Vec::new())
-            }
-            Err(err) => (err.into(), Vec::new()),
-        };
-        let mut response = Response::new(answer).header("Cache-Control", "no-store");
-        for (name, value) in headers {
-            // A value a header cannot carry (a control character) goes empty, never away.
-            let value = HeaderValue::from_bytes(value.as_bytes())
-                .unwrap_or_else(|_| HeaderValue::from_static(""));
-            response = response.header(name, value);
-        }
-        response
+        answer(*app, req, credential.into_auth(), &name.0, mode.0).await
     }
 
     /// The public keys that sign `X-Authnz-Assertion` (a JSON Web Key Set).
@@ -200,6 +171,45 @@ impl ForwardApi {
     async fn jwks(&self, app: Data<&Arc<App>>) -> JwksResponse {
         JwksResponse::Ok(Json(app.signer.jwks()), "public, max-age=300".into())
     }
+}
+
+/// The check's answer (also for the hot path, see `super::hot`).
+pub(crate) async fn answer(
+    app: &App,
+    req: &Request,
+    credential: Option<Auth>,
+    name: &str,
+    mode: Option<CheckMode>,
+) -> Response<CheckResponse> {
+    let (answer, headers) = match check(app, req, credential, name).await {
+        Ok(Answer::Admitted(headers)) => (CheckResponse::Ok, headers),
+        Ok(Answer::LoginRequired(login_url)) => {
+            let method = original_method(app, req);
+            let answer = if mode == Some(CheckMode::Redirect) && is_navigation(req, &method) {
+                CheckResponse::Redirect(login_url)
+            } else {
+                CheckResponse::Unauthorized(
+                    Json(LoginRequired {
+                        error: "unauthorized".into(),
+                        message: "sign in first".into(),
+                        login_url: login_url.clone(),
+                    }),
+                    "Bearer realm=\"authnz\"".into(),
+                    login_url,
+                )
+            };
+            (answer, Vec::new())
+        }
+        Err(err) => (err.into(), Vec::new()),
+    };
+    let mut response = Response::new(answer).header("Cache-Control", "no-store");
+    for (name, value) in headers {
+        // A value a header cannot carry (a control character) goes empty, never away.
+        let value = HeaderValue::from_bytes(value.as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        response = response.header(name, value);
+    }
+    response
 }
 
 /// What the check found.

@@ -5,7 +5,8 @@
 //! [`backchannel`] (IdP-initiated logout), [`forward`] (who is signed in, for the reverse
 //! proxy in front of an app) and [`pages`] (what a person sees). The shared pieces:
 //! [`error`] (the error body and per-endpoint responses), [`cookies`], [`request`] (client,
-//! same-origin, CSRF), [`caller`] (who is calling) and [`middleware`]. Handlers are thin: they
+//! same-origin, CSRF), [`caller`] (who is calling), [`middleware`] and [`hot`] (the check and
+//! `/api/users/me` past the routing layers). Handlers are thin: they
 //! parse and check the request, call `protocol` and `accounts`, and turn the outcome into the
 //! response variant of its status. Doc comments here become the OpenAPI spec
 //! (`openapi/openapi.json`), so they never contain a secret.
@@ -18,6 +19,7 @@ mod cookies;
 mod dev_idp;
 mod error;
 mod forward;
+mod hot;
 mod keys;
 mod login;
 mod middleware;
@@ -58,6 +60,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         );
     }
     route
+        .around(hot::hot_paths)
         .around(cookies::host_cookies)
         .with(AddData::new(app))
         .around(security_headers)
