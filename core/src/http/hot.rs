@@ -44,7 +44,9 @@ pub(crate) async fn hot_paths<E: Endpoint>(next: E, req: Request) -> poem::Resul
             }
         }
     }
-    Ok(next.call(req).await?.into_response())
+    // Boxed: the futures of the whole route are large, and every layer above would carry
+    // (and move) their size on every request, the hot ones too.
+    Ok(Box::pin(next.call(req)).await?.into_response())
 }
 
 /// `app=NAME` and an optional `mode=status|redirect`, each once, and nothing else.

@@ -1,5 +1,5 @@
 //! A read cache in front of an embedded backend: the records every signed-in request reads
-//! (its session, the user, the user's identities, the owners of their addresses) stay in
+//! (its session, the user, the user's identities, who holds their addresses) stay in
 //! memory, so that `/api/users/me` and the forward-auth check answer without a database read.
 //!
 //! Only for a store no other process writes (sled locks its directory): every write passes
@@ -40,7 +40,8 @@ struct Views {
     sessions: HashMap<String, Session>,
     users: HashMap<String, User>,
     identities: HashMap<String, Vec<Identity>>,
-    emails: HashMap<String, EmailOwner>,
+    /// `None`: nobody holds the address (an address gains an owner only by a login naming it).
+    emails: HashMap<String, Option<EmailOwner>>,
     /// The cached sessions and addresses of each user, to forget them with the user.
     sessions_of: HashMap<String, Vec<String>>,
     emails_of: HashMap<String, Vec<String>>,
@@ -70,7 +71,7 @@ impl Views {
 
     fn forget_email(&mut self, address: &str) {
         self.epoch += 1;
-        if let Some(owner) = self.emails.remove(address) {
+        if let Some(Some(owner)) = self.emails.remove(address) {
             if let Some(addresses) = self.emails_of.get_mut(&owner.user_id) {
                 addresses.retain(|a| a != address);
             }
@@ -139,8 +140,8 @@ impl<S: Store> Cached<S> {
                 if let Some(target) = link_to {
                     views.forget_user(target);
                 }
-                // An address changes owners only by its owner's own writes, forgotten above;
-                // this one is forgotten too, should a rule ever move it otherwise.
+                // The login's address may have gained its owner (or, should a rule ever
+                // move one, another).
                 if let Some(email) = email {
                     views.forget_email(&normalize_email(email));
                 }
@@ -201,22 +202,22 @@ impl<S: Store> Identities for Cached<S> {
 
     async fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>> {
         let epoch = match self.lookup(|views| views.emails.get(email)) {
-            Ok(owner) => return Ok(Some(owner)),
+            Ok(owner) => return Ok(owner),
             Err(epoch) => epoch,
         };
         let owner = self.inner.email_owner(email).await?;
-        if let Some(owner) = &owner {
-            self.fill(epoch, |views| {
-                if bounded_insert(&mut views.emails, email, owner.clone()) {
-                    views.emails_of.clear();
-                }
+        self.fill(epoch, |views| {
+            if bounded_insert(&mut views.emails, email, owner.clone()) {
+                views.emails_of.clear();
+            }
+            if let Some(owner) = &owner {
                 views
                     .emails_of
                     .entry(owner.user_id.clone())
                     .or_default()
                     .push(email.to_string());
-            });
-        }
+            }
+        });
         Ok(owner)
     }
 
