@@ -935,3 +935,89 @@ async fn the_hot_path_answers_as_the_documented_operations() {
         assert_eq!(hot_answer, documented_answer, "{who} {hot}");
     }
 }
+
+/// What varies from one login to the next (state, nonce, PKCE challenge, the binding cookie)
+/// replaced by `X`.
+fn without_fresh_values(text: &str) -> String {
+    let mut out = text.to_string();
+    for name in ["state=", "nonce=", "code_challenge=", "authnz_login="] {
+        let mut rest = out.as_str();
+        let mut replaced = String::new();
+        while let Some(at) = rest.find(name) {
+            replaced.push_str(&rest[..at + name.len()]);
+            rest = &rest[at + name.len()..];
+            let end = rest.find(['&', ';', '"']).unwrap_or(rest.len());
+            replaced.push('X');
+            rest = &rest[end..];
+        }
+        replaced.push_str(rest);
+        out = replaced;
+    }
+    out
+}
+
+/// The start of a login takes the hot path too: its answers equal the documented operation's
+/// but for the fresh values.
+#[tokio::test]
+async fn the_hot_login_answers_as_the_documented_operation() {
+    let setup = setup(Backend::Sled).await;
+    let url = &setup.server.url;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for accept in ["application/json", "text/html"] {
+        for (hot, documented) in [
+            ("/authnz/corp/login", "/authnz/corp/login?x=1"),
+            (
+                "/authnz/corp/login?next=%2Faccount",
+                "/authnz/corp/login?next=%2Faccount&x=1",
+            ),
+            (
+                "/authnz/dev/login?next=http%3A%2F%2F127.0.0.1%3A9100%2Fapp%2Fp",
+                "/authnz/dev/login?next=http%3A%2F%2F127.0.0.1%3A9100%2Fapp%2Fp&x=1",
+            ),
+            (
+                "/authnz/corp/login?next=https%3A%2F%2Fevil.example",
+                "/authnz/corp/login?x=1&next=https%3A%2F%2Fevil.example",
+            ),
+            ("/authnz/nosuch/login", "/authnz/nosuch/login?x=1"),
+        ] {
+            let ask = |path: &str| {
+                client
+                    .get(format!("{url}{path}"))
+                    .header("Accept", accept)
+                    .send()
+            };
+            let (status, headers, body) = answer_of(ask(hot).await.unwrap()).await;
+            let hot_answer = (
+                status,
+                without_fresh_values(&format!("{headers:?}")),
+                without_fresh_values(&body),
+            );
+            let (status, headers, body) = answer_of(ask(documented).await.unwrap()).await;
+            let documented_answer = (
+                status,
+                without_fresh_values(&format!("{headers:?}")),
+                without_fresh_values(&body),
+            );
+            assert_eq!(hot_answer, documented_answer, "{accept} {hot}");
+        }
+    }
+    // And `next` is kept: the hot login lands on it.
+    let browser = Browser::new();
+    let response = browser
+        .get(&format!("{url}/authnz/corp/login?next=%2Faccount"))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    let callback = browser
+        .sign_in_at_provider(
+            body["redirect_uri"].as_str().unwrap(),
+            "ada",
+            &format!("{url}/authnz/corp/callback"),
+        )
+        .await;
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.status(), 303);
+    assert_eq!(landed.headers()["location"], format!("{url}/account"));
+}

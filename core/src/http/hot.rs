@@ -1,11 +1,12 @@
-//! The two requests made on every signed-in request of every app, answered past the
-//! framework's routing layers: the forward-auth check (`GET /authnz/auth`) and
+//! The requests made most often, answered past the framework's routing layers: the two made
+//! on every signed-in request of every app, the forward-auth check (`GET /authnz/auth`) and
 //! `GET /api/users/me`, when the request carries a plain session cookie and well-formed
-//! parameters. They run the same code as the documented operations ([`super::forward`],
-//! [`super::account`]), inside the same middleware (headers, request id, log line); anything
-//! else (a bearer credential, a repeated or unknown parameter, HEAD, a cookie that is not
-//! plain) goes to those operations, so the spec describes every answer. A test asks both
-//! ways and compares.
+//! parameters; and the start of a login (`GET /authnz/<idp>/login`, with at most `next`).
+//! They run the same code as the documented operations ([`super::forward`],
+//! [`super::account`], [`super::login`]), inside the same middleware (headers, request id, log
+//! line); anything else (a bearer credential, a repeated or unknown parameter, HEAD, a cookie
+//! or name that is not plain) goes to those operations, so the spec describes every answer. A
+//! test asks both ways and compares.
 
 use std::sync::Arc;
 
@@ -40,7 +41,14 @@ pub(crate) async fn hot_paths<E: Endpoint>(next: E, req: Request) -> poem::Resul
                             .map_err(poem::Error::from);
                     }
                 }
-                _ => {}
+                path => {
+                    if let (Some(idp), Some(next)) = (login_idp(path), login_query(&req)) {
+                        return super::login::login(&app, &req, idp, next.as_deref())
+                            .await
+                            .map(IntoResponse::into_response)
+                            .map_err(poem::Error::from);
+                    }
+                }
             }
         }
     }
@@ -66,6 +74,32 @@ fn check_query(req: &Request) -> Option<(String, Option<CheckMode>)> {
         }
     }
     Some((name?, mode))
+}
+
+/// The IdP of `/authnz/<idp>/login`, when its name is plain (letters, digits, `-`, `_`: read
+/// alike with or without percent-decoding).
+fn login_idp(path: &str) -> Option<&str> {
+    let idp = path.strip_prefix("/authnz/")?.strip_suffix("/login")?;
+    let plain = !idp.is_empty()
+        && idp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    plain.then_some(idp)
+}
+
+/// No query, or `next` once and nothing else: `Some(next)`.
+fn login_query(req: &Request) -> Option<Option<String>> {
+    let Some(query) = req.uri().query() else {
+        return Some(None);
+    };
+    let mut next = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "next" if next.is_none() => next = Some(value.into_owned()),
+            _ => return None,
+        }
+    }
+    Some(next)
 }
 
 /// The session cookie, when it is the request's only credential: named once, in base64url
@@ -123,6 +157,32 @@ mod tests {
             "/authnz/auth?app=a&mode=",
             "/authnz/auth?app=a&mode=Redirect",
             "/authnz/auth?app=a&next=/",
+        ] {
+            assert_eq!(query(declined), None, "{declined}");
+        }
+    }
+
+    #[test]
+    fn only_a_plain_login_takes_the_hot_path() {
+        assert_eq!(login_idp("/authnz/okta/login"), Some("okta"));
+        assert_eq!(login_idp("/authnz/my-idp_2/login"), Some("my-idp_2"));
+        for declined in [
+            "/authnz//login",
+            "/authnz/a%20b/login",
+            "/authnz/a/b/login",
+            "/authnz/okta/callback",
+        ] {
+            assert_eq!(login_idp(declined), None, "{declined}");
+        }
+        let query = |uri: &str| login_query(&request(uri, &[]));
+        assert_eq!(query("/authnz/okta/login"), Some(None));
+        assert_eq!(
+            query("/authnz/okta/login?next=%2Fa"),
+            Some(Some("/a".into()))
+        );
+        for declined in [
+            "/authnz/okta/login?next=/a&next=/b",
+            "/authnz/okta/login?x=1",
         ] {
             assert_eq!(query(declined), None, "{declined}");
         }

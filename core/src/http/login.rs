@@ -228,6 +228,21 @@ fn absolute_next(apps: &[AppConfig], next: &str) -> Option<String> {
     (plain && apps.iter().any(|app| app.serves(&url))).then(|| url.to_string())
 }
 
+/// The answer of `/login` (also for the hot path, see `super::hot`).
+pub(crate) async fn login(
+    app: &App,
+    req: &Request,
+    idp: &str,
+    next: Option<&str>,
+) -> Result<LoginResponse, LoginError> {
+    let (url, cookie) = start_login(app, req, idp, next, None).await?;
+    Ok(if prefers_html(req) {
+        LoginResponse::Redirect(url, cookie)
+    } else {
+        LoginResponse::Ok(Json(LoginRedirect { redirect_uri: url }), cookie)
+    })
+}
+
 /// Starts a login (or, with `link_user`, a connect flow for that logged-in user): stores the
 /// pending login and returns the authorize URL and the pre-login cookie to set.
 pub async fn start_login(
@@ -467,13 +482,7 @@ impl LoginApi {
         /// `url` (anything else means `/`).
         next: Query<Option<String>>,
     ) -> Result<LoginResponse, LoginError> {
-        let app = *app;
-        let (url, cookie) = start_login(app, req, &idp.0, next.0.as_deref(), None).await?;
-        Ok(if prefers_html(req) {
-            LoginResponse::Redirect(url, cookie)
-        } else {
-            LoginResponse::Ok(Json(LoginRedirect { redirect_uri: url }), cookie)
-        })
+        login(*app, req, &idp.0, next.0.as_deref()).await
     }
 
     /// Where the IdP sends the browser back (`code`, `state`, `iss`). Verifies everything,
