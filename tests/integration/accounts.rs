@@ -47,6 +47,15 @@ async fn provider_refresh_status(provider: &OidcProvider, refresh_token: &str) -
         .as_u16()
 }
 
+/// One provider as two IdPs, `corp` and `lab` (labelled "Lab"): a person with two identities.
+pub fn corp_and_lab(issuer: &str) -> String {
+    format!(
+        "{}{}label = \"Lab\"\n",
+        oidc_idp_toml("corp", issuer),
+        oidc_idp_toml("lab", issuer).replace("label = \"Corp\"\n", "")
+    )
+}
+
 #[tokio::test]
 async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything() {
     let reserved = Reserved::new();
@@ -54,12 +63,7 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
         &[reserved.callback("corp"), reserved.callback("lab")],
         json!({}),
     );
-    let config = format!(
-        "{}{}label = \"Lab\"\n",
-        oidc_idp_toml("corp", &provider.issuer),
-        oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", "")
-    );
-    let server = reserved.start(&config).await;
+    let server = reserved.start(&corp_and_lab(&provider.issuer)).await;
     let url = server.url.clone();
     let browser = Browser::new();
     assert_eq!(

@@ -5,7 +5,9 @@
 //! (back-channel logout: `tokens::a_mapped_subject_serves_refresh_back_channel_logout_and_bearer_tokens`;
 //! several replicas on PostgreSQL: `postgres::logins_cross_replicas_on_one_database`).
 
-use authnz_tests::{oidc_idp_toml, Browser, OidcProvider, Reserved, TestServer};
+use authnz_tests::{Browser, OidcProvider, Reserved, TestServer};
+
+use crate::accounts::corp_and_lab;
 use serde_json::json;
 
 struct Rig {
@@ -21,9 +23,8 @@ async fn rig() -> Rig {
         json!({}),
     );
     let config = format!(
-        "{}{}label = \"Lab\"\n\n[apps.wiki]\nurl = \"http://127.0.0.1:9200\"\n",
-        oidc_idp_toml("corp", &provider.issuer),
-        oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", "")
+        "{}\n[apps.wiki]\nurl = \"http://127.0.0.1:9200\"\n",
+        corp_and_lab(&provider.issuer)
     );
     let server = reserved.start(&config).await;
     Rig {
