@@ -330,13 +330,11 @@ async fn pending_taken_once_across_stores(
 /// error.
 async fn concurrent_first_logins(store: Arc<dyn Store>, other: Arc<dyn Store>) -> TestResult {
     let ids = race(&store, &other, 32, |store, i| async move {
+        // Each racer wants its own name: only the identity they share decides.
+        let mut login = sample_login("corp", "race", &format!("u{i}"), &format!("s{i}"));
+        login.username = format!("racer{i}");
         store
-            .complete_login(&sample_login(
-                "corp",
-                "race",
-                &format!("u{i}"),
-                &format!("s{i}"),
-            ))
+            .complete_login(&login)
             .await
             .map(|outcome| outcome.user.id)
             .map_err(|err| err.to_string())
@@ -588,8 +586,10 @@ async fn email_conflict(store: &dyn Store) -> TestResult {
     store
         .complete_login(&sample_login("a", "s1", "u1", "x1"))
         .await?;
+    // Each login wants its own name: only the address decides.
     let mut same_email = sample_login("b", "s2", "u2", "x2");
     same_email.email = Some("S1.A@Example.TEST".into());
+    same_email.username = "bob".into();
     let before = store.dump().await?;
     let refused = store.complete_login(&same_email).await;
     check(
@@ -612,9 +612,11 @@ async fn email_conflict(store: &dyn Store) -> TestResult {
     let mut squatter = sample_login("c", "s3", "u3", "x3");
     squatter.email = Some("victim@example.test".into());
     squatter.email_verified = false;
+    squatter.username = "carol".into();
     store.complete_login(&squatter).await?;
     let mut owner = sample_login("d", "s4", "u4", "x4");
     owner.email = Some("victim@example.test".into());
+    owner.username = "dave".into();
     let outcome = store.complete_login(&owner).await?;
     check(
         outcome.created && outcome.user.id == "u4",

@@ -295,14 +295,15 @@ impl PgStore {
         })
     }
 
-    /// The login of a returning identity in one statement, one round trip: the identity is
-    /// updated (its tokens swapped, the old ones returned) and the session started only where
-    /// the linking rule says "returning" (the identity exists, under this issuer or a previous
-    /// one, and a connect flow names its own user). `None`: anything else, for the transaction
-    /// that decides.
-    async fn returning_login(&self, login: &CompletedLogin) -> StoreResult<Option<LoginOutcome>> {
+    /// The usual logins without the transaction: a returning identity in one statement, and
+    /// the facts a first login depends on read alongside it (pipelined on the connection: one
+    /// round trip); a first login that the linking rule gives a new user then takes one more
+    /// statement ([`Self::new_user_login`]). `None`: anything else (a refusal, a join, an
+    /// identity the returning statement did not take, a race), for the transaction that
+    /// decides under its locks.
+    async fn quick_login(&self, login: &CompletedLogin) -> StoreResult<Option<LoginOutcome>> {
         let client = self.client().await?;
-        let statement = client
+        let returning = client
             .prepare_cached(
                 "WITH old AS (
                      SELECT idp, subject, tokens FROM identities
@@ -327,43 +328,166 @@ impl PgStore {
             )
             .await
             .map_err(db_error)?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[
-                    &login.idp,
-                    &login.subject,
-                    &login.issuer,
-                    &login.previous_issuers,
-                    &login.link_to,
-                    &login.email,
-                    &login.email_verified,
-                    &login.now,
-                    &login.sealed_tokens,
-                    &login.session_hash,
-                    &login.session_expires_at,
-                    &login.sid,
-                    &login.csrf,
-                    &login.sealed_id_token,
-                    &login.groups,
-                ],
+        // Read after the statement above (the server runs them in order), without locks: a
+        // first login acts on them only through unique keys that refuse what a concurrent
+        // login changed meanwhile (see `new_user_login`).
+        let facts = client
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM identities WHERE idp = $1 AND subject = $2),
+                        owner.user_id, owner.authoritative
+                 FROM (SELECT 1) AS one LEFT JOIN emails AS owner ON owner.email = $3::text",
             )
-            .await;
+            .await
+            .map_err(db_error)?;
+        let email = linking::email_key(login);
+        let (row, facts) = tokio::join!(
+            async {
+                client
+                    .query_opt(
+                        &returning,
+                        &[
+                            &login.idp,
+                            &login.subject,
+                            &login.issuer,
+                            &login.previous_issuers,
+                            &login.link_to,
+                            &login.email,
+                            &login.email_verified,
+                            &login.now,
+                            &login.sealed_tokens,
+                            &login.session_hash,
+                            &login.session_expires_at,
+                            &login.sid,
+                            &login.csrf,
+                            &login.sealed_id_token,
+                            &login.groups,
+                        ],
+                    )
+                    .await
+            },
+            async {
+                client
+                    .query_one(&facts, &[&login.idp, &login.subject, &email])
+                    .await
+            },
+        );
         let row = match row {
             Ok(row) => row,
             // The user went meanwhile: the transaction decides anew.
             Err(err) if is_missing_user(&err) => return Ok(None),
             Err(err) => return Err(db_error(err)),
         };
-        Ok(row.map(|row| {
+        if let Some(row) = row {
             let old: Option<Vec<u8>> = row.get(5);
-            LoginOutcome {
+            return Ok(Some(LoginOutcome {
                 user: user(&row),
                 created: false,
                 linked: false,
                 replaced_tokens: old.filter(|old| *old != login.sealed_tokens),
-            }
-        }))
+            }));
+        }
+        let facts = facts.map_err(db_error)?;
+        if facts.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let owner = facts
+            .get::<_, Option<String>>(1)
+            .zip(facts.get::<_, Option<bool>>(2))
+            .map(|(user_id, authoritative)| EmailOwner {
+                user_id,
+                authoritative,
+            });
+        let found = linking::Found {
+            identity: None,
+            email_owner: owner.as_ref(),
+        };
+        match linking::decide(login, found) {
+            Ok(linking::Link::NewUser) => self.new_user_login(&client, login).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// A first login's new user, with its identity, its indexed address and its session, in
+    /// one statement (one round trip, one commit). What the unlocked reads before it assumed
+    /// is held by unique keys: an identity or an address another login stored meanwhile makes
+    /// the statement fail as a whole, a username taken (or wanted by another login) makes it
+    /// store nothing; either way `None`, and the transaction decides anew.
+    async fn new_user_login(
+        &self,
+        client: &deadpool_postgres::Object,
+        login: &CompletedLogin,
+    ) -> StoreResult<Option<LoginOutcome>> {
+        let statement = client
+            .prepare_cached(
+                "WITH new_user AS (
+                     INSERT INTO users (id, username, email, display_name, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+                     RETURNING id
+                 ), new_identity AS (
+                     INSERT INTO identities (idp, subject, issuer, user_id, email,
+                                             email_verified, linked_at, last_login_at, tokens,
+                                             groups)
+                     SELECT $6, $7, $8, id, $3, $9, $5, $5, $10, $11 FROM new_user
+                 ), new_email AS (
+                     INSERT INTO emails (email, user_id, authoritative)
+                     SELECT $12::text, id, $13 FROM new_user WHERE $12::text IS NOT NULL
+                 ), new_session AS (
+                     INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at,
+                                           sid, csrf, id_token)
+                     SELECT $14, id, $6, $7, $5, $15, $16, $17, $18 FROM new_user
+                 )
+                 SELECT count(*) FROM new_user",
+            )
+            .await
+            .map_err(db_error)?;
+        let user = User {
+            id: login.new_user_id.clone(),
+            username: login.username.clone(),
+            email: login.email.clone(),
+            display_name: login.display_name.clone(),
+            created_at: login.now,
+        };
+        let entry = linking::email_entry(login, &user.id);
+        let (email, authoritative) = match &entry {
+            Some((email, owner)) => (Some(email.as_str()), owner.authoritative),
+            None => (None, false),
+        };
+        let stored = client
+            .query_one(
+                &statement,
+                &[
+                    &user.id,
+                    &user.username,
+                    &user.email,
+                    &user.display_name,
+                    &user.created_at,
+                    &login.idp,
+                    &login.subject,
+                    &login.issuer,
+                    &login.email_verified,
+                    &login.sealed_tokens,
+                    &login.groups,
+                    &email,
+                    &authoritative,
+                    &login.session_hash,
+                    &login.session_expires_at,
+                    &login.sid,
+                    &login.csrf,
+                    &login.sealed_id_token,
+                ],
+            )
+            .await;
+        match stored {
+            Ok(row) if row.get::<_, i64>(0) == 1 => Ok(Some(LoginOutcome {
+                user,
+                created: true,
+                linked: false,
+                replaced_tokens: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(err) if is_race(&err) => Ok(None),
+            Err(err) => Err(db_error(err)),
+        }
     }
 
     /// A new user with the wanted username or the first free variant. A name another
@@ -534,7 +658,7 @@ impl PendingLogins for PgStore {
 #[async_trait]
 impl Identities for PgStore {
     async fn complete_login(&self, login: &CompletedLogin) -> StoreResult<LoginOutcome> {
-        if let Some(outcome) = self.returning_login(login).await? {
+        if let Some(outcome) = self.quick_login(login).await? {
             return Ok(outcome);
         }
         let mut attempt = 0;
