@@ -247,6 +247,8 @@ fn seed(dir: &std::path::Path, count: u64) {
                         groups: None,
                         csrf: format!("{:043x}", i),
                         sealed_id_token: None,
+                        device: None,
+                        network: None,
                         email_authoritative: false,
                         on_email_match: EmailMatch::Refuse,
                         link_to: None,

@@ -147,7 +147,7 @@ async fn logins_cross_replicas_on_one_database() {
     let cluster = cluster();
     assert_eq!(
         cluster.psql(&replicas.database, "SELECT count(*) FROM authnz_migrations"),
-        "2",
+        "3",
         "four replicas starting at once applied each migration once"
     );
     let (a, b) = (&urls[0], &urls[1]);
@@ -440,7 +440,7 @@ async fn migrations_are_checked_and_a_foreign_schema_refused() {
         .err()
         .expect("check refuses");
     assert!(
-        refused.to_string().contains("lacks migrations [1, 2]")
+        refused.to_string().contains("lacks migrations [1, 2, 3]")
             && refused.to_string().contains("authnz migrate"),
         "{refused}"
     );
@@ -449,7 +449,7 @@ async fn migrations_are_checked_and_a_foreign_schema_refused() {
         "t",
         "check changed nothing"
     );
-    assert_eq!(PgStore::migrate(&config).await.unwrap(), 2);
+    assert_eq!(PgStore::migrate(&config).await.unwrap(), 3);
     assert_eq!(PgStore::migrate(&config).await.unwrap(), 0, "applied once");
     PgStore::connect(&config).await.expect("up to date");
 

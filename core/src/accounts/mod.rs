@@ -13,6 +13,7 @@ use crate::store::{
     identity_key_public, CompletedLogin, EmailMatch, LoginOutcome, Store, StoreError,
 };
 
+pub mod device;
 mod error;
 mod groups;
 mod tokens;
@@ -95,6 +96,10 @@ pub struct LoginContext<'a> {
     pub next: String,
     pub browser_hash: String,
     pub now: i64,
+    /// The browser and system of the login ([`device::label`]) and its network
+    /// ([`device::network`]), for the person's list of sessions.
+    pub device: Option<String>,
+    pub network: Option<String>,
 }
 
 /// What account operations work on: the store and the token vault, nothing of the server.
@@ -141,6 +146,8 @@ impl Accounts<'_> {
             ),
             csrf: random_token(32),
             sealed_id_token,
+            device: cx.device,
+            network: cx.network,
             email_authoritative,
             on_email_match: match idp.config.link_existing {
                 LinkPolicy::VerifiedEmail => EmailMatch::LinkIfAuthoritative,

@@ -408,6 +408,12 @@ pub(crate) async fn callback_flow(
                 next: pending.next.clone(),
                 browser_hash: pending.browser_hash.clone(),
                 now,
+                device: req
+                    .headers()
+                    .get(poem::http::header::USER_AGENT)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(accounts::device::label),
+                network: client_of(app, req).map(accounts::device::network),
             },
         )
         .await?;

@@ -309,6 +309,10 @@ impl<S: Store> Sessions for Cached<S> {
         deleted
     }
 
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>> {
+        self.inner.sessions_of(user_id).await
+    }
+
     async fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
         let swept = self.inner.sweep_expired(now).await;
         if !matches!(swept, Ok(0)) {
@@ -573,6 +577,8 @@ mod tests {
             sid: None,
             csrf: String::new(),
             id_token: None,
+            device: None,
+            network: None,
         }
     }
 }

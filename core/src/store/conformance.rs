@@ -61,6 +61,8 @@ pub fn sample_login(idp: &str, subject: &str, new_user_id: &str, session: &str) 
         groups: Some(vec!["staff".into()]),
         csrf: format!("csrf-{session}"),
         sealed_id_token: Some(format!("id-token-of-{session}")),
+        device: Some("Firefox on Linux".into()),
+        network: Some("203.0.113.0/24".into()),
         email_authoritative: false,
         on_email_match: EmailMatch::Refuse,
         link_to: None,
@@ -109,6 +111,7 @@ pub async fn run_all(backend: &dyn Backend) -> TestResult {
         "identities are keyed by (idp, subject)" => keyed_by_idp_and_subject,
         "usernames are unique" => unique_usernames,
         "sessions end" => sessions,
+        "a user's sessions are listed" => sessions_listed,
         "a verified email of another user is a conflict" => email_conflict,
         "authoritative emails link" => email_link,
         "connecting links to the logged-in user" => connect,
@@ -920,5 +923,49 @@ async fn sessions(store: &dyn Store) -> TestResult {
             .await?
             == 1,
         "its index entry went with it",
+    )
+}
+
+/// A user's sessions, with what they were started with and from, and none of another user's.
+async fn sessions_listed(store: &dyn Store) -> TestResult {
+    for session in ["a1", "a2"] {
+        store
+            .complete_login(&sample_login("corp", "ann", "u1", session))
+            .await?;
+    }
+    let mut bob = sample_login("corp", "bob", "u2", "b1");
+    bob.username = "bob".into();
+    bob.device = None;
+    bob.network = None;
+    store.complete_login(&bob).await?;
+    let mut listed = store.sessions_of("u1").await?;
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let hashes: Vec<&str> = listed.iter().map(|(hash, _)| hash.as_str()).collect();
+    check(
+        hashes == ["a1", "a2"],
+        &format!("ann's two sessions, found {hashes:?}"),
+    )?;
+    check(
+        listed.iter().all(|(_, session)| {
+            session.user_id == "u1"
+                && session.device.as_deref() == Some("Firefox on Linux")
+                && session.network.as_deref() == Some("203.0.113.0/24")
+        }),
+        "each with its device and network",
+    )?;
+    let bobs = store.sessions_of("u2").await?;
+    check(
+        bobs.len() == 1 && bobs[0].1.device.is_none() && bobs[0].1.network.is_none(),
+        "bob's one session, without a device",
+    )?;
+    store.delete_session("a1").await?;
+    let left = store.sessions_of("u1").await?;
+    check(
+        left.len() == 1 && left[0].0 == "a2",
+        "an ended session is no longer listed",
+    )?;
+    check(
+        store.sessions_of("nobody").await?.is_empty(),
+        "nobody has none",
     )
 }

@@ -139,6 +139,8 @@ mod tests {
             groups: None,
             csrf: String::new(),
             sealed_id_token: None,
+            device: None,
+            network: None,
             email_authoritative: true,
             on_email_match: EmailMatch::LinkIfAuthoritative,
             require_existing: false,

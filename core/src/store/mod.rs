@@ -183,6 +183,14 @@ pub struct Session {
     /// logout: never another login's of the same identity (SECURITY I76).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// What the person signed in with, for their list of sessions: browser and system as the
+    /// user agent named them (`Firefox on Linux`), never the raw header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Where from, approximately: the network of the address the login came from
+    /// (`203.0.113.0/24`, `2001:db8:1::/48`), never the address itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// Everything a successful callback writes, in one transaction.
@@ -219,6 +227,11 @@ pub struct CompletedLogin {
     pub csrf: String,
     /// The login's ID token, sealed for the new session (see [`Session::id_token`]).
     pub sealed_id_token: Option<String>,
+    /// The new session's [`Session::device`] and [`Session::network`].
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
     /// Whether an IdP authoritative for the email's domain verified it (see [`EmailOwner`]).
     pub email_authoritative: bool,
     /// How a new identity whose verified email belongs to another user is treated.
@@ -342,6 +355,9 @@ pub trait Sessions {
 
     /// Ends a session; returns whether it existed.
     async fn delete_session(&self, session_hash: &str) -> StoreResult<bool>;
+
+    /// A user's sessions with their hashes, expired ones too (the callers check `expires_at`).
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>>;
 
     /// Removes sessions that expired before `now`; returns how many.
     async fn sweep_expired(&self, now: i64) -> StoreResult<usize>;

@@ -104,8 +104,8 @@ impl PgStore {
             let inserted = tx
                 .execute(
                     "INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at,
-                         sid, csrf, id_token)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                         sid, csrf, id_token, device, network)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                     &[
                         &hash,
                         &session.user_id,
@@ -116,6 +116,8 @@ impl PgStore {
                         &session.sid,
                         &session.csrf,
                         &session.id_token,
+                        &session.device,
+                        &session.network,
                     ],
                 )
                 .await

@@ -24,6 +24,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "groups",
         sql: include_str!("migrations/0002_groups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "session devices",
+        sql: include_str!("migrations/0003_session_devices.sql"),
+    },
 ];
 
 /// The advisory lock that serialises migrations (any constant no other lock uses).

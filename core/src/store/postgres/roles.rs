@@ -23,7 +23,8 @@ const LOGIN_ATTEMPTS: usize = 8;
 const USER_COLUMNS: &str = "id, username, email, display_name, created_at";
 const IDENTITY_COLUMNS: &str =
     "idp, subject, issuer, user_id, email, email_verified, linked_at, last_login_at, groups";
-const SESSION_COLUMNS: &str = "user_id, idp, subject, created_at, expires_at, sid, csrf, id_token";
+const SESSION_COLUMNS: &str =
+    "user_id, idp, subject, created_at, expires_at, sid, csrf, id_token, device, network";
 const API_KEY_COLUMNS: &str = "id, user_id, name, prefix, created_at, expires_at";
 
 fn user(row: &Row) -> User {
@@ -60,6 +61,8 @@ fn session(row: &Row) -> Session {
         sid: row.get(5),
         csrf: row.get(6),
         id_token: row.get(7),
+        device: row.get(8),
+        network: row.get(9),
     }
 }
 
@@ -230,8 +233,8 @@ impl PgStore {
         let insert_session = tx
             .prepare_cached(
                 "INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at, sid,
-                     csrf, id_token)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     csrf, id_token, device, network)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .await
             .map_err(db_error)?;
@@ -281,6 +284,8 @@ impl PgStore {
                         &login.sid,
                         &login.csrf,
                         &login.sealed_id_token,
+                        &login.device,
+                        &login.network,
                     ],
                 )
                 .await
@@ -319,8 +324,8 @@ impl PgStore {
                      RETURNING i.user_id, old.tokens AS old_tokens
                  ), started AS (
                      INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at,
-                                           sid, csrf, id_token)
-                     SELECT $10, user_id, $1, $2, $8, $11, $12, $13, $14 FROM updated
+                                           sid, csrf, id_token, device, network)
+                     SELECT $10, user_id, $1, $2, $8, $11, $12, $13, $14, $16, $17 FROM updated
                  )
                  SELECT u.id, u.username, u.email, u.display_name, u.created_at,
                         updated.old_tokens
@@ -361,6 +366,8 @@ impl PgStore {
                             &login.csrf,
                             &login.sealed_id_token,
                             &login.groups,
+                            &login.device,
+                            &login.network,
                         ],
                     )
                     .await
@@ -433,8 +440,8 @@ impl PgStore {
                      SELECT $12::text, id, $13 FROM new_user WHERE $12::text IS NOT NULL
                  ), new_session AS (
                      INSERT INTO sessions (hash, user_id, idp, subject, created_at, expires_at,
-                                           sid, csrf, id_token)
-                     SELECT $14, id, $6, $7, $5, $15, $16, $17, $18 FROM new_user
+                                           sid, csrf, id_token, device, network)
+                     SELECT $14, id, $6, $7, $5, $15, $16, $17, $18, $19, $20 FROM new_user
                  )
                  SELECT count(*) FROM new_user",
             )
@@ -474,6 +481,8 @@ impl PgStore {
                     &login.sid,
                     &login.csrf,
                     &login.sealed_id_token,
+                    &login.device,
+                    &login.network,
                 ],
             )
             .await;
@@ -881,6 +890,16 @@ impl Sessions for PgStore {
         Ok(deleted > 0)
     }
 
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>> {
+        let rows = self
+            .rows(
+                &format!("SELECT {SESSION_COLUMNS}, hash FROM sessions WHERE user_id = $1"),
+                &[&user_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(10), session(row))).collect())
+    }
+
     async fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
         self.sweep("sessions", "hash", "expires_at <= $1", now)
             .await
@@ -1087,7 +1106,7 @@ impl Upkeep for PgStore {
         let mut records = BTreeMap::new();
         for row in rows(format!("SELECT {SESSION_COLUMNS}, hash FROM sessions")).await? {
             records.insert(
-                row.get::<_, String>(8).into_bytes(),
+                row.get::<_, String>(10).into_bytes(),
                 encode(&session(&row))?,
             );
         }

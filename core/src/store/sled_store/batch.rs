@@ -282,6 +282,8 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
         sid: login.sid.clone(),
         csrf: login.csrf.clone(),
         id_token: login.sealed_id_token.clone(),
+        device: login.device.clone(),
+        network: login.network.clone(),
     };
     sessions.insert(
         login.session_hash.as_bytes(),

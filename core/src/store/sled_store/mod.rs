@@ -264,6 +264,21 @@ impl SledStore {
         Ok(self.remove_sessions(&[session_hash.to_string()])? == 1)
     }
 
+    pub fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>> {
+        let prefix = prefix_of(&[user_id]);
+        let mut sessions = Vec::new();
+        for key in keys_with_prefix(&self.accounts.user_sessions, &prefix)? {
+            let hash = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            // An entry whose session ended since the scan is skipped.
+            if let Some(session) = self.session(&hash)? {
+                if session.user_id == user_id {
+                    sessions.push((hash, session));
+                }
+            }
+        }
+        Ok(sessions)
+    }
+
     pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
         get(&self.accounts.users, user_id.as_bytes())
     }

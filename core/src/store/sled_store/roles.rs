@@ -99,6 +99,10 @@ impl Sessions for SledStore {
         SledStore::delete_session(self, session_hash)
     }
 
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>> {
+        SledStore::sessions_of(self, user_id)
+    }
+
     async fn sweep_expired(&self, now: i64) -> StoreResult<usize> {
         SledStore::sweep_expired(self, now)
     }
