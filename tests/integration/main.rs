@@ -25,4 +25,5 @@ mod providers;
 mod proxies;
 mod resources;
 mod revocation;
+mod sessions;
 mod tokens;

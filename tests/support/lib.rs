@@ -399,8 +399,17 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Self {
+        Self::built(reqwest::Client::builder())
+    }
+
+    /// A browser that names itself with `user_agent`.
+    pub fn with_user_agent(user_agent: &str) -> Self {
+        Self::built(reqwest::Client::builder().user_agent(user_agent))
+    }
+
+    fn built(builder: reqwest::ClientBuilder) -> Self {
         let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
+        let client = builder
             .cookie_provider(Arc::clone(&jar))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(20))

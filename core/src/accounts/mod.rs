@@ -16,6 +16,7 @@ use crate::store::{
 pub mod device;
 mod error;
 mod groups;
+pub mod sessions;
 mod tokens;
 
 pub use error::Error;

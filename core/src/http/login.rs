@@ -557,17 +557,10 @@ impl LoginApi {
                         .await;
                 }
                 // SECURITY G64: the stored tokens go with the last session that used them.
-                let now = app.clock.now();
-                if !app
-                    .store
-                    .identity_has_other_sessions(&session.idp, &session.subject, &hash, now)
-                    .await?
-                {
-                    app.store
-                        .delete_tokens(&session.idp, &session.subject)
-                        .await?;
-                }
-                logged_out = app.store.delete_session(&hash).await?;
+                logged_out = app
+                    .accounts()
+                    .end_session(&hash, &session, app.clock.now())
+                    .await?;
             }
         }
         let clear = set_cookie(app, SESSION_COOKIE, "", "/", 0);

@@ -25,6 +25,7 @@ mod login;
 mod middleware;
 mod pages;
 mod request;
+mod sessions;
 mod spec;
 mod tags;
 

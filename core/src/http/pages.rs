@@ -9,6 +9,7 @@ use poem::Request;
 use poem_openapi::payload::Html;
 use poem_openapi::{ApiResponse, OpenApi};
 
+use crate::crypto::sha256_hex;
 use crate::html::{escape, page};
 use crate::state::App;
 
@@ -102,11 +103,12 @@ pub async fn logout_page(req: &Request, app: &Arc<App>) -> String {
 pub async fn index(req: &Request, app: &Arc<App>) -> String {
     let next = query_param(req, "next");
     let next = Some(safe_next(app, next.as_deref())).filter(|next| next != "/");
-    let session = match cookie(req, SESSION_COOKIE) {
-        Some(value) => session_of(app, &value).await.ok().flatten(),
+    let cookie_value = cookie(req, SESSION_COOKIE);
+    let session = match &cookie_value {
+        Some(value) => session_of(app, value).await.ok().flatten(),
         None => None,
     };
-    if let Some(session) = session {
+    if let (Some(session), Some(value)) = (session, &cookie_value) {
         if let Some(user) = app.store.user(&session.user_id).await.ok().flatten() {
             // A link, never a redirect: an app that keeps sending the person here (its
             // cookie does not reach it) must not loop.
@@ -119,7 +121,7 @@ pub async fn index(req: &Request, app: &Arc<App>) -> String {
                     )
                 })
                 .unwrap_or_default();
-            return account_page(app, &user, &session.csrf, &onward).await;
+            return account_page(app, &user, &session.csrf, &sha256_hex(value), &onward).await;
         }
     }
     let carried = next
@@ -163,11 +165,12 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The account page; `notice` is HTML shown above it.
+/// The account page of the session `current` (its hash); `notice` is HTML shown above it.
 pub(crate) async fn account_page(
     app: &App,
     user: &crate::store::User,
     csrf: &str,
+    current: &str,
     notice: &str,
 ) -> String {
     let identities = app.store.identities_of(&user.id).await.unwrap_or_default();
@@ -224,10 +227,12 @@ pub(crate) async fn account_page(
                 .collect::<String>()
         ),
     };
+    let sessions = sessions_section(app, &user.id, csrf, current).await;
     let body = format!(
         "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
 <h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 <h2>Connect another provider</h2>{connect}\
+{sessions}\
 <h2>API keys</h2>{keys}\
 <form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
         escape(&user.username),
@@ -238,6 +243,73 @@ pub(crate) async fn account_page(
         csrf = escape(csrf),
     );
     page("Your account", &body)
+}
+
+/// Where the person is signed in: each live session (this browser marked), with a button that
+/// ends it, and one that ends every other.
+async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -> String {
+    let listed = app
+        .accounts()
+        .sessions(user_id, app.clock.now())
+        .await
+        .unwrap_or_default();
+    let form = |session: &str, label: &str, class: &str, aria: &str| {
+        format!(
+            "<form method=\"post\" action=\"/authnz/sessions/end\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<input type=\"hidden\" name=\"session\" value=\"{}\"><button type=\"submit\" class=\"{class}\" aria-label=\"{}\">{}</button></form>",
+            escape(csrf),
+            escape(session),
+            escape(aria),
+            escape(label),
+        )
+    };
+    let others = listed
+        .iter()
+        .filter(|listed| listed.hash != current)
+        .count();
+    let rows: String = listed
+        .iter()
+        .map(|listed| {
+            let this = listed.hash == current;
+            let device = listed.session.device.as_deref().unwrap_or("Unknown device");
+            let when = date(listed.session.created_at);
+            let marker = if this {
+                " <strong>(this browser)</strong>"
+            } else {
+                ""
+            };
+            let action = if this { "Sign out" } else { "End" };
+            format!(
+                "<tr{}><td>{}{marker}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if this { " class=\"current\"" } else { "" },
+                escape(device),
+                escape(&listed.session.idp),
+                escape(listed.session.network.as_deref().unwrap_or("")),
+                when,
+                form(
+                    &listed.id,
+                    action,
+                    "secondary end-session",
+                    &format!("{action}: {device}, signed in {when}"),
+                ),
+            )
+        })
+        .collect();
+    let everywhere = if others > 0 {
+        form(
+            "others",
+            "Sign out everywhere else",
+            "secondary",
+            "Sign out of every other session",
+        )
+        .replace("<button ", "<button id=\"end-others\" ")
+    } else {
+        String::new()
+    };
+    format!(
+        "<h2 id=\"sessions\">Where you are signed in</h2>\
+<table id=\"session-list\"><thead><tr><th>Device</th><th>Provider</th><th>Network</th><th>Signed in</th><th></th></tr></thead><tbody>{rows}</tbody></table>{everywhere}"
+    )
 }
 
 /// The button icon: the configured image, or a built-in badge for the kind (plain shapes and

@@ -2,7 +2,7 @@
 
 use poem_openapi::OpenApiService;
 
-use super::{account, admin, backchannel, forward, keys, login, pages};
+use super::{account, admin, backchannel, forward, keys, login, pages, sessions};
 
 /// Every route group, in the order of the spec.
 pub type Apis = (
@@ -10,6 +10,7 @@ pub type Apis = (
     login::LoginApi,
     admin::AdminApi,
     account::AccountApi,
+    sessions::SessionsApi,
     keys::KeysApi,
     backchannel::BackchannelApi,
     forward::ForwardApi,
@@ -22,6 +23,7 @@ pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
             login::LoginApi,
             admin::AdminApi,
             account::AccountApi,
+            sessions::SessionsApi,
             keys::KeysApi,
             backchannel::BackchannelApi,
             forward::ForwardApi,
