@@ -64,6 +64,7 @@ error_responses!(SessionsError {
 
 #[derive(ApiResponse)]
 pub enum ListResponse {
+    /// The caller's live sessions.
     #[oai(status = 200)]
     Ok(Json<SessionList>),
 }
