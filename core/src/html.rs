@@ -28,7 +28,7 @@ button:focus,.button:focus,input:focus{outline:3px solid #f9ab00;outline-offset:
 .error{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}.notice{background:#e8f0fe;border-left:4px solid #0b57d0;padding:.5rem 1rem}code{word-break:break-all}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
-td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem}tr.current td{background:#f1f6fe}\
+td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-space:nowrap}tr.current td{background:#f1f6fe}\
 @media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}";
 
 /// A complete page. `title` is escaped here; `body` must already be safe HTML.

@@ -94,6 +94,34 @@ await step('disconnect it after confirming', async () => {
   expect(rows === 1, `identities after disconnect: ${rows}`);
 });
 
+await step('end the session of another browser from the account page', async () => {
+  const other = await browser.newContext({ viewport: { width: 390, height: 760 }, userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1' });
+  const phone = await other.newPage();
+  const mine = page;
+  page = phone;
+  await phone.goto(`${server}/`);
+  await Promise.all([phone.waitForNavigation(), phone.click('nav a.button:has-text("Corp SSO")')]);
+  await signInAtProvider('alice');
+  await phone.waitForURL(`${server}/`);
+  page = mine;
+  await page.reload();
+  const rows = page.locator('#session-list tbody tr');
+  expect((await rows.count()) === 2, `sessions: ${await rows.count()}`);
+  const current = await page.textContent('#session-list tr.current');
+  expect(current.includes('(this browser)'), `current row: ${current}`);
+  await page.screenshot({ path: `${shots}/sessions.png`, fullPage: true });
+  // Keyboard: focus the other session's button and press Enter.
+  await page.focus('#session-list tr:has-text("Safari on iOS") button.end-session');
+  await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+  expect((await page.locator('#session-list tbody tr').count()) === 1, 'one session left');
+  // Each browser's own cookies (the page's CSP allows no fetch of its own).
+  const status = (await other.request.get(`${server}/api/users/me`)).status();
+  expect(status === 401, `the other browser's /api/users/me: ${status}`);
+  const mineStatus = (await context.request.get(`${server}/api/users/me`)).status();
+  expect(mineStatus === 200, `this browser's /api/users/me: ${mineStatus}`);
+  await other.close();
+});
+
 await step('a failed login shows an escaped error page', async () => {
   await page.goto(`${server}/authnz/corp/callback?code=x&state=%3Cscript%3Ealert(1)%3C%2Fscript%3E`);
   const text = await page.textContent('main');

@@ -1,7 +1,7 @@
 //! The pages in a real browser: Debian's headless chromium, driven by `tests/browser/e2e.mjs`
 //! (playwright-core), against this server and the real `oidc-provider`. The script clicks the
 //! IdP button with the keyboard, signs in on the provider's forms, lands on the account page,
-//! connects and disconnects a second IdP, sees an escaped error page, logs out, does the
+//! connects and disconnects a second IdP, ends the session of another browser, sees an escaped error page, logs out, does the
 //! Swagger UI programmatic login, and is sent by an app (`next`) to sign in, back, and out again
 //! through the provider's own logout page. Screenshots go to `docs/screenshots/` (linked from the README).
 
@@ -79,6 +79,7 @@ async fn a_person_signs_in_in_a_real_browser() {
         "login",
         "account",
         "disconnect",
+        "sessions",
         "error",
         "swagger-me",
         "logout",
