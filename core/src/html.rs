@@ -29,13 +29,18 @@ button:focus,.button:focus,input:focus{outline:3px solid #f9ab00;outline-offset:
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
 td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-space:nowrap}tr.current td{background:#f1f6fe}\
-@media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}";
+@media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}\
+@media (prefers-color-scheme:dark){body{background:#121417;color:#e3e6ea}a{color:#8ab4f8}\
+button,.button{background:#8ab4f8;border-color:#8ab4f8;color:#0b1a33}.secondary{background:#1c1f24;color:#8ab4f8}\
+.warning{background:#3a2e12}.error{background:#3b1c1a}.notice{background:#172a45;border-left-color:#8ab4f8}\
+td,th{border-bottom-color:#3a3f46}tr.current td{background:#1b2a3f}}";
 
 /// A complete page. `title` is escaped here; `body` must already be safe HTML.
 pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"color-scheme\" content=\"light dark\">\
 <title>{title}</title><style>{STYLE}</style></head>\
 <body><main><h1>{title}</h1>\n{body}\n</main></body></html>\n",
         title = escape(title),

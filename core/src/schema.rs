@@ -226,6 +226,11 @@ pub struct CommonKeys {
     /// Ask the person to confirm before a first login creates an account.
     #[schemars(extend("default" = false))]
     pub require_create_confirmation: Option<bool>,
+    /// Let one account connect several accounts of this IdP (a personal and a work one);
+    /// otherwise the account page offers to connect it only while the account has none, and
+    /// connecting a second one is refused (409 `already_connected`).
+    #[schemars(extend("default" = false))]
+    pub several_accounts: Option<bool>,
     /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens
     /// (Galaxy's `accepted_audiences`); none: its access tokens are not accepted.
     #[schemars(extend("default" = []))]
@@ -563,6 +568,7 @@ groups_claim = "roles"
 link_existing = "verified_email"
 trusted_email_domains = ["example.org"]
 require_create_confirmation = true
+several_accounts = true
 accepted_audiences = ["galaxy-api"]
 previous_issuers = ["https://old-sso.example.org"]
 [idps.corp.authorize_params]

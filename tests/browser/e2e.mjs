@@ -122,6 +122,16 @@ await step('end the session of another browser from the account page', async () 
   await other.close();
 });
 
+await step('dark mode follows the system setting', async () => {
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  expect(background === 'rgb(18, 20, 23)', `dark background: ${background}`);
+  await page.screenshot({ path: `${shots}/account-dark.png`, fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
+  const light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  expect(light !== background, `light background: ${light}`);
+});
+
 await step('a failed login shows an escaped error page', async () => {
   await page.goto(`${server}/authnz/corp/callback?code=x&state=%3Cscript%3Ealert(1)%3C%2Fscript%3E`);
   const text = await page.textContent('main');

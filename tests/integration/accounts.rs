@@ -583,3 +583,123 @@ async fn api_keys_and_deleting_the_account() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+/// Starts a connect to `idp` in `browser` and signs in at the provider as `login` in a fresh
+/// browser (no provider session of an earlier sign-in): the callback URL, not yet visited.
+async fn connect_as(browser: &Browser, url: &str, idp: &str, login: &str) -> String {
+    let response = browser.post(url, &format!("/authnz/{idp}/connect")).await;
+    assert_eq!(response.status(), 200, "connect {idp}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    Browser::new()
+        .sign_in_at_provider(
+            body["redirect_uri"].as_str().unwrap(),
+            login,
+            &format!("{url}/authnz/{idp}/callback"),
+        )
+        .await
+}
+
+async fn subjects_at(browser: &Browser, url: &str, idp: &str) -> Vec<String> {
+    let (_, me) = browser.me(url).await;
+    me["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|identity| identity["idp"] == idp)
+        .map(|identity| identity["subject"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_account_connects_one_identity_per_idp_unless_the_entry_allows_several() {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp"), reserved.callback("lab")],
+        json!({}),
+    );
+    let config = corp_and_lab(&provider.issuer).replace(
+        "label = \"Lab\"\n",
+        "label = \"Lab\"\nseveral_accounts = true\n",
+    );
+    let server = reserved.start(&config).await;
+    let url = server.url.clone();
+    let browser = Browser::new();
+    assert_eq!(
+        browser
+            .login_with_provider(&url, "corp", "alice")
+            .await
+            .status(),
+        303
+    );
+    let page = |browser: &Browser| {
+        let request = browser
+            .client
+            .get(format!("{url}/"))
+            .header("Accept", "text/html");
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+
+    // Corp is linked and allows one: the page does not offer it, and connecting is refused
+    // before anything starts.
+    let html = page(&browser).await;
+    assert!(!html.contains("Connect Corp"), "{html}");
+    assert!(html.contains("Connect Lab"), "{html}");
+    assert!(html.contains("<th>Last sign-in</th>"), "{html}");
+    let before = server.dump().await;
+    let refused = browser.post(&url, "/authnz/corp/connect").await;
+    assert_eq!(refused.status(), 409);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "already_connected", "{error}");
+    assert_eq!(
+        server.dump().await,
+        before,
+        "nothing started, nothing stored"
+    );
+
+    // Lab allows several: two lab accounts join, and the page still offers it.
+    for login in ["alice-lab", "alice-home"] {
+        let callback = connect_as(&browser, &url, "lab", login).await;
+        assert_eq!(browser.get(&callback).await.status(), 303);
+    }
+    assert_eq!(subjects_at(&browser, &url, "lab").await.len(), 2);
+    assert!(page(&browser).await.contains("Connect Lab"));
+    assert_eq!(subjects_at(&browser, &url, "corp").await, ["alice"]);
+}
+
+#[tokio::test]
+async fn a_second_identity_at_an_idp_that_allows_one_is_refused_when_its_connect_finishes() {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp"), reserved.callback("lab")],
+        json!({}),
+    );
+    let server = reserved.start(&corp_and_lab(&provider.issuer)).await;
+    let url = server.url.clone();
+    // One person in two browsers; each starts connecting lab while the account has none.
+    let here = Browser::new();
+    let there = Browser::new();
+    for browser in [&here, &there] {
+        assert_eq!(
+            browser
+                .login_with_provider(&url, "corp", "bob")
+                .await
+                .status(),
+            303
+        );
+    }
+    let late = connect_as(&here, &url, "lab", "bob-lab").await;
+    let first = connect_as(&there, &url, "lab", "bob-other").await;
+    assert_eq!(there.get(&first).await.status(), 303);
+    assert_eq!(subjects_at(&there, &url, "lab").await, ["bob-other"]);
+    // The later one finishes with the account holding one lab identity already: refused,
+    // and nothing of it is stored.
+    let before = server.dump().await;
+    let refused = here.get(&late).await;
+    assert_eq!(refused.status(), 409);
+    let error: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(error["error"], "already_connected", "{error}");
+    assert_only_pending_consumed(&before, &server.dump().await);
+    assert_eq!(subjects_at(&here, &url, "lab").await, ["bob-other"]);
+    // From now on, connecting lab is refused before it starts.
+    assert_eq!(here.post(&url, "/authnz/lab/connect").await.status(), 409);
+}

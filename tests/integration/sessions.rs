@@ -65,6 +65,7 @@ async fn a_person_sees_their_sessions_and_ends_another_one() {
     let rig = rig().await;
     let url = rig.server.url.clone();
     let laptop = signed_in(&url, "alice", LAPTOP).await;
+    rig.server.app.clock.advance(60);
     let phone = signed_in(&url, "alice", PHONE).await;
     let bob = signed_in(&url, "bob", LAPTOP).await;
     let alice_id = laptop.me(&url).await.1["id"].as_str().unwrap().to_string();

@@ -22,6 +22,10 @@ pub enum Error {
     /// The identity is connected to another account (SECURITY F59).
     #[error("{0}")]
     IdentityInUse(String),
+    /// The account already has an identity at this IdP, whose entry allows one per account
+    /// (`several_accounts`).
+    #[error("{0}")]
+    AlreadyConnected(String),
     /// The identity was linked under another issuer (SECURITY I73).
     #[error("{0}")]
     IssuerChanged(String),
@@ -45,6 +49,7 @@ impl Error {
             Self::ProviderFailed(_) => "provider_failed",
             Self::EmailInUse(_) => "email_in_use",
             Self::IdentityInUse(_) => "identity_in_use",
+            Self::AlreadyConnected(_) => "already_connected",
             Self::IssuerChanged(_) => "issuer_changed",
             Self::AccountGone => "unauthorized",
             Self::Store(_) | Self::Internal(_) => "internal_error",

@@ -122,6 +122,10 @@ impl Accounts<'_> {
         cx: LoginContext<'_>,
     ) -> Result<Finished, Error> {
         let mapped = mapped_identity(idp, &verified.claims)?;
+        if let Some(user_id) = &cx.link_to {
+            self.check_may_connect(idp, user_id, Some(&mapped.subject))
+                .await?;
+        }
         let (sealed_tokens, sealed_id_token) = self.seal(idp, &mapped.subject, &verified.tokens)?;
         let email_authoritative = email_authoritative(idp, &mapped);
         let session_cookie = random_token(32);
@@ -180,6 +184,29 @@ impl Accounts<'_> {
             }
             Err(err) => Err(login_error(err, idp)),
         }
+    }
+
+    /// Whether the account may connect (another) identity at `idp`: always where the entry
+    /// allows several accounts; otherwise only while it has none there but `subject` itself.
+    pub async fn check_may_connect(
+        &self,
+        idp: &Idp,
+        user_id: &str,
+        subject: Option<&str>,
+    ) -> Result<(), Error> {
+        if idp.config.several_accounts {
+            return Ok(());
+        }
+        let linked = self.store.identities_of(user_id).await?;
+        if linked.iter().any(|identity| {
+            identity.idp == idp.config.name && Some(identity.subject.as_str()) != subject
+        }) {
+            return Err(Error::AlreadyConnected(format!(
+                "this account is already connected to {}; disconnect it first to connect another {} account",
+                idp.config.label, idp.config.label
+            )));
+        }
+        Ok(())
     }
 
     /// The identity's tokens, sealed to it, and its ID token, sealed to the session (for its

@@ -27,6 +27,7 @@ pub(super) struct CommonKeys {
     pub(super) link_existing: LinkPolicy,
     pub(super) trusted_email_domains: Vec<String>,
     pub(super) require_create_confirmation: bool,
+    pub(super) several_accounts: bool,
     pub(super) accepted_audiences: Vec<(String, Range<usize>)>,
     pub(super) previous_issuers: Vec<String>,
     pub(super) authorize_params: Vec<(String, String)>,
@@ -72,6 +73,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
     let require_create_confirmation = fields
         .take_bool(cx, "require_create_confirmation")
         .unwrap_or(false);
+    let several_accounts = fields.take_bool(cx, "several_accounts").unwrap_or(false);
     let accepted_audiences = fields
         .take_str_items(cx, "accepted_audiences")
         .unwrap_or_default();
@@ -97,6 +99,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         link_existing,
         trusted_email_domains,
         require_create_confirmation,
+        several_accounts,
         accepted_audiences,
         previous_issuers,
         authorize_params,

@@ -56,6 +56,9 @@ pub struct IdpConfig {
     pub trusted_email_domains: Vec<String>,
     /// Whether a first login asks the person to confirm before an account is created.
     pub require_create_confirmation: bool,
+    /// Whether one account may connect several accounts of this IdP (a personal and a work
+    /// one); otherwise an account has at most one identity here.
+    pub several_accounts: bool,
     /// Audiences of this IdP's JWT access tokens that `/api/*` accepts as bearer tokens.
     pub accepted_audiences: Vec<String>,
     /// Issuers this entry had before the provider really moved: identities linked under them
@@ -218,6 +221,7 @@ fn idp_entry(
         link_existing: common.link_existing,
         trusted_email_domains: common.trusted_email_domains,
         require_create_confirmation: common.require_create_confirmation,
+        several_accounts: common.several_accounts,
         accepted_audiences,
         previous_issuers: common.previous_issuers,
         provider: provider?,

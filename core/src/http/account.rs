@@ -98,6 +98,9 @@ error_responses!(ConnectError {
     Forbidden = 403,
     /// No IdP of that name is configured.
     NotFound = 404,
+    /// The account already has an identity at this IdP, whose entry allows one
+    /// (`already_connected`).
+    Conflict = 409,
     /// The IdP could not be reached.
     BadGateway = 502,
     /// Too many logins started.
@@ -244,6 +247,11 @@ impl AccountApi {
         let app = *app;
         let caller = caller(app, &auth).await?;
         caller.check_session_change(app, req, &super::request::form_of(body).await)?;
+        if let Some(runtime) = app.idp(&idp.0) {
+            app.accounts()
+                .check_may_connect(&runtime, &caller.user.id, None)
+                .await?;
+        }
         let (url, cookie) = start_login(
             app,
             req,

@@ -219,9 +219,10 @@ impl From<crate::accounts::Error> for FlowError {
             Error::Denied(_) => Status::Forbidden,
             Error::ClaimsUnusable(_) | Error::AccountGone => Status::Unauthorized,
             Error::ProviderFailed(_) => Status::BadGateway,
-            Error::EmailInUse(_) | Error::IdentityInUse(_) | Error::IssuerChanged(_) => {
-                Status::Conflict
-            }
+            Error::EmailInUse(_)
+            | Error::IdentityInUse(_)
+            | Error::AlreadyConnected(_)
+            | Error::IssuerChanged(_) => Status::Conflict,
             Error::Store(_) | Error::Internal(_) => Status::Internal,
         };
         match err {

@@ -186,19 +186,28 @@ pub(crate) async fn account_page(
                 "<span title=\"Your only way to sign in\">—</span>".to_string()
             };
             format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&identity.idp),
                 escape(&identity.subject),
                 escape(identity.email.as_deref().unwrap_or("")),
                 date(identity.linked_at),
+                date(identity.last_login_at),
                 disconnect
             )
         })
         .collect();
+    // Only where another identity can be connected: an IdP the account has none at, or one
+    // whose entry allows several accounts.
     let connect: String = app
         .current()
         .idps
         .iter()
+        .filter(|idp| {
+            idp.config.several_accounts
+                || !identities
+                    .iter()
+                    .any(|identity| identity.idp == idp.config.name)
+        })
         .map(|idp| {
             format!(
                 "<form method=\"post\" action=\"/authnz/{name}/connect\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -210,6 +219,11 @@ pub(crate) async fn account_page(
             )
         })
         .collect();
+    let connect = if connect.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Connect another provider</h2>{connect}")
+    };
     let keys = match app.store.api_keys_of(&user.id).await.unwrap_or_default() {
         keys if keys.is_empty() => "<p>None yet. Scripts can use one: create it with <code>POST /api/keys</code> in <a href=\"/docs\">the API docs</a>.</p>".to_string(),
         keys => format!(
@@ -230,8 +244,8 @@ pub(crate) async fn account_page(
     let sessions = sessions_section(app, &user.id, csrf, current).await;
     let body = format!(
         "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
-<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
-<h2>Connect another provider</h2>{connect}\
+<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+{connect}\
 {sessions}\
 <h2>API keys</h2>{keys}\
 <form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
