@@ -122,6 +122,30 @@ await step('end the session of another browser from the account page', async () 
   await other.close();
 });
 
+await step('create an API key on the account page, copy it, delete it', async () => {
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server });
+  await page.fill('#key-name', 'laptop scripts');
+  await page.selectOption('#key-expiry', '30');
+  await Promise.all([page.waitForNavigation(), page.click('#create-key')]);
+  const secret = await page.inputValue('#new-key');
+  expect(secret.startsWith('authnz_'), `new key: ${secret}`);
+  await page.screenshot({ path: `${shots}/api-key.png` });
+  await page.click('#copy-key');
+  await page.waitForSelector('#copied:has-text("Copied.")');
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied === secret, 'the clipboard holds the key');
+  // As a script would use it: no cookie, the key alone.
+  const me = await fetch(`${server}/api/users/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  expect(me.status === 200, `the key works: ${me.status}`);
+  await Promise.all([page.waitForNavigation(), page.click('a:has-text("Back to your account")')]);
+  expect((await page.locator('#key-list tbody tr').count()) === 1, 'one key listed');
+  expect(!(await page.content()).includes(secret), 'the account page never shows the secret');
+  await Promise.all([page.waitForNavigation(), page.click('#key-list button.delete-key')]);
+  expect((await page.locator('#key-list').count()) === 0, 'no key left');
+  const after = await fetch(`${server}/api/users/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  expect(after.status === 401, `a deleted key: ${after.status}`);
+});
+
 await step('dark mode follows the system setting', async () => {
   await page.emulateMedia({ colorScheme: 'dark' });
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);

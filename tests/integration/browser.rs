@@ -80,6 +80,7 @@ async fn a_person_signs_in_in_a_real_browser() {
         "account",
         "disconnect",
         "sessions",
+        "api-key",
         "account-dark",
         "error",
         "swagger-me",

@@ -503,3 +503,200 @@ async fn logout_needs_the_sessions_csrf_token() {
     assert_eq!(browser.me(url).await.0, 401);
     assert_eq!(server.count("sessions").await, 0);
 }
+
+/// The account page's form post, as the browser sends it (same origin).
+async fn page_post(
+    browser: &Browser,
+    url: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    browser
+        .client
+        .post(format!("{url}{path}"))
+        .header("Origin", url)
+        .header("Accept", "text/html")
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The value of the page's `#new-key` input: the new key's secret.
+fn shown_secret(html: &str) -> Option<String> {
+    let input = html.split("id=\"new-key\"").nth(1)?;
+    let value = input.split("value=\"").nth(1)?;
+    Some(value.split('"').next()?.to_string())
+}
+
+#[tokio::test]
+async fn api_keys_are_made_and_deleted_on_the_account_page() {
+    let server = Reserved::new().start("[idps.dev]\nkind = \"dev\"\n").await;
+    let url = &server.url;
+    let browser = Browser::new();
+    dev_login(&browser, url, "dev", "ann", None).await;
+    let csrf = browser.csrf(url).await;
+    let account = |browser: &Browser| {
+        let request = browser
+            .client
+            .get(format!("{url}/"))
+            .header("Accept", "text/html");
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(account(&browser).await.contains("id=\"new-key-form\""));
+
+    // Without the session's CSRF token, or with a bad name or lifetime, nothing is made.
+    for form in [
+        vec![("name", "laptop"), ("expires_in_days", "30")],
+        vec![
+            ("csrf", "wrong"),
+            ("name", "laptop"),
+            ("expires_in_days", "30"),
+        ],
+        vec![
+            ("csrf", csrf.as_str()),
+            ("name", "  "),
+            ("expires_in_days", "30"),
+        ],
+        vec![
+            ("csrf", csrf.as_str()),
+            ("name", "laptop"),
+            ("expires_in_days", "0"),
+        ],
+        vec![
+            ("csrf", csrf.as_str()),
+            ("name", "laptop"),
+            ("expires_in_days", "soon"),
+        ],
+    ] {
+        let response = page_post(&browser, url, "/authnz/keys/new", &form).await;
+        assert!(
+            matches!(response.status().as_u16(), 400 | 403),
+            "{form:?}: {}",
+            response.status()
+        );
+        assert!(shown_secret(&response.text().await.unwrap()).is_none());
+    }
+    assert_eq!(server.count("api_keys").await, 0);
+
+    // Made: the secret is on the answer page once (not stored by any cache), and works.
+    let response = page_post(
+        &browser,
+        url,
+        "/authnz/keys/new",
+        &[
+            ("csrf", &csrf),
+            ("name", "laptop <scripts>"),
+            ("expires_in_days", "30"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let scripts: Vec<&str> = csp
+        .split(';')
+        .map(str::trim)
+        .filter(|directive| directive.starts_with("script-src"))
+        .collect();
+    assert_eq!(scripts, ["script-src 'self'"], "no inline script: {csp}");
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("laptop &lt;scripts&gt;"),
+        "the name is escaped: {html}"
+    );
+    assert!(
+        html.contains("<script src=\"/authnz/assets/copy.js\"></script>"),
+        "{html}"
+    );
+    let secret = shown_secret(&html).expect("the secret is shown");
+    assert!(secret.starts_with("authnz_"), "{secret}");
+    let client = reqwest::Client::new();
+    let me = client
+        .get(format!("{url}/api/users/me"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let keys: Value = browser
+        .get(&format!("{url}/api/keys"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = &keys[0];
+    assert_eq!(key["name"], "laptop <scripts>");
+    let lifetime = key["expires_at"].as_i64().unwrap() - key["created_at"].as_i64().unwrap();
+    assert_eq!(lifetime, 30 * 86_400);
+    let page = account(&browser).await;
+    assert!(page.contains("id=\"key-list\""), "{page}");
+    assert!(
+        !page.contains(&secret),
+        "the account page never shows the secret"
+    );
+
+    // The copy buttons' script is served from this origin.
+    let script = client
+        .get(format!("{url}/authnz/assets/copy.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(script.text().await.unwrap().contains("navigator.clipboard"));
+
+    // A bearer credential can neither make nor delete keys on the page.
+    let id = key["id"].as_str().unwrap().to_string();
+    for (path, form) in [
+        ("/authnz/keys/new", vec![("name", "minted")]),
+        ("/authnz/keys/delete", vec![("id", id.as_str())]),
+    ] {
+        let response = client
+            .post(format!("{url}{path}"))
+            .bearer_auth(&secret)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+    }
+    assert_eq!(server.count("api_keys").await, 1);
+
+    // Another person cannot delete it; its owner can, and then it no longer works.
+    let other = Browser::new();
+    dev_login(&other, url, "dev", "bob", None).await;
+    let other_csrf = other.csrf(url).await;
+    let response = page_post(
+        &other,
+        url,
+        "/authnz/keys/delete",
+        &[("csrf", &other_csrf), ("id", &id)],
+    )
+    .await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(server.count("api_keys").await, 1);
+    let response = page_post(
+        &browser,
+        url,
+        "/authnz/keys/delete",
+        &[("csrf", &csrf), ("id", &id)],
+    )
+    .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/#api-keys");
+    assert_eq!(server.count("api_keys").await, 0);
+    let me = client
+        .get(format!("{url}/api/users/me"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+}

@@ -170,6 +170,28 @@ pub enum TokenResponse {
     Ok(Json<AccessTokenView>),
 }
 
+/// Makes and stores a new API key of `user_id` (the name and lifetime already checked): the
+/// key and its secret, which only its hash is stored under.
+pub(crate) async fn new_key(
+    app: &App,
+    user_id: &str,
+    name: String,
+    expires_in_days: Option<i64>,
+) -> Result<(ApiKey, String), FlowError> {
+    let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
+    let now = app.clock.now();
+    let key = ApiKey {
+        id: random_token(9),
+        user_id: user_id.to_string(),
+        name,
+        prefix: secret.chars().take(API_KEY_PREFIX.len() + 4).collect(),
+        created_at: now,
+        expires_at: expires_in_days.map(|days| now + days * 86_400),
+    };
+    app.store.put_api_key(&sha256_hex(&secret), &key).await?;
+    Ok((key, secret))
+}
+
 /// The one identity of the caller at `idp` (or the one with `subject`).
 pub(crate) async fn pick_identity(
     app: &App,
@@ -227,21 +249,13 @@ impl KeysApi {
             )
             .into());
         }
-        let secret = format!("{API_KEY_PREFIX}{}", random_token(32));
-        let now = app.clock.now();
-        let key = ApiKey {
-            id: random_token(9),
-            user_id: caller.user.id.clone(),
-            name: request.0.name.0,
-            prefix: secret.chars().take(API_KEY_PREFIX.len() + 4).collect(),
-            created_at: now,
-            expires_at: request
-                .0
-                .expires_in_days
-                .value()
-                .map(|days| now + days * 86_400),
-        };
-        app.store.put_api_key(&sha256_hex(&secret), &key).await?;
+        let (key, secret) = new_key(
+            app,
+            &caller.user.id,
+            request.0.name.0,
+            request.0.expires_in_days.value().copied(),
+        )
+        .await?;
         Ok(CreatedKey::Created(Json(ApiKeyView::of(key, Some(secret)))))
     }
 

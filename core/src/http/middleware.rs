@@ -211,7 +211,7 @@ pub(crate) const SAME_ORIGIN_REFERRER: (HeaderName, HeaderValue) =
     static_header("referrer-policy", "same-origin");
 pub(crate) const CSP: (HeaderName, HeaderValue) = static_header(
     "content-security-policy",
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data: https:; form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'",
 );
 
 pub(crate) const FRAME_DENY: (HeaderName, HeaderValue) = static_header("x-frame-options", "DENY");

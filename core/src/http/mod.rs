@@ -20,6 +20,7 @@ mod dev_idp;
 mod error;
 mod forward;
 mod hot;
+mod key_pages;
 mod keys;
 mod login;
 mod middleware;

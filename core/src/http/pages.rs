@@ -224,30 +224,14 @@ pub(crate) async fn account_page(
     } else {
         format!("<h2>Connect another provider</h2>{connect}")
     };
-    let keys = match app.store.api_keys_of(&user.id).await.unwrap_or_default() {
-        keys if keys.is_empty() => "<p>None yet. Scripts can use one: create it with <code>POST /api/keys</code> in <a href=\"/docs\">the API docs</a>.</p>".to_string(),
-        keys => format!(
-            "<table><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th></tr></thead><tbody>{}</tbody></table><p>Manage them in <a href=\"/docs\">the API docs</a>.</p>",
-            keys.iter()
-                .map(|key| {
-                    format!(
-                        "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                        escape(&key.name),
-                        escape(&key.prefix),
-                        date(key.created_at),
-                        key.expires_at.map(date).unwrap_or_else(|| "never".to_string())
-                    )
-                })
-                .collect::<String>()
-        ),
-    };
+    let keys = keys_section(app, &user.id, csrf).await;
     let sessions = sessions_section(app, &user.id, csrf, current).await;
     let body = format!(
         "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
 <h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 {connect}\
 {sessions}\
-<h2>API keys</h2>{keys}\
+{keys}\
 <form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
         escape(&user.username),
         user.email
@@ -257,6 +241,45 @@ pub(crate) async fn account_page(
         csrf = escape(csrf),
     );
     page("Your account", &body)
+}
+
+/// The account's API keys, each with a button that deletes it, and a form that makes one (its
+/// secret is shown once, on the page that answers).
+async fn keys_section(app: &App, user_id: &str, csrf: &str) -> String {
+    let keys = app.store.api_keys_of(user_id).await.unwrap_or_default();
+    let rows: String = keys
+        .iter()
+        .map(|key| {
+            format!(
+                "<tr><td>{name}</td><td><code>{prefix}</code></td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/authnz/keys/delete\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\">\
+<button type=\"submit\" class=\"secondary delete-key\" aria-label=\"Delete the API key {name}\">Delete</button></form></td></tr>",
+                date(key.created_at),
+                key.expires_at.map(date).unwrap_or_else(|| "never".to_string()),
+                name = escape(&key.name),
+                prefix = escape(&key.prefix),
+                id = escape(&key.id),
+                csrf = escape(csrf),
+            )
+        })
+        .collect();
+    let list = if keys.is_empty() {
+        "<p>None yet. Scripts present one as <code>Authorization: Bearer &lt;key&gt;</code> on <code>/api/*</code>.</p>".to_string()
+    } else {
+        format!(
+            "<table id=\"key-list\"><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    };
+    format!(
+        "<h2 id=\"api-keys\">API keys</h2>{list}\
+<form method=\"post\" action=\"/authnz/keys/new\" id=\"new-key-form\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+<label for=\"key-name\">Name of a new key</label><input id=\"key-name\" name=\"name\" required maxlength=\"100\" placeholder=\"laptop scripts\">\
+<label for=\"key-expiry\">Expires</label><select id=\"key-expiry\" name=\"expires_in_days\">\
+<option value=\"30\">in 30 days</option><option value=\"90\" selected>in 90 days</option><option value=\"365\">in a year</option><option value=\"\">never</option></select>\
+<button type=\"submit\" id=\"create-key\" class=\"secondary\">Create an API key</button></form>\
+<p>Also in <a href=\"/docs\">the API docs</a>.</p>",
+        escape(csrf)
+    )
 }
 
 /// Where the person is signed in: each live session (this browser marked), with a button that

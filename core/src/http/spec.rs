@@ -2,7 +2,7 @@
 
 use poem_openapi::OpenApiService;
 
-use super::{account, admin, backchannel, forward, keys, login, pages, sessions};
+use super::{account, admin, backchannel, forward, key_pages, keys, login, pages, sessions};
 
 /// Every route group, in the order of the spec.
 pub type Apis = (
@@ -12,6 +12,7 @@ pub type Apis = (
     account::AccountApi,
     sessions::SessionsApi,
     keys::KeysApi,
+    key_pages::KeyPagesApi,
     backchannel::BackchannelApi,
     forward::ForwardApi,
 );
@@ -25,6 +26,7 @@ pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
             account::AccountApi,
             sessions::SessionsApi,
             keys::KeysApi,
+            key_pages::KeyPagesApi,
             backchannel::BackchannelApi,
             forward::ForwardApi,
         ),
