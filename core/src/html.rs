@@ -3,6 +3,10 @@
 //! Everything is embedded in the binary (no CDN): authnz must work offline. Every string that
 //! came from outside (an IdP's error description, a user name) goes through [`escape`].
 
+use std::sync::Arc;
+
+use crate::config::Branding;
+
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -28,6 +32,8 @@ button:focus,.button:focus,input:focus,select:focus{outline:3px solid #f9ab00;ou
 .error{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}.notice{background:#e8f0fe;border-left:4px solid #0b57d0;padding:.5rem 1rem}code{word-break:break-all}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
+.brand{display:flex;align-items:center;gap:.7rem;font-weight:600;font-size:1.1rem}.brand img{max-height:40px;width:auto}\
+footer{margin-top:3rem;font-size:.9rem;text-align:center}\
 td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-space:nowrap}tr.current td{background:#f1f6fe}\
 @media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}\
 @media (prefers-color-scheme:dark){body{background:#121417;color:#e3e6ea}a{color:#8ab4f8}\
@@ -35,14 +41,79 @@ button,.button{background:#8ab4f8;border-color:#8ab4f8;color:#0b1a33}.secondary{
 .warning{background:#3a2e12}.error{background:#3b1c1a}.notice{background:#172a45;border-left-color:#8ab4f8}\
 td,th{border-bottom-color:#3a3f46}tr.current td{background:#1b2a3f}}";
 
-/// A complete page. `title` is escaped here; `body` must already be safe HTML.
+tokio::task_local! {
+    /// The organisation's look for the pages of the request in progress (`[server.branding]`).
+    static BRANDING: Option<Arc<Branding>>;
+}
+
+/// Runs `request` with `branding` as the look of every page it renders.
+pub async fn branded<F: std::future::Future>(
+    branding: Option<Arc<Branding>>,
+    request: F,
+) -> F::Output {
+    BRANDING.scope(branding, request).await
+}
+
+/// A complete page, in the organisation's look when one is configured. `title` is escaped
+/// here; `body` must already be safe HTML.
 pub fn page(title: &str, body: &str) -> String {
+    let branding = BRANDING.try_with(Clone::clone).ok().flatten();
+    let branding = branding.as_deref();
+    let name = branding.and_then(|b| b.name.as_deref());
+    let full_title = match name {
+        Some(name) => format!("{} · {}", escape(title), escape(name)),
+        None => escape(title),
+    };
+    let mut style = STYLE.to_string();
+    if let Some(color) = branding.and_then(|b| b.primary_color.as_deref()) {
+        // Checked as #rrggbb with the config: safe inside the style element.
+        style.push_str(&format!(
+            "@media (prefers-color-scheme:light){{button,.button{{background:{color};border-color:{color};color:{text}}}\
+.secondary{{background:#fff;color:{color}}}a{{color:{color}}}.notice{{border-left-color:{color}}}}}",
+            text = crate::config::text_on(color),
+        ));
+    }
+    if let Some(css) = branding.and_then(|b| b.css.as_deref()) {
+        style.push_str(css);
+    }
+    let header = match (name, branding.and_then(|b| b.logo.as_ref())) {
+        (None, None) => String::new(),
+        (name, logo) => format!(
+            "<header class=\"brand\">{}{}</header>",
+            logo.map(|logo| format!(
+                "<img src=\"{}\" alt=\"{}\" height=\"40\">",
+                escape(&logo.path),
+                if name.is_some() {
+                    String::new()
+                } else {
+                    "Logo".to_string()
+                }
+            ))
+            .unwrap_or_default(),
+            name.map(|name| format!("<span>{}</span>", escape(name)))
+                .unwrap_or_default(),
+        ),
+    };
+    let links: Vec<String> = [
+        (branding.and_then(|b| b.privacy_url.as_ref()), "Privacy"),
+        (branding.and_then(|b| b.help_url.as_ref()), "Help"),
+    ]
+    .into_iter()
+    .filter_map(|(url, label)| {
+        url.map(|url| format!("<a href=\"{}\">{label}</a>", escape(url.as_str())))
+    })
+    .collect();
+    let footer = if links.is_empty() {
+        String::new()
+    } else {
+        format!("<footer>{}</footer>", links.join(" · "))
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta name=\"color-scheme\" content=\"light dark\">\
-<title>{title}</title><style>{STYLE}</style></head>\
-<body><main><h1>{title}</h1>\n{body}\n</main></body></html>\n",
+<title>{full_title}</title><style>{style}</style></head>\
+<body>{header}<main><h1>{title}</h1>\n{body}\n</main>{footer}</body></html>\n",
         title = escape(title),
     )
 }

@@ -53,6 +53,8 @@ pub struct ServerSection {
     pub database: Option<String>,
     /// A PostgreSQL database shared by every replica, instead of sled's `database`.
     pub postgres: Option<PostgresSection>,
+    /// The organisation's look on every page.
+    pub branding: Option<BrandingSection>,
     /// The key that encrypts IdP tokens at rest. With sled, generated on first start (default:
     /// `<database>.key`); with `[server.postgres]` required and never generated: every replica
     /// is given the same file, made once with `authnz keygen PATH`.
@@ -132,6 +134,26 @@ pub struct AppSection {
     /// The assertion's lifetime in seconds.
     #[schemars(range(min = 1, max = 300), extend("default" = 60))]
     pub assertion_ttl_seconds: Option<u64>,
+}
+
+/// `[server.branding]`: read at start (and checked with the config); files relative to this
+/// file.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrandingSection {
+    /// The organisation's name, in every title and above every heading (1 to 80 characters).
+    pub name: Option<String>,
+    /// A logo file (.svg, .png, .jpg, .webp or .gif, at most 512 KiB), served by authnz under a
+    /// path that changes with its content.
+    pub logo: Option<String>,
+    /// Buttons and links, `#rgb` or `#rrggbb` (the light scheme; the text on buttons is white
+    /// or black, whichever reads better).
+    pub primary_color: Option<String>,
+    /// A stylesheet appended after the built-in styles (at most 256 KiB, no `<`).
+    pub css: Option<String>,
+    /// Footer links (https).
+    pub privacy_url: Option<String>,
+    pub help_url: Option<String>,
 }
 
 /// `[server.postgres]`.
@@ -533,7 +555,7 @@ mod tests {
 
     /// A config that uses every key: of [server], every common key (in one entry or another),
     /// and the own settings of each kind that has some.
-    const EVERY_KEY: &str = r#"
+    const EVERY_KEY: &str = r##"
 [server]
 listen = "127.0.0.1:9000"
 public_url = "https://login.example.org"
@@ -549,6 +571,12 @@ max_logins_per_client = 50
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
 max_pending_logins = 1000
 cache_mb = 8
+
+[server.branding]
+name = "Example University"
+primary_color = "#7b1fa2"
+privacy_url = "https://example.edu/privacy"
+help_url = "https://example.edu/help"
 
 [idps.corp]
 kind = "oidc"
@@ -636,7 +664,7 @@ allowed_groups = ["corp:galaxy-users"]
 anonymous_if = ["header:x-api-key", "query:key"]
 assertion = true
 assertion_ttl_seconds = 30
-"#;
+"##;
 
     #[test]
     fn parser_and_schema_agree_on_a_config_using_every_key() {

@@ -94,3 +94,112 @@ async fn a_person_signs_in_in_a_real_browser() {
     }
     let _ = Browser::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_wear_the_organisations_look() {
+    let chromium = chromium();
+    let script_dir = repo_root().join("tests/browser");
+    let files = tempfile::tempdir().unwrap();
+    let logo = files.path().join("logo.svg");
+    std::fs::write(
+        &logo,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"40\" height=\"40\" viewBox=\"0 0 40 40\"><circle cx=\"20\" cy=\"20\" r=\"18\" fill=\"#7b1fa2\"/></svg>",
+    )
+    .unwrap();
+    let css = files.path().join("extra.css");
+    std::fs::write(&css, "h1{letter-spacing:.04em}").unwrap();
+    let server_lines = format!(
+        "[server.branding]\nname = \"Example University\"\nlogo = \"{}\"\nprimary_color = \"#7b1fa2\"\ncss = \"{}\"\nprivacy_url = \"https://example.edu/privacy\"\nhelp_url = \"https://example.edu/help\"\n",
+        logo.display(),
+        css.display()
+    );
+    let server = Reserved::new()
+        .start_server(
+            &server_lines,
+            "[idps.dev]\nkind = \"dev\"\nlabel = \"Dev\"\n",
+        )
+        .await;
+    let url = &server.url;
+
+    // Over HTTP: the title, header, footer, styles, and the logo under its content hash.
+    let client = reqwest::Client::new();
+    let html = client
+        .get(format!("{url}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<title>Sign in · Example University</title>"),
+        "{html}"
+    );
+    assert!(html.contains("h1{letter-spacing:.04em}"), "{html}");
+    assert!(html.contains("background:#7b1fa2"), "{html}");
+    assert!(
+        html.contains("<a href=\"https://example.edu/privacy\">Privacy</a>"),
+        "{html}"
+    );
+    let logo_path = html
+        .split("<img src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a logo")
+        .to_string();
+    assert!(
+        logo_path.starts_with("/assets/logo-") && logo_path.ends_with(".svg"),
+        "{logo_path}"
+    );
+    let served = client
+        .get(format!("{url}{logo_path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "image/svg+xml");
+    assert!(served.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    assert!(served.headers().contains_key("content-security-policy"));
+    assert_eq!(served.bytes().await.unwrap(), std::fs::read(&logo).unwrap());
+    let other = client
+        .get(format!("{url}/assets/logo-0000000000000000.svg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    // An error page a browser sees is branded too.
+    let error = client
+        .get(format!("{url}/authnz/dev/callback?state=x&code=y"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(error.contains("· Example University</title>"), "{error}");
+
+    // In chromium: the colour on the buttons, the logo shown, dark mode, a phone at 200%.
+    let output = tokio::process::Command::new("node")
+        .arg("branding.mjs")
+        .current_dir(&script_dir)
+        .env("AUTHNZ_URL", url)
+        .env("SHOTS", repo_root().join("docs/screenshots"))
+        .env("CHROMIUM", &chromium)
+        .env("PRIMARY", "rgb(123, 31, 162)")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), output)
+        .await
+        .expect("the browser run finished within 2 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("all branding steps passed"),
+        "branding steps failed:\n{stdout}\n{stderr}"
+    );
+}

@@ -11,6 +11,7 @@
 //! and `provider` (the kind's factory or library); this module ties them together.
 
 mod apps;
+mod branding;
 mod common;
 mod fields;
 mod idp;
@@ -31,6 +32,7 @@ use url::Url;
 use crate::registry::Registry;
 pub use crate::registry::DYLIB_KIND;
 pub use apps::{Anonymous, AppConfig, HeaderPreset, MAX_ASSERTION_TTL};
+pub use branding::{hex_color, text_on, Branding, Logo};
 use fields::{Context, Fields};
 use idp::{idp_config, IdpEntry};
 pub use idp::{IdpConfig, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};

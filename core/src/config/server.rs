@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub signing_key_file: Option<PathBuf>,
     /// Earlier signing keys, still published so that assertions they signed verify.
     pub previous_signing_key_files: Vec<PathBuf>,
+    /// `[server.branding]`: the organisation's look on the pages; `None`: authnz's own.
+    pub branding: Option<std::sync::Arc<super::Branding>>,
 }
 
 impl ServerConfig {
@@ -166,6 +168,9 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         .into_iter()
         .filter_map(|(raw, span)| signing_key(cx, &raw, span, "server.previous_signing_key_files"))
         .collect();
+    let branding = fields
+        .take_table(cx, "branding")
+        .map(|table| std::sync::Arc::new(super::branding::branding(cx, table)));
     let _ = fields.span;
     fields.finish(cx);
     ServerConfig {
@@ -184,6 +189,7 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         cookie_domain,
         signing_key_file,
         previous_signing_key_files,
+        branding,
     }
 }
 

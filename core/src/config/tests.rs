@@ -464,3 +464,79 @@ fn groups_claim_is_a_claim_name() {
     let config = parse_str(&text).expect("parses");
     assert_eq!(config.idps[1].groups_claim.as_deref(), Some("roles"));
 }
+
+#[test]
+fn branding_is_read_with_its_files_and_every_problem_is_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("logo.svg"),
+        "<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("extra.css"), "h1{letter-spacing:.02em}").unwrap();
+    std::fs::write(
+        dir.path().join("bad.css"),
+        "h1{}</style><script>alert(1)</script>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("logo.bmp"), "BM").unwrap();
+    let parse_in = |text: &str| {
+        parse(
+            &dir.path().join("idps.toml"),
+            text,
+            &Registry::builtin(),
+            &|_| None,
+        )
+    };
+    let config = parse_in(
+        "[server.branding]\nname = \"Example University\"\nlogo = \"logo.svg\"\nprimary_color = \"#7B1FA2\"\ncss = \"extra.css\"\nprivacy_url = \"https://example.edu/privacy\"\nhelp_url = \"https://example.edu/help\"\n",
+    )
+    .expect("parses");
+    let branding = config.server.branding.expect("branding");
+    assert_eq!(branding.name.as_deref(), Some("Example University"));
+    assert_eq!(branding.primary_color.as_deref(), Some("#7b1fa2"));
+    assert_eq!(branding.css.as_deref(), Some("h1{letter-spacing:.02em}"));
+    let logo = branding.logo.as_ref().expect("logo");
+    assert!(
+        logo.path.starts_with("/assets/logo-") && logo.path.ends_with(".svg"),
+        "{}",
+        logo.path
+    );
+    assert_eq!(logo.content_type, "image/svg+xml");
+    assert!(
+        !format!("{branding:?}").contains("<svg"),
+        "Debug shows no file contents"
+    );
+
+    let problems = |table: &str| match parse_in(&format!("[server.branding]\n{table}\n")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    let file = dir.path().join("idps.toml").display().to_string();
+    for (table, want) in [
+        (
+            "logo = \"missing.svg\"",
+            "2:8: server.branding.logo: cannot read",
+        ),
+        ("logo = \"logo.bmp\"", "2:8: server.branding.logo: "),
+        (
+            "primary_color = \"purple\"",
+            "2:17: server.branding.primary_color: \"purple\": expected a colour",
+        ),
+        ("css = \"bad.css\"", "2:7: server.branding.css: "),
+        (
+            "privacy_url = \"http://example.edu/privacy\"",
+            "2:15: server.branding.privacy_url: ",
+        ),
+        ("name = \"\"", "2:8: server.branding.name: must be 1 to 80"),
+        ("colour = \"#fff\"", "server.branding.colour"),
+    ] {
+        let found = problems(table);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(&file) && p.contains(want)),
+            "{table}: {found:#?}"
+        );
+    }
+}

@@ -64,8 +64,12 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
     route
         .around(hot::hot_paths)
         .around(cookies::host_cookies)
-        .with(AddData::new(app))
+        .with(AddData::new(Arc::clone(&app)))
         .around(security_headers)
+        .around(move |next, req| {
+            let branding = app.server.branding.clone();
+            async move { crate::html::branded(branding, next.call(req)).await }
+        })
 }
 
 #[cfg(test)]

@@ -34,6 +34,18 @@ pub enum IndexResponse {
     ),
 }
 
+#[derive(ApiResponse)]
+pub enum AssetResponse {
+    #[oai(status = 200)]
+    Found(
+        poem_openapi::payload::Binary<Vec<u8>>,
+        #[oai(header = "Content-Type")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    #[oai(status = 404)]
+    NotFound,
+}
+
 #[OpenApi]
 impl PagesApi {
     /// The login page (HTML), or the account summary when logged in; just after a logout
@@ -57,6 +69,30 @@ impl PagesApi {
             return IndexResponse::PageClearing(Html(index(req, &app).await), clear);
         }
         IndexResponse::Page(Html(index(req, &app).await))
+    }
+
+    /// The configured logo (`[server.branding] logo`), under a path that changes with its
+    /// content: cached for good.
+    #[oai(path = "/assets/:file", method = "get", hidden)]
+    async fn asset(
+        &self,
+        app: Data<&Arc<App>>,
+        file: poem_openapi::param::Path<String>,
+    ) -> AssetResponse {
+        let logo = app
+            .server
+            .branding
+            .as_ref()
+            .and_then(|branding| branding.logo.as_ref())
+            .filter(|logo| logo.path == format!("/assets/{}", file.0));
+        match logo {
+            Some(logo) => AssetResponse::Found(
+                poem_openapi::payload::Binary(logo.bytes.to_vec()),
+                logo.content_type.to_string(),
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+            None => AssetResponse::NotFound,
+        }
     }
 
     /// The logout page an app links to (`/authnz/logout?next=<app URL>`): a button that posts

@@ -1,0 +1,57 @@
+// The pages in an organisation's look, in Debian's headless chromium: the Rust test
+// `browser::the_pages_wear_the_organisations_look` starts authnz with `[server.branding]` and
+// runs this script with AUTHNZ_URL, SHOTS, CHROMIUM and PRIMARY (the configured colour as
+// `rgb(r, g, b)`). Prints one line per step; exits non-zero on failure.
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const server = process.env.AUTHNZ_URL;
+const shots = process.env.SHOTS;
+mkdirSync(shots, { recursive: true });
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+});
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+try {
+  const page = await browser.newPage({ viewport: { width: 900, height: 700 } });
+  await page.goto(`${server}/`);
+  const title = await page.title();
+  expect(title === 'Sign in · Example University', `title: ${title}`);
+  const brand = await page.textContent('header.brand');
+  expect(brand.includes('Example University'), `header: ${brand}`);
+  const logo = await page.evaluate(() => {
+    const img = document.querySelector('header.brand img');
+    return img && img.complete && img.naturalWidth > 0;
+  });
+  expect(logo, 'the logo loaded');
+  const background = await page.evaluate(() => getComputedStyle(document.querySelector('a.button')).backgroundColor);
+  expect(background === process.env.PRIMARY, `button colour: ${background}`);
+  const spacing = await page.evaluate(() => getComputedStyle(document.querySelector('h1')).letterSpacing);
+  expect(spacing !== 'normal', `the extra stylesheet applies: ${spacing}`);
+  const footer = await page.locator('footer a').allTextContents();
+  expect(JSON.stringify(footer) === JSON.stringify(['Privacy', 'Help']), `footer: ${footer}`);
+  await page.screenshot({ path: `${shots}/login-branded.png` });
+  console.log('ok: branded login page');
+  // 200% zoom on a phone-sized screen: nothing wider than the screen.
+  await page.setViewportSize({ width: 390, height: 760 });
+  await page.evaluate(() => { document.body.style.zoom = '2'; });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  expect(!overflow, 'no horizontal scrolling at 200% on a phone');
+  await page.evaluate(() => { document.body.style.zoom = ''; });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  expect(dark === 'rgb(18, 20, 23)', `dark: ${dark}`);
+  await page.screenshot({ path: `${shots}/login-branded-dark.png` });
+  console.log('ok: dark, phone, 200%');
+  console.log('all branding steps passed');
+} catch (err) {
+  console.error(`FAILED: ${err.stack || err}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
