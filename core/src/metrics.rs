@@ -18,6 +18,15 @@ struct Histogram {
     sum: f64,
 }
 
+/// The logins of one IdP since start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Logins {
+    pub started: u64,
+    pub completed: u64,
+    /// Failed logins by reason (the error code: `invalid_state`, `id_token_invalid`, ...).
+    pub failed: BTreeMap<String, u64>,
+}
+
 /// The server's counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -79,6 +88,31 @@ impl Metrics {
         }
         histogram.count += 1;
         histogram.sum += seconds;
+    }
+
+    /// Logins per IdP: started, completed, and failed by reason (the error code).
+    pub fn logins(&self) -> BTreeMap<String, Logins> {
+        let read = |map: &Mutex<BTreeMap<String, u64>>| {
+            map.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone()
+        };
+        let mut logins: BTreeMap<String, Logins> = BTreeMap::new();
+        for (idp, count) in read(&self.started) {
+            logins.entry(idp).or_default().started = count;
+        }
+        for (idp, count) in read(&self.completed) {
+            logins.entry(idp).or_default().completed = count;
+        }
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for ((idp, reason), count) in failed {
+            logins.entry(idp).or_default().failed.insert(reason, count);
+        }
+        logins
     }
 
     /// The exposition text; `jwks` is (IdP, fetches) for the IdPs in force.

@@ -146,6 +146,21 @@ await step('create an API key on the account page, copy it, delete it', async ()
   expect(after.status === 401, `a deleted key: ${after.status}`);
 });
 
+await step('the admin page: every IdP, the logins, a reload', async () => {
+  await Promise.all([page.waitForNavigation(), page.click('#administration')]);
+  const rows = await page.locator('#idp-status tbody tr').count();
+  expect(rows === 2, `IdP rows: ${rows}`);
+  const corp = await page.textContent('#idp-status tr:has-text("corp")');
+  expect(corp.includes('ready'), `corp: ${corp}`);
+  const generation = await page.textContent('#generation');
+  await Promise.all([page.waitForNavigation(), page.click('#reload')]);
+  const after = await page.textContent('#generation');
+  expect(Number(after) === Number(generation) + 1, `generation ${generation} -> ${after}`);
+  expect((await page.textContent('#reload-result')).includes('succeeded'), 'the reload succeeded');
+  await page.screenshot({ path: `${shots}/admin.png`, fullPage: true });
+  await Promise.all([page.waitForNavigation(), page.click('a:has-text("Your account")')]);
+});
+
 await step('dark mode follows the system setting', async () => {
   await page.emulateMedia({ colorScheme: 'dark' });
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);

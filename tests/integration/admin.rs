@@ -335,3 +335,127 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
     assert!(changed.discovered().await.is_err(), "discovered anew");
     assert_eq!(fetches(&changed).0, 1);
 }
+
+/// A page as a browser asks for it.
+async fn html(browser: &Browser, url: &str) -> (u16, String) {
+    let response = browser
+        .client
+        .get(url)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_admin_page_shows_the_idps_and_logins_and_reloads() {
+    let server = Reserved::new()
+        .start_server(
+            "admins = [\"dev:ada\"]\n",
+            "[idps.dev]\nkind = \"dev\"\n\n[idps.dev2]\nkind = \"dev\"\nlabel = \"Second\"\n",
+        )
+        .await;
+    let url = server.url.clone();
+    let (ada, bob) = (Browser::new(), Browser::new());
+    crate::login_flow::dev_login(&ada, &url, "dev", "ada", None).await;
+    crate::login_flow::dev_login(&bob, &url, "dev", "bob", None).await;
+    // A failed login, counted by its reason.
+    let failed = Browser::new()
+        .get(&format!("{url}/authnz/dev/callback?state=nope&code=x"))
+        .await;
+    assert_eq!(failed.status(), 400);
+
+    // Nobody but an admin sees it, and only admins are offered the link.
+    assert_eq!(
+        html(&Browser::new(), &format!("{url}/authnz/admin"))
+            .await
+            .0,
+        401
+    );
+    let (status, page) = html(&bob, &format!("{url}/authnz/admin")).await;
+    assert_eq!(status, 403);
+    assert!(page.contains("not_an_admin"), "{page}");
+    assert!(!html(&bob, &format!("{url}/"))
+        .await
+        .1
+        .contains("id=\"administration\""));
+    assert!(html(&ada, &format!("{url}/"))
+        .await
+        .1
+        .contains("id=\"administration\""));
+
+    let (status, page) = html(&ada, &format!("{url}/authnz/admin")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<td id=\"generation\">1</td>"), "{page}");
+    let row = page
+        .split("<tr class=\"ready\"><td>dev<br>")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("a row for dev: {page}"));
+    // Ada's and Bob's logins; the failed callback counts as a failure only.
+    assert!(
+        row.contains("<td>2</td><td>2</td>"),
+        "two started, two completed: {row}"
+    );
+    assert!(row.contains("<code>invalid_state</code> 1"), "{row}");
+    assert!(page.contains("dev2<br>"), "{page}");
+    // The JSON says the same.
+    let status: serde_json::Value = ada
+        .get(&format!("{url}/api/admin/status"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["logins"][0]["idp"], "dev", "{status}");
+    assert_eq!(status["logins"][0]["completed"], 2, "{status}");
+    assert_eq!(
+        status["logins"][0]["failed"][0]["reason"], "invalid_state",
+        "{status}"
+    );
+
+    // The reload button: CSRF and admins only; a good file moves the generation on.
+    let reload = |browser: &Browser, csrf: String| {
+        let request = browser
+            .client
+            .post(format!("{url}/authnz/admin/reload"))
+            .header("Origin", &url)
+            .form(&[("csrf", csrf)]);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(reload(&ada, "wrong".into()).await.status(), 403);
+    assert_eq!(reload(&bob, bob.csrf(&url).await).await.status(), 403);
+    assert_eq!(server.app.current().number, 1, "nothing reloaded");
+    let response = reload(&ada, ada.csrf(&url).await).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/authnz/admin");
+    assert_eq!(server.app.current().number, 2);
+    let (_, page) = html(&ada, &format!("{url}/authnz/admin")).await;
+    assert!(page.contains("<td id=\"generation\">2</td>"), "{page}");
+    assert!(page.contains("succeeded"), "{page}");
+
+    // A broken file: refused, every problem on the page, the generation stays.
+    let path = server.dir.path().join("idps.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "label = \"Second\"",
+            "label = \"Second\"\ncolour = \"<b>blue</b>\"",
+        ),
+    )
+    .unwrap();
+    assert_eq!(reload(&ada, ada.csrf(&url).await).await.status(), 303);
+    assert_eq!(
+        server.app.current().number,
+        2,
+        "the previous configuration stays"
+    );
+    let (_, page) = html(&ada, &format!("{url}/authnz/admin")).await;
+    assert!(page.contains("was refused"), "{page}");
+    assert!(
+        page.contains("idps.dev2.colour"),
+        "the problem, placed: {page}"
+    );
+    assert!(!page.contains("<b>blue</b>"), "escaped: {page}");
+}

@@ -42,7 +42,9 @@ async fn a_person_signs_in_in_a_real_browser() {
         oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", ""),
         reserved.url,
     );
-    let server = reserved.start(&config).await;
+    let server = reserved
+        .start_server("admins = [\"corp:alice\"]\n", &config)
+        .await;
     let shots = repo_root().join("docs/screenshots");
     let output = tokio::process::Command::new("node")
         .arg("e2e.mjs")
@@ -81,6 +83,7 @@ async fn a_person_signs_in_in_a_real_browser() {
         "disconnect",
         "sessions",
         "api-key",
+        "admin",
         "account-dark",
         "error",
         "swagger-me",

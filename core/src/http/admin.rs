@@ -164,11 +164,67 @@ error_responses!(AdminError {
     Invalid = 422,
 });
 
+/// Logins failed for one reason.
+#[derive(Debug, Object)]
+pub struct Failures {
+    /// The error code (`invalid_state`, `id_token_invalid`, ...).
+    pub reason: String,
+    pub count: u64,
+}
+
+/// The logins of one IdP since start (the counters of `/metrics`).
+#[derive(Debug, Object)]
+pub struct IdpLogins {
+    pub idp: String,
+    pub started: u64,
+    pub completed: u64,
+    /// Most frequent first.
+    pub failed: Vec<Failures>,
+}
+
+/// Every IdP's logins since start, IdPs in config order (then any the config no longer has).
+pub(crate) fn logins(app: &App) -> Vec<IdpLogins> {
+    let mut counted = app.metrics.logins();
+    let mut names: Vec<String> = app
+        .current()
+        .idps
+        .iter()
+        .map(|idp| idp.config.name.clone())
+        .collect();
+    names.extend(
+        counted
+            .keys()
+            .filter(|name| !names.contains(name))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    names
+        .into_iter()
+        .map(|idp| {
+            let counts = counted.remove(&idp).unwrap_or_default();
+            let mut failed: Vec<Failures> = counts
+                .failed
+                .into_iter()
+                .map(|(reason, count)| Failures { reason, count })
+                .collect();
+            failed.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+            IdpLogins {
+                idp,
+                started: counts.started,
+                completed: counts.completed,
+                failed,
+            }
+        })
+        .collect()
+}
+
 /// The server's state for admins.
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct AdminStatus {
     pub health: Health,
+    /// Logins per IdP since start.
+    pub logins: Vec<IdpLogins>,
     /// Successful reloads since start.
     pub reloads: u64,
     /// Refused reloads since start.
@@ -252,6 +308,7 @@ impl AdminApi {
         let reload = app.reload_status();
         Ok(AdminStatusResponse::Ok(Json(AdminStatus {
             health: health(app, true).await,
+            logins: logins(app),
             reloads: reload.reloads,
             reload_failures: reload.failures,
             last_reload_attempt_at: reload.last_attempt_at,

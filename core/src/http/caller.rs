@@ -166,17 +166,24 @@ pub(crate) async fn idp_access_token_user(
     Some((identity.user_id, idp.config.name.clone(), subject))
 }
 
-/// The caller, if an admin.
-pub(crate) async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
-    let caller = caller(app, auth).await?;
-    let identities = app.store.identities_of(&caller.user.id).await?;
-    let listed = app.server.admins.iter().any(|admin| match admin {
-        crate::config::AdminRef::User(id) => id == &caller.user.id,
+/// Whether `user_id` is named in `[server] admins` (by its id, or by one of its identities).
+pub(crate) async fn is_admin(app: &App, user_id: &str) -> Result<bool, FlowError> {
+    if app.server.admins.is_empty() {
+        return Ok(false);
+    }
+    let identities = app.store.identities_of(user_id).await?;
+    Ok(app.server.admins.iter().any(|admin| match admin {
+        crate::config::AdminRef::User(id) => id == user_id,
         crate::config::AdminRef::Identity { idp, subject } => identities
             .iter()
             .any(|identity| &identity.idp == idp && &identity.subject == subject),
-    });
-    if listed {
+    }))
+}
+
+/// The caller, if an admin.
+pub(crate) async fn admin(app: &App, auth: &Auth) -> Result<Caller, FlowError> {
+    let caller = caller(app, auth).await?;
+    if is_admin(app, &caller.user.id).await? {
         Ok(caller)
     } else {
         Err(FlowError::new(

@@ -13,6 +13,7 @@
 
 mod account;
 mod admin;
+mod admin_page;
 mod backchannel;
 mod caller;
 mod cookies;

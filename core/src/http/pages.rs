@@ -262,11 +262,19 @@ pub(crate) async fn account_page(
     };
     let keys = keys_section(app, &user.id, csrf).await;
     let sessions = sessions_section(app, &user.id, csrf, current).await;
+    let administration = if super::caller::is_admin(app, &user.id)
+        .await
+        .unwrap_or(false)
+    {
+        "<p><a id=\"administration\" href=\"/authnz/admin\">Administration</a>: identity providers, logins, reload.</p>"
+    } else {
+        ""
+    };
     let body = format!(
         "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
 <h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
 {connect}\
-{sessions}\
+{sessions}{administration}\
 {keys}\
 <form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
         escape(&user.username),

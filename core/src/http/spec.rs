@@ -2,13 +2,16 @@
 
 use poem_openapi::OpenApiService;
 
-use super::{account, admin, backchannel, forward, key_pages, keys, login, pages, sessions};
+use super::{
+    account, admin, admin_page, backchannel, forward, key_pages, keys, login, pages, sessions,
+};
 
 /// Every route group, in the order of the spec.
 pub type Apis = (
     pages::PagesApi,
     login::LoginApi,
     admin::AdminApi,
+    admin_page::AdminPageApi,
     account::AccountApi,
     sessions::SessionsApi,
     keys::KeysApi,
@@ -23,6 +26,7 @@ pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
             pages::PagesApi,
             login::LoginApi,
             admin::AdminApi,
+            admin_page::AdminPageApi,
             account::AccountApi,
             sessions::SessionsApi,
             keys::KeysApi,
