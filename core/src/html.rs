@@ -33,7 +33,7 @@ button:focus,.button:focus,input:focus,select:focus{outline:3px solid #f9ab00;ou
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
 .brand{display:flex;align-items:center;gap:.7rem;font-weight:600;font-size:1.1rem}.brand img{max-height:40px;width:auto}\
-.wide{overflow-x:auto}.wide table{font-size:.85rem}pre{white-space:pre-wrap;word-break:break-word}\
+.visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}.wide{overflow-x:auto}.wide table{font-size:.85rem}pre{white-space:pre-wrap;word-break:break-word}\
 footer{margin-top:3rem;font-size:.9rem;text-align:center}\
 td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-space:nowrap}tr.current td{background:#f1f6fe}\
 @media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}\

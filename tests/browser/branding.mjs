@@ -4,6 +4,7 @@
 // `rgb(r, g, b)`). Prints one line per step; exits non-zero on failure.
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { accessible } from './a11y.mjs';
 
 const server = process.env.AUTHNZ_URL;
 const shots = process.env.SHOTS;
@@ -36,6 +37,7 @@ try {
   const footer = await page.locator('footer a').allTextContents();
   expect(JSON.stringify(footer) === JSON.stringify(['Privacy', 'Help']), `footer: ${footer}`);
   await page.screenshot({ path: `${shots}/login-branded.png` });
+  await accessible(page, 'branded login page');
   console.log('ok: branded login page');
   // 200% zoom on a phone-sized screen: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 760 });
@@ -47,6 +49,14 @@ try {
   const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   expect(dark === 'rgb(18, 20, 23)', `dark: ${dark}`);
   await page.screenshot({ path: `${shots}/login-branded-dark.png` });
+  await accessible(page, 'branded login page, dark');
+  // The dev IdP's own sign-in form, and a branded error page.
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize({ width: 900, height: 700 });
+  await Promise.all([page.waitForNavigation(), page.click('a.button')]);
+  await accessible(page, 'dev IdP sign-in form');
+  await page.goto(`${server}/authnz/dev/callback?state=x&code=y`);
+  await accessible(page, 'branded error page');
   console.log('ok: dark, phone, 200%');
   console.log('all branding steps passed');
 } catch (err) {

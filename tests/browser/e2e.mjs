@@ -8,6 +8,7 @@
 // Prints one line per step; exits non-zero (with a screenshot of the failing page) on failure.
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { accessible } from './a11y.mjs';
 
 const server = process.env.AUTHNZ_URL;
 const provider = process.env.PROVIDER_URL;
@@ -59,6 +60,7 @@ await step('login page lists the IdPs in config order', async () => {
   const buttons = await page.locator('nav a.button span').allTextContents();
   expect(JSON.stringify(buttons) === JSON.stringify(['Corp SSO', 'Lab']), `buttons: ${buttons}`);
   await page.screenshot({ path: `${shots}/login.png` });
+  await accessible(page, 'login page');
 });
 
 await step('keyboard only: Tab to the first button and press Enter', async () => {
@@ -75,6 +77,7 @@ await step('sign in at the provider and land on the account page', async () => {
   const name = await page.textContent('#username');
   expect(name === 'alice', `username: ${name}`);
   await page.screenshot({ path: `${shots}/account.png`, fullPage: true });
+  await accessible(page, 'account page');
 });
 
 await step('connect a second IdP from the account page', async () => {
@@ -88,6 +91,7 @@ await step('connect a second IdP from the account page', async () => {
 await step('disconnect it after confirming', async () => {
   await Promise.all([page.waitForNavigation(), page.click('#identities tr:has-text("lab") a:has-text("Disconnect")')]);
   await page.screenshot({ path: `${shots}/disconnect.png` });
+  await accessible(page, 'disconnect page');
   await Promise.all([page.waitForNavigation(), page.click('button.disconnect')]);
   await page.waitForURL(`${server}/`);
   const rows = await page.locator('#identities tbody tr').count();
@@ -110,6 +114,7 @@ await step('end the session of another browser from the account page', async () 
   const current = await page.textContent('#session-list tr.current');
   expect(current.includes('(this browser)'), `current row: ${current}`);
   await page.screenshot({ path: `${shots}/sessions.png`, fullPage: true });
+  await accessible(page, 'account page with sessions');
   // Keyboard: focus the other session's button and press Enter.
   await page.focus('#session-list tr:has-text("Safari on iOS") button.end-session');
   await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
@@ -130,6 +135,7 @@ await step('create an API key on the account page, copy it, delete it', async ()
   const secret = await page.inputValue('#new-key');
   expect(secret.startsWith('authnz_'), `new key: ${secret}`);
   await page.screenshot({ path: `${shots}/api-key.png` });
+  await accessible(page, 'new API key page');
   await page.click('#copy-key');
   await page.waitForSelector('#copied:has-text("Copied.")');
   const copied = await page.evaluate(() => navigator.clipboard.readText());
@@ -158,6 +164,7 @@ await step('the admin page: every IdP, the logins, a reload', async () => {
   expect(Number(after) === Number(generation) + 1, `generation ${generation} -> ${after}`);
   expect((await page.textContent('#reload-result')).includes('succeeded'), 'the reload succeeded');
   await page.screenshot({ path: `${shots}/admin.png`, fullPage: true });
+  await accessible(page, 'admin page');
   await Promise.all([page.waitForNavigation(), page.click('a:has-text("Your account")')]);
 });
 
@@ -166,6 +173,7 @@ await step('dark mode follows the system setting', async () => {
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   expect(background === 'rgb(18, 20, 23)', `dark background: ${background}`);
   await page.screenshot({ path: `${shots}/account-dark.png`, fullPage: true });
+  await accessible(page, 'account page, dark');
   await page.emulateMedia({ colorScheme: 'light' });
   const light = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   expect(light !== background, `light background: ${light}`);
@@ -177,6 +185,7 @@ await step('a failed login shows an escaped error page', async () => {
   expect(text.includes('unknown or was already used'), `error page: ${text}`);
   expect((await page.locator('main script').count()) === 0, 'markup from the URL was rendered');
   await page.screenshot({ path: `${shots}/error.png` });
+  await accessible(page, 'error page');
 });
 
 await step('log out (and on to the provider to end its session too)', async () => {
@@ -230,6 +239,7 @@ await step('an app sends the person to sign in and back, and out again through t
   await page.waitForURL(onApp);
   await page.goto(`${server}/authnz/logout?next=${encodeURIComponent(app)}`);
   await page.screenshot({ path: `${shots}/logout.png` });
+  await accessible(page, 'logout page');
   await Promise.all([page.waitForNavigation(), page.click('#logout')]);
   expect(page.url().startsWith(`${provider}/session/end`), `after sign-out: ${page.url()}`);
   await Promise.all([page.waitForNavigation(), page.click('button[name="logout"][value="yes"]')]);

@@ -66,6 +66,8 @@ async fn a_person_signs_in_in_a_real_browser() {
         "browser steps failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("all browser steps passed"), "{stdout}");
+    // The steps and every accessibility finding, for the record (`--nocapture`).
+    println!("{stdout}");
     // What the browser did is in the store: one user, alice, with one identity left.
     let users = server.dump().await["users"].clone();
     assert_eq!(users.len(), 1);
@@ -205,4 +207,5 @@ async fn the_pages_wear_the_organisations_look() {
         output.status.success() && stdout.contains("all branding steps passed"),
         "branding steps failed:\n{stdout}\n{stderr}"
     );
+    println!("{stdout}");
 }

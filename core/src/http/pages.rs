@@ -272,7 +272,7 @@ pub(crate) async fn account_page(
     };
     let body = format!(
         "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
-<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th></th></tr></thead><tbody>{rows}</tbody></table>\
+<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>\
 {connect}\
 {sessions}{administration}\
 {keys}\
@@ -311,7 +311,7 @@ async fn keys_section(app: &App, user_id: &str, csrf: &str) -> String {
         "<p>None yet. Scripts present one as <code>Authorization: Bearer &lt;key&gt;</code> on <code>/api/*</code>.</p>".to_string()
     } else {
         format!(
-            "<table id=\"key-list\"><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
+            "<table id=\"key-list\"><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>"
         )
     };
     format!(
@@ -381,7 +381,7 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
             "others",
             "Sign out everywhere else",
             "secondary",
-            "Sign out of every other session",
+            "Sign out everywhere else (every session but this one)",
         )
         .replace("<button ", "<button id=\"end-others\" ")
     } else {
@@ -389,7 +389,7 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
     };
     format!(
         "<h2 id=\"sessions\">Where you are signed in</h2>\
-<table id=\"session-list\"><thead><tr><th>Device</th><th>Provider</th><th>Network</th><th>Signed in</th><th></th></tr></thead><tbody>{rows}</tbody></table>{everywhere}"
+<table id=\"session-list\"><thead><tr><th>Device</th><th>Provider</th><th>Network</th><th>Signed in</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>{everywhere}"
     )
 }
 
