@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::Branding;
+use crate::i18n::t;
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -34,7 +35,7 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;bo
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
 .brand{display:flex;align-items:center;gap:.7rem;font-weight:600;font-size:1.1rem}.brand img{max-height:40px;width:auto}\
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}.wide{overflow-x:auto}.wide table{font-size:.85rem}pre{white-space:pre-wrap;word-break:break-word}\
-footer{margin-top:3rem;font-size:.9rem;text-align:center}\
+footer{margin-top:3rem;font-size:.9rem;text-align:center}footer p{margin:.3rem 0}\
 td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-space:nowrap}tr.current td{background:#f1f6fe}\
 @media (max-width:30rem){body{margin:1rem auto}table{font-size:.85rem}}\
 @media (prefers-color-scheme:dark){body{background:#121417;color:#e3e6ea}a{color:#8ab4f8}\
@@ -96,21 +97,48 @@ pub fn page(title: &str, body: &str) -> String {
         ),
     };
     let links: Vec<String> = [
-        (branding.and_then(|b| b.privacy_url.as_ref()), "Privacy"),
-        (branding.and_then(|b| b.help_url.as_ref()), "Help"),
+        (branding.and_then(|b| b.privacy_url.as_ref()), "privacy"),
+        (branding.and_then(|b| b.help_url.as_ref()), "help"),
     ]
     .into_iter()
-    .filter_map(|(url, label)| {
-        url.map(|url| format!("<a href=\"{}\">{label}</a>", escape(url.as_str())))
+    .filter_map(|(url, key)| {
+        url.map(|url| {
+            format!(
+                "<a href=\"{}\">{}</a>",
+                escape(url.as_str()),
+                escape(&t(key))
+            )
+        })
     })
     .collect();
-    let footer = if links.is_empty() {
-        String::new()
-    } else {
-        format!("<footer>{}</footer>", links.join(" · "))
-    };
+    let lang = crate::i18n::lang();
+    let languages: Vec<String> = crate::i18n::LANGUAGES
+        .iter()
+        .map(|other| {
+            let name = escape(&crate::i18n::in_catalogue(other, "language-name"));
+            if *other == lang {
+                format!(
+                    "<a href=\"/?lang={other}\" lang=\"{other}\" aria-current=\"true\">{name}</a>"
+                )
+            } else {
+                format!(
+                    "<a href=\"/?lang={other}\" lang=\"{other}\" hreflang=\"{other}\">{name}</a>"
+                )
+            }
+        })
+        .collect();
+    let footer = format!(
+        "<footer>{}<nav aria-label=\"{}\" class=\"languages\">{}</nav></footer>",
+        if links.is_empty() {
+            String::new()
+        } else {
+            format!("<p>{}</p>", links.join(" · "))
+        },
+        escape(&t("languages")),
+        languages.join(" · ")
+    );
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta name=\"color-scheme\" content=\"light dark\">\
 <title>{full_title}</title><style>{style}</style></head>\
@@ -119,24 +147,26 @@ pub fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// [`page`] for a page written in English only (not yet in the catalogues): it says so.
+pub fn page_en(title: &str, body: &str) -> String {
+    crate::i18n::in_english(|| page(title, body))
+}
+
 /// The page for a failed request, from its JSON error.
 pub fn error_page(status: u16, code: &str, message: &str) -> String {
     let advice = match status {
-        400 => "The sign-in could not be completed: it may have expired, been used already, or been started in another browser. Please start again.",
-        401 => "The identity provider's answer could not be verified. Please start again; if it keeps happening, contact the administrator.",
-        403 => "You are not allowed to do this.",
-        404 => "There is nothing here.",
-        409 => "This conflicts with an existing account.",
-        502 => "The identity provider is not answering properly. Please try again later.",
-        _ => "Something went wrong on our side. Please try again later.",
+        400 | 401 | 403 | 404 | 409 | 502 => t(&format!("advice-{status}")),
+        _ => t("advice-other"),
     };
     page(
-        "Sign-in problem",
+        &t("problem-title"),
         &format!(
-            "<p class=\"error\">{}</p><p>{}</p><p><small>Error code: <code>{}</code></small></p><p><a class=\"button secondary\" href=\"/\">Back to the start</a></p>",
+            "<p class=\"error\">{}</p><p>{}</p><p><small>{} <code>{}</code></small></p><p><a class=\"button secondary\" href=\"/\">{}</a></p>",
             escape(message),
-            escape(advice),
-            escape(code)
+            escape(&advice),
+            escape(&t("error-code")),
+            escape(code),
+            escape(&t("back-to-start")),
         ),
     )
 }

@@ -13,6 +13,7 @@ pub mod dylib; // loading a provider from a shared library, after checking who m
 pub mod galaxy; // reading a Galaxy `oidc_backends_config.xml` into IdP entries
 pub mod html; // the page frame, escaping, the HTML error page
 pub mod http; // the HTTP surface: routes, cookies, callers, CSRF, middleware
+pub mod i18n; // the pages in the person's language: Fluent catalogues, negotiation
 pub mod metrics; // Prometheus counters
 pub mod protocol; // the OpenID Connect relying party, by phase
 pub mod providers; // the provider kinds built into the core (the dev IdP's)

@@ -34,7 +34,7 @@ try {
   expect(background === process.env.PRIMARY, `button colour: ${background}`);
   const spacing = await page.evaluate(() => getComputedStyle(document.querySelector('h1')).letterSpacing);
   expect(spacing !== 'normal', `the extra stylesheet applies: ${spacing}`);
-  const footer = await page.locator('footer a').allTextContents();
+  const footer = await page.locator('footer p a').allTextContents();
   expect(JSON.stringify(footer) === JSON.stringify(['Privacy', 'Help']), `footer: ${footer}`);
   await page.screenshot({ path: `${shots}/login-branded.png` });
   await accessible(page, 'branded login page');

@@ -63,6 +63,20 @@ await step('login page lists the IdPs in config order', async () => {
   await accessible(page, 'login page');
 });
 
+await step('the login page in German, French and Spanish, as the browser asks', async () => {
+  for (const [locale, lang, title] of [['de-DE', 'de', 'Anmelden'], ['fr-FR', 'fr', 'Connexion'], ['es-ES', 'es', 'Iniciar sesión']]) {
+    const other = await browser.newContext({ viewport: { width: 900, height: 760 }, locale });
+    const localized = await other.newPage();
+    await localized.goto(`${server}/`);
+    const h1 = await localized.textContent('h1');
+    expect(h1 === title, `${locale}: ${h1}`);
+    expect((await localized.getAttribute('html', 'lang')) === lang, `${locale}: lang attribute`);
+    await localized.screenshot({ path: `${shots}/login-${lang}.png` });
+    await accessible(localized, `login page (${lang})`);
+    await other.close();
+  }
+});
+
 await step('keyboard only: Tab to the first button and press Enter', async () => {
   await page.keyboard.press('Tab');
   const focused = await page.evaluate(() => document.activeElement?.querySelector('span')?.textContent);

@@ -81,6 +81,9 @@ async fn a_person_signs_in_in_a_real_browser() {
     assert_eq!(identities[0].idp, "corp");
     for shot in [
         "login",
+        "login-de",
+        "login-fr",
+        "login-es",
         "account",
         "disconnect",
         "sessions",

@@ -19,6 +19,7 @@ mod galaxy;
 mod hardening;
 mod id_token_attacks;
 mod issuers;
+mod languages;
 mod login_flow;
 mod postgres;
 mod providers;

@@ -16,7 +16,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::error::{FlowError, Status};
 use crate::accounts::{self, PendingSignup};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
-use crate::html::{escape, page};
+use crate::html::{escape, page_en};
 use crate::state::App;
 use crate::store::RemoveOutcome;
 
@@ -299,7 +299,10 @@ impl AccountApi {
             escape(&signup.0),
             escape(&record.csrf),
         );
-        Ok(SignupPage::Page(Html(page("Create your account", &body))))
+        Ok(SignupPage::Page(Html(page_en(
+            "Create your account",
+            &body,
+        ))))
     }
 
     /// Confirms and creates the account of a parked first login (form fields `signup` and
@@ -422,7 +425,7 @@ impl AccountApi {
         let body = format!(
             "<p>Disconnecting removes this provider's tokens from authnz (and revokes them at the provider where it can). Your account stays.</p>{forms}<p><a class=\"button secondary\" href=\"/\">Cancel</a></p>"
         );
-        Ok(DisconnectPage::Page(Html(page(
+        Ok(DisconnectPage::Page(Html(page_en(
             "Disconnect a provider",
             &body,
         ))))

@@ -14,7 +14,7 @@ use super::caller::{admin, Auth};
 use super::error::{error_responses, ErrorBody, FlowError};
 use super::pages::date;
 use super::request::form_of;
-use crate::html::{escape, page};
+use crate::html::{escape, page_en};
 use crate::state::App;
 
 error_responses!(AdminPageError {
@@ -150,5 +150,5 @@ async fn render(app: &App, csrf: &str) -> String {
             .unwrap_or_default(),
         csrf = escape(csrf),
     );
-    page("Administration", &body)
+    page_en("Administration", &body)
 }

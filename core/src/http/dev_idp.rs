@@ -84,7 +84,7 @@ impl AuthorizeParams {
                 Response::builder()
                     .status(StatusCode::BAD_REQUEST)
                     .content_type("text/html; charset=utf-8")
-                    .body(crate::html::page(
+                    .body(crate::html::page_en(
                         "Dev IdP: bad request",
                         &format!("<p>{}</p>", escape(message)),
                     )),
@@ -156,7 +156,7 @@ fn authorize_form(
     Response::builder()
         .content_type("text/html; charset=utf-8")
         .header("Cache-Control", "no-store")
-        .body(crate::html::page("Sign in — dev IdP", &body))
+        .body(crate::html::page_en("Sign in — dev IdP", &body))
 }
 
 #[derive(Deserialize)]
@@ -177,7 +177,7 @@ fn authorize_submit(Form(form): Form<AuthorizeSubmit>, Data(idp): Data<&Arc<DevI
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)
             .content_type("text/html; charset=utf-8")
-            .body(crate::html::page(
+            .body(crate::html::page_en(
                 "Dev IdP",
                 "<p>User names are 1-64 letters, digits, '.', '_' or '-'.</p>",
             ));

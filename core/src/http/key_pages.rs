@@ -13,7 +13,7 @@ use super::caller::{caller, Auth};
 use super::error::{error_responses, ErrorBody, FlowError, Status};
 use super::keys::new_key;
 use super::request::form_of;
-use crate::html::{escape, page};
+use crate::html::{escape, page_en};
 use crate::state::App;
 
 /// The script of the copy buttons (no inline script: the pages' CSP allows only this origin's).
@@ -101,7 +101,7 @@ impl KeyPagesApi {
             escape(&key.name),
             escape(&secret),
         );
-        Ok(NewKeyPage::Page(Html(page("Your new API key", &body))))
+        Ok(NewKeyPage::Page(Html(page_en("Your new API key", &body))))
     }
 
     /// The account page's form: `csrf` and the key's `id`.

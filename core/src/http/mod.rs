@@ -34,7 +34,7 @@ mod tags;
 use std::sync::Arc;
 
 use poem::middleware::AddData;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Route};
 
 use crate::config::DEV_IDP_PATH;
 use crate::state::App;
@@ -69,8 +69,47 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .around(security_headers)
         .around(move |next, req| {
             let branding = app.server.branding.clone();
-            async move { crate::html::branded(branding, next.call(req)).await }
+            let secure = app.server.secure_cookies();
+            async move {
+                let (lang, chosen) = language_of(&req);
+                let response =
+                    crate::html::branded(branding, crate::i18n::in_language(lang, next.call(req)))
+                        .await?;
+                let mut response = response.into_response();
+                // A language chosen with `?lang=` sticks for the visit (not a credential: a
+                // plain cookie, readable by nothing but the choice of words).
+                if let Some(lang) = chosen {
+                    let secure = if secure { "; Secure" } else { "" };
+                    if let Ok(value) = poem::http::HeaderValue::from_str(&format!(
+                        "{}={lang}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                        crate::i18n::LANG_COOKIE
+                    )) {
+                        response
+                            .headers_mut()
+                            .append(poem::http::header::SET_COOKIE, value);
+                    }
+                }
+                Ok::<_, poem::Error>(response)
+            }
         })
+}
+
+/// The language of a request's pages, and the one it chose with `?lang=` (to remember).
+fn language_of(req: &poem::Request) -> (&'static str, Option<&'static str>) {
+    let chosen = url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "lang")
+        .and_then(|(_, value)| crate::i18n::supported(&value));
+    let remembered = cookies::cookie(req, crate::i18n::LANG_COOKIE);
+    let accept = req
+        .headers()
+        .get(poem::http::header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok());
+    let lang = crate::i18n::negotiate(
+        chosen.or_else(|| remembered.as_deref().and_then(crate::i18n::supported)),
+        accept,
+        "en",
+    );
+    (lang, chosen)
 }
 
 #[cfg(test)]

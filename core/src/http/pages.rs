@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 
 use crate::crypto::sha256_hex;
 use crate::html::{escape, page};
+use crate::i18n::{t, t_args};
 use crate::state::App;
 
 use super::caller::session_of;
@@ -112,23 +113,28 @@ pub async fn logout_page(req: &Request, app: &Arc<App>) -> String {
     };
     let Some(session) = session else {
         return page(
-            "Signed out",
+            &t("signed-out-title"),
             &format!(
-                "<p>You are not signed in.</p><p><a id=\"continue\" href=\"{}\">Continue</a></p>",
-                escape(&next)
+                "<p>{}</p><p><a id=\"continue\" href=\"{}\">{}</a></p>",
+                escape(&t("not-signed-in")),
+                escape(&next),
+                escape(&t("continue")),
             ),
         );
     };
     page(
-        "Sign out",
+        &t("sign-out-title"),
         &format!(
-            "<p>Sign out of every application that uses this sign-in?</p>\
+            "<p>{}</p>\
 <form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<input type=\"hidden\" name=\"next\" value=\"{}\"><button type=\"submit\" id=\"logout\">Sign out</button></form>\
-<p><a href=\"{}\">Stay signed in</a></p>",
+<input type=\"hidden\" name=\"next\" value=\"{}\"><button type=\"submit\" id=\"logout\">{}</button></form>\
+<p><a href=\"{}\">{}</a></p>",
+            escape(&t("sign-out-question")),
             escape(&session.csrf),
             escape(&next),
-            escape(&next)
+            escape(&t("sign-out")),
+            escape(&next),
+            escape(&t("stay-signed-in")),
         ),
     )
 }
@@ -150,10 +156,14 @@ pub async fn index(req: &Request, app: &Arc<App>) -> String {
             // cookie does not reach it) must not loop.
             let onward = next
                 .map(|next| {
-                    format!(
-                        "<p class=\"notice\">You are signed in. <a id=\"continue\" href=\"{}\">Continue to {}</a></p>",
+                    let link = format!(
+                        "<a id=\"continue\" href=\"{}\">{}</a>",
                         escape(&next),
-                        escape(&next)
+                        escape(&t_args("continue-to", &[("target", &next)]))
+                    );
+                    format!(
+                        "<p class=\"notice\">{}</p>",
+                        t_args("signed-in-continue", &[("target", &link)])
                     )
                 })
                 .unwrap_or_default();
@@ -185,13 +195,15 @@ pub async fn index(req: &Request, app: &Arc<App>) -> String {
         })
         .collect();
     let body = if buttons.is_empty() {
-        "<p class=\"warning\">No identity provider is configured. An administrator must add one to idps.toml.</p>".to_string()
+        format!("<p class=\"warning\">{}</p>", escape(&t("no-providers")))
     } else {
         format!(
-            "<p>Choose how to sign in:</p><nav aria-label=\"Identity providers\">{buttons}</nav>"
+            "<p>{}</p><nav aria-label=\"{}\">{buttons}</nav>",
+            escape(&t("choose-provider")),
+            escape(&t("providers-nav")),
         )
     };
-    page("Sign in", &body)
+    page(&t("sign-in-title"), &body)
 }
 
 /// A query parameter of the request, decoded (the first, when repeated).
@@ -215,11 +227,12 @@ pub(crate) async fn account_page(
         .map(|identity| {
             let disconnect = if identities.len() > 1 {
                 format!(
-                    "<a href=\"/authnz/{}/disconnect\">Disconnect</a>",
-                    escape(&identity.idp)
+                    "<a href=\"/authnz/{}/disconnect\">{}</a>",
+                    escape(&identity.idp),
+                    escape(&t("disconnect"))
                 )
             } else {
-                "<span title=\"Your only way to sign in\">—</span>".to_string()
+                format!("<span title=\"{}\">—</span>", escape(&t("only-way-in")))
             };
             format!(
                 "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -247,9 +260,9 @@ pub(crate) async fn account_page(
         .map(|idp| {
             format!(
                 "<form method=\"post\" action=\"/authnz/{name}/connect\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<button type=\"submit\" class=\"secondary idp\">{icon}<span>Connect {label}</span></button></form>",
+<button type=\"submit\" class=\"secondary idp\">{icon}<span>{label}</span></button></form>",
                 name = escape(&idp.config.name),
-                label = escape(&idp.config.label),
+                label = escape(&t_args("connect-provider", &[("label", &idp.config.label)])),
                 icon = icon(&idp.config.kind, idp.config.icon.as_deref(), &idp.config.label),
                 csrf = escape(csrf),
             )
@@ -258,7 +271,7 @@ pub(crate) async fn account_page(
     let connect = if connect.is_empty() {
         String::new()
     } else {
-        format!("<h2>Connect another provider</h2>{connect}")
+        format!("<h2>{}</h2>{connect}", escape(&t("connect-another")))
     };
     let keys = keys_section(app, &user.id, csrf).await;
     let sessions = sessions_section(app, &user.id, csrf, current).await;
@@ -266,25 +279,56 @@ pub(crate) async fn account_page(
         .await
         .unwrap_or(false)
     {
-        "<p><a id=\"administration\" href=\"/authnz/admin\">Administration</a>: identity providers, logins, reload.</p>"
+        format!(
+            "<p><a id=\"administration\" href=\"/authnz/admin\">{}</a>: {}</p>",
+            escape(&t("administration")),
+            escape(&t("administration-what"))
+        )
     } else {
-        ""
+        String::new()
     };
+    let header = |key: &str| format!("<th>{}</th>", escape(&t(key)));
+    let action = format!(
+        "<th><span class=\"visually-hidden\">{}</span></th>",
+        escape(&t("col-action"))
+    );
+    let signed_in_as = t_args(
+        "signed-in-as",
+        &[
+            (
+                "username",
+                &format!(
+                    "<strong id=\"username\">{}</strong>",
+                    escape(&user.username)
+                ),
+            ),
+            (
+                "email",
+                &user
+                    .email
+                    .as_deref()
+                    .map(|email| format!(" ({})", escape(email)))
+                    .unwrap_or_default(),
+            ),
+        ],
+    );
     let body = format!(
-        "{notice}<p>Signed in as <strong id=\"username\">{}</strong>{}.</p>\
-<h2>Linked identities</h2><table id=\"identities\"><thead><tr><th>Provider</th><th>Subject</th><th>Email</th><th>Linked</th><th>Last sign-in</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>\
+        "{notice}<p>{signed_in_as}</p>\
+<h2>{linked}</h2><table id=\"identities\"><thead><tr>{}{}{}{}{}{action}</tr></thead><tbody>{rows}</tbody></table>\
 {connect}\
 {sessions}{administration}\
 {keys}\
-<form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">Log out</button></form>",
-        escape(&user.username),
-        user.email
-            .as_deref()
-            .map(|email| format!(" ({})", escape(email)))
-            .unwrap_or_default(),
+<form method=\"post\" action=\"/authnz/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><button type=\"submit\" id=\"logout\">{log_out}</button></form>",
+        header("col-provider"),
+        header("col-subject"),
+        header("col-email"),
+        header("col-linked"),
+        header("col-last-sign-in"),
+        linked = escape(&t("linked-identities")),
+        log_out = escape(&t("log-out")),
         csrf = escape(csrf),
     );
-    page("Your account", &body)
+    page(&t("account-title"), &body)
 }
 
 /// The account's API keys, each with a button that deletes it, and a form that makes one (its
@@ -297,32 +341,70 @@ async fn keys_section(app: &App, user_id: &str, csrf: &str) -> String {
             format!(
                 "<tr><td>{name}</td><td><code>{prefix}</code></td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/authnz/keys/delete\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\"><input type=\"hidden\" name=\"id\" value=\"{id}\">\
-<button type=\"submit\" class=\"secondary delete-key\" aria-label=\"Delete the API key {name}\">Delete</button></form></td></tr>",
+<button type=\"submit\" class=\"secondary delete-key\" aria-label=\"{label}\">{delete}</button></form></td></tr>",
                 date(key.created_at),
-                key.expires_at.map(date).unwrap_or_else(|| "never".to_string()),
+                key.expires_at
+                    .map(date)
+                    .unwrap_or_else(|| escape(&t("expires-never"))),
                 name = escape(&key.name),
                 prefix = escape(&key.prefix),
                 id = escape(&key.id),
                 csrf = escape(csrf),
+                label = escape(&t_args("delete-key-label", &[("name", &key.name)])),
+                delete = escape(&t("delete")),
             )
         })
         .collect();
+    let header = |key: &str| format!("<th>{}</th>", escape(&t(key)));
     let list = if keys.is_empty() {
-        "<p>None yet. Scripts present one as <code>Authorization: Bearer &lt;key&gt;</code> on <code>/api/*</code>.</p>".to_string()
+        format!(
+            "<p>{}</p>",
+            t_args(
+                "api-keys-none",
+                &[
+                    ("header", "<code>Authorization: Bearer &lt;key&gt;</code>"),
+                    ("paths", "<code>/api/*</code>"),
+                ]
+            )
+        )
     } else {
         format!(
-            "<table id=\"key-list\"><thead><tr><th>Name</th><th>Starts with</th><th>Created</th><th>Expires</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>"
+            "<table id=\"key-list\"><thead><tr>{}{}{}{}<th><span class=\"visually-hidden\">{}</span></th></tr></thead><tbody>{rows}</tbody></table>",
+            header("col-name"),
+            header("col-starts-with"),
+            header("col-created"),
+            header("col-expires"),
+            escape(&t("col-action")),
+        )
+    };
+    let option = |days: &str, key: &str, selected: bool| {
+        format!(
+            "<option value=\"{days}\"{}>{}</option>",
+            if selected { " selected" } else { "" },
+            escape(&t(key))
         )
     };
     format!(
-        "<h2 id=\"api-keys\">API keys</h2>{list}\
-<form method=\"post\" action=\"/authnz/keys/new\" id=\"new-key-form\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label for=\"key-name\">Name of a new key</label><input id=\"key-name\" name=\"name\" required maxlength=\"100\" placeholder=\"laptop scripts\">\
-<label for=\"key-expiry\">Expires</label><select id=\"key-expiry\" name=\"expires_in_days\">\
-<option value=\"30\">in 30 days</option><option value=\"90\" selected>in 90 days</option><option value=\"365\">in a year</option><option value=\"\">never</option></select>\
-<button type=\"submit\" id=\"create-key\" class=\"secondary\">Create an API key</button></form>\
-<p>Also in <a href=\"/docs\">the API docs</a>.</p>",
-        escape(csrf)
+        "<h2 id=\"api-keys\">{title}</h2>{list}\
+<form method=\"post\" action=\"/authnz/keys/new\" id=\"new-key-form\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<label for=\"key-name\">{name}</label><input id=\"key-name\" name=\"name\" required maxlength=\"100\" placeholder=\"{placeholder}\">\
+<label for=\"key-expiry\">{expires}</label><select id=\"key-expiry\" name=\"expires_in_days\">{}{}{}{}</select>\
+<button type=\"submit\" id=\"create-key\" class=\"secondary\">{create}</button></form>\
+<p>{docs}</p>",
+        option("30", "expires-30", false),
+        option("90", "expires-90", true),
+        option("365", "expires-365", false),
+        option("", "expires-never", false),
+        title = escape(&t("api-keys")),
+        csrf = escape(csrf),
+        name = escape(&t("new-key-name")),
+        placeholder = escape(&t("new-key-placeholder")),
+        expires = escape(&t("new-key-expires")),
+        create = escape(&t("create-key")),
+        docs = t_args(
+            "also-in-docs",
+            &[("docs", &format!("<a href=\"/docs\">{}</a>", escape(&t("api-docs"))))]
+        ),
     )
 }
 
@@ -348,18 +430,19 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
         .iter()
         .filter(|listed| listed.hash != current)
         .count();
+    let unknown = t("unknown-device");
     let rows: String = listed
         .iter()
         .map(|listed| {
             let this = listed.hash == current;
-            let device = listed.session.device.as_deref().unwrap_or("Unknown device");
+            let device = listed.session.device.as_deref().unwrap_or(&unknown);
             let when = date(listed.session.created_at);
             let marker = if this {
-                " <strong>(this browser)</strong>"
+                format!(" <strong>{}</strong>", escape(&t("this-browser")))
             } else {
-                ""
+                String::new()
             };
-            let action = if this { "Sign out" } else { "End" };
+            let action = t(if this { "sign-out" } else { "end-session" });
             format!(
                 "<tr{}><td>{}{marker}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 if this { " class=\"current\"" } else { "" },
@@ -369,9 +452,12 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
                 when,
                 form(
                     &listed.id,
-                    action,
+                    &action,
                     "secondary end-session",
-                    &format!("{action}: {device}, signed in {when}"),
+                    &t_args(
+                        "end-session-label",
+                        &[("action", &action), ("device", device), ("when", &when)]
+                    ),
                 ),
             )
         })
@@ -379,17 +465,24 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
     let everywhere = if others > 0 {
         form(
             "others",
-            "Sign out everywhere else",
+            &t("sign-out-elsewhere"),
             "secondary",
-            "Sign out everywhere else (every session but this one)",
+            &t("sign-out-elsewhere-label"),
         )
         .replace("<button ", "<button id=\"end-others\" ")
     } else {
         String::new()
     };
+    let header = |key: &str| format!("<th>{}</th>", escape(&t(key)));
     format!(
-        "<h2 id=\"sessions\">Where you are signed in</h2>\
-<table id=\"session-list\"><thead><tr><th>Device</th><th>Provider</th><th>Network</th><th>Signed in</th><th><span class=\"visually-hidden\">Action</span></th></tr></thead><tbody>{rows}</tbody></table>{everywhere}"
+        "<h2 id=\"sessions\">{}</h2>\
+<table id=\"session-list\"><thead><tr>{}{}{}{}<th><span class=\"visually-hidden\">{}</span></th></tr></thead><tbody>{rows}</tbody></table>{everywhere}",
+        escape(&t("sessions")),
+        header("col-device"),
+        header("col-provider"),
+        header("col-network"),
+        header("col-signed-in"),
+        escape(&t("col-action")),
     )
 }
 

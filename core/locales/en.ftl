@@ -1,0 +1,87 @@
+# authnz's pages in English. Every catalogue has exactly these keys (a test checks it).
+# Arguments marked (html) arrive already escaped.
+
+language-name = English
+sign-in-title = Sign in
+choose-provider = Choose how to sign in:
+providers-nav = Identity providers
+no-providers = No identity provider is configured. An administrator must add one to idps.toml.
+# $target (html): where the person was going
+signed-in-continue = You are signed in. { $target }
+continue-to = Continue to { $target }
+
+account-title = Your account
+# $username (html), $email (html): " (ann@example.org)" or nothing
+signed-in-as = Signed in as { $username }{ $email }.
+linked-identities = Linked identities
+col-provider = Provider
+col-subject = Subject
+col-email = Email
+col-linked = Linked
+col-last-sign-in = Last sign-in
+col-action = Action
+disconnect = Disconnect
+only-way-in = Your only way to sign in
+connect-another = Connect another provider
+# $label: the provider's button text
+connect-provider = Connect { $label }
+log-out = Log out
+administration = Administration
+administration-what = identity providers, logins, reload.
+
+api-keys = API keys
+# $header (html), $paths (html)
+api-keys-none = None yet. Scripts present one as { $header } on { $paths }.
+col-name = Name
+col-starts-with = Starts with
+col-created = Created
+col-expires = Expires
+expires-never = never
+delete = Delete
+# $name: the key's name
+delete-key-label = Delete the API key { $name }
+new-key-name = Name of a new key
+new-key-placeholder = laptop scripts
+new-key-expires = Expires
+expires-30 = in 30 days
+expires-90 = in 90 days
+expires-365 = in a year
+create-key = Create an API key
+# $docs (html): a link to the API docs
+also-in-docs = Also in { $docs }.
+api-docs = the API docs
+
+sessions = Where you are signed in
+col-device = Device
+col-network = Network
+col-signed-in = Signed in
+unknown-device = Unknown device
+this-browser = (this browser)
+sign-out = Sign out
+end-session = End
+# $action: "Sign out" or "End"; $device; $when
+end-session-label = { $action }: { $device }, signed in { $when }
+sign-out-elsewhere = Sign out everywhere else
+sign-out-elsewhere-label = Sign out everywhere else (every session but this one)
+
+signed-out-title = Signed out
+not-signed-in = You are not signed in.
+continue = Continue
+sign-out-title = Sign out
+sign-out-question = Sign out of every application that uses this sign-in?
+stay-signed-in = Stay signed in
+
+problem-title = Sign-in problem
+advice-400 = The sign-in could not be completed: it may have expired, been used already, or been started in another browser. Please start again.
+advice-401 = The identity provider's answer could not be verified. Please start again; if it keeps happening, contact the administrator.
+advice-403 = You are not allowed to do this.
+advice-404 = There is nothing here.
+advice-409 = This conflicts with an existing account.
+advice-502 = The identity provider is not answering properly. Please try again later.
+advice-other = Something went wrong on our side. Please try again later.
+error-code = Error code:
+back-to-start = Back to the start
+
+privacy = Privacy
+help = Help
+languages = Languages

@@ -1,0 +1,218 @@
+//! The languages of the pages: message catalogues in Fluent (`core/locales/<lang>.ftl`, built
+//! into the binary), the language of a request (a `lang` the person chose, which sticks for the
+//! visit, else the browser's `Accept-Language`, else English), and [`t`] to say a message in it.
+
+use std::sync::LazyLock;
+
+use fluent_bundle::concurrent::FluentBundle;
+use fluent_bundle::{FluentArgs, FluentResource};
+
+/// The languages there are catalogues for, English first (the fallback).
+pub const LANGUAGES: &[&str] = &["en", "de", "fr", "es"];
+
+/// The catalogues, in the order of [`LANGUAGES`].
+pub const CATALOGUES: &[(&str, &str)] = &[
+    ("en", include_str!("../locales/en.ftl")),
+    ("de", include_str!("../locales/de.ftl")),
+    ("fr", include_str!("../locales/fr.ftl")),
+    ("es", include_str!("../locales/es.ftl")),
+];
+
+/// The cookie that keeps a chosen language for the visit.
+pub const LANG_COOKIE: &str = "authnz_lang";
+
+/// What a message no catalogue defines renders as: visible, and found by the tests.
+pub const MISSING: &str = "⟦missing message⟧";
+
+static BUNDLES: LazyLock<Vec<(&'static str, FluentBundle<FluentResource>)>> = LazyLock::new(|| {
+    CATALOGUES
+        .iter()
+        .map(|(lang, text)| {
+            let id: unic_langid::LanguageIdentifier = lang.parse().unwrap_or_default();
+            let mut bundle = FluentBundle::new_concurrent(vec![id]);
+            // The pages are left-to-right; isolation marks would only garble copied text.
+            bundle.set_use_isolating(false);
+            // A catalogue that does not parse is a build error (see the tests); at run time
+            // whatever parsed is used.
+            let resource =
+                FluentResource::try_new(text.to_string()).unwrap_or_else(|(resource, _)| resource);
+            let _ = bundle.add_resource(resource);
+            (*lang, bundle)
+        })
+        .collect()
+});
+
+tokio::task_local! {
+    /// The language of the request in progress.
+    static LANG: &'static str;
+}
+
+/// Runs `request` with its pages in `lang`.
+pub async fn in_language<F: std::future::Future>(lang: &'static str, request: F) -> F::Output {
+    LANG.scope(lang, request).await
+}
+
+/// Runs `render` in English: for the pages that have no catalogue entries yet, so that they do
+/// not declare a language they are not written in.
+pub fn in_english<R>(render: impl FnOnce() -> R) -> R {
+    LANG.sync_scope("en", render)
+}
+
+/// The language of the request in progress (English outside of one).
+pub fn lang() -> &'static str {
+    LANG.try_with(|lang| *lang).unwrap_or("en")
+}
+
+/// A language of [`LANGUAGES`] named by `tag` (`de`, `de-AT`, `FR`), if there is one.
+pub fn supported(tag: &str) -> Option<&'static str> {
+    let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+    LANGUAGES.iter().copied().find(|lang| *lang == primary)
+}
+
+/// The language for a request: the one chosen (`lang`), else the best of `Accept-Language`
+/// (by quality, then order), else `default`.
+pub fn negotiate(
+    chosen: Option<&str>,
+    accept_language: Option<&str>,
+    default: &'static str,
+) -> &'static str {
+    if let Some(lang) = chosen.and_then(supported) {
+        return lang;
+    }
+    let mut best: Option<(f32, &'static str)> = None;
+    for item in accept_language.unwrap_or_default().split(',').take(32) {
+        let mut parts = item.split(';');
+        let tag = parts.next().unwrap_or_default();
+        let quality = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if let Some(lang) = supported(tag).filter(|_| quality > 0.0) {
+            if best.is_none_or(|(q, _)| quality > q) {
+                best = Some((quality, lang));
+            }
+        }
+    }
+    best.map(|(_, lang)| lang).unwrap_or(default)
+}
+
+/// Message `key` in the request's language (English where that catalogue lacks it), with
+/// `args`. Arguments are put in as given: escape what goes into HTML first.
+pub fn t_args(key: &str, args: &[(&str, &str)]) -> String {
+    let wanted = lang();
+    for (_, bundle) in BUNDLES
+        .iter()
+        .filter(|(lang, _)| *lang == wanted)
+        .chain(BUNDLES.iter().filter(|(lang, _)| *lang == "en"))
+    {
+        let Some(pattern) = bundle.get_message(key).and_then(|m| m.value()) else {
+            continue;
+        };
+        let mut fluent_args = FluentArgs::new();
+        for (name, value) in args {
+            fluent_args.set(*name, *value);
+        }
+        let mut errors = Vec::new();
+        return bundle
+            .format_pattern(pattern, Some(&fluent_args), &mut errors)
+            .into_owned();
+    }
+    MISSING.to_string()
+}
+
+/// Message `key` in the catalogue of `lang` (for a language's own name).
+pub fn in_catalogue(lang: &str, key: &str) -> String {
+    BUNDLES
+        .iter()
+        .find(|(l, _)| *l == lang)
+        .and_then(|(_, bundle)| {
+            let pattern = bundle.get_message(key)?.value()?;
+            let mut errors = Vec::new();
+            Some(
+                bundle
+                    .format_pattern(pattern, None, &mut errors)
+                    .into_owned(),
+            )
+        })
+        .unwrap_or_else(|| MISSING.to_string())
+}
+
+/// Message `key` in the request's language.
+pub fn t(key: &str) -> String {
+    t_args(key, &[])
+}
+
+/// The messages a catalogue defines: the identifiers that start a line (`key = ...`).
+pub fn keys_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.split_once(" ="))
+        .map(|(key, _)| key)
+        .filter(|key| {
+            key.starts_with(|c: char| c.is_ascii_lowercase())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalogue_parses_and_has_every_key_the_others_have() {
+        let english = keys_of(CATALOGUES[0].1);
+        assert!(english.len() > 50, "{english:?}");
+        for (lang, text) in CATALOGUES {
+            if let Err((_, errors)) = FluentResource::try_new(text.to_string()) {
+                panic!("{lang}.ftl does not parse: {errors:?}");
+            }
+            let keys = keys_of(text);
+            let missing: Vec<_> = english.iter().filter(|k| !keys.contains(k)).collect();
+            let extra: Vec<_> = keys.iter().filter(|k| !english.contains(k)).collect();
+            assert!(missing.is_empty(), "{lang}.ftl lacks {missing:?}");
+            assert!(
+                extra.is_empty(),
+                "{lang}.ftl has keys English lacks: {extra:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_language_is_chosen_then_accepted_then_the_default() {
+        assert_eq!(negotiate(None, Some("de-DE,de;q=0.9,en;q=0.8"), "en"), "de");
+        assert_eq!(
+            negotiate(None, Some("ja, fr-CA;q=0.7, es;q=0.5"), "en"),
+            "fr"
+        );
+        assert_eq!(negotiate(None, Some("en;q=0.4, es;q=0.9"), "en"), "es");
+        assert_eq!(negotiate(None, Some("ja, zh"), "en"), "en");
+        assert_eq!(negotiate(None, Some("de;q=0"), "en"), "en");
+        assert_eq!(
+            negotiate(Some("fr"), Some("de"), "en"),
+            "fr",
+            "a choice wins"
+        );
+        assert_eq!(
+            negotiate(Some("xx"), Some("de"), "en"),
+            "de",
+            "an unknown choice is ignored"
+        );
+        assert_eq!(negotiate(None, None, "es"), "es");
+    }
+
+    #[tokio::test]
+    async fn messages_are_said_in_the_language_of_the_request() {
+        assert_eq!(t("sign-in-title"), "Sign in", "English outside a request");
+        let german = in_language("de", async { t("sign-in-title") }).await;
+        assert_eq!(german, "Anmelden");
+        let french = in_language("fr", async {
+            t_args("connect-provider", &[("label", "Corp")])
+        })
+        .await;
+        assert_eq!(french, "Lier Corp");
+        assert_eq!(t("no-such-key"), MISSING);
+    }
+}

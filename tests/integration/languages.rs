@@ -1,0 +1,121 @@
+//! The pages in the person's language: chosen by `Accept-Language`, or by `?lang=` (which
+//! sticks for the visit); every page in every language says only what a catalogue defines.
+
+use authnz_tests::{Browser, Reserved};
+
+use crate::login_flow::dev_login;
+
+async fn page(browser: &Browser, url: &str, accept_language: Option<&str>) -> (u16, String) {
+    let mut request = browser.client.get(url).header("Accept", "text/html");
+    if let Some(languages) = accept_language {
+        request = request.header("Accept-Language", languages);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn each_page_speaks_the_language_the_browser_asks_for() {
+    let server = Reserved::new()
+        .start("[idps.dev]\nkind = \"dev\"\nlabel = \"Dev\"\n")
+        .await;
+    let url = &server.url;
+    let anonymous = Browser::new();
+    let (_, german) = page(
+        &anonymous,
+        &format!("{url}/"),
+        Some("de-DE,de;q=0.9,en;q=0.5"),
+    )
+    .await;
+    assert!(german.contains("<html lang=\"de\">"), "{german}");
+    assert!(german.contains("<title>Anmelden</title>"), "{german}");
+    assert!(
+        german.contains("Wählen Sie, wie Sie sich anmelden:"),
+        "{german}"
+    );
+    let (_, french) = page(&anonymous, &format!("{url}/"), Some("fr-CA, en;q=0.3")).await;
+    assert!(french.contains("<title>Connexion</title>"), "{french}");
+    let (_, other) = page(&anonymous, &format!("{url}/"), Some("ja")).await;
+    assert!(other.contains("<html lang=\"en\">") && other.contains("<title>Sign in</title>"));
+
+    // Signed in, with a key and two sessions: every page, in every language, says only what
+    // the catalogues define.
+    let browser = Browser::new();
+    dev_login(&browser, url, "dev", "ann", None).await;
+    dev_login(&Browser::new(), url, "dev", "ann", None).await;
+    let created = browser
+        .client
+        .post(format!("{url}/api/keys"))
+        .header("Origin", url)
+        .header("X-CSRF-Token", browser.csrf(url).await)
+        .json(&serde_json::json!({"name": "scripts"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    for (lang, title) in [
+        ("en", "Your account"),
+        ("de", "Ihr Konto"),
+        ("fr", "Votre compte"),
+        ("es", "Su cuenta"),
+    ] {
+        let pages = [
+            page(&browser, &format!("{url}/"), Some(lang)).await,
+            page(&browser, &format!("{url}/authnz/logout"), Some(lang)).await,
+            page(&anonymous, &format!("{url}/"), Some(lang)).await,
+            page(&anonymous, &format!("{url}/authnz/logout"), Some(lang)).await,
+            page(
+                &anonymous,
+                &format!("{url}/authnz/dev/callback?state=x&code=y"),
+                Some(lang),
+            )
+            .await,
+        ];
+        assert!(
+            pages[0].1.contains(&format!("<title>{title}</title>")),
+            "{lang}: {}",
+            pages[0].1
+        );
+        assert_eq!(pages[4].0, 400, "the error page");
+        for (status, html) in &pages {
+            assert!(
+                !html.contains(authnz::i18n::MISSING),
+                "{lang} ({status}): a message no catalogue defines: {html}"
+            );
+            assert!(
+                html.contains(&format!("<html lang=\"{lang}\">")),
+                "{lang}: {html}"
+            );
+        }
+    }
+
+    // `?lang=` wins over the browser's languages, and sticks for the visit.
+    let visitor = Browser::new();
+    let response = visitor
+        .client
+        .get(format!("{url}/?lang=es"))
+        .header("Accept-Language", "de")
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.starts_with("authnz_lang=es;"), "{cookie}");
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("<title>Iniciar sesión</title>"));
+    let (_, later) = page(&visitor, &format!("{url}/"), Some("de")).await;
+    assert!(
+        later.contains("<title>Iniciar sesión</title>"),
+        "the choice sticks: {later}"
+    );
+    let (_, unknown) = page(&Browser::new(), &format!("{url}/?lang=xx"), Some("fr")).await;
+    assert!(
+        unknown.contains("<title>Connexion</title>"),
+        "an unknown choice is ignored"
+    );
+}
