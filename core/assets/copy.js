@@ -1,5 +1,5 @@
 // The copy buttons of authnz's pages: a button's `data-copy` names the input whose value it
-// copies; the element `#copied` (a live region) says that it did.
+// copies; the element `#copied` (a live region) says that it did, in its `data-done` words.
 for (const button of document.querySelectorAll('button[data-copy]')) {
   button.addEventListener('click', async () => {
     const input = document.getElementById(button.dataset.copy);
@@ -10,6 +10,6 @@ for (const button of document.querySelectorAll('button[data-copy]')) {
       input.select();
       document.execCommand('copy');
     }
-    if (status) status.textContent = 'Copied.';
+    if (status) status.textContent = status.dataset.done || 'Copied.';
   });
 }

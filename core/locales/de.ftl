@@ -74,6 +74,24 @@ advice-other = Bei uns ist etwas schiefgegangen. Bitte versuchen Sie es später 
 error-code = Fehlercode:
 back-to-start = Zurück zum Anfang
 
+signup-title = Konto anlegen
+signup-first = Sie melden sich zum ersten Mal mit { $label } an. Ein Konto wird angelegt:
+col-username = Benutzername
+signup-create = Mein Konto anlegen
+cancel = Abbrechen
+disconnect-title = Anbieter trennen
+disconnect-what = Beim Trennen werden die Token dieses Anbieters aus authnz entfernt (und beim Anbieter widerrufen, wo das geht). Ihr Konto bleibt bestehen.
+disconnect-identity = { $idp } trennen ({ $who })
+new-key-title = Ihr neuer API-Schlüssel
+new-key-copy-now = Kopieren Sie den Schlüssel jetzt: Er wird nur dieses eine Mal angezeigt (authnz behält nur seinen Hash).
+new-key-expires-on = Er läuft am { $date } ab.
+new-key-no-expiry = Er läuft nicht ab.
+new-key-label = API-Schlüssel „{ $name }“
+copy-key = Schlüssel kopieren
+copied = Kopiert.
+new-key-use = Skripte verwenden ihn als { $header } für { $paths }.
+back-to-account = Zurück zu Ihrem Konto
+
 privacy = Datenschutz
 help = Hilfe
 languages = Sprachen

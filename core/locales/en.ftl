@@ -82,6 +82,29 @@ advice-other = Something went wrong on our side. Please try again later.
 error-code = Error code:
 back-to-start = Back to the start
 
+signup-title = Create your account
+# $label (html): the provider
+signup-first = This is your first sign-in with { $label }. An account will be created:
+col-username = Username
+signup-create = Create my account
+cancel = Cancel
+disconnect-title = Disconnect a provider
+disconnect-what = Disconnecting removes this provider's tokens from authnz (and revokes them at the provider where it can). Your account stays.
+# $idp: the provider; $who: the identity's email or subject
+disconnect-identity = Disconnect { $idp } ({ $who })
+new-key-title = Your new API key
+new-key-copy-now = Copy the key now: it is shown only this once (authnz keeps only its hash).
+# $date: when it expires
+new-key-expires-on = It expires on { $date }.
+new-key-no-expiry = It does not expire.
+# $name: the key's name
+new-key-label = API key “{ $name }”
+copy-key = Copy the key
+copied = Copied.
+# $header (html), $paths (html)
+new-key-use = Scripts present it as { $header } on { $paths }.
+back-to-account = Back to your account
+
 privacy = Privacy
 help = Help
 languages = Languages

@@ -74,6 +74,24 @@ advice-other = Algo ha fallado por nuestra parte. Inténtelo de nuevo más tarde
 error-code = Código de error:
 back-to-start = Volver al inicio
 
+signup-title = Crear su cuenta
+signup-first = Es la primera vez que inicia sesión con { $label }. Se creará una cuenta:
+col-username = Nombre de usuario
+signup-create = Crear mi cuenta
+cancel = Cancelar
+disconnect-title = Desvincular un proveedor
+disconnect-what = Al desvincular se eliminan de authnz los tokens de este proveedor (y se revocan en el proveedor cuando es posible). Su cuenta se mantiene.
+disconnect-identity = Desvincular { $idp } ({ $who })
+new-key-title = Su nueva clave de API
+new-key-copy-now = Copie la clave ahora: solo se muestra esta vez (authnz guarda solo su hash).
+new-key-expires-on = Caduca el { $date }.
+new-key-no-expiry = No caduca.
+new-key-label = Clave de API «{ $name }»
+copy-key = Copiar la clave
+copied = Copiada.
+new-key-use = Los scripts la presentan como { $header } en { $paths }.
+back-to-account = Volver a su cuenta
+
 privacy = Privacidad
 help = Ayuda
 languages = Idiomas

@@ -74,6 +74,24 @@ advice-other = Quelque chose s'est mal passé de notre côté. Veuillez réessay
 error-code = Code d'erreur :
 back-to-start = Retour au début
 
+signup-title = Créer votre compte
+signup-first = C'est votre première connexion avec { $label }. Un compte va être créé :
+col-username = Nom d'utilisateur
+signup-create = Créer mon compte
+cancel = Annuler
+disconnect-title = Dissocier un fournisseur
+disconnect-what = La dissociation retire d'authnz les jetons de ce fournisseur (et les révoque chez lui quand c'est possible). Votre compte reste.
+disconnect-identity = Dissocier { $idp } ({ $who })
+new-key-title = Votre nouvelle clé d'API
+new-key-copy-now = Copiez la clé maintenant : elle n'est montrée que cette fois (authnz n'en garde que l'empreinte).
+new-key-expires-on = Elle expire le { $date }.
+new-key-no-expiry = Elle n'expire pas.
+new-key-label = Clé d'API « { $name } »
+copy-key = Copier la clé
+copied = Copiée.
+new-key-use = Les scripts la présentent comme { $header } sur { $paths }.
+back-to-account = Retour à votre compte
+
 privacy = Confidentialité
 help = Aide
 languages = Langues

@@ -180,6 +180,54 @@ mod tests {
         }
     }
 
+    /// Every message the code asks for by name is in the catalogues (they have the same keys,
+    /// see above): a page never shows [`MISSING`] for a typo.
+    #[test]
+    fn every_message_the_code_names_is_defined() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push((
+                        path.display().to_string(),
+                        std::fs::read_to_string(&path).unwrap(),
+                    ));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let defined = keys_of(CATALOGUES[0].1);
+        let mut named = 0;
+        // This file's own tests ask for a missing key on purpose.
+        for (path, text) in files.iter().filter(|(path, _)| !path.ends_with("i18n.rs")) {
+            for call in ["t(", "t_args("] {
+                for (at, _) in text.match_indices(call) {
+                    // `t(` itself, not the end of another name (`get(`).
+                    let before = text[..at].chars().next_back().unwrap_or(' ');
+                    if before.is_alphanumeric() || before == '_' || before == '.' {
+                        continue;
+                    }
+                    let Some(rest) = text[at + call.len()..].trim_start().strip_prefix('"') else {
+                        continue; // a key computed at run time
+                    };
+                    let key: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+                        .collect();
+                    named += 1;
+                    assert!(defined.contains(&key), "{path}: {key:?} is in no catalogue");
+                }
+            }
+        }
+        assert!(named > 60, "found only {named} messages named in the code");
+    }
+
     #[test]
     fn the_language_is_chosen_then_accepted_then_the_default() {
         assert_eq!(negotiate(None, Some("de-DE,de;q=0.9,en;q=0.8"), "en"), "de");

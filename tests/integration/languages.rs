@@ -89,6 +89,30 @@ async fn each_page_speaks_the_language_the_browser_asks_for() {
         }
     }
 
+    // A page answering a form post: the new API key, in German.
+    let response = browser
+        .client
+        .post(format!("{url}/authnz/keys/new"))
+        .header("Origin", url)
+        .header("Accept", "text/html")
+        .header("Accept-Language", "de")
+        .form(&[
+            ("csrf", browser.csrf(url).await.as_str()),
+            ("name", "laptop"),
+            ("expires_in_days", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("<title>Ihr neuer API-Schlüssel</title>"),
+        "{html}"
+    );
+    assert!(html.contains("data-done=\"Kopiert.\""), "{html}");
+    assert!(html.contains("Er läuft nicht ab."), "{html}");
+    assert!(!html.contains(authnz::i18n::MISSING), "{html}");
+
     // `?lang=` wins over the browser's languages, and sticks for the visit.
     let visitor = Browser::new();
     let response = visitor

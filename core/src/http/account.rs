@@ -16,7 +16,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::error::{FlowError, Status};
 use crate::accounts::{self, PendingSignup};
 use crate::crypto::{constant_time_eq, random_token, sha256_hex};
-use crate::html::{escape, page_en};
+use crate::html::{escape, page};
+use crate::i18n::{t, t_args};
 use crate::state::App;
 use crate::store::RemoveOutcome;
 
@@ -288,21 +289,25 @@ impl AccountApi {
             .map(|idp| idp.config.label.clone())
             .unwrap_or_default();
         let body = format!(
-            "<p>This is your first sign-in with <strong>{}</strong>. An account will be created:</p>\
-<table><tr><th>Username</th><td>{}</td></tr><tr><th>Email</th><td>{}</td></tr></table>\
+            "<p>{}</p>\
+<table><tr><th>{}</th><td>{}</td></tr><tr><th>{}</th><td>{}</td></tr></table>\
 <form method=\"post\"><input type=\"hidden\" name=\"signup\" value=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<button type=\"submit\" id=\"create\">Create my account</button></form>\
-<p><a class=\"button secondary\" href=\"/\">Cancel</a></p>",
-            escape(&label),
+<button type=\"submit\" id=\"create\">{}</button></form>\
+<p><a class=\"button secondary\" href=\"/\">{}</a></p>",
+            t_args(
+                "signup-first",
+                &[("label", &format!("<strong>{}</strong>", escape(&label)))]
+            ),
+            escape(&t("col-username")),
             escape(&record.login.username),
+            escape(&t("col-email")),
             escape(record.login.email.as_deref().unwrap_or("")),
             escape(&signup.0),
             escape(&record.csrf),
+            escape(&t("signup-create")),
+            escape(&t("cancel")),
         );
-        Ok(SignupPage::Page(Html(page_en(
-            "Create your account",
-            &body,
-        ))))
+        Ok(SignupPage::Page(Html(page(&t("signup-title"), &body))))
     }
 
     /// Confirms and creates the account of a parked first login (form fields `signup` and
@@ -414,19 +419,26 @@ impl AccountApi {
             .map(|identity| {
                 format!(
                     "<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"subject\" value=\"{}\">\
-<button type=\"submit\" class=\"disconnect\">Disconnect {} ({})</button></form>",
+<button type=\"submit\" class=\"disconnect\">{}</button></form>",
                     escape(&csrf),
                     escape(&identity.subject),
-                    escape(&idp.0),
-                    escape(identity.email.as_deref().unwrap_or(&identity.subject)),
+                    escape(&t_args(
+                        "disconnect-identity",
+                        &[
+                            ("idp", &idp.0),
+                            ("who", identity.email.as_deref().unwrap_or(&identity.subject)),
+                        ]
+                    )),
                 )
             })
             .collect();
         let body = format!(
-            "<p>Disconnecting removes this provider's tokens from authnz (and revokes them at the provider where it can). Your account stays.</p>{forms}<p><a class=\"button secondary\" href=\"/\">Cancel</a></p>"
+            "<p>{}</p>{forms}<p><a class=\"button secondary\" href=\"/\">{}</a></p>",
+            escape(&t("disconnect-what")),
+            escape(&t("cancel")),
         );
-        Ok(DisconnectPage::Page(Html(page_en(
-            "Disconnect a provider",
+        Ok(DisconnectPage::Page(Html(page(
+            &t("disconnect-title"),
             &body,
         ))))
     }

@@ -13,7 +13,8 @@ use super::caller::{caller, Auth};
 use super::error::{error_responses, ErrorBody, FlowError, Status};
 use super::keys::new_key;
 use super::request::form_of;
-use crate::html::{escape, page_en};
+use crate::html::{escape, page};
+use crate::i18n::{t, t_args};
 use crate::state::App;
 
 /// The script of the copy buttons (no inline script: the pages' CSP allows only this origin's).
@@ -89,19 +90,31 @@ impl KeyPagesApi {
         tracing::info!(user = %caller.user.id, key = %key.id, "API key created on the account page");
         let expiry = key
             .expires_at
-            .map(|at| format!("It expires on {}.", super::pages::date(at)))
-            .unwrap_or_else(|| "It does not expire.".to_string());
+            .map(|at| t_args("new-key-expires-on", &[("date", &super::pages::date(at))]))
+            .unwrap_or_else(|| t("new-key-no-expiry"));
         let body = format!(
-            "<p class=\"notice\">Copy the key now: it is shown only this once (authnz keeps only its hash). {expiry}</p>\
-<label for=\"new-key\">API key “{}”</label><input id=\"new-key\" readonly value=\"{}\" autocomplete=\"off\" spellcheck=\"false\">\
-<button type=\"button\" id=\"copy-key\" data-copy=\"new-key\">Copy the key</button><p id=\"copied\" role=\"status\" aria-live=\"polite\"></p>\
-<p>Scripts present it as <code>Authorization: Bearer &lt;key&gt;</code> on <code>/api/*</code>.</p>\
-<p><a class=\"button secondary\" href=\"/#api-keys\">Back to your account</a></p>\
+            "<p class=\"notice\">{} {}</p>\
+<label for=\"new-key\">{}</label><input id=\"new-key\" readonly value=\"{}\" autocomplete=\"off\" spellcheck=\"false\">\
+<button type=\"button\" id=\"copy-key\" data-copy=\"new-key\">{}</button><p id=\"copied\" role=\"status\" aria-live=\"polite\" data-done=\"{}\"></p>\
+<p>{}</p>\
+<p><a class=\"button secondary\" href=\"/#api-keys\">{}</a></p>\
 <script src=\"/authnz/assets/copy.js\"></script>",
-            escape(&key.name),
+            escape(&t("new-key-copy-now")),
+            escape(&expiry),
+            escape(&t_args("new-key-label", &[("name", &key.name)])),
             escape(&secret),
+            escape(&t("copy-key")),
+            escape(&t("copied")),
+            t_args(
+                "new-key-use",
+                &[
+                    ("header", "<code>Authorization: Bearer &lt;key&gt;</code>"),
+                    ("paths", "<code>/api/*</code>"),
+                ]
+            ),
+            escape(&t("back-to-account")),
         );
-        Ok(NewKeyPage::Page(Html(page_en("Your new API key", &body))))
+        Ok(NewKeyPage::Page(Html(page(&t("new-key-title"), &body))))
     }
 
     /// The account page's form: `csrf` and the key's `id`.
