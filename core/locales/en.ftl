@@ -108,3 +108,27 @@ back-to-account = Back to your account
 privacy = Privacy
 help = Help
 languages = Languages
+
+# The `message` of JSON errors, by their stable `error` code (English keeps the message the
+# code gives, which may say more).
+error-unauthorized = log in first
+error-csrf-token-invalid = the request lacks this session's CSRF token
+error-cross-site-request = cross-site requests are refused
+error-session-required = this needs a signed-in browser session (with its CSRF token); an API key or access token cannot do it
+error-not-an-admin = this needs an admin named in [server] admins
+error-invalid-state = this sign-in is unknown or was already used
+error-missing-state = the callback has no state
+error-expired-state = this sign-in took too long and expired
+error-state-mismatch = this sign-in was started for another identity provider
+error-browser-mismatch = this sign-in was started in another browser (or cookies are blocked)
+error-missing-code = the callback has no authorization code
+error-unknown-idp = no such identity provider
+error-no-such-session = this account has no such session
+error-no-such-key = no such API key
+error-no-such-identity = this account has no such identity
+error-last-identity = this is the account's only way to log in; connect another provider first
+error-invalid-signup = this sign-up is unknown, used or expired; sign in again
+error-too-many-logins = too many sign-ins were started; wait a few minutes and try again
+error-store-unavailable = the database is unavailable; try again in a moment
+error-forbidden = not allowed
+error-not-found = no such resource

@@ -137,6 +137,19 @@ pub fn in_catalogue(lang: &str, key: &str) -> String {
         .unwrap_or_else(|| MISSING.to_string())
 }
 
+/// The `message` of a JSON error with `code`, in the request's language when that is not
+/// English and its catalogue has one (`error-<code>`); `None`: keep the English message, which
+/// may say more than the code.
+pub fn error_message(code: &str) -> Option<String> {
+    let lang = lang();
+    if lang == "en" {
+        return None;
+    }
+    let key = format!("error-{}", code.replace('_', "-"));
+    let message = in_catalogue(lang, &key);
+    (message != MISSING).then_some(message)
+}
+
 /// Message `key` in the request's language.
 pub fn t(key: &str) -> String {
     t_args(key, &[])

@@ -143,3 +143,54 @@ async fn each_page_speaks_the_language_the_browser_asks_for() {
         "an unknown choice is ignored"
     );
 }
+
+#[tokio::test]
+async fn json_errors_keep_their_code_and_say_their_message_in_the_language() {
+    let server = Reserved::new().start("[idps.dev]\nkind = \"dev\"\n").await;
+    let url = &server.url;
+    let client = reqwest::Client::new();
+    let error = |path: &'static str, lang: Option<&'static str>| {
+        let mut request = client.get(format!("{url}{path}"));
+        if let Some(lang) = lang {
+            request = request.header("Accept-Language", lang);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, english) = error("/api/users/me", None).await;
+    assert_eq!(
+        (status, english["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(english["message"], "log in first");
+    let (status, german) = error("/api/users/me", Some("de")).await;
+    assert_eq!(status, 401);
+    assert_eq!(german["error"], "unauthorized", "the code stays");
+    assert_eq!(german["message"], "melden Sie sich zuerst an");
+    let (status, french) = error("/authnz/dev/callback?state=nope&code=x", Some("fr")).await;
+    assert_eq!(status, 400);
+    assert_eq!(french["error"], "invalid_state");
+    assert_eq!(
+        french["message"],
+        "cette connexion est inconnue ou a déjà servi"
+    );
+    // The error page a browser sees says it too.
+    let page = client
+        .get(format!("{url}/authnz/dev/callback?state=nope&code=x"))
+        .header("Accept", "text/html")
+        .header("Accept-Language", "es")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("este inicio de sesión es desconocido o ya se usó"),
+        "{page}"
+    );
+    assert!(page.contains("<code>invalid_state</code>"), "{page}");
+}

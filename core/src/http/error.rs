@@ -125,8 +125,8 @@ pub struct ErrorBody {
 impl From<FlowError> for ErrorBody {
     fn from(err: FlowError) -> Self {
         Self {
+            message: crate::i18n::error_message(err.code).unwrap_or(err.message),
             error: err.code.to_string(),
-            message: err.message,
         }
     }
 }

@@ -147,12 +147,14 @@ pub(crate) async fn frame<E: Endpoint>(next: E, req: Request) -> poem::Result<Re
             header::HeaderValue::from_static("application/json; charset=utf-8"),
         );
         response.headers_mut().remove(header::CONTENT_LENGTH);
+        let message = crate::i18n::error_message(code).unwrap_or(message);
         response.set_body(serde_json::json!({"error": code, "message": message}).to_string());
         shown = Some((code.to_string(), message));
     }
     if wants_html && status.as_u16() >= 400 && api_path {
         let (code, message) =
             shown.unwrap_or_else(|| ("error".to_string(), "The request failed.".to_string()));
+        let message = crate::i18n::error_message(&code).unwrap_or(message);
         let html = crate::html::error_page(status.as_u16(), &code, &message);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
