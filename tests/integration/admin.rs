@@ -458,4 +458,20 @@ async fn the_admin_page_shows_the_idps_and_logins_and_reloads() {
         "the problem, placed: {page}"
     );
     assert!(!page.contains("<b>blue</b>"), "escaped: {page}");
+
+    // In German, every message from the catalogue.
+    let german = ada
+        .client
+        .get(format!("{url}/authnz/admin"))
+        .header("Accept", "text/html")
+        .header("Accept-Language", "de")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(german.contains("<title>Verwaltung</title>"), "{german}");
+    assert!(german.contains("wurde abgelehnt"), "{german}");
+    assert!(!german.contains(authnz::i18n::MISSING), "{german}");
 }

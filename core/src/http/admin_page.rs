@@ -14,7 +14,8 @@ use super::caller::{admin, Auth};
 use super::error::{error_responses, ErrorBody, FlowError};
 use super::pages::date;
 use super::request::form_of;
-use crate::html::{escape, page_en};
+use crate::html::{escape, page};
+use crate::i18n::{t, t_args};
 use crate::state::App;
 
 error_responses!(AdminPageError {
@@ -114,33 +115,58 @@ async fn render(app: &App, csrf: &str) -> String {
         .collect();
     let last_reload = match (&reload.last_error, reload.last_attempt_at) {
         (Some(problems), at) => format!(
-            "<div class=\"error\" id=\"reload-result\"><p>The last reload{} was refused; the configuration before it stays in force:</p><pre>{}</pre></div>",
-            at.map(|at| format!(" ({})", date(at))).unwrap_or_default(),
+            "<div class=\"error\" id=\"reload-result\"><p>{}</p><pre>{}</pre></div>",
+            escape(&t_args(
+                "admin-reload-refused",
+                &[(
+                    "when",
+                    &at.map(|at| format!(" ({})", date(at))).unwrap_or_default()
+                )]
+            )),
             escape(problems)
         ),
         (None, Some(at)) => format!(
-            "<p class=\"notice\" id=\"reload-result\">The last reload ({}) succeeded.</p>",
-            date(at)
+            "<p class=\"notice\" id=\"reload-result\">{}</p>",
+            escape(&t_args("admin-reload-ok", &[("when", &date(at))]))
         ),
         (None, None) => String::new(),
     };
     let body = format!(
-        "<h2>Configuration</h2><table id=\"config\"><tbody>\
-<tr><th>Generation</th><td id=\"generation\">{generation}</td></tr>\
-<tr><th>Loaded</th><td>{loaded}</td></tr>\
-<tr><th>Digest</th><td><code>{digest}</code></td></tr>\
-<tr><th>Reloads</th><td>{reloads} done, {failures} refused</td></tr>\
-<tr><th>Store</th><td>{backend}: {store}{store_error}</td></tr></tbody></table>\
+        "<h2>{}</h2><table id=\"config\"><tbody>\
+<tr><th>{}</th><td id=\"generation\">{generation}</td></tr>\
+<tr><th>{}</th><td>{loaded}</td></tr>\
+<tr><th>{}</th><td><code>{digest}</code></td></tr>\
+<tr><th>{}</th><td>{reloads}</td></tr>\
+<tr><th>{}</th><td>{backend}: {store}{store_error}</td></tr></tbody></table>\
 {last_reload}\
 <form method=\"post\" action=\"/authnz/admin/reload\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-<button type=\"submit\" id=\"reload\">Reload idps.toml</button></form>\
-<h2>Identity providers</h2><div class=\"wide\"><table id=\"idp-status\"><thead><tr><th>IdP</th><th>State</th><th>Discovered</th><th>Key fetches</th><th>Logins</th><th>Done</th><th>Failed (reason)</th></tr></thead><tbody>{rows}</tbody></table></div>\
-<p><a href=\"/metrics\">All metrics</a> · <a href=\"/\">Your account</a></p>",
+<button type=\"submit\" id=\"reload\">{}</button></form>\
+<h2>{}</h2><div class=\"wide\"><table id=\"idp-status\"><thead><tr>{}</tr></thead><tbody>{rows}</tbody></table></div>\
+<p><a href=\"/metrics\">{}</a> · <a href=\"/\">{}</a></p>",
+        escape(&t("admin-configuration")),
+        escape(&t("admin-generation")),
+        escape(&t("admin-loaded")),
+        escape(&t("admin-digest")),
+        escape(&t("admin-reloads-title")),
+        escape(&t("admin-store")),
+        escape(&t("admin-reload-button")),
+        escape(&t("admin-idps")),
+        ["col-idp", "col-state", "col-discovered", "col-key-fetches", "col-logins", "col-done", "col-failed"]
+            .iter()
+            .map(|key| format!("<th>{}</th>", escape(&t(key))))
+            .collect::<String>(),
+        escape(&t("admin-all-metrics")),
+        escape(&t("admin-your-account")),
         generation = report.generation,
         loaded = date(report.loaded_at),
         digest = escape(&report.config_digest),
-        reloads = reload.reloads,
-        failures = reload.failures,
+        reloads = escape(&t_args(
+            "admin-reloads",
+            &[
+                ("done", &reload.reloads.to_string()),
+                ("refused", &reload.failures.to_string())
+            ]
+        )),
         backend = escape(&report.store_backend),
         store = escape(&report.store),
         store_error = report
@@ -150,5 +176,5 @@ async fn render(app: &App, csrf: &str) -> String {
             .unwrap_or_default(),
         csrf = escape(csrf),
     );
-    page_en("Administration", &body)
+    page(&t("admin-title"), &body)
 }
