@@ -45,11 +45,77 @@ static BUNDLES: LazyLock<Vec<(&'static str, FluentBundle<FluentResource>)>> = La
 tokio::task_local! {
     /// The language of the request in progress.
     static LANG: &'static str;
+    /// The admin's own words for some messages (`[server.branding.messages.<lang>]`).
+    static OVERRIDES: Option<std::sync::Arc<Overrides>>;
 }
 
-/// Runs `request` with its pages in `lang`.
-pub async fn in_language<F: std::future::Future>(lang: &'static str, request: F) -> F::Output {
-    LANG.scope(lang, request).await
+/// Messages an admin replaced, per language: consulted before the built-in catalogues.
+pub struct Overrides {
+    bundles: Vec<(&'static str, FluentBundle<FluentResource>)>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.bundles.iter().map(|(lang, _)| lang))
+            .finish()
+    }
+}
+
+impl Overrides {
+    /// From (language, key, Fluent text) triples already checked with [`check_override`].
+    pub fn new(messages: &[(&'static str, String, String)]) -> Self {
+        let bundles = LANGUAGES
+            .iter()
+            .filter(|lang| messages.iter().any(|(l, _, _)| l == *lang))
+            .map(|lang| {
+                let text: String = messages
+                    .iter()
+                    .filter(|(l, _, _)| l == lang)
+                    .map(|(_, key, value)| format!("{key} = {value}\n"))
+                    .collect();
+                let id: unic_langid::LanguageIdentifier = lang.parse().unwrap_or_default();
+                let mut bundle = FluentBundle::new_concurrent(vec![id]);
+                bundle.set_use_isolating(false);
+                let resource =
+                    FluentResource::try_new(text).unwrap_or_else(|(resource, _)| resource);
+                let _ = bundle.add_resource(resource);
+                (*lang, bundle)
+            })
+            .collect();
+        Self { bundles }
+    }
+}
+
+/// Why an admin's message `key` = `value` cannot replace a built-in one, if it cannot.
+pub fn check_override(key: &str, value: &str) -> Option<String> {
+    let known = keys_of(CATALOGUES[0].1);
+    if !known.iter().any(|k| k == key) {
+        return Some(
+            match authnz_plugin::did_you_mean(key, known.iter().map(String::as_str)) {
+                Some(close) => format!("no such message (did you mean `{close}`?)"),
+                None => "no such message (the keys are those of core/locales/en.ftl)".to_string(),
+            },
+        );
+    }
+    if value.trim().is_empty() || value.contains(['\n', '\r']) {
+        return Some("must be one line of text".to_string());
+    }
+    match FluentResource::try_new(format!("{key} = {value}\n")) {
+        Ok(_) => None,
+        Err(_) => Some(
+            "is not a Fluent message (a `{` must open a placeable such as `{ $name }`)".to_string(),
+        ),
+    }
+}
+
+/// Runs `request` with its pages in `lang`, and `overrides` before the built-in messages.
+pub async fn in_language<F: std::future::Future>(
+    lang: &'static str,
+    overrides: Option<std::sync::Arc<Overrides>>,
+    request: F,
+) -> F::Output {
+    OVERRIDES.scope(overrides, LANG.scope(lang, request)).await
 }
 
 /// Runs `render` in English: for the pages that have no catalogue entries yet, so that they do
@@ -100,9 +166,13 @@ pub fn negotiate(
 /// `args`. Arguments are put in as given: escape what goes into HTML first.
 pub fn t_args(key: &str, args: &[(&str, &str)]) -> String {
     let wanted = lang();
-    for (_, bundle) in BUNDLES
+    let overrides = OVERRIDES.try_with(Clone::clone).ok().flatten();
+    let replaced = overrides
         .iter()
-        .filter(|(lang, _)| *lang == wanted)
+        .flat_map(|overrides| overrides.bundles.iter())
+        .filter(|(lang, _)| *lang == wanted);
+    for (_, bundle) in replaced
+        .chain(BUNDLES.iter().filter(|(lang, _)| *lang == wanted))
         .chain(BUNDLES.iter().filter(|(lang, _)| *lang == "en"))
     {
         let Some(pattern) = bundle.get_message(key).and_then(|m| m.value()) else {
@@ -267,13 +337,47 @@ mod tests {
     #[tokio::test]
     async fn messages_are_said_in_the_language_of_the_request() {
         assert_eq!(t("sign-in-title"), "Sign in", "English outside a request");
-        let german = in_language("de", async { t("sign-in-title") }).await;
+        let german = in_language("de", None, async { t("sign-in-title") }).await;
         assert_eq!(german, "Anmelden");
-        let french = in_language("fr", async {
+        let french = in_language("fr", None, async {
             t_args("connect-provider", &[("label", "Corp")])
         })
         .await;
         assert_eq!(french, "Lier Corp");
         assert_eq!(t("no-such-key"), MISSING);
+    }
+
+    #[tokio::test]
+    async fn an_admins_words_replace_the_built_in_ones_in_their_language_only() {
+        let overrides = std::sync::Arc::new(Overrides::new(&[
+            ("en", "sign-in-title".into(), "Sign in to Example".into()),
+            (
+                "de",
+                "connect-provider".into(),
+                "Mit { $label } verknüpfen".into(),
+            ),
+        ]));
+        let said = |lang: &'static str, key: &'static str| {
+            let overrides = Some(std::sync::Arc::clone(&overrides));
+            in_language(
+                lang,
+                overrides,
+                async move { t_args(key, &[("label", "Corp")]) },
+            )
+        };
+        assert_eq!(said("en", "sign-in-title").await, "Sign in to Example");
+        assert_eq!(
+            said("de", "sign-in-title").await,
+            "Anmelden",
+            "not replaced in German"
+        );
+        assert_eq!(said("de", "connect-provider").await, "Mit Corp verknüpfen");
+        assert_eq!(
+            check_override("sign-in-titel", "x").as_deref(),
+            Some("no such message (did you mean `sign-in-title`?)")
+        );
+        assert!(check_override("sign-in-title", "a { b").is_some());
+        assert!(check_override("sign-in-title", "two\nlines").is_some());
+        assert_eq!(check_override("sign-in-title", "Welcome to { $org }"), None);
     }
 }

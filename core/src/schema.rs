@@ -53,6 +53,9 @@ pub struct ServerSection {
     pub database: Option<String>,
     /// A PostgreSQL database shared by every replica, instead of sled's `database`.
     pub postgres: Option<PostgresSection>,
+    /// The pages' language when the browser asks for none of en, de, fr, es.
+    #[schemars(extend("default" = "en", "enum" = ["en", "de", "fr", "es"]))]
+    pub default_language: Option<String>,
     /// The organisation's look on every page.
     pub branding: Option<BrandingSection>,
     /// The key that encrypts IdP tokens at rest. With sled, generated on first start (default:
@@ -154,6 +157,11 @@ pub struct BrandingSection {
     /// Footer links (https).
     pub privacy_url: Option<String>,
     pub help_url: Option<String>,
+    /// Your words for some messages, per language: `[server.branding.messages.en]`
+    /// `sign-in-title = "Sign in to Example University"` (the keys of `core/locales/en.ftl`;
+    /// one line each, Fluent placeables such as `{ $label }` allowed).
+    pub messages:
+        Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 /// `[server.postgres]`.
@@ -571,12 +579,15 @@ max_logins_per_client = 50
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
 max_pending_logins = 1000
 cache_mb = 8
+default_language = "de"
 
 [server.branding]
 name = "Example University"
 primary_color = "#7b1fa2"
 privacy_url = "https://example.edu/privacy"
 help_url = "https://example.edu/help"
+[server.branding.messages.en]
+sign-in-title = "Sign in to Example University"
 
 [idps.corp]
 kind = "oidc"

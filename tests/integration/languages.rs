@@ -194,3 +194,30 @@ async fn json_errors_keep_their_code_and_say_their_message_in_the_language() {
     );
     assert!(page.contains("<code>invalid_state</code>"), "{page}");
 }
+
+#[tokio::test]
+async fn the_default_language_and_an_admins_own_words_apply_without_a_rebuild() {
+    let server = Reserved::new()
+        .start_server(
+            "default_language = \"es\"\n[server.branding.messages.es]\nsign-in-title = \"Entre en Ejemplo\"\n",
+            "[idps.dev]\nkind = \"dev\"\n",
+        )
+        .await;
+    let url = &server.url;
+    let anonymous = Browser::new();
+    let (_, default) = page(&anonymous, &format!("{url}/"), None).await;
+    assert!(default.contains("<html lang=\"es\">"), "{default}");
+    assert!(
+        default.contains("<title>Entre en Ejemplo</title>"),
+        "the admin's words: {default}"
+    );
+    assert!(
+        default.contains("Elija cómo iniciar sesión:"),
+        "the rest from the catalogue"
+    );
+    let (_, english) = page(&anonymous, &format!("{url}/"), Some("en")).await;
+    assert!(
+        english.contains("<title>Sign in</title>"),
+        "only Spanish was replaced: {english}"
+    );
+}

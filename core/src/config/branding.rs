@@ -26,6 +26,8 @@ pub struct Branding {
     pub css: Option<String>,
     pub privacy_url: Option<Url>,
     pub help_url: Option<Url>,
+    /// `[server.branding.messages.<lang>]`: the admin's words for some messages.
+    pub messages: Option<Arc<crate::i18n::Overrides>>,
 }
 
 /// A logo, served at [`Logo::path`], a path that changes with its content (so browsers may
@@ -46,6 +48,7 @@ impl std::fmt::Debug for Branding {
             .field("css", &self.css.as_ref().map(String::len))
             .field("privacy_url", &self.privacy_url.as_ref().map(Url::as_str))
             .field("help_url", &self.help_url.as_ref().map(Url::as_str))
+            .field("messages", &self.messages)
             .finish()
     }
 }
@@ -89,6 +92,11 @@ pub(super) fn branding(cx: &mut Context, mut fields: Fields) -> Branding {
     let help_url = fields
         .take_str(cx, "help_url")
         .and_then(|(value, span)| link(cx, &value, span, "server.branding.help_url"));
+    let messages = fields
+        .take_table(cx, "messages")
+        .map(|table| messages(cx, table))
+        .filter(|messages| !messages.is_empty())
+        .map(|messages| Arc::new(crate::i18n::Overrides::new(&messages)));
     fields.finish(cx);
     Branding {
         name,
@@ -97,7 +105,48 @@ pub(super) fn branding(cx: &mut Context, mut fields: Fields) -> Branding {
         css,
         privacy_url,
         help_url,
+        messages,
     }
+}
+
+/// `[server.branding.messages.<lang>]`: `key = "text"` per language, each key one of the
+/// built-in messages, each text a one-line Fluent message.
+fn messages(cx: &mut Context, mut table: Fields) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    for (lang, value) in std::mem::take(&mut table.entries) {
+        let path = table.key(lang.get_ref());
+        let Some(lang_id) =
+            crate::i18n::supported(lang.get_ref()).filter(|id| *id == lang.get_ref().as_ref())
+        else {
+            cx.issue(
+                lang.span(),
+                &path,
+                format!(
+                    "no catalogue for this language (there are {})",
+                    crate::i18n::LANGUAGES.join(", ")
+                ),
+            );
+            continue;
+        };
+        let span = value.span();
+        let toml::de::DeValue::Table(entries) = value.into_inner() else {
+            cx.issue(span, &path, "expected a table of `message-key = \"text\"`");
+            continue;
+        };
+        for (key, text) in entries {
+            let key_path = format!("{path}.{}", key.get_ref());
+            let text_span = text.span();
+            let toml::de::DeValue::String(text) = text.into_inner() else {
+                cx.issue(text_span, &key_path, "expected a string");
+                continue;
+            };
+            match crate::i18n::check_override(key.get_ref(), &text) {
+                Some(reason) => cx.issue(key.span(), &key_path, reason),
+                None => out.push((lang_id, key.get_ref().to_string(), text.to_string())),
+            }
+        }
+    }
+    out
 }
 
 fn logo(cx: &mut Context, raw: &str, span: Range<usize>) -> Option<Logo> {

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub signing_key_file: Option<PathBuf>,
     /// Earlier signing keys, still published so that assertions they signed verify.
     pub previous_signing_key_files: Vec<PathBuf>,
+    /// The pages' language when the browser asks for none there is a catalogue for.
+    pub default_language: &'static str,
     /// `[server.branding]`: the organisation's look on the pages; `None`: authnz's own.
     pub branding: Option<std::sync::Arc<super::Branding>>,
 }
@@ -168,6 +170,23 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         .into_iter()
         .filter_map(|(raw, span)| signing_key(cx, &raw, span, "server.previous_signing_key_files"))
         .collect();
+    let default_language = match fields.take_str(cx, "default_language") {
+        None => "en",
+        Some((value, span)) => match crate::i18n::supported(&value).filter(|lang| *lang == value) {
+            Some(lang) => lang,
+            None => {
+                cx.issue(
+                    span,
+                    "server.default_language",
+                    format!(
+                        "{value:?}: expected one of {}",
+                        crate::i18n::LANGUAGES.join(", ")
+                    ),
+                );
+                "en"
+            }
+        },
+    };
     let branding = fields
         .take_table(cx, "branding")
         .map(|table| std::sync::Arc::new(super::branding::branding(cx, table)));
@@ -189,6 +208,7 @@ pub(super) fn server_config(cx: &mut Context, fields: Option<Fields>) -> ServerC
         cookie_domain,
         signing_key_file,
         previous_signing_key_files,
+        default_language,
         branding,
     }
 }

@@ -540,3 +540,23 @@ fn branding_is_read_with_its_files_and_every_problem_is_placed() {
         );
     }
 }
+
+#[test]
+fn message_overrides_and_the_default_language_are_checked_where_they_stand() {
+    let config = parse_str(
+        "[server]\ndefault_language = \"fr\"\n[server.branding.messages.en]\nsign-in-title = \"Sign in to Example\"\n[server.branding.messages.de]\nconnect-provider = \"Mit { $label } verknüpfen\"\n",
+    )
+    .expect("parses");
+    assert_eq!(config.server.default_language, "fr");
+    assert!(config.server.branding.expect("branding").messages.is_some());
+    for (text, want) in [
+        ("[server]\ndefault_language = \"it\"\n", "idps.toml:2:20: server.default_language: \"it\": expected one of en, de, fr, es"),
+        ("[server.branding.messages.en]\nsign-in-titel = \"x\"\n", "idps.toml:2:1: server.branding.messages.en.sign-in-titel: no such message (did you mean `sign-in-title`?)"),
+        ("[server.branding.messages.it]\nsign-in-title = \"x\"\n", "idps.toml:1:27: server.branding.messages.it: no catalogue for this language"),
+        ("[server.branding.messages.en]\nsign-in-title = \"a { b\"\n", "idps.toml:2:1: server.branding.messages.en.sign-in-title: is not a Fluent message"),
+        ("[server.branding.messages.en]\nsign-in-title = 3\n", "server.branding.messages.en.sign-in-title: expected a string"),
+    ] {
+        let found = issues(text);
+        assert!(found.iter().any(|issue| issue.starts_with(want) || issue.contains(want)), "{text}: {found:#?}");
+    }
+}

@@ -69,12 +69,18 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .around(security_headers)
         .around(move |next, req| {
             let branding = app.server.branding.clone();
+            let overrides = branding.as_ref().and_then(|b| b.messages.clone());
             let secure = app.server.secure_cookies();
+            let default = app.server.default_language;
             async move {
-                let (lang, chosen) = language_of(&req);
-                let response =
-                    crate::html::branded(branding, crate::i18n::in_language(lang, next.call(req)))
-                        .await?;
+                let (lang, chosen) = language_of(&req, default);
+                // The request's future is large: on the heap, not on the stack of the task
+                // that polls it.
+                let response = crate::html::branded(
+                    branding,
+                    crate::i18n::in_language(lang, overrides, Box::pin(next.call(req))),
+                )
+                .await?;
                 let mut response = response.into_response();
                 // A language chosen with `?lang=` sticks for the visit (not a credential: a
                 // plain cookie, readable by nothing but the choice of words).
@@ -95,7 +101,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
 }
 
 /// The language of a request's pages, and the one it chose with `?lang=` (to remember).
-fn language_of(req: &poem::Request) -> (&'static str, Option<&'static str>) {
+fn language_of(req: &poem::Request, default: &'static str) -> (&'static str, Option<&'static str>) {
     let chosen = url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
         .find(|(key, _)| key == "lang")
         .and_then(|(_, value)| crate::i18n::supported(&value));
@@ -107,7 +113,7 @@ fn language_of(req: &poem::Request) -> (&'static str, Option<&'static str>) {
     let lang = crate::i18n::negotiate(
         chosen.or_else(|| remembered.as_deref().and_then(crate::i18n::supported)),
         accept,
-        "en",
+        default,
     );
     (lang, chosen)
 }
