@@ -631,17 +631,11 @@ async fn an_account_connects_one_identity_per_idp_unless_the_entry_allows_severa
             .status(),
         303
     );
-    let page = |browser: &Browser| {
-        let request = browser
-            .client
-            .get(format!("{url}/"))
-            .header("Accept", "text/html");
-        async move { request.send().await.unwrap().text().await.unwrap() }
-    };
+    let start = format!("{url}/");
 
     // Corp is linked and allows one: the page does not offer it, and connecting is refused
     // before anything starts.
-    let html = page(&browser).await;
+    let html = browser.page(&start, None).await.1;
     assert!(!html.contains("Connect Corp"), "{html}");
     assert!(html.contains("Connect Lab"), "{html}");
     assert!(html.contains("<th>Last sign-in</th>"), "{html}");
@@ -662,7 +656,7 @@ async fn an_account_connects_one_identity_per_idp_unless_the_entry_allows_severa
         assert_eq!(browser.get(&callback).await.status(), 303);
     }
     assert_eq!(subjects_at(&browser, &url, "lab").await.len(), 2);
-    assert!(page(&browser).await.contains("Connect Lab"));
+    assert!(browser.page(&start, None).await.1.contains("Connect Lab"));
     assert_eq!(subjects_at(&browser, &url, "corp").await, ["alice"]);
 }
 

@@ -338,14 +338,7 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
 
 /// A page as a browser asks for it.
 async fn html(browser: &Browser, url: &str) -> (u16, String) {
-    let response = browser
-        .client
-        .get(url)
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+    browser.page(url, None).await
 }
 
 #[tokio::test]
@@ -460,17 +453,7 @@ async fn the_admin_page_shows_the_idps_and_logins_and_reloads() {
     assert!(!page.contains("<b>blue</b>"), "escaped: {page}");
 
     // In German, every message from the catalogue.
-    let german = ada
-        .client
-        .get(format!("{url}/authnz/admin"))
-        .header("Accept", "text/html")
-        .header("Accept-Language", "de")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, german) = ada.page(&format!("{url}/authnz/admin"), Some("de")).await;
     assert!(german.contains("<title>Verwaltung</title>"), "{german}");
     assert!(german.contains("wurde abgelehnt"), "{german}");
     assert!(!german.contains(authnz::i18n::MISSING), "{german}");

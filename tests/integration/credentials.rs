@@ -536,14 +536,12 @@ async fn api_keys_are_made_and_deleted_on_the_account_page() {
     let browser = Browser::new();
     dev_login(&browser, url, "dev", "ann", None).await;
     let csrf = browser.csrf(url).await;
-    let account = |browser: &Browser| {
-        let request = browser
-            .client
-            .get(format!("{url}/"))
-            .header("Accept", "text/html");
-        async move { request.send().await.unwrap().text().await.unwrap() }
-    };
-    assert!(account(&browser).await.contains("id=\"new-key-form\""));
+    let start = format!("{url}/");
+    assert!(browser
+        .page(&start, None)
+        .await
+        .1
+        .contains("id=\"new-key-form\""));
 
     // Without the session's CSRF token, or with a bad name or lifetime, nothing is made.
     for form in [
@@ -632,7 +630,7 @@ async fn api_keys_are_made_and_deleted_on_the_account_page() {
     assert_eq!(key["name"], "laptop <scripts>");
     let lifetime = key["expires_at"].as_i64().unwrap() - key["created_at"].as_i64().unwrap();
     assert_eq!(lifetime, 30 * 86_400);
-    let page = account(&browser).await;
+    let page = browser.page(&start, None).await.1;
     assert!(page.contains("id=\"key-list\""), "{page}");
     assert!(
         !page.contains(&secret),

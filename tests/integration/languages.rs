@@ -6,12 +6,7 @@ use authnz_tests::{Browser, Reserved};
 use crate::login_flow::dev_login;
 
 async fn page(browser: &Browser, url: &str, accept_language: Option<&str>) -> (u16, String) {
-    let mut request = browser.client.get(url).header("Accept", "text/html");
-    if let Some(languages) = accept_language {
-        request = request.header("Accept-Language", languages);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+    browser.page(url, accept_language).await
 }
 
 #[tokio::test]

@@ -262,16 +262,7 @@ async fn signing_out_everywhere_else_keeps_this_browser_and_the_page_offers_it()
     let dave = signed_in(&url, "dave", PHONE).await;
 
     // The account page lists them, this browser marked, each with its button.
-    let page = here
-        .client
-        .get(format!("{url}/"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = here.page(&format!("{url}/"), None).await;
     assert!(page.contains("Where you are signed in"), "{page}");
     assert!(
         page.contains("Firefox on Linux <strong>(this browser)</strong>"),
@@ -335,16 +326,7 @@ async fn signing_out_everywhere_else_keeps_this_browser_and_the_page_offers_it()
     assert_eq!(response.status(), 200);
     let ended: Value = response.json().await.unwrap();
     assert_eq!(ended["ended"], 0);
-    let page = here
-        .client
-        .get(format!("{url}/"))
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, page) = here.page(&format!("{url}/"), None).await;
     assert!(
         !page.contains("id=\"end-others\""),
         "nothing else to end: {page}"

@@ -521,6 +521,17 @@ impl Browser {
         self.get(&callback).await
     }
 
+    /// `GET url` as a person's browser asks for a page (`Accept: text/html`, and
+    /// `Accept-Language` when given): the status and the HTML.
+    pub async fn page(&self, url: &str, accept_language: Option<&str>) -> (u16, String) {
+        let mut request = self.client.get(url).header("Accept", "text/html");
+        if let Some(languages) = accept_language {
+            request = request.header("Accept-Language", languages);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     /// The session's CSRF token (from `GET /api/users/me`).
     pub async fn csrf(&self, server: &str) -> String {
         let (_, me) = self.me(server).await;
