@@ -584,6 +584,22 @@ async fn api_keys_and_deleting_the_account() {
     assert_eq!(response.status(), 401);
 }
 
+/// authnz on the real provider as `corp` and `lab` ([`corp_and_lab`]), its config passed
+/// through `config` first.
+async fn corp_and_lab_server(
+    config: impl FnOnce(String) -> String,
+) -> (authnz_tests::TestServer, OidcProvider) {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp"), reserved.callback("lab")],
+        json!({}),
+    );
+    let server = reserved
+        .start(&config(corp_and_lab(&provider.issuer)))
+        .await;
+    (server, provider)
+}
+
 /// Starts a connect to `idp` in `browser` and signs in at the provider as `login` in a fresh
 /// browser (no provider session of an earlier sign-in): the callback URL, not yet visited.
 async fn connect_as(browser: &Browser, url: &str, idp: &str, login: &str) -> String {
@@ -612,16 +628,13 @@ async fn subjects_at(browser: &Browser, url: &str, idp: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn an_account_connects_one_identity_per_idp_unless_the_entry_allows_several() {
-    let reserved = Reserved::new();
-    let provider = OidcProvider::start(
-        &[reserved.callback("corp"), reserved.callback("lab")],
-        json!({}),
-    );
-    let config = corp_and_lab(&provider.issuer).replace(
-        "label = \"Lab\"\n",
-        "label = \"Lab\"\nseveral_accounts = true\n",
-    );
-    let server = reserved.start(&config).await;
+    let (server, _provider) = corp_and_lab_server(|config| {
+        config.replace(
+            "label = \"Lab\"\n",
+            "label = \"Lab\"\nseveral_accounts = true\n",
+        )
+    })
+    .await;
     let url = server.url.clone();
     let browser = Browser::new();
     assert_eq!(
@@ -662,12 +675,7 @@ async fn an_account_connects_one_identity_per_idp_unless_the_entry_allows_severa
 
 #[tokio::test]
 async fn a_second_identity_at_an_idp_that_allows_one_is_refused_when_its_connect_finishes() {
-    let reserved = Reserved::new();
-    let provider = OidcProvider::start(
-        &[reserved.callback("corp"), reserved.callback("lab")],
-        json!({}),
-    );
-    let server = reserved.start(&corp_and_lab(&provider.issuer)).await;
+    let (server, _provider) = corp_and_lab_server(|config| config).await;
     let url = server.url.clone();
     // One person in two browsers; each starts connecting lab while the account has none.
     let here = Browser::new();

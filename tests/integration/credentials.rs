@@ -612,14 +612,8 @@ async fn api_keys_are_made_and_deleted_on_the_account_page() {
     );
     let secret = shown_secret(&html).expect("the secret is shown");
     assert!(secret.starts_with("authnz_"), "{secret}");
+    assert_eq!(bearer_status(url, "/api/users/me", &secret).await, 200);
     let client = reqwest::Client::new();
-    let me = client
-        .get(format!("{url}/api/users/me"))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 200);
     let keys: Value = browser
         .get(&format!("{url}/api/keys"))
         .await
@@ -690,11 +684,5 @@ async fn api_keys_are_made_and_deleted_on_the_account_page() {
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/#api-keys");
     assert_eq!(server.count("api_keys").await, 0);
-    let me = client
-        .get(format!("{url}/api/users/me"))
-        .bearer_auth(&secret)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), 401);
+    assert_eq!(bearer_status(url, "/api/users/me", &secret).await, 401);
 }
