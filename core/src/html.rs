@@ -33,6 +33,7 @@ button:focus,.button:focus,input:focus,select:focus{outline:3px solid #f9ab00;ou
 .error{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}.notice{background:#e8f0fe;border-left:4px solid #0b57d0;padding:.5rem 1rem}code{word-break:break-all}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\
 .idp{display:flex;align-items:center;justify-content:center;gap:.6rem}.icon{flex:none;border-radius:6px}\
+.button.idp,button.idp{background:#fff;color:#1f1f1f;border-color:#747775;font-weight:500}.button.idp:hover,button.idp:hover{background:#f2f2f2}\
 .brand{display:flex;align-items:center;gap:.7rem;font-weight:600;font-size:1.1rem}.brand img{max-height:40px;width:auto}\
 .visually-hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}.wide{overflow-x:auto}.wide table{font-size:.85rem}pre{white-space:pre-wrap;word-break:break-word}\
 footer{margin-top:3rem;font-size:.9rem;text-align:center}footer p{margin:.3rem 0}\
@@ -41,7 +42,9 @@ td form button{margin:0;padding:.3rem .6rem;width:auto;font-size:.9rem;white-spa
 @media (prefers-color-scheme:dark){body{background:#121417;color:#e3e6ea}a{color:#8ab4f8}\
 button,.button{background:#8ab4f8;border-color:#8ab4f8;color:#0b1a33}.secondary{background:#1c1f24;color:#8ab4f8}\
 .warning{background:#3a2e12}.error{background:#3b1c1a}.notice{background:#172a45;border-left-color:#8ab4f8}\
-td,th{border-bottom-color:#3a3f46}tr.current td{background:#1b2a3f}}";
+td,th{border-bottom-color:#3a3f46}tr.current td{background:#1b2a3f}\
+.button.idp,button.idp{background:#131314;color:#e3e3e3;border-color:#8e918f}.button.idp:hover,button.idp:hover{background:#24262a}\
+img.icon{background:#fff;padding:2px;box-sizing:content-box;width:20px;height:20px}}";
 
 tokio::task_local! {
     /// The organisation's look for the pages of the request in progress (`[server.branding]`).

@@ -209,8 +209,8 @@ pub enum LinkExisting {
 pub struct CommonKeys {
     /// The button text. Default: the kind's name for itself.
     pub label: Option<String>,
-    /// The button icon: an https URL, a path on this server, or a `data:image/` URL.
-    /// Default: a badge for the kind.
+    /// The button icon: an https URL, a path on this server, or a `data:image/` URL. Default:
+    /// the kind's own mark (Google, Microsoft, GitHub, Okta, Keycloak, ORCID), else a badge.
     pub icon: Option<String>,
     /// The OAuth client id. `${VAR}` reads the environment (`${VAR:-default}` too); an
     /// unset variable makes the IdP unavailable instead of failing the config.

@@ -30,8 +30,27 @@ try {
     return img && img.complete && img.naturalWidth > 0;
   });
   expect(logo, 'the logo loaded');
-  const background = await page.evaluate(() => getComputedStyle(document.querySelector('a.button')).backgroundColor);
-  expect(background === process.env.PRIMARY, `button colour: ${background}`);
+  const link = await page.evaluate(() => getComputedStyle(document.querySelector('footer a')).color);
+  expect(link === process.env.PRIMARY, `link colour: ${link}`);
+  // The IdP buttons are the brands' neutral sign-in buttons, each with its mark, loaded.
+  const marks = await page.evaluate(() => [...document.querySelectorAll('a.button.idp')].map((a) => {
+    const icon = a.querySelector('img.icon, svg.icon');
+    return {
+      label: a.querySelector('span').textContent.trim(),
+      loaded: icon.tagName === 'svg' || (icon.complete && icon.naturalWidth > 0),
+      image: icon.tagName === 'IMG',
+      background: getComputedStyle(a).backgroundColor,
+    };
+  }));
+  expect(JSON.stringify(marks.map((m) => m.label)) === JSON.stringify(['Dev', 'Google', 'Microsoft', 'GitHub']), `buttons: ${JSON.stringify(marks)}`);
+  expect(marks.every((m) => m.loaded), `every mark loaded: ${JSON.stringify(marks)}`);
+  expect(marks.slice(1).every((m) => m.image), `the brands show images: ${JSON.stringify(marks)}`);
+  expect(marks.every((m) => m.background === 'rgb(255, 255, 255)'), `neutral buttons: ${JSON.stringify(marks)}`);
+  // Visible focus: the keyboard reaches a brand button and it wears an outline.
+  await page.focus('a.button.idp[href^="/authnz/google/"]');
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  expect(outline === 'solid', `focus outline: ${outline}`);
+  await page.evaluate(() => document.activeElement.blur());
   const spacing = await page.evaluate(() => getComputedStyle(document.querySelector('h1')).letterSpacing);
   expect(spacing !== 'normal', `the extra stylesheet applies: ${spacing}`);
   const footer = await page.locator('footer p a').allTextContents();
@@ -48,13 +67,17 @@ try {
   await page.emulateMedia({ colorScheme: 'dark' });
   const dark = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   expect(dark === 'rgb(18, 20, 23)', `dark: ${dark}`);
+  const tiles = await page.evaluate(() => [...document.querySelectorAll('img.icon')].map((img) => getComputedStyle(img).backgroundColor));
+  expect(tiles.length === 3 && tiles.every((t) => t === 'rgb(255, 255, 255)'), `dark marks on white tiles: ${tiles}`);
   await page.screenshot({ path: `${shots}/login-branded-dark.png` });
   await accessible(page, 'branded login page, dark');
   // The dev IdP's own sign-in form, and a branded error page.
   await page.emulateMedia({ colorScheme: 'light' });
   await page.setViewportSize({ width: 900, height: 700 });
-  await Promise.all([page.waitForNavigation(), page.click('a.button')]);
+  await Promise.all([page.waitForNavigation(), page.click('a.button[href^="/authnz/dev/"]')]);
   await accessible(page, 'dev IdP sign-in form');
+  const submit = await page.evaluate(() => getComputedStyle(document.querySelector('button[type=submit], button')).backgroundColor);
+  expect(submit === process.env.PRIMARY, `button colour: ${submit}`);
   await page.goto(`${server}/authnz/dev/callback?state=x&code=y`);
   await accessible(page, 'branded error page');
   console.log('ok: dark, phone, 200%');

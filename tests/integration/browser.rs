@@ -124,7 +124,11 @@ async fn the_pages_wear_the_organisations_look() {
     let server = Reserved::new()
         .start_server(
             &server_lines,
-            "[idps.dev]\nkind = \"dev\"\nlabel = \"Dev\"\n",
+            // The brands' own marks; nothing answers on port 9, and the buttons show anyway.
+            "[idps.dev]\nkind = \"dev\"\nlabel = \"Dev\"\n\
+[idps.google]\nkind = \"google\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+[idps.entra]\nkind = \"entra\"\ntenant = \"organizations\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+[idps.github]\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\n",
         )
         .await;
     let url = &server.url;

@@ -94,6 +94,11 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
         list[0]["label"], "ORCID",
         "the label comes from the library"
     );
+    let icon = list[0]["icon"].as_str().unwrap_or_default();
+    assert!(
+        icon.starts_with("data:image/svg+xml,") && icon.contains("%3EiD%3C/text%3E"),
+        "the library ships its own mark: {icon}"
+    );
 
     // A provider whose authorize parameters fail does not start a login without them.
     let response = Browser::new()

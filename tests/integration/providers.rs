@@ -384,3 +384,107 @@ async fn tapis_logs_in_with_its_nested_answers_and_refreshes() {
         "{refresh}"
     );
 }
+
+/// The `<img>` of the button that links to `/authnz/<name>/login`, as the page has it.
+fn button_icon(page: &str, name: &str) -> String {
+    let start = page
+        .find(&format!("href=\"/authnz/{name}/login\""))
+        .unwrap_or_else(|| panic!("a button for {name}:\n{page}"));
+    let button = &page[start..];
+    let button = &button[..button.find("</a>").expect("the button ends")];
+    button
+        .split_once("<img")
+        .or_else(|| button.split_once("<svg"))
+        .map(|(_, icon)| icon.split_once('>').map(|(icon, _)| icon).unwrap_or(icon))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn each_brand_shows_its_own_mark_and_an_admins_icon_wins() {
+    // Nothing answers on port 9: the buttons are there whether or not discovery worked.
+    let nowhere = "http://127.0.0.1:9";
+    let config = [
+        entry("google", "google", nowhere, ""),
+        entry("entra", "entra", nowhere, "tenant = \"organizations\""),
+        entry("okta", "okta", nowhere, "domain = \"example.okta.com\""),
+        entry(
+            "keycloak",
+            "keycloak",
+            nowhere,
+            "url = \"http://127.0.0.1:9\"\nrealm = \"r\"",
+        ),
+        entry("orcid", "orcid", nowhere, ""),
+        "[idps.github]\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\n".to_string(),
+        entry("uni", "oidc", nowhere, "label = \"University\""),
+        entry(
+            "own",
+            "google",
+            nowhere,
+            "label = \"Staff\"\nicon = \"/static/staff.png\"",
+        ),
+    ]
+    .concat();
+    let server = Reserved::new().start(&config).await;
+    let page = Browser::new()
+        .get(&format!("{}/", server.url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    // Each brand's own colours, inside an image (never inline markup), named by the label.
+    for (name, colour) in [
+        ("google", "fill=%27%23EA4335%27"),
+        ("entra", "fill=%27%23F25022%27"),
+        ("okta", "fill=%27%23007DC1%27"),
+        ("keycloak", "fill=%27%234D4D4D%27"),
+        ("orcid", "fill=%27%23A6CE39%27"),
+        ("github", "fill=%27%23181717%27"),
+    ] {
+        let icon = button_icon(&page, name);
+        assert!(
+            icon.contains("class=\"icon\" src=\"data:image/svg+xml,%3Csvg ")
+                && icon.contains(colour),
+            "{name}: {icon}"
+        );
+        assert!(
+            icon.contains("alt=\"\""),
+            "{name}: decorative, the label names it"
+        );
+    }
+    assert!(
+        !page.contains("<svg xmlns"),
+        "no kind's SVG is inlined into the page"
+    );
+    // A generic OpenID provider has no brand: a badge with its label's initial.
+    let badge = button_icon(&page, "uni");
+    assert!(badge.contains("aria-hidden=\"true\""), "{badge}");
+    assert!(
+        page.contains(">U</text></svg><span>University</span>"),
+        "{page}"
+    );
+    // The admin's icon wins over the kind's mark.
+    let own = button_icon(&page, "own");
+    assert!(own.contains("src=\"/static/staff.png\""), "{own}");
+    // The JSON list hands the same icons to a single-page application.
+    let list: serde_json::Value = Browser::new()
+        .get(&format!("{}/authnz", server.url))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let icon_of = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|idp| idp["name"] == name)
+            .map(|idp| idp["icon"].clone())
+            .unwrap()
+    };
+    assert!(icon_of("google")
+        .as_str()
+        .unwrap()
+        .starts_with("data:image/svg+xml,"));
+    assert_eq!(icon_of("own"), "/static/staff.png");
+    assert_eq!(icon_of("uni"), serde_json::Value::Null);
+}

@@ -486,8 +486,10 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
     )
 }
 
-/// The button icon: the configured image, or a built-in badge for the kind (plain shapes and
-/// the label's initial: no third-party logos, nothing fetched).
+/// The button icon: the configured image, else the kind's own mark (the brand's, from its
+/// crate or dylib), else a badge in the kind's colour with the label's initial. An image, never
+/// inline markup, so a dylib's SVG cannot reach the page; decorative (`alt=""`): the label
+/// beside it names the button.
 pub(crate) fn icon(kind: &str, configured: Option<&str>, label: &str) -> String {
     let allowed = |url: &str| {
         url.starts_with("https://") || url.starts_with('/') || url.starts_with("data:image/")

@@ -133,6 +133,15 @@ fn allowed_tenants(settings: &ProviderSettings, errors: &mut Vec<ConfigError>) -
     }
 }
 
+/// Microsoft's mark: four squares, as Microsoft's sign-in button guidelines show it.
+pub fn microsoft_mark() -> String {
+    authnz_plugin::svg_icon(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='24' height='24' viewBox='0 0 23 23'>\
+<path fill='#F25022' d='M1 1h10v10H1z'/><path fill='#7FBA00' d='M12 1h10v10H12z'/>\
+<path fill='#00A4EF' d='M1 12h10v10H1z'/><path fill='#FFB900' d='M12 12h10v10H12z'/></svg>",
+    )
+}
+
 impl IdentityProvider for EntraProvider {
     fn describe(&self) -> ProviderInfo {
         let (path, issuer_template) = match &self.tenant {
@@ -145,6 +154,7 @@ impl IdentityProvider for EntraProvider {
             issuer: Some(format!("https://login.microsoftonline.com/{path}/v2.0")),
             scopes: vec!["email".into(), "profile".into()],
             label: "Microsoft".into(),
+            icon: Some(microsoft_mark()),
             issuer_template,
             ..Default::default()
         }
@@ -292,6 +302,14 @@ mod tests {
         let info = build("tenant = \"common\"").unwrap().describe();
         assert_eq!(info.kind, "entra");
         assert_eq!(info.label, "Microsoft");
+        let icon = info.icon.unwrap_or_default();
+        assert!(icon.starts_with("data:image/svg+xml,"), "{icon}");
+        for colour in ["F25022", "7FBA00", "00A4EF", "FFB900"] {
+            assert!(
+                icon.contains(&format!("fill=%27%23{colour}%27")),
+                "{colour}"
+            );
+        }
         assert_eq!(info.scopes, ["email", "profile"]);
         assert_eq!(info.oauth2, None);
     }

@@ -62,6 +62,11 @@ fn is_orcid_id(value: &str) -> bool {
         })
 }
 
+/// The button icon: a green disc with "iD".
+const MARK: &str = "<svg xmlns='http://www.w3.org/2000/svg' width='24' height='24' viewBox='0 0 24 24'>\
+<circle cx='12' cy='12' r='12' fill='#A6CE39'/><text x='12' y='16.5' font-size='11' font-weight='700' \
+font-family='sans-serif' text-anchor='middle' fill='#fff'>iD</text></svg>";
+
 impl IdentityProvider for Orcid {
     fn describe(&self) -> ProviderInfo {
         ProviderInfo {
@@ -69,7 +74,8 @@ impl IdentityProvider for Orcid {
             issuer: Some(self.issuer.to_string()),
             scopes: Vec::new(),
             label: "ORCID".into(),
-            icon: None,
+            // A dylib ships its own mark; an `icon` in the config still wins.
+            icon: Some(authnz_plugin::svg_icon(MARK)),
             ..Default::default()
         }
     }

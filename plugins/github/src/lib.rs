@@ -80,6 +80,11 @@ impl IdentityProvider for GitHubProvider {
             // The core must not add `openid` for an oauth2 provider (see the module header).
             scopes: vec!["read:user".into(), "user:email".into()],
             label: "GitHub".into(),
+            icon: Some(authnz_plugin::mark(
+                "0 0 24 24",
+                "#181717",
+                icondata_si::SiGithub.data,
+            )),
             oauth2: Some(OAuth2Endpoints {
                 // Both bases are validated URLs without query or trailing slash.
                 authorization_endpoint: format!("{url}/login/oauth/authorize"),

@@ -82,6 +82,22 @@ fn host_name(value: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
     }
 }
 
+/// Google's "G" in its four colours: the one-colour mark of the Simple Icons set clipped to four
+/// sectors around its centre (red on top, yellow on the left, green below, blue on the right
+/// and the bar), as Google's sign-in button guidelines show it.
+pub fn google_mark() -> String {
+    let g = icondata_si::SiGoogle.data;
+    authnz_plugin::svg_icon(&format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='24' height='24' viewBox='0 0 24 24'>\
+<clipPath id='g'>{g}</clipPath><g clip-path='url(#g)'>\
+<path fill='#EA4335' d='M12.48 12 33.69-9.21-15.71 1.74z'/>\
+<path fill='#FBBC05' d='M12.48 12-15.71 1.74-12.09 29.21z'/>\
+<path fill='#34A853' d='M12.48 12-12.09 29.21 35.46 31.28z'/>\
+<path fill='#4285F4' d='M12.48 12 35.46 31.28 33.69-9.21z'/>\
+<rect fill='#4285F4' x='12' y='10.5' width='13' height='4.2'/></g></svg>"
+    ))
+}
+
 impl IdentityProvider for GoogleProvider {
     fn describe(&self) -> ProviderInfo {
         ProviderInfo {
@@ -89,6 +105,7 @@ impl IdentityProvider for GoogleProvider {
             issuer: Some(GOOGLE_ISSUER.into()),
             scopes: vec!["email".into(), "profile".into()],
             label: "Google".into(),
+            icon: Some(google_mark()),
             ..Default::default()
         }
     }
@@ -199,6 +216,14 @@ mod tests {
         assert_eq!(info.issuer.as_deref(), Some("https://accounts.google.com"));
         assert_eq!(info.scopes, ["email", "profile"]);
         assert_eq!(info.label, "Google");
+        let icon = info.icon.unwrap_or_default();
+        assert!(icon.starts_with("data:image/svg+xml,"), "{icon}");
+        for colour in ["EA4335", "FBBC05", "34A853", "4285F4"] {
+            assert!(
+                icon.contains(&format!("fill=%27%23{colour}%27")),
+                "{colour}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,11 @@ impl IdentityProvider for KeycloakProvider {
             issuer: Some(self.issuer.clone()),
             scopes: vec!["email".into(), "profile".into()],
             label: "Keycloak".into(),
+            icon: Some(authnz_plugin::mark(
+                "0 0 24 24",
+                "#4D4D4D",
+                icondata_si::SiKeycloak.data,
+            )),
             ..Default::default()
         }
     }

@@ -95,6 +95,11 @@ impl IdentityProvider for OktaProvider {
             issuer: Some(self.issuer.clone()),
             scopes: vec!["email".into(), "profile".into()],
             label: "Okta".into(),
+            icon: Some(authnz_plugin::mark(
+                "0 0 24 24",
+                "#007DC1",
+                icondata_si::SiOkta.data,
+            )),
             ..Default::default()
         }
     }

@@ -122,6 +122,11 @@ pub const ORCID: Kind =
 pub fn orcid(settings: &ProviderSettings) -> Built {
     let mut info = openid("orcid", "ORCID", "https://orcid.org");
     info.scopes.clear();
+    info.icon = Some(authnz_plugin::mark(
+        "0 0 24 24",
+        "#A6CE39",
+        icondata_si::SiOrcid.data,
+    ));
     preset(
         settings,
         &[],

@@ -14,9 +14,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod abi;
+mod icon;
 mod kind;
 mod validate;
 
+pub use icon::{mark, svg_icon};
 pub use kind::{no_settings, settings_schema, Kind, SettingsSchema};
 pub use validate::{base_url, is_guid, is_host_name};
 
@@ -206,7 +208,9 @@ pub struct ProviderInfo {
     pub scopes: Vec<String>,
     /// Default button label when the config gives none.
     pub label: String,
-    /// Default icon (a URL or a built-in icon name) when the config gives none.
+    /// Default button icon when the config gives none: an `https://`, `/` or `data:image/` URL,
+    /// typically the brand's mark from [`svg_icon`] or [`mark`]. `None`: a badge with the
+    /// label's initial in the kind's colour.
     pub icon: Option<String>,
     /// Multi-tenant IdPs (Microsoft Entra `common` / `organizations`): discovery's `issuer`
     /// equals this template literally, and each ID token's `iss` must equal it with
