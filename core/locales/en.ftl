@@ -56,6 +56,8 @@ col-device = Device
 col-network = Network
 col-signed-in = Signed in
 unknown-device = Unknown device
+# $browser, $system: e.g. "Firefox", "Linux"
+device-on = { $browser } on { $system }
 this-browser = (this browser)
 sign-out = Sign out
 end-session = End
@@ -88,6 +90,20 @@ signup-first = This is your first sign-in with { $label }. An account will be cr
 col-username = Username
 signup-create = Create my account
 cancel = Cancel
+not-now = Not now
+# After a first sign-in whose email address belongs to an account.
+conflict-title = This email address already has an account
+# $email (html), $label (html)
+conflict-explain = An account with the address { $email } already exists, so signing in with { $label } did not make a new one.
+conflict-how-known = Sign in to it the way you did before. You can then connect { $label } to it and sign in with either.
+conflict-how-unknown = If it is your account, sign in to it the way you did before. You can then connect { $label } to it.
+conflict-no-way = No other way to sign in to that account is configured here; ask an administrator.
+conflict-nav = Ways to sign in to that account
+connect-after-title = Connect { $label }?
+# $username (html), $label (html)
+connect-after-explain = You are signed in as { $username }. Connect { $label } to this account to sign in with it too; { $label } asks you to sign in once more.
+connect-after-other = You are signed in as { $username }, which is not the account with that email address, so { $label } was not connected.
+connect-after-done = This account already has a { $label } identity; disconnect it on your account page to connect another.
 disconnect-title = Disconnect a provider
 disconnect-what = Disconnecting removes this provider's tokens from authnz (and revokes them at the provider where it can). Your account stays.
 # $idp: the provider; $who: the identity's email or subject
@@ -106,6 +122,18 @@ new-key-use = Scripts present it as { $header } on { $paths }.
 back-to-account = Back to your account
 
 admin-title = Administration
+state-ready = ready
+state-failing = failing
+state-pending = discovering
+state-unavailable = unavailable
+# The built-in development IdP's own form. $development (html): dev-development, emphasised
+dev-title = Sign in — dev IdP
+dev-development = development
+dev-warning = This is authnz's { $development } identity provider: you can sign in as anyone, without a password. Never enable it on a public server.
+dev-username = User name
+dev-email = Email (optional)
+dev-sign-in = Sign in
+dev-bad-username = User names are 1-64 letters, digits, '.', '_' or '-'.
 admin-configuration = Configuration
 admin-generation = Generation
 admin-loaded = Loaded
@@ -150,6 +178,7 @@ error-no-such-key = no such API key
 error-no-such-identity = this account has no such identity
 error-last-identity = this is the account's only way to log in; connect another provider first
 error-invalid-signup = this sign-up is unknown, used or expired; sign in again
+error-invalid-intent = this offer to connect a provider is unknown or expired; sign in again
 error-too-many-logins = too many sign-ins were started; wait a few minutes and try again
 error-store-unavailable = the database is unavailable; try again in a moment
 error-forbidden = not allowed

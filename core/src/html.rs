@@ -28,7 +28,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margi
 h1{font-size:1.5rem}label{display:block;margin-top:1rem;font-weight:600}\
 input,select{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}\
 button,.button{display:block;box-sizing:border-box;width:100%;margin-top:1rem;padding:.7rem;font-size:1rem;border:1px solid #0b57d0;border-radius:.4rem;background:#0b57d0;color:#fff;text-align:center;text-decoration:none;cursor:pointer}\
-button:focus,.button:focus,input:focus,select:focus{outline:3px solid #f9ab00;outline-offset:2px}\
+button:focus,.button:focus,input:focus,select:focus,.wide:focus{outline:3px solid #f9ab00;outline-offset:2px}\
 .secondary{background:#fff;color:#0b57d0}.warning{background:#fff4e5;border-left:4px solid #f9ab00;padding:.5rem 1rem}\
 .error{background:#fdecea;border-left:4px solid #d93025;padding:.5rem 1rem}.notice{background:#e8f0fe;border-left:4px solid #0b57d0;padding:.5rem 1rem}code{word-break:break-all}\
 table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #ddd}\

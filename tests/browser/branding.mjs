@@ -3,20 +3,13 @@
 // runs this script with AUTHNZ_URL, SHOTS, CHROMIUM and PRIMARY (the configured colour as
 // `rgb(r, g, b)`). Prints one line per step; exits non-zero on failure.
 import { mkdirSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { accessible } from './a11y.mjs';
+import { expect, launch } from './shared.mjs';
 
 const server = process.env.AUTHNZ_URL;
 const shots = process.env.SHOTS;
 mkdirSync(shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-});
-
-function expect(condition, message) {
-  if (!condition) throw new Error(message);
-}
+const browser = await launch();
 
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 700 } });

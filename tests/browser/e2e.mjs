@@ -7,21 +7,15 @@
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 // Prints one line per step; exits non-zero (with a screenshot of the failing page) on failure.
 import { mkdirSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { accessible } from './a11y.mjs';
+import { expect, inEveryLanguage, launch, signInAtProvider as signInAt } from './shared.mjs';
 
 const server = process.env.AUTHNZ_URL;
 const provider = process.env.PROVIDER_URL;
 const shots = process.env.SHOTS;
 mkdirSync(shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 
 let page;
 async function step(name, fn) {
@@ -36,20 +30,9 @@ async function step(name, fn) {
   }
 }
 
-function expect(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-/// Signs in on the oidc-provider's own forms (login, then consent when it asks).
-async function signInAtProvider(login) {
-  await page.waitForURL((url) => url.href.startsWith(provider));
-  await page.waitForSelector('input[name="login"]');
-  await page.fill('input[name="login"]', login);
-  await page.fill('input[name="password"]', 'any');
-  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
-  if (page.url().startsWith(provider) && (await page.locator('input[name="prompt"][value="consent"]').count()) > 0) {
-    await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
-  }
+/// Signs in on the oidc-provider's own forms, in the page of the walk.
+function signInAtProvider(login) {
+  return signInAt(page, provider, login);
 }
 
 const context = await browser.newContext({ viewport: { width: 900, height: 760 } });
@@ -92,6 +75,11 @@ await step('sign in at the provider and land on the account page', async () => {
   expect(name === 'alice', `username: ${name}`);
   await page.screenshot({ path: `${shots}/account.png`, fullPage: true });
   await accessible(page, 'account page');
+});
+
+await step('the account page in German, French and Spanish', async () => {
+  await inEveryLanguage(page, `${server}/`, 'account', shots, accessible);
+  expect((await page.textContent('h1')) === 'Your account', 'English again');
 });
 
 await step('connect a second IdP from the account page', async () => {
@@ -179,6 +167,7 @@ await step('the admin page: every IdP, the logins, a reload', async () => {
   expect((await page.textContent('#reload-result')).includes('succeeded'), 'the reload succeeded');
   await page.screenshot({ path: `${shots}/admin.png`, fullPage: true });
   await accessible(page, 'admin page');
+  await inEveryLanguage(page, `${server}/authnz/admin`, 'admin', shots, accessible);
   await Promise.all([page.waitForNavigation(), page.click('a:has-text("Your account")')]);
 });
 

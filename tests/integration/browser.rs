@@ -85,6 +85,12 @@ async fn a_person_signs_in_in_a_real_browser() {
         "login-fr",
         "login-es",
         "account",
+        "account-de",
+        "account-fr",
+        "account-es",
+        "admin-de",
+        "admin-fr",
+        "admin-es",
         "disconnect",
         "sessions",
         "api-key",
@@ -105,8 +111,6 @@ async fn a_person_signs_in_in_a_real_browser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_wear_the_organisations_look() {
-    let chromium = chromium();
-    let script_dir = repo_root().join("tests/browser");
     let files = tempfile::tempdir().unwrap();
     let logo = files.path().join("logo.svg");
     std::fs::write(
@@ -195,13 +199,23 @@ async fn the_pages_wear_the_organisations_look() {
     assert!(error.contains("· Example University</title>"), "{error}");
 
     // In chromium: the colour on the buttons, the logo shown, dark mode, a phone at 200%.
+    run_script(
+        "branding.mjs",
+        &[("AUTHNZ_URL", url), ("PRIMARY", "rgb(123, 31, 162)")],
+        "all branding steps passed",
+    )
+    .await;
+}
+
+/// Runs `script` of `tests/browser` in chromium with `env` (and SHOTS, CHROMIUM), within two
+/// minutes; fails unless it exits zero having printed `done`. Its steps are printed.
+async fn run_script(script: &str, env: &[(&str, &str)], done: &str) {
     let output = tokio::process::Command::new("node")
-        .arg("branding.mjs")
-        .current_dir(&script_dir)
-        .env("AUTHNZ_URL", url)
+        .arg(script)
+        .current_dir(repo_root().join("tests/browser"))
+        .envs(env.iter().copied())
         .env("SHOTS", repo_root().join("docs/screenshots"))
-        .env("CHROMIUM", &chromium)
-        .env("PRIMARY", "rgb(123, 31, 162)")
+        .env("CHROMIUM", chromium())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(120), output)
@@ -211,8 +225,37 @@ async fn the_pages_wear_the_organisations_look() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        output.status.success() && stdout.contains("all branding steps passed"),
-        "branding steps failed:\n{stdout}\n{stderr}"
+        output.status.success() && stdout.contains(done),
+        "{script} failed:\n{stdout}\n{stderr}"
     );
     println!("{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_whose_address_has_an_account_connects_the_new_idp() {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp"), reserved.callback("lab")],
+        json!({"alice-lab": {"email": "alice@example.test", "email_verified": true}}),
+    );
+    let config = format!(
+        "{}prompt = \"login\"\n{}label = \"Lab\"\nprompt = \"login\"\n",
+        oidc_idp_toml("corp", &provider.issuer),
+        oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", ""),
+    );
+    let server = reserved.start(&config).await;
+    run_script(
+        "conflict.mjs",
+        &[
+            ("AUTHNZ_URL", &server.url),
+            ("PROVIDER_URL", &provider.issuer),
+        ],
+        "all conflict steps passed",
+    )
+    .await;
+    assert_eq!(
+        server.count("users").await,
+        1,
+        "one account, two identities"
+    );
 }

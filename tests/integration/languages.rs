@@ -32,6 +32,25 @@ async fn each_page_speaks_the_language_the_browser_asks_for() {
     assert!(french.contains("<title>Connexion</title>"), "{french}");
     let (_, other) = page(&anonymous, &format!("{url}/"), Some("ja")).await;
     assert!(other.contains("<html lang=\"en\">") && other.contains("<title>Sign in</title>"));
+    // The dev IdP's own form too.
+    let login: serde_json::Value = anonymous
+        .get(&format!("{url}/authnz/dev/login"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (status, form) = page(
+        &anonymous,
+        login["redirect_uri"].as_str().unwrap(),
+        Some("es"),
+    )
+    .await;
+    assert_eq!(status, 200, "{form}");
+    assert!(
+        form.contains("<label for=\"username\">Nombre de usuario</label>"),
+        "{form}"
+    );
+    assert!(form.contains("<strong>desarrollo</strong>"), "{form}");
 
     // Signed in, with a key and two sessions: every page, in every language, says only what
     // the catalogues define.

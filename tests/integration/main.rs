@@ -8,6 +8,7 @@ mod admin;
 mod browser;
 mod callback_attacks;
 mod cli;
+mod conflicts;
 mod crash;
 mod credentials;
 mod defaults;

@@ -272,6 +272,13 @@ async fn signing_out_everywhere_else_keeps_this_browser_and_the_page_offers_it()
         page.contains("Safari on iOS") && page.contains(">curl<"),
         "{page}"
     );
+    // In the page's language; the API keeps the stored label.
+    let (_, german) = here.page(&format!("{url}/"), Some("de")).await;
+    assert!(
+        german.contains("Firefox unter Linux <strong>(dieser Browser)</strong>")
+            && german.contains("Safari unter iOS"),
+        "{german}"
+    );
     assert_eq!(
         page.matches("class=\"secondary end-session\"").count(),
         3,

@@ -532,6 +532,16 @@ impl Browser {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// `GET url` as a browser navigates (`Accept: text/html`), redirects not followed.
+    pub async fn visit(&self, url: &str) -> reqwest::Response {
+        self.client
+            .get(url)
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The session's CSRF token (from `GET /api/users/me`).
     pub async fn csrf(&self, server: &str) -> String {
         let (_, me) = self.me(server).await;

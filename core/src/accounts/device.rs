@@ -66,6 +66,15 @@ pub fn label(user_agent: &str) -> Option<String> {
     })
 }
 
+/// A stored [`label`] as its browser and its system (`None` where the user agent named none),
+/// for pages to put in their own words.
+pub fn parts(label: &str) -> (&str, Option<&str>) {
+    match label.split_once(" on ") {
+        Some((browser, system)) => (browser, Some(system)),
+        None => (label, None),
+    }
+}
+
 /// The network an address belongs to, as a person can recognise it: the /24 of an IPv4
 /// address, the /48 of an IPv6 one (an IPv4-mapped address as IPv4).
 pub fn network(address: IpAddr) -> String {
@@ -107,6 +116,11 @@ mod tests {
             assert_eq!(label(ua).as_deref(), Some(expected), "{ua}");
         }
         assert_eq!(label("  "), None);
+        assert_eq!(
+            parts("Headless Chrome on Linux"),
+            ("Headless Chrome", Some("Linux"))
+        );
+        assert_eq!(parts("curl"), ("curl", None));
     }
 
     #[test]

@@ -13,12 +13,14 @@ use crate::store::{
     identity_key_public, CompletedLogin, EmailMatch, LoginOutcome, Store, StoreError,
 };
 
+mod conflicts;
 pub mod device;
 mod error;
 mod groups;
 pub mod sessions;
 mod tokens;
 
+pub use conflicts::{ConnectIntent, IntentRefused};
 pub use error::Error;
 pub use groups::{groups_of, MAX_GROUPS};
 
@@ -74,6 +76,10 @@ pub enum Finished {
     /// A first login waiting for the person to confirm the new account
     /// (`require_create_confirmation`): the opaque sign-up id.
     NeedsConfirmation(String),
+    /// A first login whose address belongs to an account that may connect this IdP by hand:
+    /// the refusal, and the opaque id of the intent kept to offer the way
+    /// ([`LoginContext::offer_connect`]).
+    EmailInUse(Error, String),
 }
 
 /// A first login parked until the person confirms it (never in a URL but for its opaque id).
@@ -101,6 +107,9 @@ pub struct LoginContext<'a> {
     /// ([`device::network`]), for the person's list of sessions.
     pub device: Option<String>,
     pub network: Option<String>,
+    /// Whether a person reads the answer (a browser): then an address that belongs to an
+    /// account which may connect this IdP keeps an intent ([`Finished::EmailInUse`]).
+    pub offer_connect: bool,
 }
 
 /// What account operations work on: the store and the token vault, nothing of the server.
@@ -181,6 +190,27 @@ impl Accounts<'_> {
                     .ok_or_else(|| Error::Internal("a confirmation nobody asked for".into()))?;
                 self.park_signup(login, cx.next, cx.browser_hash, cx.now)
                     .await
+            }
+            Err(StoreError::EmailConflict)
+                if cx.offer_connect && idp.config.link_existing != LinkPolicy::Never =>
+            {
+                let refusal = login_error(StoreError::EmailConflict, idp);
+                let Some(email) = mapped.email.as_deref() else {
+                    return Err(refusal);
+                };
+                match self
+                    .park_intent(
+                        &idp.config.name,
+                        email,
+                        mapped.email_verified,
+                        cx.browser_hash,
+                        cx.now,
+                    )
+                    .await?
+                {
+                    Some(intent) => Ok(Finished::EmailInUse(refusal, intent)),
+                    None => Err(refusal),
+                }
             }
             Err(err) => Err(login_error(err, idp)),
         }

@@ -75,6 +75,17 @@ impl AdminPageApi {
     }
 }
 
+/// An IdP's state (`ready`, `failing`, `pending`, `unavailable`) in the page's language.
+fn state_name(state: &str) -> String {
+    match state {
+        "ready" => t("state-ready"),
+        "failing" => t("state-failing"),
+        "pending" => t("state-pending"),
+        "unavailable" => t("state-unavailable"),
+        other => other.to_string(),
+    }
+}
+
 async fn render(app: &App, csrf: &str) -> String {
     let report = health(app, true).await;
     let reload = app.reload_status();
@@ -97,10 +108,11 @@ async fn render(app: &App, csrf: &str) -> String {
                 })
                 .unwrap_or_default();
             format!(
-                "<tr class=\"{state}\"><td>{name}<br><small>{kind}</small></td><td>{state}{reason}</td><td>{discovered}</td><td>{jwks}</td><td>{started}</td><td>{completed}</td><td>{failures}</td></tr>",
+                "<tr class=\"{state}\"><td>{name}<br><small>{kind}</small></td><td>{shown}{reason}</td><td>{discovered}</td><td>{jwks}</td><td>{started}</td><td>{completed}</td><td>{failures}</td></tr>",
                 name = escape(&idp.name),
                 kind = escape(&idp.kind),
                 state = escape(&idp.state),
+                shown = escape(&state_name(&idp.state)),
                 reason = idp
                     .reason
                     .as_deref()
@@ -141,7 +153,7 @@ async fn render(app: &App, csrf: &str) -> String {
 {last_reload}\
 <form method=\"post\" action=\"/authnz/admin/reload\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <button type=\"submit\" id=\"reload\">{}</button></form>\
-<h2>{}</h2><div class=\"wide\"><table id=\"idp-status\"><thead><tr>{}</tr></thead><tbody>{rows}</tbody></table></div>\
+<h2 id=\"idps-heading\">{}</h2><div class=\"wide\" tabindex=\"0\" role=\"region\" aria-labelledby=\"idps-heading\"><table id=\"idp-status\"><thead><tr>{}</tr></thead><tbody>{rows}</tbody></table></div>\
 <p><a href=\"/metrics\">{}</a> · <a href=\"/\">{}</a></p>",
         escape(&t("admin-configuration")),
         escape(&t("admin-generation")),

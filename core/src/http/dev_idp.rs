@@ -19,6 +19,7 @@ use poem::web::{Data, Form, Json, Query};
 use poem::{get, handler, EndpointExt, IntoEndpoint, Request, Response, Route};
 
 use crate::html::escape;
+use crate::i18n::{t, t_args};
 
 /// The dev IdP's routes, to be nested at [`crate::config::DEV_IDP_PATH`].
 pub(crate) fn routes(dev: Arc<DevIdp>) -> impl IntoEndpoint {
@@ -135,15 +136,22 @@ fn authorize_form(
         )
     };
     let body = format!(
-        r#"<p class="warning">This is authnz's <strong>development</strong> identity provider: you can sign in as anyone, without a password. Never enable it on a public server.</p>
+        r#"<p class="warning">{}</p>
 <form method="post" action="authorize">
 {}{}{}{}{}{}{}{}
-<label for="username">User name</label>
+<label for="username">{}</label>
 <input id="username" name="username" autocomplete="username" required pattern="[A-Za-z0-9._-]{{1,64}}" autofocus>
-<label for="email">Email (optional)</label>
+<label for="email">{}</label>
 <input id="email" name="email" type="email" autocomplete="email">
-<button type="submit">Sign in</button>
+<button type="submit">{}</button>
 </form>"#,
+        t_args(
+            "dev-warning",
+            &[(
+                "development",
+                &format!("<strong>{}</strong>", escape(&t("dev-development")))
+            )]
+        ),
         hidden("client_id", &params.client_id),
         hidden("redirect_uri", &params.redirect_uri),
         hidden("response_type", &params.response_type),
@@ -152,11 +160,14 @@ fn authorize_form(
         hidden("code_challenge", &params.code_challenge),
         hidden("code_challenge_method", &params.code_challenge_method),
         hidden("scope", &params.scope),
+        escape(&t("dev-username")),
+        escape(&t("dev-email")),
+        escape(&t("dev-sign-in")),
     );
     Response::builder()
         .content_type("text/html; charset=utf-8")
         .header("Cache-Control", "no-store")
-        .body(crate::html::page_en("Sign in — dev IdP", &body))
+        .body(crate::html::page(&t("dev-title"), &body))
 }
 
 #[derive(Deserialize)]
@@ -177,9 +188,9 @@ fn authorize_submit(Form(form): Form<AuthorizeSubmit>, Data(idp): Data<&Arc<DevI
         return Response::builder()
             .status(StatusCode::BAD_REQUEST)
             .content_type("text/html; charset=utf-8")
-            .body(crate::html::page_en(
-                "Dev IdP",
-                "<p>User names are 1-64 letters, digits, '.', '_' or '-'.</p>",
+            .body(crate::html::page(
+                &t("dev-title"),
+                &format!("<p>{}</p>", escape(&t("dev-bad-username"))),
             ));
     }
     let email = form

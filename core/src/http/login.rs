@@ -122,7 +122,10 @@ pub enum LoginResponse {
 pub enum CallbackResponse {
     /// Logged in: a fresh `authnz_session` cookie, and a redirect to `next` (or `/`). With
     /// `require_create_confirmation`, a first login goes to the confirmation page instead
-    /// (`/authnz/{idp}/create_user?signup=<opaque id>`), without a session.
+    /// (`/authnz/{idp}/create_user?signup=<opaque id>`), without a session. A browser's first
+    /// login whose address belongs to an account goes, without a session, to the page that
+    /// offers to connect this IdP to it (`/authnz/{idp}/email_in_use?intent=<opaque id>`);
+    /// other clients get 409 `email_in_use`.
     #[oai(status = 303)]
     LoggedIn(
         #[oai(header = "Location")] String,
@@ -333,12 +336,18 @@ pub(crate) fn callback_params(query: &str) -> Result<HashMap<String, String>, Fl
     Ok(params)
 }
 
+/// How a callback ended: a login, or a refusal that a page explains (with its error code).
+pub(crate) enum Callback {
+    Done(CallbackResponse),
+    Refused(CallbackResponse, &'static str),
+}
+
 /// The callback's work, without the metrics around it.
 pub(crate) async fn callback_flow(
     app: &App,
     req: &Request,
     idp_name: &str,
-) -> Result<CallbackResponse, FlowError> {
+) -> Result<Callback, FlowError> {
     if !app.idp_known(idp_name) {
         return Err(FlowError::new(
             Status::NotFound,
@@ -414,13 +423,14 @@ pub(crate) async fn callback_flow(
                     .and_then(|value| value.to_str().ok())
                     .and_then(accounts::device::label),
                 network: client_of(app, req).map(accounts::device::network),
+                offer_connect: prefers_html(req),
             },
         )
         .await?;
     match finished {
         accounts::Finished::LoggedIn(outcome, session_cookie) => {
             tracing::info!(idp = %idp.config.name, user = %outcome.user.id, created = outcome.created, linked = outcome.linked, "login completed");
-            Ok(CallbackResponse::LoggedIn(
+            Ok(Callback::Done(CallbackResponse::LoggedIn(
                 next_url(app, &pending.next),
                 Some(set_cookie(
                     app,
@@ -429,7 +439,7 @@ pub(crate) async fn callback_flow(
                     "/",
                     app.server.session_ttl.as_secs() as i64,
                 )),
-            ))
+            )))
         }
         accounts::Finished::NeedsConfirmation(signup) => {
             let mut url = url::Url::parse(
@@ -438,7 +448,23 @@ pub(crate) async fn callback_flow(
             )
             .map_err(|_| FlowError::internal("bad public URL"))?;
             url.query_pairs_mut().append_pair("signup", &signup);
-            Ok(CallbackResponse::LoggedIn(url.to_string(), None))
+            Ok(Callback::Done(CallbackResponse::LoggedIn(
+                url.to_string(),
+                None,
+            )))
+        }
+        accounts::Finished::EmailInUse(refusal, intent) => {
+            tracing::info!(idp = %idp.config.name, "a first login's address belongs to an account; offered to connect it");
+            let mut url = url::Url::parse(
+                &app.server
+                    .url(&format!("/authnz/{}/email_in_use", idp.config.name)),
+            )
+            .map_err(|_| FlowError::internal("bad public URL"))?;
+            url.query_pairs_mut().append_pair("intent", &intent);
+            Ok(Callback::Refused(
+                CallbackResponse::LoggedIn(url.to_string(), None),
+                refusal.code(),
+            ))
         }
     }
 }
@@ -518,13 +544,19 @@ impl LoginApi {
         // Metrics by IdP name only for configured names (no label per random URL).
         if app.idp_known(&idp.0) {
             match &result {
-                Ok(_) => app.metrics.login_completed(&idp.0, started.elapsed()),
+                Ok(Callback::Done(_)) => app.metrics.login_completed(&idp.0, started.elapsed()),
+                Ok(Callback::Refused(_, code)) => {
+                    app.metrics.login_failed(&idp.0, code, started.elapsed())
+                }
                 Err(err) => app
                     .metrics
                     .login_failed(&idp.0, err.code, started.elapsed()),
             }
         }
-        result.map_err(Into::into)
+        match result {
+            Ok(Callback::Done(answer) | Callback::Refused(answer, _)) => Ok(answer),
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Ends the session. Only same-origin requests that carry the session's CSRF token

@@ -16,6 +16,7 @@ mod admin;
 mod admin_page;
 mod backchannel;
 mod caller;
+mod conflict_pages;
 mod cookies;
 mod dev_idp;
 mod error;

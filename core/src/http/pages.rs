@@ -180,19 +180,7 @@ pub async fn index(req: &Request, app: &Arc<App>) -> String {
         .current()
         .idps
         .iter()
-        .map(|idp| {
-            format!(
-                "<a class=\"button idp\" href=\"/authnz/{}/login{}\">{}<span>{}</span></a>",
-                escape(&idp.config.name),
-                escape(&carried),
-                icon(
-                    &idp.config.kind,
-                    idp.config.icon.as_deref(),
-                    &idp.config.label
-                ),
-                escape(&idp.config.label)
-            )
-        })
+        .map(|idp| idp_button(idp, &carried))
         .collect();
     let body = if buttons.is_empty() {
         format!("<p class=\"warning\">{}</p>", escape(&t("no-providers")))
@@ -435,7 +423,16 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
         .iter()
         .map(|listed| {
             let this = listed.hash == current;
-            let device = listed.session.device.as_deref().unwrap_or(&unknown);
+            let device = match listed.session.device.as_deref() {
+                Some(label) => match crate::accounts::device::parts(label) {
+                    (browser, Some(system)) => {
+                        t_args("device-on", &[("browser", browser), ("system", system)])
+                    }
+                    (browser, None) => browser.to_string(),
+                },
+                None => unknown.clone(),
+            };
+            let device = device.as_str();
             let when = date(listed.session.created_at);
             let marker = if this {
                 format!(" <strong>{}</strong>", escape(&t("this-browser")))
@@ -483,6 +480,21 @@ async fn sessions_section(app: &App, user_id: &str, csrf: &str, current: &str) -
         header("col-network"),
         header("col-signed-in"),
         escape(&t("col-action")),
+    )
+}
+
+/// The button that starts a login at `idp`; `query` (`?next=...` or empty) goes with it.
+pub(crate) fn idp_button(idp: &crate::protocol::Idp, query: &str) -> String {
+    format!(
+        "<a class=\"button idp\" href=\"/authnz/{}/login{}\">{}<span>{}</span></a>",
+        escape(&idp.config.name),
+        escape(query),
+        icon(
+            &idp.config.kind,
+            idp.config.icon.as_deref(),
+            &idp.config.label
+        ),
+        escape(&idp.config.label)
     )
 }
 

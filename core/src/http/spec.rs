@@ -3,7 +3,8 @@
 use poem_openapi::OpenApiService;
 
 use super::{
-    account, admin, admin_page, backchannel, forward, key_pages, keys, login, pages, sessions,
+    account, admin, admin_page, backchannel, conflict_pages, forward, key_pages, keys, login,
+    pages, sessions,
 };
 
 /// Every route group, in the order of the spec.
@@ -16,6 +17,7 @@ pub type Apis = (
     sessions::SessionsApi,
     keys::KeysApi,
     key_pages::KeyPagesApi,
+    conflict_pages::ConflictPagesApi,
     backchannel::BackchannelApi,
     forward::ForwardApi,
 );
@@ -31,6 +33,7 @@ pub fn openapi_service(public_url: &str) -> OpenApiService<Apis, ()> {
             sessions::SessionsApi,
             keys::KeysApi,
             key_pages::KeyPagesApi,
+            conflict_pages::ConflictPagesApi,
             backchannel::BackchannelApi,
             forward::ForwardApi,
         ),
