@@ -394,7 +394,8 @@ fn check_online(config: &config::Config) -> ExitCode {
                         if extra.revocation_endpoint.is_some() { "yes" } else { "no" },
                         if extra.end_session_endpoint.is_some() { "yes" } else { "no" },
                     );
-                    let problems = idp.algorithm_problems(&found);
+                    let mut problems = idp.algorithm_problems(&found);
+                    problems.extend(idp.client_auth_problems(&found));
                     for problem in &problems {
                         println!("idps.{name}: failed: {problem}");
                     }

@@ -6,6 +6,7 @@
 pub mod accounts; // finishing a login, the IdP tokens kept for an identity, sign-ups
 pub mod apps; // what an application behind a proxy is told: the person, the policy, the assertion
 pub mod cli; // the command line: serve, check, schema, openapi, import from Galaxy
+pub mod client_key; // the key authnz proves itself to an IdP with (private_key_jwt)
 pub mod config; // `idps.toml` read into a validated Config, every problem with file:line:col
 pub mod crypto; // random tokens, hashes, the vault that seals IdP tokens at rest
 pub mod devidp; // a small OpenID Provider inside authnz for trying it offline (loopback only)

@@ -219,6 +219,23 @@ pub struct CommonKeys {
     pub client_secret: Option<String>,
     /// A file holding the client secret, relative to this file.
     pub client_secret_file: Option<String>,
+    /// How authnz authenticates itself at the IdP's token endpoint (and for revocation and
+    /// pushed authorization requests). Default: HTTP Basic with the secret, or the secret in
+    /// the body when the IdP's discovery offers only `client_secret_post`; the client id alone
+    /// without a secret. `private_key_jwt` signs a fresh assertion with `client_key_file`
+    /// for every call (RFC 7523) and needs no secret.
+    #[schemars(extend("enum" = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"]))]
+    pub client_auth: Option<String>,
+    /// `private_key_jwt`: a PKCS#8 PEM file of a P-256 (ES256) or RSA (RS256, PS256) key,
+    /// relative to this file. Its public key is served at `/authnz/<name>/jwks.json`.
+    pub client_key_file: Option<String>,
+    /// `private_key_jwt`: the signature algorithm. Default: ES256 for a P-256 key, RS256 for
+    /// an RSA key.
+    #[schemars(extend("enum" = ["ES256", "RS256", "PS256"]))]
+    pub client_key_alg: Option<String>,
+    /// `private_key_jwt`: the certificate the IdP registered for the key (Entra), a PEM file;
+    /// each assertion names it in its `x5t#S256` header.
+    pub client_certificate_file: Option<String>,
     /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
     /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
     pub issuer: Option<String>,
@@ -625,6 +642,10 @@ kind = "google"
 hosted_domain = "example.org"
 access_type = "online"
 client_id = "c"
+client_auth = "private_key_jwt"
+client_key_file = "SIGNING_KEY"
+client_key_alg = "ES256"
+client_certificate_file = "CLIENT_CERT"
 
 [idps.kc]
 kind = "keycloak"
@@ -683,7 +704,15 @@ assertion_ttl_seconds = 30
         let key = dir.path().join("signing.pem");
         let der = crate::signing::SigningKey::generate_pkcs8().unwrap();
         std::fs::write(&key, crate::signing::pkcs8_pem(&der)).unwrap();
-        let text = &EVERY_KEY.replace("SIGNING_KEY", &key.display().to_string());
+        let cert = dir.path().join("client.crt");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAAECAw==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let text = &EVERY_KEY
+            .replace("SIGNING_KEY", &key.display().to_string())
+            .replace("CLIENT_CERT", &cert.display().to_string());
         let found = check(text);
         assert!(found.is_empty(), "schema: {found:#?}");
         let config = crate::config::parse(

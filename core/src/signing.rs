@@ -48,31 +48,11 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Reads a PKCS#8 PEM file holding a P-256 key.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
-        let invalid = |reason: &str| SigningKeyError::Invalid {
+        let der = read_pkcs8(path, "a P-256 private key")?;
+        Self::from_pkcs8(&der).map_err(|reason| SigningKeyError::Invalid {
             path: path.to_path_buf(),
-            reason: reason.to_string(),
-        };
-        let text = std::fs::read(path).map_err(|err| SigningKeyError::Unreadable {
-            path: path.to_path_buf(),
-            reason: err.to_string(),
-        })?;
-        let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(&text);
-        let (kind, der) = match sections.next() {
-            Some(Ok(section)) => section,
-            _ => {
-                return Err(invalid(
-                    "not a PEM file (expected -----BEGIN PRIVATE KEY-----)",
-                ))
-            }
-        };
-        match kind {
-            SectionKind::PrivateKey => {}
-            SectionKind::EcPrivateKey => {
-                return Err(invalid("an \"EC PRIVATE KEY\" (SEC1) file: convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pem`"))
-            }
-            _ => return Err(invalid("expected a P-256 private key (-----BEGIN PRIVATE KEY-----)")),
-        }
-        Self::from_pkcs8(&der).map_err(|reason| invalid(&reason))
+            reason,
+        })
     }
 
     /// A key from PKCS#8 DER.
@@ -133,6 +113,37 @@ impl SigningKey {
             "{input}.{}",
             URL_SAFE_NO_PAD.encode(signature.as_ref())
         ))
+    }
+}
+
+/// The DER of the PKCS#8 private key in the PEM file at `path` (`what` names the key a
+/// wrong section should have been).
+pub fn read_pkcs8(path: &Path, what: &str) -> Result<Vec<u8>, SigningKeyError> {
+    let invalid = |reason: &str| SigningKeyError::Invalid {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let text = std::fs::read(path).map_err(|err| SigningKeyError::Unreadable {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    let mut sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(&text);
+    let (kind, der) = match sections.next() {
+        Some(Ok(section)) => section,
+        _ => {
+            return Err(invalid(
+                "not a PEM file (expected -----BEGIN PRIVATE KEY-----)",
+            ))
+        }
+    };
+    match kind {
+        SectionKind::PrivateKey => Ok(der),
+        SectionKind::EcPrivateKey | SectionKind::RsaPrivateKey => Err(invalid(
+            "not PKCS#8 (a SEC1 \"EC PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\" file): convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pem`",
+        )),
+        _ => Err(invalid(&format!(
+            "expected {what} (-----BEGIN PRIVATE KEY-----)"
+        ))),
     }
 }
 

@@ -8,6 +8,7 @@ mod admin;
 mod browser;
 mod callback_attacks;
 mod cli;
+mod client_auth;
 mod conflicts;
 mod crash;
 mod credentials;

@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::fields::{Context, Fields, Place};
-use super::{LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
+use super::{ClientAuth, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
 
 /// The keys every kind takes, as read: each checked on its own, with its default.
 pub(super) struct CommonKeys {
@@ -15,6 +15,10 @@ pub(super) struct CommonKeys {
     pub(super) client_id: Option<(String, Range<usize>)>,
     pub(super) client_secret: Option<(String, Range<usize>)>,
     pub(super) client_secret_file: Option<(String, Range<usize>)>,
+    pub(super) client_auth: Option<(ClientAuth, Range<usize>)>,
+    pub(super) client_key_file: Option<(String, Range<usize>)>,
+    pub(super) client_key_alg: Option<(String, Range<usize>)>,
+    pub(super) client_certificate_file: Option<(String, Range<usize>)>,
     pub(super) issuer: Option<(String, Range<usize>)>,
     pub(super) scopes: Option<Vec<String>>,
     pub(super) extra_scopes: Vec<String>,
@@ -40,6 +44,22 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
     let client_id = fields.take_str(cx, "client_id");
     let client_secret = fields.take_str(cx, "client_secret");
     let client_secret_file = fields.take_str(cx, "client_secret_file");
+    let client_auth = client_auth(cx, fields, at);
+    let client_key_file = fields.take_str(cx, "client_key_file");
+    let client_key_alg = fields.take_str(cx, "client_key_alg");
+    if let Some((alg, span)) = &client_key_alg {
+        if !crate::client_key::CLIENT_KEY_ALGS.contains(&alg.as_str()) {
+            cx.issue(
+                span.clone(),
+                &at.key("client_key_alg"),
+                format!(
+                    "expected one of {}",
+                    crate::client_key::CLIENT_KEY_ALGS.join(", ")
+                ),
+            );
+        }
+    }
+    let client_certificate_file = fields.take_str(cx, "client_certificate_file");
     let issuer = fields.take_str(cx, "issuer");
     let scopes = fields.take_str_list(cx, "scopes");
     let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
@@ -87,6 +107,10 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         client_id,
         client_secret,
         client_secret_file,
+        client_auth,
+        client_key_file,
+        client_key_alg,
+        client_certificate_file,
         issuer,
         scopes,
         extra_scopes,
@@ -139,6 +163,31 @@ fn id_token_algs(cx: &mut Context, fields: &mut Fields, at: &Place) -> Option<Ve
         );
     }
     Some(algs)
+}
+
+/// `client_auth`: how authnz authenticates itself at the IdP's token endpoint.
+fn client_auth(
+    cx: &mut Context,
+    fields: &mut Fields,
+    at: &Place,
+) -> Option<(ClientAuth, Range<usize>)> {
+    let (value, span) = fields.take_str(cx, "client_auth")?;
+    let auth = match value.as_str() {
+        "client_secret_basic" => ClientAuth::SecretBasic,
+        "client_secret_post" => ClientAuth::SecretPost,
+        "client_secret_jwt" => ClientAuth::SecretJwt,
+        "private_key_jwt" => ClientAuth::PrivateKeyJwt,
+        "none" => ClientAuth::None,
+        _ => {
+            cx.issue(
+                span,
+                &at.key("client_auth"),
+                "expected \"client_secret_basic\", \"client_secret_post\", \"client_secret_jwt\", \"private_key_jwt\" or \"none\"",
+            );
+            return None;
+        }
+    };
+    Some((auth, span))
 }
 
 /// `link_existing`, `confirm` by default.

@@ -30,6 +30,10 @@ pub struct IdpConfig {
     pub icon: Option<String>,
     pub client_id: String,
     pub client_secret: Option<Secret>,
+    /// How authnz authenticates itself at the token endpoint (and for PAR and revocation).
+    pub client_auth: ClientAuth,
+    /// The key of `private_key_jwt`.
+    pub client_key: Option<Arc<crate::client_key::ClientKey>>,
     /// The issuer to discover, after the config override, exactly as written: ID tokens must
     /// carry this very string in `iss`.
     pub issuer: String,
@@ -87,6 +91,37 @@ impl fmt::Debug for IdpConfig {
             .field("issuer", &self.issuer)
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
+    }
+}
+
+/// `client_auth`: how authnz authenticates itself to the IdP (RFC 6749 §2.3, OIDC Core §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Not configured: HTTP Basic with the secret, unless the IdP's discovery lists only
+    /// `client_secret_post` (or the kind is plain OAuth 2.0), then the secret in the body;
+    /// without a secret, the client id alone.
+    Auto,
+    SecretBasic,
+    SecretPost,
+    /// An HS256 assertion made with the secret (RFC 7523).
+    SecretJwt,
+    /// An assertion signed with `client_key_file` (RFC 7523).
+    PrivateKeyJwt,
+    /// A public client: the client id alone.
+    None,
+}
+
+impl ClientAuth {
+    /// The name discovery's `token_endpoint_auth_methods_supported` uses; `None` for `Auto`.
+    pub fn method(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => None,
+            Self::SecretBasic => Some("client_secret_basic"),
+            Self::SecretPost => Some("client_secret_post"),
+            Self::SecretJwt => Some("client_secret_jwt"),
+            Self::PrivateKeyJwt => Some("private_key_jwt"),
+            Self::None => Some("none"),
+        }
     }
 }
 
@@ -160,6 +195,8 @@ fn idp_entry(
         at,
     );
 
+    let (client_auth, client_key) = client_auth(cx, &mut common, secret.is_some(), at);
+
     let kind = kind?;
     // Without its variables the entry cannot be built or fully checked; say why, and move on.
     if let Some(reason) = cx.missing_variable.clone().flatten() {
@@ -209,6 +246,8 @@ fn idp_entry(
         kind,
         client_id: client_id?,
         client_secret,
+        client_auth,
+        client_key,
         issuer: issuer?,
         scopes,
         prompt: common.prompt,
@@ -280,6 +319,99 @@ fn kind_settings(cx: &mut Context, fields: &mut Fields, at: &Place) -> KindSetti
         }
     }
     KindSettings { table, spans }
+}
+
+/// `client_auth` with what it needs: a secret for the secret methods, none for `none`, the key
+/// of `client_key_file` (and `client_certificate_file`) for `private_key_jwt` and for it alone.
+/// A key file that cannot be read makes the entry unavailable, like a secret file.
+fn client_auth(
+    cx: &mut Context,
+    common: &mut super::common::CommonKeys,
+    has_secret: bool,
+    at: &Place,
+) -> (ClientAuth, Option<Arc<crate::client_key::ClientKey>>) {
+    let (auth, span) = common
+        .client_auth
+        .take()
+        .unwrap_or((ClientAuth::Auto, at.span.clone()));
+    let key_file = common.client_key_file.take();
+    let alg = common.client_key_alg.take();
+    let certificate = common.client_certificate_file.take();
+    if auth != ClientAuth::PrivateKeyJwt {
+        for (name, value) in [
+            ("client_key_file", &key_file),
+            ("client_key_alg", &alg),
+            ("client_certificate_file", &certificate),
+        ] {
+            if let Some((_, span)) = value {
+                cx.issue(
+                    span.clone(),
+                    &at.key(name),
+                    format!("{name} is for client_auth = \"private_key_jwt\""),
+                );
+            }
+        }
+    }
+    match auth {
+        ClientAuth::SecretBasic | ClientAuth::SecretPost | ClientAuth::SecretJwt
+            if !has_secret && cx.missing_variable.clone().flatten().is_none() =>
+        {
+            cx.issue(
+                span.clone(),
+                &at.key("client_auth"),
+                format!(
+                    "{} needs client_secret or client_secret_file",
+                    auth.method().unwrap_or_default()
+                ),
+            );
+        }
+        ClientAuth::None | ClientAuth::PrivateKeyJwt if has_secret => {
+            cx.issue(
+                span.clone(),
+                &at.key("client_auth"),
+                format!(
+                    "{} sends no secret: remove client_secret",
+                    auth.method().unwrap_or_default()
+                ),
+            );
+        }
+        _ => {}
+    }
+    if auth != ClientAuth::PrivateKeyJwt {
+        return (auth, None);
+    }
+    let Some((path, path_span)) = key_file else {
+        cx.issue(
+            span,
+            &at.key("client_key_file"),
+            "private_key_jwt needs client_key_file, a PKCS#8 PEM file of a P-256 or RSA key",
+        );
+        return (auth, None);
+    };
+    let path = cx.resolve(&path);
+    let loaded = crate::client_key::ClientKey::load(&path, alg.as_ref().map(|(a, _)| a.as_str()))
+        .and_then(|key| match &certificate {
+            Some((file, _)) => key.with_certificate(&cx.resolve(file)),
+            None => Ok(key),
+        });
+    match loaded {
+        Ok(key) => (auth, Some(Arc::new(key))),
+        Err(crate::signing::SigningKeyError::Unreadable { path, reason }) => {
+            cx.mark_unavailable(format!("cannot read {}: {reason}", path.display()));
+            (auth, None)
+        }
+        Err(err) => {
+            let (span, key) = match (&err, &certificate) {
+                (
+                    crate::signing::SigningKeyError::Invalid { path: bad, .. },
+                    Some((file, span)),
+                ) if *bad == cx.resolve(file) => (span.clone(), "client_certificate_file"),
+                _ => (path_span, "client_key_file"),
+            };
+            cx.issue(span, &at.key(key), err.to_string());
+            (auth, None)
+        }
+    }
 }
 
 /// `client_secret` or the contents of `client_secret_file`, never both. A file that cannot be

@@ -560,3 +560,94 @@ fn message_overrides_and_the_default_language_are_checked_where_they_stand() {
         assert!(found.iter().any(|issue| issue.starts_with(want) || issue.contains(want)), "{text}: {found:#?}");
     }
 }
+
+#[test]
+fn client_auth_takes_what_its_method_needs_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.pem");
+    std::fs::write(
+        &key,
+        crate::signing::pkcs8_pem(&crate::signing::SigningKey::generate_pkcs8().unwrap()),
+    )
+    .unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    let entry = |lines: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n\n[idps.corp]\nkind = \"oidc\"\nissuer = \"https://sso.example.org\"\nclient_id = \"authnz\"\n{lines}\n"
+        )
+    };
+    let good = parse_str(&entry(&format!(
+        "client_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"",
+        key.display()
+    )))
+    .unwrap();
+    let corp = &good.idps[0];
+    assert_eq!(corp.client_auth, ClientAuth::PrivateKeyJwt);
+    assert_eq!(corp.client_key.as_ref().unwrap().alg(), "ES256");
+    assert_eq!(
+        parse_str(&entry("client_secret = \"s\"")).unwrap().idps[0].client_auth,
+        ClientAuth::Auto
+    );
+    for (lines, says) in [
+        (
+            "client_auth = \"private_key_jwt\"".to_string(),
+            "idps.toml:8:15: idps.corp.client_key_file: private_key_jwt needs client_key_file",
+        ),
+        (
+            format!(
+                "client_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"",
+                junk.display()
+            ),
+            "idps.toml:9:19: idps.corp.client_key_file: ",
+        ),
+        (
+            format!(
+                "client_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"\nclient_key_alg = \"PS256\"",
+                key.display()
+            ),
+            "a P-256 key signs ES256 only",
+        ),
+        (
+            format!(
+                "client_secret = \"s\"\nclient_key_file = \"{}\"",
+                key.display()
+            ),
+            "idps.corp.client_key_file: client_key_file is for client_auth = \"private_key_jwt\"",
+        ),
+        (
+            "client_auth = \"client_secret_jwt\"".to_string(),
+            "idps.corp.client_auth: client_secret_jwt needs client_secret or client_secret_file",
+        ),
+        (
+            "client_auth = \"none\"\nclient_secret = \"s\"".to_string(),
+            "idps.corp.client_auth: none sends no secret: remove client_secret",
+        ),
+        (
+            "client_auth = \"mtls\"".to_string(),
+            "idps.toml:8:15: idps.corp.client_auth: expected \"client_secret_basic\"",
+        ),
+        (
+            "client_auth = \"private_key_jwt\"\nclient_key_alg = \"HS256\"".to_string(),
+            "idps.corp.client_key_alg: expected one of ES256, RS256, PS256",
+        ),
+    ] {
+        let found = issues(&entry(&lines));
+        assert!(
+            found.iter().any(|issue| issue.contains(says)),
+            "{lines}: {found:?}"
+        );
+    }
+    // A key file not there yet makes the entry wait, like a secret file.
+    let missing = parse_str(&entry(&format!(
+        "client_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"",
+        dir.path().join("later.pem").display()
+    )))
+    .unwrap();
+    assert!(missing.idps.is_empty());
+    assert!(
+        missing.unavailable[0].reason.contains("cannot read"),
+        "{:?}",
+        missing.unavailable[0].reason
+    );
+}

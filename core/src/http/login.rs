@@ -71,6 +71,18 @@ error_responses!(CallbackError {
     BadGateway = 502,
 });
 
+#[derive(ApiResponse)]
+pub enum JwksResponse {
+    /// `{"keys": [...]}`: the entry's public key (RFC 7517), with its `kid` and `alg`.
+    #[oai(status = 200)]
+    Keys(Json<serde_json::Value>),
+}
+
+error_responses!(JwksError {
+    /// No IdP of that name, or one without `private_key_jwt`.
+    NotFound = 404,
+});
+
 error_responses!(LogoutError {
     /// The request came from another site (CSRF).
     Forbidden = 403,
@@ -515,6 +527,35 @@ impl LoginApi {
         next: Query<Option<String>>,
     ) -> Result<LoginResponse, LoginError> {
         login(*app, req, &idp.0, next.0.as_deref()).await
+    }
+
+    /// The public key this IdP entry signs its client assertions with (`client_auth =
+    /// "private_key_jwt"`), as a JWKS: what an IdP that fetches a client's keys registers as
+    /// its `jwks_uri`. 404 for an entry without a key.
+    #[oai(
+        path = "/authnz/:idp/jwks.json",
+        method = "get",
+        tag = "ApiTags::Authnz"
+    )]
+    async fn client_jwks(
+        &self,
+        app: Data<&Arc<App>>,
+        /// The IdP name from the config.
+        idp: Path<String>,
+    ) -> Result<JwksResponse, JwksError> {
+        let key = app
+            .idp(&idp.0)
+            .and_then(|idp| idp.config.client_key.clone())
+            .ok_or_else(|| {
+                FlowError::new(
+                    Status::NotFound,
+                    "not_found",
+                    "this identity provider entry signs no client assertions",
+                )
+            })?;
+        Ok(JwksResponse::Keys(Json(
+            serde_json::json!({ "keys": [key.jwk()] }),
+        )))
     }
 
     /// Where the IdP sends the browser back (`code`, `state`, `iss`). Verifies everything,

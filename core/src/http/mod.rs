@@ -168,6 +168,7 @@ mod tests {
             ("/api/admin/reload", "post"),
             ("/authnz/auth", "get"),
             ("/.well-known/jwks.json", "get"),
+            ("/authnz/{idp}/jwks.json", "get"),
         ];
         let documented: usize = spec["paths"]
             .as_object()

@@ -13,28 +13,33 @@ impl Idp {
         let metadata = &discovered.metadata;
         let redirect = RedirectUrl::new(self.redirect_uri.clone())
             .map_err(|_| Error::Internal("invalid redirect URI".into()))?;
-        let secret = self
-            .config
-            .client_secret
-            .as_ref()
-            .map(|secret| ClientSecret::new(secret.expose().to_string()));
         let mut client: OidcClient = openidconnect::Client::from_provider_metadata(
             metadata.clone().set_jwks(jwks),
             ClientId::new(self.config.client_id.clone()),
-            secret,
+            self.client_secret_for_client(),
         )
         .set_redirect_uri(redirect);
-        // Plain OAuth 2.0 providers (GitHub) document the secret in the body.
-        if self.info.oauth2.is_some() {
-            client = client.set_auth_type(AuthType::RequestBody);
-        }
-        // Basic auth unless the IdP says it only takes the secret in the body.
-        if let Some(methods) = metadata.token_endpoint_auth_methods_supported() {
-            if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
-                && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
-            {
-                client = client.set_auth_type(AuthType::RequestBody);
+        match self.config.client_auth {
+            ClientAuth::Auto => {
+                // Plain OAuth 2.0 providers (GitHub) document the secret in the body.
+                if self.info.oauth2.is_some() {
+                    client = client.set_auth_type(AuthType::RequestBody);
+                }
+                // Basic auth unless the IdP says it only takes the secret in the body.
+                if let Some(methods) = metadata.token_endpoint_auth_methods_supported() {
+                    if !methods.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                        && methods.contains(&CoreClientAuthMethod::ClientSecretPost)
+                    {
+                        client = client.set_auth_type(AuthType::RequestBody);
+                    }
+                }
             }
+            ClientAuth::SecretBasic => {}
+            // The client id in the body, beside the secret or the assertion.
+            ClientAuth::SecretPost
+            | ClientAuth::SecretJwt
+            | ClientAuth::PrivateKeyJwt
+            | ClientAuth::None => client = client.set_auth_type(AuthType::RequestBody),
         }
         Ok(client)
     }
@@ -75,6 +80,9 @@ impl Idp {
         if !pending.pkce_verifier.is_empty() {
             exchange =
                 exchange.set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()));
+        }
+        for (name, value) in self.assertion_params(&self.token_endpoint(Some(&discovered)))? {
+            exchange = exchange.add_extra_param(name, value);
         }
         let response = exchange
             .request_async(&oidc_http)
@@ -211,7 +219,7 @@ impl Idp {
             .iter()
             .map(|(name, value)| (*name, value.as_str()))
             .collect();
-        let request = self.client_post(&endpoint, &form)?;
+        let request = self.client_post(&endpoint, &form, &endpoint)?;
         let response = self.http.execute(request).await.map_err(|err| {
             tracing::warn!(idp = %self.config.name, error = %err, "token request failed");
             Error::IdpUnavailable("the identity provider's token endpoint failed".into())
@@ -254,19 +262,19 @@ impl Idp {
         })
     }
 
-    /// A form POST to one of the IdP's endpoints, the client authenticated as RFC 6749 §2.3.1
-    /// says: HTTP Basic with its secret, or, without one, its `client_id` in the form.
+    /// A form POST to one of the IdP's endpoints, the client authenticated as `client_auth`
+    /// says (by default as RFC 6749 §2.3.1 does: HTTP Basic with its secret, or, without one,
+    /// its `client_id` in the form); an assertion names `token_endpoint` as its audience.
     pub(super) fn client_post(
         &self,
         endpoint: &str,
         form: &[(&str, &str)],
+        token_endpoint: &str,
     ) -> Result<http::Request<Vec<u8>>, Error> {
-        let credentials = self.basic_auth();
+        let (credentials, fields) = self.form_auth(token_endpoint)?;
         let mut body = url::form_urlencoded::Serializer::new(String::new());
         body.extend_pairs(form);
-        if credentials.is_none() {
-            body.append_pair("client_id", &self.config.client_id);
-        }
+        body.extend_pairs(fields);
         let mut request = http::Request::builder()
             .method(http::Method::POST)
             .uri(endpoint)

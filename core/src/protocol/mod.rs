@@ -9,6 +9,7 @@
 
 mod authorize;
 mod callback;
+mod client_auth;
 mod discovery;
 mod exchange;
 mod jws;
@@ -52,7 +53,7 @@ use tokio::sync::Mutex;
 
 use url::Url;
 
-use crate::config::{is_loopback_host, IdpConfig, RESERVED_AUTHORIZE_PARAMS};
+use crate::config::{is_loopback_host, ClientAuth, IdpConfig, RESERVED_AUTHORIZE_PARAMS};
 
 use crate::crypto::random_token;
 

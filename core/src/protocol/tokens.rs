@@ -50,11 +50,13 @@ impl Idp {
         let status = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let recording = self.http.recording(Arc::clone(&status));
         let token = openidconnect::RefreshToken::new(refresh_token.clone());
-        let response = client
-            .exchange_refresh_token(&token)
-            .map_err(|_| {
-                Error::IdpMisconfigured("the identity provider has no token endpoint".into())
-            })?
+        let mut request = client.exchange_refresh_token(&token).map_err(|_| {
+            Error::IdpMisconfigured("the identity provider has no token endpoint".into())
+        })?;
+        for (name, value) in self.assertion_params(&self.token_endpoint(Some(&discovered)))? {
+            request = request.add_extra_param(name, value);
+        }
+        let response = request
             .request_async(&recording)
             .await
             .map_err(|err| {
@@ -124,8 +126,11 @@ impl Idp {
             let Some(token) = token.filter(|token| !token.is_empty()) else {
                 continue;
             };
-            let request =
-                self.client_post(&endpoint, &[("token", token), ("token_type_hint", hint)])?;
+            let request = self.client_post(
+                &endpoint,
+                &[("token", token), ("token_type_hint", hint)],
+                &self.token_endpoint(Some(&discovered)),
+            )?;
             let response = self.http.execute(request).await.map_err(|err| {
                 tracing::warn!(idp = %self.config.name, error = %err, "revocation failed");
                 Error::RevocationFailed(
