@@ -236,6 +236,13 @@ pub struct CommonKeys {
     /// `private_key_jwt`: the certificate the IdP registered for the key (Entra), a PEM file;
     /// each assertion names it in its `x5t#S256` header.
     pub client_certificate_file: Option<String>,
+    /// Pushed authorization requests (RFC 9126): the authorize parameters go to the IdP over
+    /// the back channel and the browser carries only `client_id` and `request_uri`. `auto`:
+    /// when discovery has a `pushed_authorization_request_endpoint`; `always`: an IdP without
+    /// one cannot start a sign-in; `never`: in the URL (refused where the IdP's discovery says
+    /// `require_pushed_authorization_requests`).
+    #[schemars(extend("enum" = ["auto", "always", "never"], "default" = "auto"))]
+    pub par: Option<String>,
     /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
     /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
     pub issuer: Option<String>,
@@ -646,6 +653,7 @@ client_auth = "private_key_jwt"
 client_key_file = "SIGNING_KEY"
 client_key_alg = "ES256"
 client_certificate_file = "CLIENT_CERT"
+par = "always"
 
 [idps.kc]
 kind = "keycloak"

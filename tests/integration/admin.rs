@@ -296,7 +296,9 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
     let reserved = Reserved::new();
     let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
     let issuer = provider.issuer.clone();
-    let server = reserved.start(&with_label("corp", &issuer, "Corp")).await;
+    // `par = "never"`: a login then starts without the provider, which goes away below.
+    let never = |label: &str| format!("{}par = \"never\"\n", with_label("corp", &issuer, label));
+    let server = reserved.start(&never("Corp")).await;
     let url = server.url.clone();
     let corp = server.app.current().idp("corp").unwrap();
     assert!(corp.discovered().await.is_ok());
@@ -311,7 +313,7 @@ async fn a_reload_keeps_the_discovery_of_unchanged_idps() {
 
     // The provider goes down; the label changes; the reload keeps the discovery.
     drop(provider);
-    rewrite_idps(&server, &with_label("corp", &issuer, "Corp (new)"));
+    rewrite_idps(&server, &never("Corp (new)"));
     server.app.reload().await.expect("the new config loads");
     let kept = server.app.current().idp("corp").unwrap();
     assert_eq!(kept.config.label, "Corp (new)");

@@ -123,8 +123,9 @@ async fn a_key_the_provider_does_not_know_is_refused() {
     let other = tempfile::tempdir().unwrap();
     let (path, _) = client_key(other.path(), false);
     let reserved = Reserved::new();
+    let without_par = Reserved::new();
     let provider = OidcProvider::start_with(
-        &[reserved.callback("corp")],
+        &[reserved.callback("corp"), without_par.callback("corp")],
         json!({}),
         json!({
             "token_endpoint_auth_method": "private_key_jwt",
@@ -139,15 +140,34 @@ async fn a_key_the_provider_does_not_know_is_refused() {
         ),
     );
     let server = reserved.start(&config).await;
+    // The provider pushes its authorization requests: the unknown key is refused there, before
+    // the browser is sent anywhere.
+    let response = Browser::new()
+        .get(&format!("{}/authnz/corp/login", server.url))
+        .await;
+    assert_eq!(response.status(), 502);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the pushed authorization request (401, invalid_client)"),
+        "{body}"
+    );
+    assert_eq!(server.count("pending_logins").await, 0);
+    // Without PAR, at the token endpoint: no session, no account.
+    let never = without_par
+        .start(&format!("{config}par = \"never\"\n"))
+        .await;
     let browser = Browser::new();
     let response = browser
-        .login_with_provider(&server.url, "corp", "alice")
+        .login_with_provider(&never.url, "corp", "alice")
         .await;
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(status == 401 || status == 502, "{status} {body}");
-    assert_eq!(browser.me(&server.url).await.0, 401);
-    assert_eq!(server.count("users").await, 0);
+    assert_eq!(browser.me(&never.url).await.0, 401);
+    assert_eq!(never.count("users").await, 0);
     // An entry without a key has no key set to show.
     let none = Browser::new()
         .get(&format!("{}/authnz/nope/jwks.json", server.url))

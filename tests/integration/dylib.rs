@@ -57,7 +57,8 @@ async fn a_login_through_a_dynamic_provider_and_a_panicking_one() {
             "panicky",
             &library("authnz_faulty_plugin"),
             &provider.issuer,
-            "panic_in = \"map_identity\""
+            // The parameters are read from the authorize URL.
+            "panic_in = \"map_identity\"\npar = \"never\""
         ),
         dylib_toml(
             "paramless",

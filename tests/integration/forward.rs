@@ -940,7 +940,13 @@ async fn the_hot_path_answers_as_the_documented_operations() {
 /// replaced by `X`.
 fn without_fresh_values(text: &str) -> String {
     let mut out = text.to_string();
-    for name in ["state=", "nonce=", "code_challenge=", "authnz_login="] {
+    for name in [
+        "state=",
+        "nonce=",
+        "code_challenge=",
+        "authnz_login=",
+        "request_uri=",
+    ] {
         let mut rest = out.as_str();
         let mut replaced = String::new();
         while let Some(at) = rest.find(name) {

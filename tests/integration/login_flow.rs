@@ -380,8 +380,12 @@ async fn pkce_the_verifier_comes_only_from_the_server_side_state() {
     // callback query is ignored.
     let reserved = Reserved::new();
     let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
+    // `par = "never"`: the second login's state is read from its authorize URL.
     let server = reserved
-        .start(&oidc_idp_toml("corp", &provider.issuer))
+        .start(&format!(
+            "{}par = \"never\"\n",
+            oidc_idp_toml("corp", &provider.issuer)
+        ))
         .await;
     let browser = Browser::new();
     let first = browser.start_login(&server.url, "corp").await;

@@ -23,6 +23,7 @@ mod id_token_attacks;
 mod issuers;
 mod languages;
 mod login_flow;
+mod par;
 mod postgres;
 mod providers;
 mod proxies;

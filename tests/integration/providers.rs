@@ -59,7 +59,12 @@ async fn every_built_in_kind_logs_in_through_the_real_provider() {
         ),
         entry("entra", "entra", &issuer, &format!("tenant = \"{TENANT}\"")),
     ]
-    .concat();
+    .concat()
+    // The authorize parameters are read from the URL, so none is pushed (PAR has its own tests).
+    .replace(
+        "client_id = \"authnz\"\n",
+        "client_id = \"authnz\"\npar = \"never\"\n",
+    );
     let server = reserved.start(&config).await;
 
     // Provider-specific authorize parameters.

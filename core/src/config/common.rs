@@ -6,7 +6,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::fields::{Context, Fields, Place};
-use super::{ClientAuth, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
+use super::{ClientAuth, LinkPolicy, Par, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
 
 /// The keys every kind takes, as read: each checked on its own, with its default.
 pub(super) struct CommonKeys {
@@ -19,6 +19,7 @@ pub(super) struct CommonKeys {
     pub(super) client_key_file: Option<(String, Range<usize>)>,
     pub(super) client_key_alg: Option<(String, Range<usize>)>,
     pub(super) client_certificate_file: Option<(String, Range<usize>)>,
+    pub(super) par: Par,
     pub(super) issuer: Option<(String, Range<usize>)>,
     pub(super) scopes: Option<Vec<String>>,
     pub(super) extra_scopes: Vec<String>,
@@ -60,6 +61,22 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         }
     }
     let client_certificate_file = fields.take_str(cx, "client_certificate_file");
+    let par = match fields.take_str(cx, "par") {
+        None => Par::Auto,
+        Some((value, span)) => match value.as_str() {
+            "auto" => Par::Auto,
+            "always" => Par::Always,
+            "never" => Par::Never,
+            _ => {
+                cx.issue(
+                    span,
+                    &at.key("par"),
+                    "expected \"auto\", \"always\" or \"never\"",
+                );
+                Par::Auto
+            }
+        },
+    };
     let issuer = fields.take_str(cx, "issuer");
     let scopes = fields.take_str_list(cx, "scopes");
     let extra_scopes = fields.take_str_list(cx, "extra_scopes").unwrap_or_default();
@@ -111,6 +128,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         client_key_file,
         client_key_alg,
         client_certificate_file,
+        par,
         issuer,
         scopes,
         extra_scopes,

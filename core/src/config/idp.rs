@@ -34,6 +34,8 @@ pub struct IdpConfig {
     pub client_auth: ClientAuth,
     /// The key of `private_key_jwt`.
     pub client_key: Option<Arc<crate::client_key::ClientKey>>,
+    /// Whether authorization requests are pushed (RFC 9126).
+    pub par: Par,
     /// The issuer to discover, after the config override, exactly as written: ID tokens must
     /// carry this very string in `iss`.
     pub issuer: String,
@@ -92,6 +94,17 @@ impl fmt::Debug for IdpConfig {
             .field("scopes", &self.scopes)
             .finish_non_exhaustive()
     }
+}
+
+/// `par`: whether authorization requests are pushed to the IdP (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    /// When discovery has a `pushed_authorization_request_endpoint` (default).
+    Auto,
+    /// Always; an IdP without the endpoint cannot start a sign-in.
+    Always,
+    /// Never, unless the IdP requires it (then a sign-in cannot start).
+    Never,
 }
 
 /// `client_auth`: how authnz authenticates itself to the IdP (RFC 6749 §2.3, OIDC Core §9).
@@ -248,6 +261,7 @@ fn idp_entry(
         client_secret,
         client_auth,
         client_key,
+        par: common.par,
         issuer: issuer?,
         scopes,
         prompt: common.prompt,

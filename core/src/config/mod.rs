@@ -35,7 +35,7 @@ pub use apps::{Anonymous, AppConfig, HeaderPreset, MAX_ASSERTION_TTL};
 pub use branding::{hex_color, text_on, Branding, Logo};
 use fields::{Context, Fields};
 use idp::{idp_config, IdpEntry};
-pub use idp::{ClientAuth, IdpConfig, LinkPolicy, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
+pub use idp::{ClientAuth, IdpConfig, LinkPolicy, Par, RESERVED_AUTHORIZE_PARAMS, SUPPORTED_ALGS};
 use server::server_config;
 pub use server::{AdminRef, DbTls, Migrate, PostgresConfig, ServerConfig};
 

@@ -32,6 +32,45 @@ impl Idp {
             url.push_str(challenge.as_str());
             url.push_str("&code_challenge_method=S256");
         }
+        let extra = self.extra_authorize_params()?;
+        if !extra.is_empty() {
+            url.push('&');
+            url.push_str(&extra);
+        }
+        // RFC 9126: the parameters go to the IdP directly; the browser carries only a
+        // reference to them.
+        if let Some(endpoint) = self.par_endpoint(&discovered)? {
+            url = self
+                .push_authorization_request(&discovered, &endpoint, &url)
+                .await?;
+        }
+        Ok(AuthorizeRequest {
+            url,
+            state,
+            pending: PendingLogin {
+                idp: self.config.name.clone(),
+                issuer: self.config.issuer.clone(),
+                client_id: self.config.client_id.clone(),
+                redirect_uri: self.redirect_uri.clone(),
+                nonce,
+                pkce_verifier: if self.config.pkce {
+                    verifier.into_secret()
+                } else {
+                    String::new()
+                },
+                next,
+                browser_hash,
+                created_at: now,
+                link_user_id: None,
+                idp_fingerprint: self.fingerprint.clone(),
+                secret_key_id: secrets.key_id().to_string(),
+            },
+        })
+    }
+
+    /// `prompt`, the config's `authorize_params` and the provider's own, form-encoded, none
+    /// that the core sets itself and each once.
+    fn extra_authorize_params(&self) -> Result<String, Error> {
         let mut extra = url::form_urlencoded::Serializer::new(String::new());
         if let Some(prompt) = &self.config.prompt {
             extra.append_pair("prompt", prompt);
@@ -60,32 +99,6 @@ impl Idp {
             extra.append_pair(&name, &value);
             seen.push(name);
         }
-        let extra = extra.finish();
-        if !extra.is_empty() {
-            url.push('&');
-            url.push_str(&extra);
-        }
-        Ok(AuthorizeRequest {
-            url,
-            state,
-            pending: PendingLogin {
-                idp: self.config.name.clone(),
-                issuer: self.config.issuer.clone(),
-                client_id: self.config.client_id.clone(),
-                redirect_uri: self.redirect_uri.clone(),
-                nonce,
-                pkce_verifier: if self.config.pkce {
-                    verifier.into_secret()
-                } else {
-                    String::new()
-                },
-                next,
-                browser_hash,
-                created_at: now,
-                link_user_id: None,
-                idp_fingerprint: self.fingerprint.clone(),
-                secret_key_id: secrets.key_id().to_string(),
-            },
-        })
+        Ok(extra.finish())
     }
 }

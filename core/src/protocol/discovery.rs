@@ -300,6 +300,10 @@ impl Idp {
         let extra_urls: Vec<(&str, Url)> = [
             ("revocation_endpoint", &extra.revocation_endpoint),
             ("end_session_endpoint", &extra.end_session_endpoint),
+            (
+                "pushed_authorization_request_endpoint",
+                &extra.pushed_authorization_request_endpoint,
+            ),
         ]
         .into_iter()
         .filter_map(|(name, url)| url.as_deref().map(|url| (name, url)))

@@ -274,7 +274,12 @@ impl Idp {
         let (credentials, fields) = self.form_auth(token_endpoint)?;
         let mut body = url::form_urlencoded::Serializer::new(String::new());
         body.extend_pairs(form);
-        body.extend_pairs(fields);
+        // Once: a form that names the client itself keeps its own `client_id`.
+        body.extend_pairs(
+            fields
+                .iter()
+                .filter(|(name, _)| !form.iter().any(|(given, _)| given == name)),
+        );
         let mut request = http::Request::builder()
             .method(http::Method::POST)
             .uri(endpoint)

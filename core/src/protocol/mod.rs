@@ -14,6 +14,7 @@ mod discovery;
 mod exchange;
 mod jws;
 mod outbound;
+mod par;
 mod tokens;
 
 pub use callback::{check_callback, Browser, CallbackRefusal};
@@ -73,6 +74,12 @@ pub struct ExtraProviderMetadata {
     /// RP-initiated logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<String>,
+    /// RFC 9126 pushed authorization requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// RFC 9126 §5: the IdP takes authorization requests only pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 
 impl AdditionalProviderMetadata for ExtraProviderMetadata {}
