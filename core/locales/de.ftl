@@ -7,6 +7,8 @@ providers-nav = Identitätsanbieter
 no-providers = Es ist kein Identitätsanbieter eingerichtet. Eine Administratorin oder ein Administrator muss einen in idps.toml eintragen.
 signed-in-continue = Sie sind angemeldet. { $target }
 continue-to = Weiter zu { $target }
+continue-sign-in-title = Anmeldung läuft
+continue-sign-in = Einen Moment: authnz schließt Ihre Anmeldung ab.
 
 account-title = Ihr Konto
 signed-in-as = Angemeldet als { $username }{ $email }.

@@ -9,6 +9,8 @@ no-providers = No identity provider is configured. An administrator must add one
 # $target (html): where the person was going
 signed-in-continue = You are signed in. { $target }
 continue-to = Continue to { $target }
+continue-sign-in-title = Signing you in
+continue-sign-in = One moment: authnz is finishing your sign-in.
 
 account-title = Your account
 # $username (html), $email (html): " (ann@example.org)" or nothing

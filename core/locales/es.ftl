@@ -7,6 +7,8 @@ providers-nav = Proveedores de identidad
 no-providers = No hay ningún proveedor de identidad configurado. Un administrador debe añadir uno en idps.toml.
 signed-in-continue = Ha iniciado sesión. { $target }
 continue-to = Continuar a { $target }
+continue-sign-in-title = Iniciando sesión
+continue-sign-in = Un momento: authnz está terminando de iniciar su sesión.
 
 account-title = Su cuenta
 signed-in-as = Sesión iniciada como { $username }{ $email }.

@@ -7,6 +7,8 @@ providers-nav = Fournisseurs d'identité
 no-providers = Aucun fournisseur d'identité n'est configuré. Un administrateur doit en ajouter un dans idps.toml.
 signed-in-continue = Vous êtes connecté. { $target }
 continue-to = Continuer vers { $target }
+continue-sign-in-title = Connexion en cours
+continue-sign-in = Un instant : authnz termine votre connexion.
 
 account-title = Votre compte
 signed-in-as = Connecté en tant que { $username }{ $email }.

@@ -243,6 +243,11 @@ pub struct CommonKeys {
     /// `require_pushed_authorization_requests`).
     #[schemars(extend("enum" = ["auto", "always", "never"], "default" = "auto"))]
     pub par: Option<String>,
+    /// How the IdP returns the browser: `query` (a redirect with `code` and `state` in the
+    /// URL), or `form_post` (an HTML form the browser posts to the callback; some IdPs need
+    /// it, e.g. Sign in with Apple when asking for the name).
+    #[schemars(extend("enum" = ["query", "form_post"], "default" = "query"))]
+    pub response_mode: Option<String>,
     /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
     /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
     pub issuer: Option<String>,
@@ -654,6 +659,7 @@ client_key_file = "SIGNING_KEY"
 client_key_alg = "ES256"
 client_certificate_file = "CLIENT_CERT"
 par = "always"
+response_mode = "form_post"
 
 [idps.kc]
 kind = "keycloak"

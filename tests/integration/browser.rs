@@ -259,3 +259,24 @@ async fn a_person_whose_address_has_an_account_connects_the_new_idp() {
         "one account, two identities"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_answer_signs_in_a_real_browser() {
+    let reserved = Reserved::new();
+    let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
+    let config = format!(
+        "{}response_mode = \"form_post\"\n",
+        oidc_idp_toml("corp", &provider.issuer)
+    );
+    let server = reserved.start(&config).await;
+    run_script(
+        "form_post.mjs",
+        &[
+            ("AUTHNZ_URL", &server.url),
+            ("PROVIDER_URL", &provider.issuer),
+        ],
+        "all form_post steps passed",
+    )
+    .await;
+    assert_eq!(server.count("users").await, 1);
+}

@@ -16,6 +16,7 @@ mod defaults;
 mod discovery;
 mod dylib;
 mod faults;
+mod form_post;
 mod forward;
 mod galaxy;
 mod hardening;

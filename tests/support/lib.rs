@@ -385,6 +385,13 @@ pub fn oidc_idp_toml(name: &str, issuer: &str) -> String {
     )
 }
 
+/// How the provider sent the browser back: a redirect to this URL, or a form to post to an
+/// action with these fields.
+pub enum Back {
+    Redirect(String),
+    Posted(String, Vec<(String, String)>),
+}
+
 /// A browser: a cookie jar and a client that does not follow redirects by itself.
 pub struct Browser {
     pub jar: Arc<Jar>,
@@ -450,6 +457,24 @@ impl Browser {
         login: &str,
         callback_prefix: &str,
     ) -> String {
+        match self
+            .sign_in_until_back(authorize_url, login, callback_prefix)
+            .await
+        {
+            Back::Redirect(url) => url,
+            Back::Posted(action, _) => panic!("the provider posted the answer to {action}"),
+        }
+    }
+
+    /// [`Browser::sign_in_at_provider`] for a provider that may post the answer
+    /// (`response_mode=form_post`): the redirect's URL, or the form's action and fields, not
+    /// yet sent.
+    pub async fn sign_in_until_back(
+        &self,
+        authorize_url: &str,
+        login: &str,
+        callback_prefix: &str,
+    ) -> Back {
         let mut url = authorize_url.to_string();
         for _ in 0..20 {
             let response = self.get(&url).await;
@@ -462,7 +487,7 @@ impl Browser {
                     .unwrap()
                     .to_string();
                 if next.starts_with(callback_prefix) {
-                    return next;
+                    return Back::Redirect(next);
                 }
                 url = next;
                 continue;
@@ -482,9 +507,14 @@ impl Browser {
                     (url.clone(), vec![("prompt".into(), "consent".into())])
                 } else if html.contains("document.forms[0].submit()") {
                     // A self-submitting form (e.g. ending the previous provider session before
-                    // `prompt=login`): post its hidden fields to its action, as a browser would.
-                    auto_submit_form(&html)
-                        .unwrap_or_else(|| panic!("unreadable form at {url}: {html}"))
+                    // `prompt=login`): post its hidden fields to its action, as a browser would;
+                    // the answer itself, posted back, is the caller's to send.
+                    let (action, fields) = auto_submit_form(&html)
+                        .unwrap_or_else(|| panic!("unreadable form at {url}: {html}"));
+                    if action.starts_with(callback_prefix) {
+                        return Back::Posted(action, fields);
+                    }
+                    (action, fields)
                 } else {
                     panic!("unexpected page at {url}: {html}");
                 };

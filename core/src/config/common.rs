@@ -20,6 +20,7 @@ pub(super) struct CommonKeys {
     pub(super) client_key_alg: Option<(String, Range<usize>)>,
     pub(super) client_certificate_file: Option<(String, Range<usize>)>,
     pub(super) par: Par,
+    pub(super) form_post: bool,
     pub(super) issuer: Option<(String, Range<usize>)>,
     pub(super) scopes: Option<Vec<String>>,
     pub(super) extra_scopes: Vec<String>,
@@ -61,6 +62,21 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         }
     }
     let client_certificate_file = fields.take_str(cx, "client_certificate_file");
+    let form_post = match fields.take_str(cx, "response_mode") {
+        None => false,
+        Some((value, span)) => match value.as_str() {
+            "query" => false,
+            "form_post" => true,
+            _ => {
+                cx.issue(
+                    span,
+                    &at.key("response_mode"),
+                    "expected \"query\" or \"form_post\"",
+                );
+                false
+            }
+        },
+    };
     let par = match fields.take_str(cx, "par") {
         None => Par::Auto,
         Some((value, span)) => match value.as_str() {
@@ -129,6 +145,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         client_key_alg,
         client_certificate_file,
         par,
+        form_post,
         issuer,
         scopes,
         extra_scopes,

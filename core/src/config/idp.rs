@@ -36,6 +36,8 @@ pub struct IdpConfig {
     pub client_key: Option<Arc<crate::client_key::ClientKey>>,
     /// Whether authorization requests are pushed (RFC 9126).
     pub par: Par,
+    /// `response_mode = "form_post"`: the IdP posts the browser back to the callback.
+    pub form_post: bool,
     /// The issuer to discover, after the config override, exactly as written: ID tokens must
     /// carry this very string in `iss`.
     pub issuer: String,
@@ -262,6 +264,7 @@ fn idp_entry(
         client_auth,
         client_key,
         par: common.par,
+        form_post: common.form_post,
         issuer: issuer?,
         scopes,
         prompt: common.prompt,

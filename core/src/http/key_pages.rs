@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem::Request;
-use poem_openapi::payload::{Html, Json, PlainText, Response};
+use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::caller::{caller, Auth};
@@ -16,9 +16,6 @@ use super::request::form_of;
 use crate::html::{escape, page};
 use crate::i18n::{t, t_args};
 use crate::state::App;
-
-/// The script of the copy buttons (no inline script: the pages' CSP allows only this origin's).
-const COPY_JS: &str = include_str!("../../assets/copy.js");
 
 error_responses!(KeyPageError {
     /// The name or the lifetime is not acceptable.
@@ -136,14 +133,5 @@ impl KeyPagesApi {
         }
         tracing::info!(user = %caller.user.id, key = %id, "API key deleted on the account page");
         Ok(KeyDeletedPage::Back("/#api-keys".into()))
-    }
-
-    /// The copy buttons' script.
-    #[oai(path = "/authnz/assets/copy.js", method = "get", hidden)]
-    async fn copy_js(&self) -> Response<PlainText<&'static str>> {
-        Response::new(PlainText(COPY_JS)).header(
-            poem::http::header::CONTENT_TYPE,
-            "text/javascript; charset=utf-8",
-        )
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Json, Response};
+use poem_openapi::payload::{Html, Json, Response};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::{FlowError, Status};
@@ -143,6 +143,22 @@ pub enum CallbackResponse {
         #[oai(header = "Location")] String,
         #[oai(header = "Set-Cookie")] Option<String>,
     ),
+}
+
+/// The answer to a posted callback.
+#[derive(ApiResponse)]
+pub enum PostedCallbackResponse {
+    /// As for a redirect's callback: a fresh `authnz_session` cookie, and on to `next` (or to
+    /// the confirmation or email-conflict page).
+    #[oai(status = 303)]
+    LoggedIn(
+        #[oai(header = "Location")] String,
+        #[oai(header = "Set-Cookie")] Option<String>,
+    ),
+    /// The IdP's post came from its own site, without this site's cookies: a page that posts
+    /// the same fields again from here.
+    #[oai(status = 200)]
+    Again(Html<String>),
 }
 
 /// The result of a logout.
@@ -348,10 +364,49 @@ pub(crate) fn callback_params(query: &str) -> Result<HashMap<String, String>, Fl
     Ok(params)
 }
 
+/// The fields of an authorization answer a posted callback passes on.
+const CALLBACK_FIELDS: &[&str] = &[
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+];
+
+/// The callback's answer, with its metrics (by IdP name only for configured names: no label per
+/// random URL).
+fn counted(
+    app: &App,
+    idp: &str,
+    started: std::time::Instant,
+    result: Result<Callback, FlowError>,
+) -> Result<CallbackResponse, FlowError> {
+    if app.idp_known(idp) {
+        match &result {
+            Ok(Callback::Done(_)) => app.metrics.login_completed(idp, started.elapsed()),
+            Ok(Callback::Refused(_, code)) => {
+                app.metrics.login_failed(idp, code, started.elapsed())
+            }
+            Err(err) => app.metrics.login_failed(idp, err.code, started.elapsed()),
+        }
+    }
+    match result {
+        Ok(Callback::Done(answer) | Callback::Refused(answer, _)) => Ok(answer),
+        Err(err) => Err(err),
+    }
+}
+
 /// How a callback ended: a login, or a refusal that a page explains (with its error code).
 pub(crate) enum Callback {
     Done(CallbackResponse),
     Refused(CallbackResponse, &'static str),
+}
+
+/// How the IdP returned the browser: the callback's parameters, from the URL or posted.
+pub(crate) enum Returned<'a> {
+    Query(&'a str),
+    FormPost(&'a str),
 }
 
 /// The callback's work, without the metrics around it.
@@ -359,6 +414,7 @@ pub(crate) async fn callback_flow(
     app: &App,
     req: &Request,
     idp_name: &str,
+    returned: Returned<'_>,
 ) -> Result<Callback, FlowError> {
     if !app.idp_known(idp_name) {
         return Err(FlowError::new(
@@ -367,7 +423,11 @@ pub(crate) async fn callback_flow(
             "no such identity provider",
         ));
     }
-    let params = callback_params(req.uri().query().unwrap_or_default())?;
+    let (raw, posted) = match returned {
+        Returned::Query(query) => (query, false),
+        Returned::FormPost(body) => (body, true),
+    };
+    let params = callback_params(raw)?;
     let state = params
         .get("state")
         .filter(|state| !state.is_empty())
@@ -392,6 +452,18 @@ pub(crate) async fn callback_flow(
         })?;
     if idp.config.is_dev() {
         check_loopback_client(app, req)?;
+    }
+    // Each entry comes back one way only: a post where a redirect is expected is no answer of
+    // its IdP's (and the other way round).
+    if posted != idp.config.form_post {
+        return Err(FlowError::bad_request(
+            "wrong_response_mode",
+            if posted {
+                "this identity provider returns by redirect, not by a posted form"
+            } else {
+                "this identity provider returns by a posted form (response_mode = \"form_post\")"
+            },
+        ));
     }
     let now = app.clock.now();
     // Discovery said whether the IdP sends RFC 9207 `iss`; asked only when it is absent.
@@ -581,22 +653,65 @@ impl LoginApi {
         let _ = (code, state, iss); // documented above; read from the raw query below
         let app = *app;
         let started = std::time::Instant::now();
-        let result = callback_flow(app, req, &idp.0).await;
-        // Metrics by IdP name only for configured names (no label per random URL).
-        if app.idp_known(&idp.0) {
-            match &result {
-                Ok(Callback::Done(_)) => app.metrics.login_completed(&idp.0, started.elapsed()),
-                Ok(Callback::Refused(_, code)) => {
-                    app.metrics.login_failed(&idp.0, code, started.elapsed())
-                }
-                Err(err) => app
-                    .metrics
-                    .login_failed(&idp.0, err.code, started.elapsed()),
-            }
+        let query = req.uri().query().unwrap_or_default();
+        let result = callback_flow(app, req, &idp.0, Returned::Query(query)).await;
+        counted(app, &idp.0, started, result).map_err(Into::into)
+    }
+
+    /// Where an IdP with `response_mode = "form_post"` posts the browser back (`code`, `state`,
+    /// `iss` as form fields). A post from the IdP's site carries none of this site's
+    /// SameSite=Lax cookies, so the pre-login cookie that binds the sign-in to the browser is
+    /// missing: such a post (told by `Sec-Fetch-Site` or `Origin`) is answered with a page
+    /// that posts the same fields again from this origin, at once (a script of this origin;
+    /// a button without script), and that post, with the browser's cookies, is checked like a
+    /// redirect's callback. Nothing is consumed by the first post.
+    #[oai(
+        path = "/authnz/:idp/callback",
+        method = "post",
+        tag = "ApiTags::Authnz"
+    )]
+    async fn callback_post(
+        &self,
+        req: &Request,
+        app: Data<&Arc<App>>,
+        /// The IdP name from the config.
+        idp: Path<String>,
+        body: poem::Body,
+    ) -> Result<PostedCallbackResponse, CallbackError> {
+        let app = *app;
+        let started = std::time::Instant::now();
+        let body = body.into_bytes_limit(16 * 1024).await.map_err(|_| {
+            FlowError::bad_request("invalid_request", "the posted answer is too large")
+        })?;
+        let body = String::from_utf8_lossy(&body);
+        if check_same_origin(app, req).is_err() {
+            // Only the fields of an answer, each escaped; the state is not even looked at.
+            let fields: String = url::form_urlencoded::parse(body.as_bytes())
+                .filter(|(name, _)| CALLBACK_FIELDS.contains(&name.as_ref()))
+                .map(|(name, value)| {
+                    format!(
+                        "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                        crate::html::escape(&name),
+                        crate::html::escape(&value)
+                    )
+                })
+                .collect();
+            let action = format!("/authnz/{}/callback", crate::html::escape(&idp.0));
+            let page = crate::html::page(
+                &crate::i18n::t("continue-sign-in-title"),
+                &format!(
+                    "<form method=\"post\" action=\"{action}\" data-auto-submit>{fields}<p>{}</p><button type=\"submit\">{}</button></form><script src=\"/authnz/assets/continue.js\"></script>",
+                    crate::html::escape(&crate::i18n::t("continue-sign-in")),
+                    crate::html::escape(&crate::i18n::t("continue")),
+                ),
+            );
+            return Ok(PostedCallbackResponse::Again(Html(page)));
         }
-        match result {
-            Ok(Callback::Done(answer) | Callback::Refused(answer, _)) => Ok(answer),
-            Err(err) => Err(err.into()),
+        let result = callback_flow(app, req, &idp.0, Returned::FormPost(&body)).await;
+        match counted(app, &idp.0, started, result)? {
+            CallbackResponse::LoggedIn(location, cookie) => {
+                Ok(PostedCallbackResponse::LoggedIn(location, cookie))
+            }
         }
     }
 

@@ -169,6 +169,7 @@ mod tests {
             ("/authnz/auth", "get"),
             ("/.well-known/jwks.json", "get"),
             ("/authnz/{idp}/jwks.json", "get"),
+            ("/authnz/{idp}/callback", "post"),
         ];
         let documented: usize = spec["paths"]
             .as_object()

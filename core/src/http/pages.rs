@@ -21,6 +21,9 @@ use super::login::{next_url, safe_next};
 /// The pages (hidden from the spec).
 pub struct PagesApi;
 
+const COPY_JS: &str = include_str!("../../assets/copy.js");
+const CONTINUE_JS: &str = include_str!("../../assets/continue.js");
+
 #[derive(ApiResponse)]
 pub enum IndexResponse {
     #[oai(status = 200)]
@@ -94,6 +97,22 @@ impl PagesApi {
             ),
             None => AssetResponse::NotFound,
         }
+    }
+
+    /// The pages' scripts (no inline script: their CSP allows only this origin's): the copy
+    /// buttons, and the hop of a posted sign-in answer.
+    #[oai(path = "/authnz/assets/:script", method = "get", hidden)]
+    async fn script(&self, script: poem_openapi::param::Path<String>) -> AssetResponse {
+        let source = match script.0.as_str() {
+            "copy.js" => COPY_JS,
+            "continue.js" => CONTINUE_JS,
+            _ => return AssetResponse::NotFound,
+        };
+        AssetResponse::Found(
+            poem_openapi::payload::Binary(source.as_bytes().to_vec()),
+            "text/javascript; charset=utf-8".to_string(),
+            "no-cache".to_string(),
+        )
     }
 
     /// The logout page an app links to (`/authnz/logout?next=<app URL>`): a button that posts

@@ -27,6 +27,9 @@ impl Idp {
             url.push_str("&nonce=");
             url.push_str(&nonce);
         }
+        if self.config.form_post {
+            url.push_str("&response_mode=form_post");
+        }
         if self.config.pkce {
             url.push_str("&code_challenge=");
             url.push_str(challenge.as_str());

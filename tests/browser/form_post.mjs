@@ -1,0 +1,34 @@
+// A sign-in whose IdP posts its answer (`response_mode = "form_post"`), in Debian's headless
+// chromium: the Rust test `browser::a_posted_answer_signs_in_a_real_browser` starts authnz and
+// the oidc-provider and runs this script with AUTHNZ_URL, PROVIDER_URL, SHOTS and CHROMIUM.
+import { accessible } from './a11y.mjs';
+import { expect, launch, signInAtProvider } from './shared.mjs';
+
+const server = process.env.AUTHNZ_URL;
+const provider = process.env.PROVIDER_URL;
+const browser = await launch();
+try {
+  const page = await browser.newPage({ viewport: { width: 900, height: 760 } });
+  const posts = [];
+  page.on('request', (request) => {
+    if (request.method() === 'POST' && request.url().startsWith(`${server}/authnz/corp/callback`)) {
+      posts.push(request);
+    }
+  });
+  await page.goto(`${server}/`);
+  await Promise.all([page.waitForNavigation(), page.click('a.button.idp')]);
+  await signInAtProvider(page, provider, 'alice');
+  await page.waitForURL(`${server}/`);
+  expect((await page.title()).startsWith('Your account'), `landed on: ${await page.title()}`);
+  const sites = await Promise.all(posts.map(async (post) => (await post.allHeaders())['sec-fetch-site']));
+  // Both ports are one site (127.0.0.1) here; what tells them apart is the origin.
+  expect(JSON.stringify(sites) === JSON.stringify(['same-site', 'same-origin']), `the provider's post, then the hop's: ${sites}`);
+  await accessible(page, 'account page after a posted answer');
+  console.log('ok: signed in through a posted answer and its hop');
+  console.log('all form_post steps passed');
+} catch (err) {
+  console.error(`FAILED: ${err.stack || err}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
