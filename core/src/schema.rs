@@ -137,6 +137,14 @@ pub struct AppSection {
     /// The assertion's lifetime in seconds.
     #[schemars(range(min = 1, max = 300), extend("default" = 60))]
     pub assertion_ttl_seconds: Option<u64>,
+    /// Step-up: the session's sign-in at its IdP (the ID token's `auth_time`) must be at most
+    /// this many seconds old; otherwise the check answers 401 `step_up_required` with a login
+    /// URL that asks the session's IdP for a fresh sign-in (`max_age`).
+    #[schemars(range(min = 1, max = 31536000))]
+    pub max_auth_age_seconds: Option<u64>,
+    /// Step-up: the session's ID token `acr` must be one of these; otherwise the login URL asks
+    /// the IdP for them (`acr_values`).
+    pub acr_values: Option<Vec<String>>,
 }
 
 /// `[server.branding]`: read at start (and checked with the config); files relative to this
@@ -710,6 +718,8 @@ allowed_groups = ["corp:galaxy-users"]
 anonymous_if = ["header:x-api-key", "query:key"]
 assertion = true
 assertion_ttl_seconds = 30
+max_auth_age_seconds = 900
+acr_values = ["urn:mace:incommon:iap:silver"]
 "##;
 
     #[test]

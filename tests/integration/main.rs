@@ -31,4 +31,5 @@ mod proxies;
 mod resources;
 mod revocation;
 mod sessions;
+mod step_up;
 mod tokens;

@@ -41,6 +41,12 @@ pub struct AppConfig {
     pub assertion: bool,
     /// Its lifetime in seconds (1 to [`MAX_ASSERTION_TTL`]).
     pub assertion_ttl: u64,
+    /// Step-up: the session's sign-in at its IdP (the ID token's `auth_time`) must be at most
+    /// this old; otherwise the person signs in again with `max_age`.
+    pub max_auth_age: Option<u64>,
+    /// Step-up: the session's ID token `acr` must be one of these; otherwise the person signs
+    /// in again asking for them (`acr_values`).
+    pub acr_values: Vec<String>,
 }
 
 impl AppConfig {
@@ -59,6 +65,8 @@ impl AppConfig {
             anonymous_if: Vec::new(),
             assertion: false,
             assertion_ttl: DEFAULT_ASSERTION_TTL,
+            max_auth_age: None,
+            acr_values: Vec::new(),
         }
     }
 
@@ -243,6 +251,35 @@ fn app_config(
         Some((ttl, _)) => ttl,
         None => DEFAULT_ASSERTION_TTL,
     };
+    let max_auth_age = match fields.take_u64(cx, "max_auth_age_seconds") {
+        Some((age, span)) if age == 0 || age > 31_536_000 => {
+            cx.issue(
+                span,
+                &key("max_auth_age_seconds"),
+                "must be 1 to 31536000 (a year)",
+            );
+            None
+        }
+        Some((age, _)) => Some(age),
+        None => None,
+    };
+    let acr_values = fields.take_str_items(cx, "acr_values").unwrap_or_default();
+    let acr_values: Vec<String> = acr_values
+        .into_iter()
+        .filter_map(|(value, span)| {
+            let fine = !value.is_empty()
+                && value.len() <= 200
+                && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+            if !fine {
+                cx.issue(
+                    span,
+                    &key("acr_values"),
+                    "each value must be printable ASCII without spaces, e.g. \"urn:mace:incommon:iap:silver\"",
+                );
+            }
+            fine.then_some(value)
+        })
+        .collect();
     fields.finish(cx);
     let Some((raw, url_span)) = url else {
         cx.issue(
@@ -273,6 +310,8 @@ fn app_config(
         anonymous_if,
         assertion,
         assertion_ttl,
+        max_auth_age,
+        acr_values,
     })
 }
 

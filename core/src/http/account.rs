@@ -259,6 +259,7 @@ impl AccountApi {
             &idp.0,
             next.0.as_deref(),
             Some(caller.user.id.clone()),
+            &crate::protocol::StepUp::default(),
         )
         .await?;
         Ok(if prefers_html(req) {

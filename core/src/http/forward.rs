@@ -86,7 +86,9 @@ pub enum CheckResponse {
     /// `mode=redirect` and a browser navigation that is not signed in: to the login page.
     #[oai(status = 302)]
     Redirect(#[oai(header = "Location")] String),
-    /// Not signed in (no credential, or an unknown, expired or revoked one).
+    /// Not signed in (no credential, or an unknown, expired or revoked one): `unauthorized`;
+    /// or signed in less recently or strongly than the app's step-up wants:
+    /// `step_up_required`, with a login URL at the session's IdP asking for it.
     #[oai(status = 401)]
     Unauthorized(
         Json<LoginRequired>,
@@ -96,7 +98,9 @@ pub enum CheckResponse {
         String,
     ),
     /// Signed in, but the app's policy refuses the person: `email_not_verified`,
-    /// `idp_not_allowed`, `not_in_group` or `groups_unknown`. Never a redirect, so no loop.
+    /// `idp_not_allowed`, `not_in_group` or `groups_unknown`; or the app's step-up cannot be
+    /// met by this credential (`step_up_unsupported`: an API key, or an IdP without ID
+    /// tokens). Never a redirect, so no loop.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// `app` is missing, or `mode` is neither `status` nor `redirect` (`bad_request`).
@@ -183,15 +187,23 @@ pub(crate) async fn answer(
 ) -> Response<CheckResponse> {
     let (answer, headers) = match check(app, req, credential, name).await {
         Ok(Answer::Admitted(headers)) => (CheckResponse::Ok, headers),
-        Ok(Answer::LoginRequired(login_url)) => {
+        Ok(Answer::LoginRequired(login_url, step_up)) => {
             let method = original_method(app, req);
             let answer = if mode == Some(CheckMode::Redirect) && is_navigation(req, &method) {
                 CheckResponse::Redirect(login_url)
             } else {
+                let (error, message) = if step_up {
+                    (
+                        "step_up_required",
+                        "this application needs a more recent or stronger sign-in",
+                    )
+                } else {
+                    ("unauthorized", "sign in first")
+                };
                 CheckResponse::Unauthorized(
                     Json(LoginRequired {
-                        error: "unauthorized".into(),
-                        message: "sign in first".into(),
+                        error: error.into(),
+                        message: message.into(),
                         login_url: login_url.clone(),
                     }),
                     "Bearer realm=\"authnz\"".into(),
@@ -216,8 +228,9 @@ pub(crate) async fn answer(
 enum Answer {
     /// The identity headers to send with the 200 (empty values for an anonymous pass).
     Admitted(Vec<(&'static str, String)>),
-    /// Not signed in: the login URL.
-    LoginRequired(String),
+    /// Not signed in, or (`true`) not recently or strongly enough for the app's step-up: the
+    /// login URL.
+    LoginRequired(String, bool),
 }
 
 async fn check(
@@ -252,7 +265,10 @@ async fn check(
         }
         app.metrics
             .forward_answered(&target.name, "unauthenticated");
-        return Ok(Answer::LoginRequired(login_url(app, original.as_ref())));
+        return Ok(Answer::LoginRequired(
+            login_url(app, original.as_ref()),
+            false,
+        ));
     };
     let (via, auth_time) = match (&caller.session, &caller.idp_token) {
         (Some((_, session)), _) => (
@@ -271,6 +287,11 @@ async fn check(
             denial.code(),
             denial.message(),
         ));
+    }
+    if let Some(url) = step_up(app, req, target, &caller)? {
+        app.metrics
+            .forward_answered(&target.name, "step_up_required");
+        return Ok(Answer::LoginRequired(url, true));
     }
     let signed = if target.assertion {
         let key = app.signer.current().ok_or_else(|| {
@@ -293,6 +314,71 @@ async fn check(
         Some(&person),
         signed.as_deref(),
     )))
+}
+
+/// The app's step-up (`max_auth_age_seconds`, `acr_values`) against the session's sign-in at
+/// its IdP, as its ID token says (`auth_time`, `acr`): `None` when it passes, else where to sign
+/// in again (the session's IdP, asking for both). Only a browser session has such a sign-in:
+/// an API key or an IdP access token gets 403 `step_up_unsupported`.
+fn step_up(
+    app: &App,
+    req: &Request,
+    target: &AppConfig,
+    caller: &super::caller::Caller,
+) -> Result<Option<String>, FlowError> {
+    if target.max_auth_age.is_none() && target.acr_values.is_empty() {
+        return Ok(None);
+    }
+    let unsupported =
+        |why: &str| FlowError::new(Status::Forbidden, "step_up_unsupported", why.to_string());
+    let Some((_, session)) = &caller.session else {
+        return Err(unsupported(
+            "this application needs a recent sign-in, which an API key or access token cannot give",
+        ));
+    };
+    let claims = app.accounts().session_id_token(session).and_then(|token| {
+        use base64::Engine;
+        let payload = token.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    });
+    let Some(claims) = claims else {
+        return Err(unsupported(
+            "this application needs a recent sign-in, which this identity provider cannot attest (no ID token)",
+        ));
+    };
+    let now = app.clock.now();
+    let recent = target.max_auth_age.is_none_or(|max| {
+        claims["auth_time"]
+            .as_i64()
+            .is_some_and(|at| now - at <= max as i64 + crate::protocol::CLOCK_SKEW.as_secs() as i64)
+    });
+    let strong = target.acr_values.is_empty()
+        || claims["acr"]
+            .as_str()
+            .is_some_and(|acr| target.acr_values.iter().any(|wanted| wanted == acr));
+    if recent && strong {
+        return Ok(None);
+    }
+    let mut url = url::Url::parse(&app.server.url(&format!("/authnz/{}/login", session.idp)))
+        .map_err(|_| FlowError::internal("bad public URL"))?;
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(original) = original_url(app, req, target)
+            .filter(|url| url.as_str().len() <= super::login::MAX_NEXT)
+        {
+            query.append_pair("next", original.as_str());
+        }
+        if let Some(max) = target.max_auth_age {
+            query.append_pair("max_age", &max.to_string());
+        }
+        if !target.acr_values.is_empty() {
+            query.append_pair("acr_values", &target.acr_values.join(" "));
+        }
+    }
+    Ok(Some(url.into()))
 }
 
 /// Whether the peer is a proxy named in `trusted_proxies`.

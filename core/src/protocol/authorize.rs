@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// What an application's step-up asks of a sign-in (OIDC Core §3.1.2.1): a recent
+/// authentication at the IdP, one of some authentication context classes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepUp {
+    pub max_age: Option<i64>,
+    pub acr_values: Vec<String>,
+}
+
 impl Idp {
     /// Builds the authorize URL and the pending login that `/callback` will need.
     pub async fn authorize(
@@ -10,7 +18,13 @@ impl Idp {
         browser_hash: String,
         now: i64,
         secrets: &crate::crypto::LoginSecrets,
+        step_up: &StepUp,
     ) -> Result<AuthorizeRequest, Error> {
+        if self.info.oauth2.is_some() && *step_up != StepUp::default() {
+            return Err(Error::IdpMisconfigured(
+                "this identity provider gives no ID token, so it cannot attest when or how the person signed in (max_age, acr_values)".into(),
+            ));
+        }
         let discovered = self.discovered().await?;
         let state = random_token(32);
         // Derived from the state with a key from the vault: as unpredictable as random values, and the
@@ -29,6 +43,16 @@ impl Idp {
         }
         if self.config.form_post {
             url.push_str("&response_mode=form_post");
+        }
+        if let Some(max_age) = step_up.max_age {
+            url.push_str(&format!("&max_age={max_age}"));
+        }
+        if !step_up.acr_values.is_empty() {
+            let values: String =
+                url::form_urlencoded::byte_serialize(step_up.acr_values.join(" ").as_bytes())
+                    .collect();
+            url.push_str("&acr_values=");
+            url.push_str(&values);
         }
         if self.config.pkce {
             url.push_str("&code_challenge=");
@@ -67,6 +91,8 @@ impl Idp {
                 link_user_id: None,
                 idp_fingerprint: self.fingerprint.clone(),
                 secret_key_id: secrets.key_id().to_string(),
+                max_age: step_up.max_age,
+                acr_values: step_up.acr_values.clone(),
             },
         })
     }

@@ -201,6 +201,8 @@ mod tests {
             link_user_id: None,
             idp_fingerprint: idp.fingerprint.clone(),
             secret_key_id: String::new(),
+            max_age: None,
+            acr_values: Vec::new(),
         }
     }
 

@@ -100,6 +100,7 @@ impl Idp {
         let claims = self
             .verify_id_token(&discovered, id_token, pending, now)
             .await?;
+        check_step_up(pending, claims, now)?;
 
         // at_hash, when present, binds the access token to this ID token (OIDC Core §3.1.3.8).
         if let Some(expected) = claims.access_token_hash() {
@@ -419,4 +420,34 @@ pub(super) fn tokens_of(
                 .join(" ")
         }),
     }
+}
+
+/// What a step-up asked of the sign-in, checked on its ID token (OIDC Core §3.1.2.1, §2): with
+/// `max_age`, an `auth_time` at most that old (clock skew allowed); with `acr_values`, an `acr`
+/// among them. An IdP that ignores either does not pass for one that honoured it.
+fn check_step_up(pending: &PendingLogin, claims: &AllIdTokenClaims, now: i64) -> Result<(), Error> {
+    if let Some(max_age) = pending.max_age {
+        let auth_time = claims.auth_time().ok_or_else(|| {
+            Error::IdTokenInvalid(
+                "the identity provider did not say when the person signed in (auth_time), though a recent sign-in was asked for".into(),
+            )
+        })?;
+        if now - auth_time.timestamp() > max_age + CLOCK_SKEW.as_secs() as i64 {
+            return Err(Error::IdTokenInvalid(
+                "the identity provider's sign-in is older than the application allows (auth_time)"
+                    .into(),
+            ));
+        }
+    }
+    if !pending.acr_values.is_empty() {
+        let acr = claims
+            .auth_context_ref()
+            .map(|acr| acr.as_str().to_string());
+        if !acr.is_some_and(|acr| pending.acr_values.contains(&acr)) {
+            return Err(Error::IdTokenInvalid(
+                "the identity provider's sign-in is not of the kind the application asked for (acr)".into(),
+            ));
+        }
+    }
+    Ok(())
 }

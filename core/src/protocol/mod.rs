@@ -17,6 +17,7 @@ mod outbound;
 mod par;
 mod tokens;
 
+pub use authorize::StepUp;
 pub use callback::{check_callback, Browser, CallbackRefusal};
 pub use error::Error;
 pub use jws::LogoutClaims;

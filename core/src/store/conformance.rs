@@ -85,6 +85,8 @@ pub fn sample_pending(created_at: i64) -> PendingLogin {
         link_user_id: None,
         idp_fingerprint: String::new(),
         secret_key_id: String::new(),
+        max_age: None,
+        acr_values: Vec::new(),
     }
 }
 

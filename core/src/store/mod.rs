@@ -92,6 +92,12 @@ pub struct PendingLogin {
     /// ([`crate::crypto::LoginSecrets`]).
     #[serde(default)]
     pub secret_key_id: String,
+    /// Step-up: the `max_age` asked for; the ID token's `auth_time` must then be that recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i64>,
+    /// Step-up: the `acr_values` asked for; the ID token's `acr` must then be one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
 }
 
 impl std::fmt::Debug for PendingLogin {

@@ -67,9 +67,9 @@ struct Entry {
     /// PKCE off: no verifier.
     no_pkce: bool,
     /// `None` for the usual login: nonce and verifier derived from the state
-    /// ([`LoginSecrets`], with the binding's key), a hex browser hash, `next` = "/", no link user. Otherwise a flag,
-    /// then nonce, PKCE verifier, browser hash, next and link user joined by NUL (none contains
-    /// one).
+    /// ([`LoginSecrets`], with the binding's key), a hex browser hash, `next` = "/", no link user, no
+    /// step-up. Otherwise a flag, then nonce, PKCE verifier, browser hash, next, link user,
+    /// `max_age` and `acr_values` joined by NUL (none contains one).
     extra: Option<Box<str>>,
 }
 
@@ -155,12 +155,16 @@ impl PendingTable {
 
     /// Stores a login; `false` (and nothing stored) when a field holds a NUL.
     pub fn put(&self, state: &str, login: &PendingLogin) -> bool {
+        let max_age = login.max_age.map(|age| age.to_string()).unwrap_or_default();
+        let acr_values = login.acr_values.join(" ");
         let parts = [
             login.nonce.as_str(),
             &login.pkce_verifier,
             &login.browser_hash,
             &login.next,
             login.link_user_id.as_deref().unwrap_or(""),
+            &max_age,
+            &acr_values,
         ];
         if parts.iter().any(|part| part.contains('\0')) {
             return false;
@@ -173,6 +177,8 @@ impl PendingTable {
         };
         let compact = login.next == "/"
             && login.link_user_id.is_none()
+            && login.max_age.is_none()
+            && login.acr_values.is_empty()
             && browser.is_some()
             && derived("nonce").is_some_and(|nonce| nonce == login.nonce)
             && (no_pkce || derived("pkce").is_some_and(|pkce| pkce == login.pkce_verifier));
@@ -348,6 +354,8 @@ impl Entry {
             link_user_id: None,
             idp_fingerprint: self.binding.idp_fingerprint.clone(),
             secret_key_id: self.binding.secret_key_id.clone(),
+            max_age: None,
+            acr_values: Vec::new(),
         };
         match &self.extra {
             None => {
@@ -371,6 +379,12 @@ impl Entry {
                 login.next = part();
                 let link = part();
                 login.link_user_id = (flag == "L").then_some(link);
+                login.max_age = part().parse().ok();
+                login.acr_values = part()
+                    .split(' ')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect();
             }
         }
         login
