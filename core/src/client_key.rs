@@ -156,6 +156,21 @@ impl ClientKey {
         if let (Some(x5t), Some(members)) = (&self.x5t_s256, header.as_object_mut()) {
             members.insert("x5t#S256".into(), json!(x5t));
         }
+        self.sign_with_header(&header, claims)
+    }
+
+    /// A DPoP proof (RFC 9449 §4.2): `claims` signed, the public key itself in the header.
+    pub fn sign_proof(&self, claims: &Value) -> Result<String, SigningKeyError> {
+        let header = json!({"typ": "dpop+jwt", "alg": self.alg, "jwk": self.public});
+        self.sign_with_header(&header, claims)
+    }
+
+    /// The RFC 7638 thumbprint of the public key (DPoP's `jkt`).
+    pub fn thumbprint(&self) -> &str {
+        &self.kid
+    }
+
+    fn sign_with_header(&self, header: &Value, claims: &Value) -> Result<String, SigningKeyError> {
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),

@@ -256,6 +256,12 @@ pub struct CommonKeys {
     /// it, e.g. Sign in with Apple when asking for the name).
     #[schemars(extend("enum" = ["query", "form_post"], "default" = "query"))]
     pub response_mode: Option<String>,
+    /// Sender-constrained tokens (RFC 9449 DPoP): each identity's tokens are bound to a key of
+    /// its own, kept sealed with them; every token, userinfo, refresh and revocation call
+    /// carries a proof. Such tokens work only from authnz (`/api/users/me/tokens/<name>` says
+    /// `token_type = "DPoP"`).
+    #[schemars(extend("default" = false))]
+    pub dpop: Option<bool>,
     /// The issuer to discover (`<issuer>/.well-known/openid-configuration`); overrides
     /// the kind's own. ID tokens must carry exactly this `iss`. `http://` only on loopback.
     pub issuer: Option<String>,
@@ -668,6 +674,7 @@ client_key_alg = "ES256"
 client_certificate_file = "CLIENT_CERT"
 par = "always"
 response_mode = "form_post"
+dpop = true
 
 [idps.kc]
 kind = "keycloak"

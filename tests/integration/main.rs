@@ -14,6 +14,7 @@ mod crash;
 mod credentials;
 mod defaults;
 mod discovery;
+mod dpop;
 mod dylib;
 mod faults;
 mod form_post;

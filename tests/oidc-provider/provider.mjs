@@ -6,6 +6,7 @@
 //   OIDC_ACCOUNTS  optional JSON object: login -> claim overrides
 //   OIDC_CONFORM_ID_TOKEN_CLAIMS=1  put email/profile claims ONLY in userinfo, not in the ID token
 //   OIDC_KEEP_ALIVE_WITHOUT_STDIN=1  do not exit when stdin ends (manual runs with </dev/null)
+//   OIDC_DPOP_NONCE=1  DPoP proofs must carry a nonce the provider gave
 //
 // Prints exactly one stdout line, `READY http://127.0.0.1:<port>`, once listening.
 // Exits when stdin ends/closes (so a dying test harness takes it down) and on SIGTERM/SIGINT.
@@ -99,6 +100,13 @@ const provider = new Provider(issuer, {
     userinfo: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
+    // DPoP for the clients that ask for it (`dpop_bound_access_tokens`); OIDC_DPOP_NONCE=1
+    // makes every DPoP request name a nonce the provider gave (a first one is refused).
+    dPoP: {
+      enabled: true,
+      nonceSecret: randomBytes(32),
+      requireNonce: () => process.env.OIDC_DPOP_NONCE === '1',
+    },
   },
 
   // PKCE for every client; v9 only implements S256 (plain is not supported at all).

@@ -324,6 +324,17 @@ impl OidcProvider {
         accounts: serde_json::Value,
         client: serde_json::Value,
     ) -> Self {
+        Self::start_with_env(redirect_uris, accounts, client, &[])
+    }
+
+    /// [`OidcProvider::start_with`], with the provider's own settings in `env` (see
+    /// `tests/oidc-provider/provider.mjs`).
+    pub fn start_with_env(
+        redirect_uris: &[String],
+        accounts: serde_json::Value,
+        client: serde_json::Value,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut metadata = serde_json::json!({
             "client_id": "authnz",
             "client_secret": OIDC_CLIENT_SECRET,
@@ -345,6 +356,7 @@ impl OidcProvider {
             .current_dir(&dir)
             .env("OIDC_CLIENTS", clients.to_string())
             .env("OIDC_ACCOUNTS", accounts.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             // AUTHNZ_TEST_PROVIDER_STDERR=1 shows the provider's own complaints.

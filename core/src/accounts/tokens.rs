@@ -57,6 +57,8 @@ impl Accounts<'_> {
             id_token: String::new(),
             expires_at: None,
             scope: None,
+            token_type: old.token_type,
+            dpop_key: old.dpop_key,
         };
         if stale.refresh_token.is_none() && stale.access_token.is_empty() {
             return;

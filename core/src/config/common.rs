@@ -21,6 +21,7 @@ pub(super) struct CommonKeys {
     pub(super) client_certificate_file: Option<(String, Range<usize>)>,
     pub(super) par: Par,
     pub(super) form_post: bool,
+    pub(super) dpop: bool,
     pub(super) issuer: Option<(String, Range<usize>)>,
     pub(super) scopes: Option<Vec<String>>,
     pub(super) extra_scopes: Vec<String>,
@@ -77,6 +78,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
             }
         },
     };
+    let dpop = fields.take_bool(cx, "dpop").unwrap_or(false);
     let par = match fields.take_str(cx, "par") {
         None => Par::Auto,
         Some((value, span)) => match value.as_str() {
@@ -146,6 +148,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         client_certificate_file,
         par,
         form_post,
+        dpop,
         issuer,
         scopes,
         extra_scopes,

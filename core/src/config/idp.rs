@@ -38,6 +38,8 @@ pub struct IdpConfig {
     pub par: Par,
     /// `response_mode = "form_post"`: the IdP posts the browser back to the callback.
     pub form_post: bool,
+    /// `dpop = true`: the identity's tokens are bound to a key of its own (RFC 9449).
+    pub dpop: bool,
     /// The issuer to discover, after the config override, exactly as written: ID tokens must
     /// carry this very string in `iss`.
     pub issuer: String,
@@ -265,6 +267,7 @@ fn idp_entry(
         client_key,
         par: common.par,
         form_post: common.form_post,
+        dpop: common.dpop,
         issuer: issuer?,
         scopes,
         prompt: common.prompt,

@@ -144,6 +144,9 @@ pub enum KeyDeleted {
 #[oai(skip_serializing_if_is_none)]
 pub struct AccessTokenView {
     pub access_token: String,
+    /// `Bearer`, or `DPoP` for an IdP entry with `dpop = true`: the token is bound to a key
+    /// that stays in authnz, so only authnz can use it (an application that calls the IdP's
+    /// APIs needs bearer tokens, i.e. an entry without `dpop`).
     pub token_type: String,
     /// Unix seconds, when known.
     pub expires_at: Option<i64>,
@@ -412,7 +415,7 @@ impl KeysApi {
         };
         Ok(TokenResponse::Ok(Json(AccessTokenView {
             access_token: fresh.access_token,
-            token_type: "Bearer".to_string(),
+            token_type: fresh.token_type.unwrap_or_else(|| "Bearer".to_string()),
             expires_at: fresh.expires_at,
             scope: fresh.scope,
         })))

@@ -42,6 +42,8 @@ use super::request::{
 use super::tags::ApiTags;
 
 error_responses!(LoginError {
+    /// A malformed step-up (`max_age`, `acr_values`).
+    BadRequest = 400,
     /// No IdP of that name is configured.
     NotFound = 404,
     /// A dev IdP login from a client off this machine.

@@ -84,10 +84,26 @@ impl Idp {
         for (name, value) in self.assertion_params(&self.token_endpoint(Some(&discovered)))? {
             exchange = exchange.add_extra_param(name, value);
         }
-        let response = exchange
-            .request_async(&oidc_http)
-            .await
-            .map_err(|err| self.token_error(&err))?;
+        // With `dpop`, a key of this sign-in's own: the identity's tokens will be bound to it.
+        let dpop = if self.config.dpop {
+            Some(Arc::new(super::dpop::Dpop::generate()?))
+        } else {
+            None
+        };
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let response = match &dpop {
+            Some(dpop) => {
+                exchange
+                    .request_async(&self.http.as_oidc_dpop(dpop, Arc::clone(&status)))
+                    .await
+            }
+            None => exchange.request_async(&oidc_http).await,
+        }
+        .map_err(|err| self.token_error(&err))?;
+        self.check_token_type(
+            &token_type_name(&response).unwrap_or_default(),
+            dpop.is_some(),
+        )?;
         if self.info.oauth2.is_some() {
             return self
                 .complete_oauth2(tokens_of(&response, String::new(), now))
@@ -128,10 +144,15 @@ impl Idp {
                     Some(SubjectIdentifier::new(subject.clone())),
                 )
                 .map_err(|_| Error::IdpMisconfigured("userinfo endpoint missing".into()))?;
-            let userinfo: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
-                .request_async(&oidc_http)
-                .await
-                .map_err(|err| self.userinfo_error(&err))?;
+            let userinfo: UserInfoClaims<OtherClaims, CoreGenderClaim> = match &dpop {
+                Some(dpop) => {
+                    request
+                        .request_async(&self.http.as_oidc_dpop(dpop, Arc::clone(&status)))
+                        .await
+                }
+                None => request.request_async(&oidc_http).await,
+            }
+            .map_err(|err| self.userinfo_error(&err))?;
             if let Ok(JsonValue::Object(extra)) = serde_json::to_value(&userinfo) {
                 for (name, value) in extra {
                     all.entry(name).or_insert(value);
@@ -139,7 +160,8 @@ impl Idp {
             }
         }
 
-        let tokens = tokens_of(&response, id_token.to_string(), now);
+        let mut tokens = tokens_of(&response, id_token.to_string(), now);
+        tokens.dpop_key = dpop.map(|dpop| dpop.sealed_form());
         Ok(VerifiedLogin {
             claims: VerifiedClaims {
                 issuer: self.config.issuer.clone(),
@@ -260,6 +282,8 @@ impl Idp {
             id_token: String::new(),
             expires_at: expires_in.map(|seconds| now.saturating_add(seconds)),
             scope: None,
+            token_type: None,
+            dpop_key: None,
         })
     }
 
@@ -419,7 +443,18 @@ pub(super) fn tokens_of(
                 .collect::<Vec<_>>()
                 .join(" ")
         }),
+        token_type: token_type_name(response)
+            .filter(|name| name.eq_ignore_ascii_case("dpop"))
+            .map(|_| "DPoP".to_string()),
+        dpop_key: None,
     }
+}
+
+/// The answer's `token_type` as the IdP wrote it.
+pub(super) fn token_type_name(response: &TokenResponseWithClaims) -> Option<String> {
+    serde_json::to_value(response.token_type())
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_string))
 }
 
 /// What a step-up asked of the sign-in, checked on its ID token (OIDC Core §3.1.2.1, §2): with

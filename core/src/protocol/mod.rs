@@ -11,6 +11,7 @@ mod authorize;
 mod callback;
 mod client_auth;
 mod discovery;
+mod dpop;
 mod exchange;
 mod jws;
 mod outbound;
@@ -253,6 +254,12 @@ pub struct IdpTokens {
     /// Unix seconds.
     pub expires_at: Option<i64>,
     pub scope: Option<String>,
+    /// `DPoP` when the tokens are bound to [`IdpTokens::dpop_key`]; `None`: bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// The identity's DPoP private key (PKCS#8, base64), sealed with the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_key: Option<String>,
 }
 
 impl std::fmt::Debug for IdpTokens {

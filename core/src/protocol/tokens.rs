@@ -56,10 +56,15 @@ impl Idp {
         for (name, value) in self.assertion_params(&self.token_endpoint(Some(&discovered)))? {
             request = request.add_extra_param(name, value);
         }
-        let response = request
-            .request_async(&recording)
-            .await
-            .map_err(|err| {
+        let dpop = self.dpop_of(tokens)?;
+        let bound = dpop
+            .as_ref()
+            .map(|dpop| self.http.as_oidc_dpop(dpop, Arc::clone(&status)));
+        let response = match &bound {
+            Some(bound) => request.request_async(bound).await,
+            None => request.request_async(&recording).await,
+        }
+        .map_err(|err| {
                 let failure = self.token_error(&err);
                 let status = status.load(std::sync::atomic::Ordering::Relaxed);
                 if (400..500).contains(&status) || matches!(failure, Error::CodeRejected(_)) {
@@ -102,6 +107,7 @@ impl Idp {
         if fresh.refresh_token.is_none() {
             fresh.refresh_token = Some(refresh_token);
         }
+        fresh.dpop_key = tokens.dpop_key.clone();
         Ok(fresh)
     }
 
@@ -118,6 +124,7 @@ impl Idp {
         else {
             return Ok(false);
         };
+        let dpop = self.dpop_of(tokens)?;
         let candidates = [
             (tokens.refresh_token.as_deref(), "refresh_token"),
             (Some(tokens.access_token.as_str()), "access_token"),
@@ -131,7 +138,11 @@ impl Idp {
                 &[("token", token), ("token_type_hint", hint)],
                 &self.token_endpoint(Some(&discovered)),
             )?;
-            let response = self.http.execute(request).await.map_err(|err| {
+            let response = match &dpop {
+                Some(dpop) => self.http.execute_dpop(request, dpop).await,
+                None => self.http.execute(request).await,
+            }
+            .map_err(|err| {
                 tracing::warn!(idp = %self.config.name, error = %err, "revocation failed");
                 Error::RevocationFailed(
                     "the identity provider could not be reached to revoke the tokens; try again"
