@@ -244,6 +244,10 @@ pub struct CommonKeys {
     /// `private_key_jwt`: the certificate the IdP registered for the key (Entra), a PEM file;
     /// each assertion names it in its `x5t#S256` header.
     pub client_certificate_file: Option<String>,
+    /// The `aud` of client assertions (`private_key_jwt`, `client_secret_jwt`): the IdP's
+    /// token endpoint (default; what Entra and most IdPs want) or its issuer.
+    #[schemars(extend("enum" = ["token_endpoint", "issuer"], "default" = "token_endpoint"))]
+    pub client_assertion_audience: Option<String>,
     /// Pushed authorization requests (RFC 9126): the authorize parameters go to the IdP over
     /// the back channel and the browser carries only `client_id` and `request_uri`. `auto`:
     /// when discovery has a `pushed_authorization_request_endpoint`; `always`: an IdP without
@@ -672,6 +676,7 @@ client_auth = "private_key_jwt"
 client_key_file = "SIGNING_KEY"
 client_key_alg = "ES256"
 client_certificate_file = "CLIENT_CERT"
+client_assertion_audience = "issuer"
 par = "always"
 response_mode = "form_post"
 dpop = true

@@ -4,6 +4,8 @@
 //! `/authnz/{idp}/jwks.json`; `client_secret_jwt` and `client_secret_post`.
 
 use authnz::client_key::ClientKey;
+use authnz_tests::hostile::{HostileIdp, CLIENT_ID, CLIENT_SECRET};
+use authnz_tests::jwt::key_a;
 use authnz_tests::{Browser, OidcProvider, Reserved, TestServer};
 use serde_json::json;
 
@@ -198,5 +200,79 @@ async fn client_secret_jwt_and_client_secret_post_sign_in() {
             .await;
         assert_eq!(response.status(), 303, "{method}");
         assert_eq!(alice.me(&server.url).await.0, 200, "{method}");
+    }
+}
+
+#[tokio::test]
+async fn each_assertion_is_fresh_and_names_whom_it_is_for() {
+    let keys = tempfile::tempdir().unwrap();
+    let (path, jwk) = client_key(keys.path(), false);
+    for (audience, line) in [
+        ("token_endpoint", ""),
+        ("issuer", "client_assertion_audience = \"issuer\"\n"),
+    ] {
+        let idp = HostileIdp::start().await;
+        idp.answer_userinfo(json!({"sub": "alice-sub"}));
+        let config = idp
+            .idp_toml("corp")
+            .replace(&format!("client_secret = \"{CLIENT_SECRET}\"\n"), "")
+            + &format!(
+                "client_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"\n{line}",
+                path.display()
+            );
+        let server = Reserved::new().start(&config).await;
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let browser = Browser::new();
+            let response = idp
+                .sign_in(
+                    &browser,
+                    &server.url,
+                    "corp",
+                    "at-1",
+                    |claims| key_a().sign(json!({}), &claims),
+                    json!({}),
+                )
+                .await;
+            assert_eq!(response.status(), 303, "{audience}");
+            let body = idp.with(|script| script.token_bodies.last().cloned().unwrap());
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            assert_eq!(
+                form["client_assertion_type"],
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            );
+            assert_eq!(form["client_id"], CLIENT_ID);
+            assert!(!form.contains_key("client_secret"));
+            let parts: Vec<&str> = form["client_assertion"].split('.').collect();
+            use base64::Engine;
+            let decode = |part: &str| -> serde_json::Value {
+                serde_json::from_slice(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(part)
+                        .unwrap(),
+                )
+                .unwrap()
+            };
+            let (header, claims) = (decode(parts[0]), decode(parts[1]));
+            assert_eq!(header["kid"], jwk["kid"]);
+            assert_eq!(header["alg"], "ES256");
+            assert_eq!(claims["iss"], CLIENT_ID);
+            assert_eq!(claims["sub"], CLIENT_ID);
+            let expected = if audience == "issuer" {
+                idp.issuer.clone()
+            } else {
+                format!("{}/token", idp.issuer)
+            };
+            assert_eq!(claims["aud"], expected.as_str());
+            assert_eq!(
+                claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+                60
+            );
+            seen.push(claims["jti"].as_str().unwrap().to_string());
+        }
+        assert_ne!(seen[0], seen[1], "a fresh jti each time");
     }
 }

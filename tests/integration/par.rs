@@ -220,3 +220,60 @@ async fn what_the_idp_says_of_pushed_requests_is_honoured_and_its_failures_named
         assert_eq!(server.count("pending_logins").await, 0);
     }
 }
+
+#[tokio::test]
+async fn a_pushed_request_that_expired_at_the_idp_says_to_start_again() {
+    let idp = HostileIdp::start().await;
+    let par = format!("{}/par", idp.issuer);
+    idp.with(|script| {
+        script.discovery["pushed_authorization_request_endpoint"] = json!(par);
+        script.extra.insert(
+            "/par".into(),
+            Reply::Json(
+                201,
+                json!({"request_uri": "urn:ietf:params:oauth:request_uri:short", "expires_in": 1}),
+            ),
+        );
+    });
+    let server = Reserved::new().start(&idp.idp_toml("corp")).await;
+    let browser = Browser::new();
+    let authorize = browser.start_login(&server.url, "corp").await;
+    assert_eq!(parameters(&authorize), ["client_id", "request_uri"]);
+    // The state went to the IdP only: it comes back with the IdP's refusal.
+    let (_, pushed) = idp.with(|script| {
+        script
+            .bodies
+            .iter()
+            .rev()
+            .find(|(path, _)| path == "/par")
+            .cloned()
+            .unwrap()
+    });
+    let state = url::form_urlencoded::parse(pushed.as_bytes())
+        .find(|(name, _)| name == "state")
+        .map(|(_, value)| value.into_owned())
+        .unwrap();
+    let response = browser
+        .get(&format!(
+            "{}/authnz/corp/callback?error=invalid_request_uri&state={state}&iss={}",
+            server.url,
+            url::form_urlencoded::byte_serialize(idp.issuer.as_bytes()).collect::<String>()
+        ))
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "idp_error");
+    assert!(
+        body["message"].as_str().unwrap().contains(
+            "expired at the identity provider (invalid_request_uri): start the sign-in again"
+        ),
+        "{body}"
+    );
+    assert_eq!(browser.me(&server.url).await.0, 401);
+    assert_eq!(
+        server.count("pending_logins").await,
+        0,
+        "the state is spent"
+    );
+    assert!(!idp.called("/token"), "no code was redeemed");
+}

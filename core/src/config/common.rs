@@ -22,6 +22,7 @@ pub(super) struct CommonKeys {
     pub(super) par: Par,
     pub(super) form_post: bool,
     pub(super) dpop: bool,
+    pub(super) assertion_audience_issuer: bool,
     pub(super) issuer: Option<(String, Range<usize>)>,
     pub(super) scopes: Option<Vec<String>>,
     pub(super) extra_scopes: Vec<String>,
@@ -79,6 +80,21 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         },
     };
     let dpop = fields.take_bool(cx, "dpop").unwrap_or(false);
+    let assertion_audience_issuer = match fields.take_str(cx, "client_assertion_audience") {
+        None => false,
+        Some((value, span)) => match value.as_str() {
+            "token_endpoint" => false,
+            "issuer" => true,
+            _ => {
+                cx.issue(
+                    span,
+                    &at.key("client_assertion_audience"),
+                    "expected \"token_endpoint\" or \"issuer\"",
+                );
+                false
+            }
+        },
+    };
     let par = match fields.take_str(cx, "par") {
         None => Par::Auto,
         Some((value, span)) => match value.as_str() {
@@ -149,6 +165,7 @@ pub(super) fn common_keys(cx: &mut Context, fields: &mut Fields, at: &Place) -> 
         par,
         form_post,
         dpop,
+        assertion_audience_issuer,
         issuer,
         scopes,
         extra_scopes,

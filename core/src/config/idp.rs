@@ -40,6 +40,8 @@ pub struct IdpConfig {
     pub form_post: bool,
     /// `dpop = true`: the identity's tokens are bound to a key of its own (RFC 9449).
     pub dpop: bool,
+    /// Client assertions name the issuer as their audience, not the token endpoint.
+    pub assertion_audience_issuer: bool,
     /// The issuer to discover, after the config override, exactly as written: ID tokens must
     /// carry this very string in `iss`.
     pub issuer: String,
@@ -268,6 +270,7 @@ fn idp_entry(
         par: common.par,
         form_post: common.form_post,
         dpop: common.dpop,
+        assertion_audience_issuer: common.assertion_audience_issuer,
         issuer: issuer?,
         scopes,
         prompt: common.prompt,

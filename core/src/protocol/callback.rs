@@ -96,6 +96,12 @@ pub fn check_callback<'p>(
             .get("error_description")
             .map(String::as_str)
             .unwrap_or("");
+        // A pushed request (RFC 9126) that the IdP no longer holds: the person took too long.
+        if error == "invalid_request_uri" {
+            return Err(CallbackRefusal::IdpError(
+                "the sign-in request expired at the identity provider (invalid_request_uri): start the sign-in again".into(),
+            ));
+        }
         return Err(CallbackRefusal::IdpError(
             format!("the identity provider reported: {error} {description}")
                 .trim()

@@ -3,8 +3,9 @@
 //!
 //! The secret goes in an HTTP Basic header or in the body; with `client_secret_jwt` or
 //! `private_key_jwt` (RFC 7523) each call carries a fresh assertion instead: `iss` and `sub`
-//! the client id, `aud` the token endpoint (which every endpoint of the server accepts), a
-//! random `jti`, valid for a minute. The secret or key never leaves authnz otherwise.
+//! the client id, `aud` the token endpoint (which every endpoint of the server accepts; or the
+//! issuer, with `client_assertion_audience = "issuer"`, for an IdP that wants that), a random
+//! `jti`, valid for a minute. The secret or key never leaves authnz otherwise.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -48,6 +49,11 @@ impl Idp {
     /// `audience`, with the assertion methods; nothing otherwise.
     pub(super) fn assertion_params(&self, audience: &str) -> Result<Vec<(String, String)>, Error> {
         let now = chrono::Utc::now().timestamp();
+        let audience = if self.config.assertion_audience_issuer {
+            self.config.issuer.as_str()
+        } else {
+            audience
+        };
         let claims = serde_json::json!({
             "iss": self.config.client_id,
             "sub": self.config.client_id,
