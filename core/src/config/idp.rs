@@ -251,6 +251,13 @@ fn idp_entry(
         at,
     );
     let scopes = all_scopes(&info, common.scopes.take(), &common.extra_scopes);
+    if common.dpop && info.oauth2.is_some() {
+        cx.issue(
+            at.span.clone(),
+            &at.key("dpop"),
+            format!("dpop needs an OpenID provider; kind \"{kind}\" is plain OAuth 2.0"),
+        );
+    }
 
     Some(IdpEntry::Ready(Box::new(IdpConfig {
         label: common.label.unwrap_or_else(|| {

@@ -651,3 +651,16 @@ fn client_auth_takes_what_its_method_needs_and_names_what_is_wrong() {
         missing.unavailable[0].reason
     );
 }
+
+#[test]
+fn dpop_is_refused_for_a_plain_oauth2_kind() {
+    let found = issues(
+        "[server]\nlisten = \"127.0.0.1:9000\"\n\n[idps.gh]\nkind = \"github\"\nclient_id = \"c\"\nclient_secret = \"s\"\ndpop = true\n",
+    );
+    assert!(
+        found.iter().any(|issue| issue.contains(
+            "idps.gh.dpop: dpop needs an OpenID provider; kind \"github\" is plain OAuth 2.0"
+        )),
+        "{found:?}"
+    );
+}
