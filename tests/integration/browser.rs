@@ -263,10 +263,14 @@ async fn a_person_whose_address_has_an_account_connects_the_new_idp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_posted_answer_signs_in_a_real_browser() {
     let reserved = Reserved::new();
-    let provider = OidcProvider::start(&[reserved.callback("corp")], json!({}));
+    let provider = OidcProvider::start(
+        &[reserved.callback("corp"), reserved.callback("lab")],
+        json!({}),
+    );
     let config = format!(
-        "{}response_mode = \"form_post\"\n",
-        oidc_idp_toml("corp", &provider.issuer)
+        "{}response_mode = \"form_post\"\nprompt = \"login\"\n{}label = \"Lab\"\nrequire_create_confirmation = true\nprompt = \"login\"\n",
+        oidc_idp_toml("corp", &provider.issuer),
+        oidc_idp_toml("lab", &provider.issuer).replace("label = \"Corp\"\n", ""),
     );
     let server = reserved.start(&config).await;
     run_script(
@@ -278,5 +282,5 @@ async fn a_posted_answer_signs_in_a_real_browser() {
         "all form_post steps passed",
     )
     .await;
-    assert_eq!(server.count("users").await, 1);
+    assert_eq!(server.count("users").await, 3, "alice, grace, hedy");
 }
