@@ -11,26 +11,6 @@ use serde_json::json;
 
 use crate::login_flow::{dev_login, dev_server};
 
-async fn open_tokens(
-    server: &authnz_tests::TestServer,
-    idp: &str,
-    subject: &str,
-) -> serde_json::Value {
-    let sealed = server
-        .app
-        .store
-        .sealed_tokens(idp, subject)
-        .await
-        .unwrap()
-        .expect("tokens stored");
-    let plain = server
-        .app
-        .vault
-        .open(&authnz::store::identity_key_public(idp, subject), &sealed)
-        .unwrap();
-    serde_json::from_slice(&plain).unwrap()
-}
-
 /// Uses a refresh token at the provider directly: the provider's own verdict.
 async fn provider_refresh_status(provider: &OidcProvider, refresh_token: &str) -> u16 {
     reqwest::Client::new()
@@ -117,10 +97,11 @@ async fn connect_then_disconnect_revokes_at_the_idp_and_logout_ends_everything()
     assert_eq!(idps, ["corp", "lab"]);
 
     // Disconnect lab: its refresh token is revoked at the provider first.
-    let refresh = open_tokens(&server, "lab", "alice").await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let refresh = server
+        .tokens("lab", "alice")
+        .await
+        .refresh_token
+        .expect("a refresh token");
     assert_eq!(
         provider_refresh_status(&provider, &refresh).await,
         200,

@@ -6,7 +6,7 @@
 use authnz::client_key::ClientKey;
 use authnz_tests::hostile::{HostileIdp, CLIENT_ID, CLIENT_SECRET};
 use authnz_tests::jwt::key_a;
-use authnz_tests::{Browser, OidcProvider, Reserved, TestServer};
+use authnz_tests::{Browser, OidcProvider, Reserved};
 use serde_json::json;
 
 /// A secret long enough for HS256 (the provider wants 256 bits for `client_secret_jwt`).
@@ -35,26 +35,6 @@ fn entry(issuer: &str, lines: &str) -> String {
     format!(
         "[idps.corp]\nkind = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"authnz\"\n{lines}\n"
     )
-}
-
-/// The tokens stored for alice at corp.
-async fn stored_tokens(server: &TestServer) -> authnz::protocol::IdpTokens {
-    let sealed = server
-        .app
-        .store
-        .sealed_tokens("corp", "alice")
-        .await
-        .unwrap()
-        .expect("tokens stored");
-    let plain = server
-        .app
-        .vault
-        .open(
-            &authnz::store::identity_key_public("corp", "alice"),
-            &sealed,
-        )
-        .unwrap();
-    serde_json::from_slice(&plain).unwrap()
 }
 
 #[tokio::test]
@@ -103,7 +83,7 @@ async fn private_key_jwt_signs_in_refreshes_and_revokes_without_a_secret() {
 
         // A refresh and a revocation, each with its own assertion.
         let idp = server.app.idp("corp").unwrap();
-        let tokens = stored_tokens(&server).await;
+        let tokens = server.tokens("corp", "alice").await;
         assert!(tokens.refresh_token.is_some(), "offline_access gave one");
         let fresh = idp
             .refresh(&tokens, "alice", chrono::Utc::now().timestamp())
@@ -246,17 +226,7 @@ async fn each_assertion_is_fresh_and_names_whom_it_is_for() {
             );
             assert_eq!(form["client_id"], CLIENT_ID);
             assert!(!form.contains_key("client_secret"));
-            let parts: Vec<&str> = form["client_assertion"].split('.').collect();
-            use base64::Engine;
-            let decode = |part: &str| -> serde_json::Value {
-                serde_json::from_slice(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(part)
-                        .unwrap(),
-                )
-                .unwrap()
-            };
-            let (header, claims) = (decode(parts[0]), decode(parts[1]));
+            let (header, claims) = authnz_tests::jwt::parts(&form["client_assertion"]);
             assert_eq!(header["kid"], jwk["kid"]);
             assert_eq!(header["alg"], "ES256");
             assert_eq!(claims["iss"], CLIENT_ID);

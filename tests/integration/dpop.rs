@@ -6,24 +6,8 @@
 
 use authnz_tests::hostile::{HostileIdp, Reply};
 use authnz_tests::jwt::key_a;
-use authnz_tests::{oidc_idp_toml, query_param, Browser, OidcProvider, Reserved, TestServer};
+use authnz_tests::{oidc_idp_toml, query_param, Browser, OidcProvider, Reserved};
 use serde_json::json;
-
-async fn stored(server: &TestServer, idp: &str, subject: &str) -> authnz::protocol::IdpTokens {
-    let sealed = server
-        .app
-        .store
-        .sealed_tokens(idp, subject)
-        .await
-        .unwrap()
-        .expect("tokens stored");
-    let plain = server
-        .app
-        .vault
-        .open(&authnz::store::identity_key_public(idp, subject), &sealed)
-        .unwrap();
-    serde_json::from_slice(&plain).unwrap()
-}
 
 #[tokio::test]
 async fn dpop_binds_the_tokens_to_the_identitys_key_with_and_without_nonces() {
@@ -49,7 +33,7 @@ async fn dpop_binds_the_tokens_to_the_identitys_key_with_and_without_nonces() {
 
         // Bound: the key is the identity's, sealed with its tokens; the provider refuses the
         // access token as a bearer one.
-        let tokens = stored(&server, "corp", "alice").await;
+        let tokens = server.tokens("corp", "alice").await;
         assert_eq!(tokens.token_type.as_deref(), Some("DPoP"));
         assert!(tokens.dpop_key.is_some());
         let bearer = reqwest::Client::new()
@@ -145,17 +129,7 @@ async fn a_bound_answer_nobody_asked_for_and_an_unbound_one_are_refused() {
                     .and_then(|(_, headers)| headers.get("dpop").cloned())
             });
             let proof = proof.expect("a DPoP proof on the token request");
-            let parts: Vec<&str> = proof.to_str().unwrap().split('.').collect();
-            use base64::Engine;
-            let decode = |part: &str| -> serde_json::Value {
-                serde_json::from_slice(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(part)
-                        .unwrap(),
-                )
-                .unwrap()
-            };
-            let (header, claims) = (decode(parts[0]), decode(parts[1]));
+            let (header, claims) = authnz_tests::jwt::parts(proof.to_str().unwrap());
             assert_eq!(header["typ"], "dpop+jwt");
             assert_eq!(header["alg"], "ES256");
             assert!(

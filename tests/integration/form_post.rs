@@ -7,6 +7,26 @@
 use authnz_tests::{oidc_idp_toml, Back, Browser, OidcProvider, Reserved};
 use serde_json::json;
 
+/// Posts the answer's `fields` to `action` from `browser`, as a browser posting from `origin`
+/// (`Sec-Fetch-Site: site`, when given).
+async fn post(
+    browser: &Browser,
+    action: &str,
+    fields: &[(String, String)],
+    origin: Option<&str>,
+    site: &str,
+) -> reqwest::Response {
+    let mut request = browser
+        .client
+        .post(action)
+        .header("Sec-Fetch-Site", site)
+        .form(fields);
+    if let Some(origin) = origin {
+        request = request.header("Origin", origin);
+    }
+    request.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_posted_answer_hops_once_and_signs_in_with_the_browsers_binding() {
     let reserved = Reserved::new();
@@ -40,15 +60,14 @@ async fn a_posted_answer_hops_once_and_signs_in_with_the_browsers_binding() {
     // The provider's post, from its own site: a page that posts the fields again from here;
     // nothing is consumed yet.
     let pending = server.count("pending_logins").await;
-    let first = browser
-        .client
-        .post(&action)
-        .header("Origin", provider.issuer.as_str())
-        .header("Sec-Fetch-Site", "cross-site")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let first = post(
+        &browser,
+        &action,
+        &fields,
+        Some(&provider.issuer),
+        "cross-site",
+    )
+    .await;
     assert_eq!(first.status(), 200);
     assert!(
         first.headers().get("set-cookie").is_none(),
@@ -79,15 +98,7 @@ async fn a_posted_answer_hops_once_and_signs_in_with_the_browsers_binding() {
     // Another browser posting the same fields from here lacks the binding: refused, and the
     // sign-in is spent.
     let thief = Browser::new();
-    let stolen = thief
-        .client
-        .post(&action)
-        .header("Origin", url.as_str())
-        .header("Sec-Fetch-Site", "same-origin")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let stolen = post(&thief, &action, &fields, Some(&url), "same-origin").await;
     assert_eq!(stolen.status(), 400);
     assert_eq!(thief.me(&url).await.0, 401);
 
@@ -99,28 +110,13 @@ async fn a_posted_answer_hops_once_and_signs_in_with_the_browsers_binding() {
     else {
         panic!("the provider answered by redirect");
     };
-    let again = browser
-        .client
-        .post(&action)
-        .header("Origin", url.as_str())
-        .header("Sec-Fetch-Site", "same-origin")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let again = post(&browser, &action, &fields, Some(&url), "same-origin").await;
     assert_eq!(again.status(), 303);
     let (status, me) = browser.me(&url).await;
     assert_eq!(status, 200);
     assert_eq!(me["identities"][0]["subject"], "alice");
     // Replayed: the state is gone.
-    let replay = browser
-        .client
-        .post(&action)
-        .header("Sec-Fetch-Site", "same-origin")
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let replay = post(&browser, &action, &fields, None, "same-origin").await;
     assert_eq!(replay.status(), 400);
 
     // An entry that answers by redirect takes no posted answer, and the other way round.
@@ -134,14 +130,14 @@ async fn a_posted_answer_hops_once_and_signs_in_with_the_browsers_binding() {
         .query_pairs()
         .into_owned()
         .collect();
-    let posted = lab
-        .client
-        .post(format!("{url}/authnz/lab/callback"))
-        .header("Sec-Fetch-Site", "same-origin")
-        .form(&query)
-        .send()
-        .await
-        .unwrap();
+    let posted = post(
+        &lab,
+        &format!("{url}/authnz/lab/callback"),
+        &query,
+        None,
+        "same-origin",
+    )
+    .await;
     assert_eq!(posted.status(), 400);
     let body: serde_json::Value = posted.json().await.unwrap();
     assert_eq!(body["error"], "wrong_response_mode", "{body}");

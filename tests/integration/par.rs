@@ -16,6 +16,19 @@ fn parameters(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The body of the last pushed authorization request the hostile IdP saw.
+fn last_push(idp: &HostileIdp) -> String {
+    idp.with(|script| {
+        script
+            .bodies
+            .iter()
+            .rev()
+            .find(|(path, _)| path == "/par")
+            .map(|(_, body)| body.clone())
+            .unwrap()
+    })
+}
+
 #[tokio::test]
 async fn a_login_pushes_its_request_and_the_browser_carries_only_a_reference() {
     let pushing = Reserved::new();
@@ -109,21 +122,14 @@ async fn what_the_idp_says_of_pushed_requests_is_honoured_and_its_failures_named
             idp.issuer
         )
     );
-    let (pushed, authorization) = idp.with(|script| {
-        let body = script
-            .bodies
-            .iter()
-            .rev()
-            .find(|(path, _)| path == "/par")
-            .map(|(_, body)| body.clone())
-            .unwrap();
-        let header = script
+    let pushed = last_push(&idp);
+    let authorization = idp.with(|script| {
+        script
             .headers
             .iter()
             .rev()
             .find(|(path, _)| path == "/par")
-            .and_then(|(_, headers)| headers.get("authorization").cloned());
-        (body, header)
+            .and_then(|(_, headers)| headers.get("authorization").cloned())
     });
     let names: Vec<String> = url::form_urlencoded::parse(pushed.as_bytes())
         .map(|(name, _)| name.into_owned())
@@ -240,15 +246,7 @@ async fn a_pushed_request_that_expired_at_the_idp_says_to_start_again() {
     let authorize = browser.start_login(&server.url, "corp").await;
     assert_eq!(parameters(&authorize), ["client_id", "request_uri"]);
     // The state went to the IdP only: it comes back with the IdP's refusal.
-    let (_, pushed) = idp.with(|script| {
-        script
-            .bodies
-            .iter()
-            .rev()
-            .find(|(path, _)| path == "/par")
-            .cloned()
-            .unwrap()
-    });
+    let pushed = last_push(&idp);
     let state = url::form_urlencoded::parse(pushed.as_bytes())
         .find(|(name, _)| name == "state")
         .map(|(_, value)| value.into_owned())

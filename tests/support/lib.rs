@@ -285,6 +285,23 @@ impl TestServer {
             .map(|records| records.len())
             .unwrap_or(0)
     }
+
+    /// The tokens stored (sealed) for an identity, opened.
+    pub async fn tokens(&self, idp: &str, subject: &str) -> authnz::protocol::IdpTokens {
+        let sealed = self
+            .app
+            .store
+            .sealed_tokens(idp, subject)
+            .await
+            .unwrap()
+            .expect("tokens stored");
+        let plain = self
+            .app
+            .vault
+            .open(&authnz::store::identity_key_public(idp, subject), &sealed)
+            .unwrap();
+        serde_json::from_slice(&plain).unwrap()
+    }
 }
 
 /// Asserts that `after` equals `before` except for the listed consumed pending logins.
