@@ -397,6 +397,7 @@ fn check_online(config: &config::Config) -> ExitCode {
                     let mut problems = idp.algorithm_problems(&found);
                     problems.extend(idp.client_auth_problems(&found));
                     problems.extend(idp.par_problems(&found));
+                    problems.extend(idp.dpop_problems(&found));
                     for problem in &problems {
                         println!("idps.{name}: failed: {problem}");
                     }

@@ -241,3 +241,38 @@ fn keygen_writes_a_private_key_once() {
         "the key is never printed"
     );
 }
+
+/// `check --online` says when what an entry asks of its IdP is not what the IdP's discovery
+/// offers: a client authentication it does not list, pushed requests it does not take or
+/// requires, DPoP without ES256 proofs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_compares_the_relying_party_options_with_discovery() {
+    let idp = authnz_tests::hostile::HostileIdp::start().await;
+    idp.with(|s| {
+        s.discovery["token_endpoint_auth_methods_supported"] =
+            serde_json::json!(["client_secret_basic"]);
+        s.discovery["dpop_signing_alg_values_supported"] = serde_json::json!(["RS256"]);
+    });
+    let entry = |name: &str, lines: &str| format!("{}{lines}\n", idp.idp_toml(name));
+    let output = check_online(
+        &[
+            entry("post", "client_auth = \"client_secret_post\""),
+            entry("pushed", "par = \"always\""),
+            entry("bound", "dpop = true"),
+            entry("plain", ""),
+        ]
+        .concat(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for says in [
+        "idps.post: failed: client_auth = \"client_secret_post\", but the IdP's token_endpoint_auth_methods_supported lists only client_secret_basic",
+        "idps.pushed: failed: par = \"always\", but the identity provider's discovery has no pushed_authorization_request_endpoint",
+        "idps.bound: failed: dpop = true, but the IdP takes DPoP proofs only in RS256 (authnz signs ES256)",
+    ] {
+        assert!(stdout.contains(says), "{says}\n{stdout}");
+    }
+    assert!(!stdout.contains("idps.plain: failed"), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("3 identity provider(s) failed the online check"));
+}

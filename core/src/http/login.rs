@@ -281,6 +281,10 @@ pub(crate) async fn login(
 /// asks): only ever stricter than a plain login, so anyone may ask for it.
 fn step_up_of(req: &Request) -> Result<protocol::StepUp, FlowError> {
     let query = req.uri().query().unwrap_or_default();
+    // The common login has neither: nothing to parse.
+    if !query.contains("max_age") && !query.contains("acr_values") {
+        return Ok(protocol::StepUp::default());
+    }
     let value = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(key, _)| key == name)

@@ -196,6 +196,26 @@ impl IdpHttp {
 }
 
 impl Idp {
+    /// What `check --online` says of `dpop` against discovery: an IdP that names its DPoP
+    /// algorithms without ES256 (authnz's proofs), or names none (it may not do DPoP at all).
+    pub fn dpop_problems(&self, discovered: &Discovered) -> Vec<String> {
+        if !self.config.dpop {
+            return Vec::new();
+        }
+        match &discovered
+            .metadata
+            .additional_metadata()
+            .dpop_signing_alg_values_supported
+        {
+            None => vec!["dpop = true, but the IdP's discovery has no dpop_signing_alg_values_supported: it may not bind tokens".into()],
+            Some(algs) if !algs.iter().any(|alg| alg == "ES256") => vec![format!(
+                "dpop = true, but the IdP takes DPoP proofs only in {} (authnz signs ES256)",
+                algs.join(", ")
+            )],
+            Some(_) => Vec::new(),
+        }
+    }
+
     /// The DPoP key for a call with `tokens` (`None` without `dpop`); an identity's tokens
     /// from before `dpop` was set have none, and get none.
     pub(super) fn dpop_of(&self, tokens: &IdpTokens) -> Result<Option<Arc<Dpop>>, Error> {

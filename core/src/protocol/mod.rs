@@ -82,6 +82,9 @@ pub struct ExtraProviderMetadata {
     /// RFC 9126 §5: the IdP takes authorization requests only pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_pushed_authorization_requests: Option<bool>,
+    /// RFC 9449 §5.1: the algorithms the IdP takes DPoP proofs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 
 impl AdditionalProviderMetadata for ExtraProviderMetadata {}
