@@ -28,14 +28,16 @@ pub(crate) async fn hot_paths<E: Endpoint>(next: E, req: Request) -> poem::Resul
                         (check_query(&req), plain_session(&req))
                     {
                         let credential = Some(Auth::session_cookie(session));
-                        return Ok(super::forward::answer(&app, &req, credential, &name, mode)
-                            .await
-                            .into_response());
+                        return Ok(Box::pin(super::forward::answer(
+                            &app, &req, credential, &name, mode,
+                        ))
+                        .await
+                        .into_response());
                     }
                 }
                 "/api/users/me" if req.uri().query().is_none() => {
                     if let Some(session) = plain_session(&req) {
-                        return super::account::me(&app, &Auth::session_cookie(session))
+                        return Box::pin(super::account::me(&app, &Auth::session_cookie(session)))
                             .await
                             .map(IntoResponse::into_response)
                             .map_err(poem::Error::from);
@@ -43,7 +45,7 @@ pub(crate) async fn hot_paths<E: Endpoint>(next: E, req: Request) -> poem::Resul
                 }
                 path => {
                     if let (Some(idp), Some(next)) = (login_idp(path), login_query(&req)) {
-                        return super::login::login(&app, &req, idp, next.as_deref())
+                        return Box::pin(super::login::login(&app, &req, idp, next.as_deref()))
                             .await
                             .map(IntoResponse::into_response)
                             .map_err(poem::Error::from);
@@ -52,8 +54,9 @@ pub(crate) async fn hot_paths<E: Endpoint>(next: E, req: Request) -> poem::Resul
             }
         }
     }
-    // Boxed: the futures of the whole route are large, and every layer above would carry
-    // (and move) their size on every request, the hot ones too.
+    // Each answer's future is boxed, the hot ones too: they are large (the whole route's, or an
+    // operation's with its store calls), and unboxed every layer above would carry their size
+    // and move it on every poll of every request.
     Ok(Box::pin(next.call(req)).await?.into_response())
 }
 
