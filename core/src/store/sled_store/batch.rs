@@ -188,91 +188,94 @@ impl Drop for Unstuck<'_> {
 /// One login's reads and writes inside a login transaction. A refused login aborts before it
 /// writes anything.
 pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutcome> {
-    let (
-        users,
-        usernames,
-        emails,
-        identities,
-        user_identities,
-        tokens,
-        sessions,
-        user_sessions,
-        identity_sessions,
-    ) = trees;
+    let (users, usernames, emails, identities, sessions, identity_sessions) = trees;
     let id_key = identity_key(&login.idp, &login.subject);
-    let existing: Option<Identity> = get_in(identities, &id_key)?;
+    let existing = identity_in(identities, &id_key)?;
     let owner: Option<EmailOwner> = match linking::email_key(login) {
         Some(email) => get_in(emails, email.as_bytes())?,
         None => None,
     };
     let found = linking::Found {
-        identity: existing.as_ref(),
+        identity: existing.as_ref().map(|record| &record.value),
         email_owner: owner.as_ref(),
     };
-    let (user, created, linked, identity) = match linking::decide(login, found).map_err(abort)? {
-        linking::Link::Returning { user_id } => {
-            let user: User = get_in(users, user_id.as_bytes())?
-                .ok_or_else(|| abort(StoreError::Corrupt("identity without its user".into())))?;
-            let mut identity = existing.ok_or_else(|| {
-                abort(StoreError::Corrupt("a returning identity vanished".into()))
-            })?;
-            identity.issuer = Some(login.issuer.clone());
-            identity.email = login.email.clone();
-            identity.email_verified = login.email_verified;
-            identity.last_login_at = login.now;
-            identity.groups = login.groups.clone();
-            (user, false, false, identity)
-        }
-        link => {
-            let (user, created) = match link {
-                linking::Link::Join { user_id } => {
-                    let user: User = get_in(users, user_id.as_bytes())?
-                        .ok_or_else(|| abort(StoreError::NoSuchUser))?;
-                    (user, false)
-                }
-                _ => {
-                    let username = linking::allocate_username(&login.username, |candidate| {
-                        Ok::<_, ConflictableTransactionError<StoreError>>(
-                            usernames.get(candidate.as_bytes())?.is_some(),
-                        )
-                    })?
-                    .ok_or_else(|| abort(StoreError::UsernameExhausted))?;
-                    let user = User {
-                        id: login.new_user_id.clone(),
-                        username: username.clone(),
-                        email: login.email.clone(),
-                        display_name: login.display_name.clone(),
-                        created_at: login.now,
-                    };
-                    users.insert(user.id.as_bytes(), encode(&user).map_err(abort)?)?;
-                    usernames.insert(username.as_bytes(), user.id.as_bytes())?;
-                    if let Some((email, owner)) = linking::email_entry(login, &user.id) {
-                        emails.insert(email.as_bytes(), encode(&owner).map_err(abort)?)?;
+    let (user, created, linked, identity, old_tokens) =
+        match linking::decide(login, found).map_err(abort)? {
+            linking::Link::Returning { user_id } => {
+                let user = user_in(users, &user_id)?
+                    .ok_or_else(|| abort(StoreError::Corrupt("identity without its user".into())))?
+                    .user;
+                let Record {
+                    value: mut identity,
+                    tail: old_tokens,
+                } = existing.ok_or_else(|| {
+                    abort(StoreError::Corrupt("a returning identity vanished".into()))
+                })?;
+                identity.issuer = Some(login.issuer.clone());
+                identity.email = login.email.clone();
+                identity.email_verified = login.email_verified;
+                identity.last_login_at = login.now;
+                identity.groups = login.groups.clone();
+                (user, false, false, identity, old_tokens)
+            }
+            link => {
+                let (mut record, created) = match link {
+                    linking::Link::Join { user_id } => {
+                        let record = user_in(users, &user_id)?
+                            .ok_or_else(|| abort(StoreError::NoSuchUser))?;
+                        (record, false)
                     }
-                    (user, true)
-                }
-            };
-            user_identities.insert(key_of(&[&user.id, &login.idp, &login.subject]), &[][..])?;
-            let identity = Identity {
-                idp: login.idp.clone(),
-                subject: login.subject.clone(),
-                issuer: Some(login.issuer.clone()),
-                user_id: user.id.clone(),
-                email: login.email.clone(),
-                email_verified: login.email_verified,
-                linked_at: login.now,
-                last_login_at: login.now,
-                groups: login.groups.clone(),
-            };
-            let linked = !created;
-            (user, created, linked, identity)
-        }
-    };
-    identities.insert(id_key.as_slice(), encode(&identity).map_err(abort)?)?;
-    let replaced_tokens = tokens
-        .insert(id_key.as_slice(), login.sealed_tokens.as_slice())?
-        .map(|old| old.to_vec())
-        .filter(|old| *old != login.sealed_tokens);
+                    _ => {
+                        let username = linking::allocate_username(&login.username, |candidate| {
+                            Ok::<_, ConflictableTransactionError<StoreError>>(
+                                usernames.get(candidate.as_bytes())?.is_some(),
+                            )
+                        })?
+                        .ok_or_else(|| abort(StoreError::UsernameExhausted))?;
+                        let user = User {
+                            id: login.new_user_id.clone(),
+                            username: username.clone(),
+                            email: login.email.clone(),
+                            display_name: login.display_name.clone(),
+                            created_at: login.now,
+                        };
+                        usernames.insert(username.as_bytes(), user.id.as_bytes())?;
+                        if let Some((email, owner)) = linking::email_entry(login, &user.id) {
+                            emails.insert(email.as_bytes(), encode(&owner).map_err(abort)?)?;
+                        }
+                        let record = UserRecord {
+                            user,
+                            identities: Vec::new(),
+                        };
+                        (record, true)
+                    }
+                };
+                record.identities.push(id_key.clone());
+                put_user_in(users, &record)?;
+                let identity = Identity {
+                    idp: login.idp.clone(),
+                    subject: login.subject.clone(),
+                    issuer: Some(login.issuer.clone()),
+                    user_id: record.user.id.clone(),
+                    email: login.email.clone(),
+                    email_verified: login.email_verified,
+                    linked_at: login.now,
+                    last_login_at: login.now,
+                    groups: login.groups.clone(),
+                };
+                let linked = !created;
+                (record.user, created, linked, identity, None)
+            }
+        };
+    put_in(
+        identities,
+        &id_key,
+        &Record {
+            value: identity,
+            tail: Some(login.sealed_tokens.clone()),
+        },
+    )?;
+    let replaced_tokens = old_tokens.filter(|old| *old != login.sealed_tokens);
     let session = Session {
         user_id: user.id.clone(),
         idp: login.idp.clone(),
@@ -293,7 +296,6 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
         expiry_key(login.session_expires_at, &login.session_hash),
         &[][..],
     )?;
-    user_sessions.insert(key_of(&[&user.id, &login.session_hash]), &[][..])?;
     identity_sessions.insert(
         key_of(&[&login.idp, &login.subject, &login.session_hash]),
         &[][..],

@@ -81,18 +81,20 @@ pub(super) fn keys_with_prefix(tree: &Tree, prefix: &[u8]) -> StoreResult<Vec<Ve
         .collect()
 }
 
-/// The trees of accounts: users, identities, tokens, sessions and their indexes; a login
-/// writes them all.
+/// The trees of accounts: users (each with the keys of its identities), identities (each with
+/// its sealed tokens), sessions and their indexes; a login writes them all.
+///
+/// sled splits a leaf at 16 keys whatever their size and keeps a few hundred bytes of metadata
+/// resident per page, so what a person costs in memory (and in the time to open the database)
+/// follows the number of keys stored for them: what belongs to one record rides in its value
+/// (see [`Record`]) rather than under keys of its own.
 #[derive(Clone)]
 pub(super) struct AccountTrees {
     pub(super) users: Tree,
     pub(super) usernames: Tree,
     pub(super) emails: Tree,
     pub(super) identities: Tree,
-    pub(super) user_identities: Tree,
-    pub(super) tokens: Tree,
     pub(super) sessions: Tree,
-    pub(super) user_sessions: Tree,
     pub(super) identity_sessions: Tree,
     /// Deleting a user reads its index entries before its transaction (sled transactions cannot
     /// scan), so it holds this exclusively from the scan to the commit, while every transaction
@@ -110,10 +112,119 @@ pub(super) type LoginView = (
     TransactionalTree,
     TransactionalTree,
     TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
-    TransactionalTree,
 );
+
+/// A stored record and what rides with it: `json`, or `json \0 tail` (JSON text never holds a
+/// raw NUL). A user's tail is the JSON list of its identities' `[idp, subject]`; an identity's
+/// is its sealed tokens, as the vault made them.
+pub(super) struct Record<T> {
+    pub(super) value: T,
+    pub(super) tail: Option<Vec<u8>>,
+}
+
+impl<T: serde::Serialize + for<'de> serde::Deserialize<'de>> Record<T> {
+    pub(super) fn decode(bytes: &[u8]) -> StoreResult<Self> {
+        let (json, tail) = split_record(bytes);
+        Ok(Record {
+            value: decode(json)?,
+            tail: tail.map(<[u8]>::to_vec),
+        })
+    }
+
+    pub(super) fn encode(&self) -> StoreResult<Vec<u8>> {
+        Ok(join_record(encode(&self.value)?, self.tail.as_deref()))
+    }
+}
+
+/// `json`, then `\0 tail` if there is one.
+pub(super) fn join_record(mut json: Vec<u8>, tail: Option<&[u8]>) -> Vec<u8> {
+    if let Some(tail) = tail {
+        json.reserve(tail.len() + 1);
+        json.push(0);
+        json.extend_from_slice(tail);
+    }
+    json
+}
+
+/// The JSON of a stored record, and its tail if it has one (see [`Record`]).
+pub(super) fn split_record(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match bytes.iter().position(|byte| *byte == 0) {
+        Some(at) => (&bytes[..at], Some(&bytes[at + 1..])),
+        None => (bytes, None),
+    }
+}
+
+/// A user and the keys (`idp \0 subject`) of its identities.
+pub(super) struct UserRecord {
+    pub(super) user: User,
+    pub(super) identities: Vec<Vec<u8>>,
+}
+
+impl UserRecord {
+    pub(super) fn decode(bytes: &[u8]) -> StoreResult<Self> {
+        let record = Record::<User>::decode(bytes)?;
+        let pairs: Vec<(String, String)> = match &record.tail {
+            Some(tail) => decode(tail)?,
+            None => Vec::new(),
+        };
+        Ok(UserRecord {
+            user: record.value,
+            identities: pairs
+                .iter()
+                .map(|(idp, subject)| identity_key(idp, subject))
+                .collect(),
+        })
+    }
+
+    pub(super) fn encode(&self) -> StoreResult<Vec<u8>> {
+        let pairs: Vec<(&str, &str)> = self
+            .identities
+            .iter()
+            .filter_map(|key| split_identity_key(key))
+            .collect();
+        Ok(join_record(encode(&self.user)?, Some(&encode(&pairs)?)))
+    }
+}
+
+/// `idp` and `subject` of an identity key.
+pub(super) fn split_identity_key(key: &[u8]) -> Option<(&str, &str)> {
+    let at = key.iter().position(|byte| *byte == 0)?;
+    Some((
+        std::str::from_utf8(&key[..at]).ok()?,
+        std::str::from_utf8(&key[at + 1..]).ok()?,
+    ))
+}
+
+pub(super) fn user_in(tree: &TransactionalTree, id: &str) -> TxResult<Option<UserRecord>> {
+    match tree.get(id.as_bytes())? {
+        Some(bytes) => UserRecord::decode(&bytes).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn identity_in(
+    tree: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<Record<Identity>>> {
+    match tree.get(key)? {
+        Some(bytes) => Record::decode(&bytes).map(Some).map_err(abort),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn put_in<T: serde::Serialize + for<'de> serde::Deserialize<'de>>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    record: &Record<T>,
+) -> TxResult<()> {
+    tree.insert(key, record.encode().map_err(abort)?)?;
+    Ok(())
+}
+
+pub(super) fn put_user_in(tree: &TransactionalTree, record: &UserRecord) -> TxResult<()> {
+    tree.insert(record.user.id.as_bytes(), record.encode().map_err(abort)?)?;
+    Ok(())
+}
 
 impl AccountTrees {
     /// Held while a transaction may add records to a user (see `membership`).
@@ -150,10 +261,7 @@ impl AccountTrees {
             &self.usernames,
             &self.emails,
             &self.identities,
-            &self.user_identities,
-            &self.tokens,
             &self.sessions,
-            &self.user_sessions,
             &self.identity_sessions,
         )
             .transaction(|trees| {

@@ -8,6 +8,7 @@ const KEY_CANARY: &[u8] = b"authnz-key-canary";
 
 mod batch;
 mod keys;
+mod layout;
 mod roles;
 #[cfg(test)]
 mod tests;
@@ -64,13 +65,11 @@ impl SledStore {
             usernames: tree("usernames")?,
             emails: tree("emails")?,
             identities: tree("identities")?,
-            user_identities: tree("user_identities")?,
-            tokens: tree("tokens")?,
             sessions: tree("sessions")?,
-            user_sessions: tree("user_sessions")?,
             identity_sessions: tree("identity_sessions")?,
             membership: std::sync::Arc::default(),
         };
+        layout::fold_old_trees(&db, &trees)?;
         Self {
             logins: std::sync::Arc::new(LoginBatcher {
                 db: db.clone(),
@@ -145,16 +144,13 @@ impl SledStore {
         self.db.flush().map(|_| ()).map_err(backend)
     }
 
-    fn trees(&self) -> [(&'static str, &Tree); 12] {
+    fn trees(&self) -> [(&'static str, &Tree); 9] {
         [
             ("users", &self.accounts.users),
             ("usernames", &self.accounts.usernames),
             ("emails", &self.accounts.emails),
             ("identities", &self.accounts.identities),
-            ("user_identities", &self.accounts.user_identities),
-            ("tokens", &self.accounts.tokens),
             ("sessions", &self.accounts.sessions),
-            ("user_sessions", &self.accounts.user_sessions),
             ("identity_sessions", &self.accounts.identity_sessions),
             ("api_keys", &self.api_keys),
             ("user_api_keys", &self.user_api_keys),
@@ -166,19 +162,14 @@ impl SledStore {
     fn remove_sessions(&self, hashes: &[String]) -> StoreResult<usize> {
         let mut removed = 0;
         for hash in hashes {
-            let trees = (
-                &self.accounts.sessions,
-                &self.accounts.user_sessions,
-                &self.accounts.identity_sessions,
-            );
+            let trees = (&self.accounts.sessions, &self.accounts.identity_sessions);
             let done = trees
-                .transaction(|(sessions, user_sessions, identity_sessions)| {
+                .transaction(|(sessions, identity_sessions)| {
                     let Some(session) = get_in::<Session>(sessions, hash.as_bytes())? else {
                         return Ok(false);
                     };
                     sessions.remove(hash.as_bytes())?;
                     sessions.remove(expiry_key(session.expires_at, hash))?;
-                    user_sessions.remove(key_of(&[&session.user_id, hash]))?;
                     identity_sessions.remove(key_of(&[&session.idp, &session.subject, hash]))?;
                     Ok(true)
                 })
@@ -265,10 +256,8 @@ impl SledStore {
     }
 
     pub fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<(String, Session)>> {
-        let prefix = prefix_of(&[user_id]);
         let mut sessions = Vec::new();
-        for key in keys_with_prefix(&self.accounts.user_sessions, &prefix)? {
-            let hash = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        for hash in self.session_hashes_of(user_id)? {
             // An entry whose session ended since the scan is skipped.
             if let Some(session) = self.session(&hash)? {
                 if session.user_id == user_id {
@@ -279,12 +268,50 @@ impl SledStore {
         Ok(sessions)
     }
 
+    /// The hashes of the sessions of a user's identities (read outside a transaction).
+    fn session_hashes_of(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let mut hashes = Vec::new();
+        for key in self
+            .user_record(user_id)?
+            .map(|r| r.identities)
+            .unwrap_or_default()
+        {
+            let mut prefix = key;
+            prefix.push(0);
+            for entry in keys_with_prefix(&self.accounts.identity_sessions, &prefix)? {
+                hashes.push(String::from_utf8_lossy(&entry[prefix.len()..]).into_owned());
+            }
+        }
+        Ok(hashes)
+    }
+
+    fn user_record(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
+        match self
+            .accounts
+            .users
+            .get(user_id.as_bytes())
+            .map_err(backend)?
+        {
+            Some(bytes) => UserRecord::decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn identity_record(&self, key: &[u8]) -> StoreResult<Option<Record<Identity>>> {
+        match self.accounts.identities.get(key).map_err(backend)? {
+            Some(bytes) => Record::decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        get(&self.accounts.users, user_id.as_bytes())
+        Ok(self.user_record(user_id)?.map(|record| record.user))
     }
 
     pub fn identity(&self, idp: &str, subject: &str) -> StoreResult<Option<Identity>> {
-        get(&self.accounts.identities, &identity_key(idp, subject))
+        Ok(self
+            .identity_record(&identity_key(idp, subject))?
+            .map(|record| record.value))
     }
 
     pub fn email_owner(&self, email: &str) -> StoreResult<Option<EmailOwner>> {
@@ -292,11 +319,14 @@ impl SledStore {
     }
 
     pub fn identities_of(&self, user_id: &str) -> StoreResult<Vec<Identity>> {
-        let prefix = prefix_of(&[user_id]);
         let mut out = Vec::new();
-        for key in keys_with_prefix(&self.accounts.user_identities, &prefix)? {
-            if let Some(identity) = get(&self.accounts.identities, &key[prefix.len()..])? {
-                out.push(identity);
+        for key in self
+            .user_record(user_id)?
+            .map(|r| r.identities)
+            .unwrap_or_default()
+        {
+            if let Some(record) = self.identity_record(&key)? {
+                out.push(record.value);
             }
         }
         Ok(out)
@@ -304,11 +334,8 @@ impl SledStore {
 
     pub fn sealed_tokens(&self, idp: &str, subject: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(self
-            .accounts
-            .tokens
-            .get(identity_key(idp, subject))
-            .map_err(backend)?
-            .map(|bytes| bytes.to_vec()))
+            .identity_record(&identity_key(idp, subject))?
+            .and_then(|record| record.tail))
     }
 
     pub fn remove_identity(
@@ -319,36 +346,50 @@ impl SledStore {
         keep_session: Option<&str>,
     ) -> StoreResult<RemoveOutcome> {
         let id_key = identity_key(idp, subject);
-        let linked = keys_with_prefix(&self.accounts.user_identities, &prefix_of(&[user_id]))?;
         let trees = (
+            &self.accounts.users,
             &self.accounts.identities,
-            &self.accounts.user_identities,
-            &self.accounts.tokens,
+            &self.accounts.sessions,
+            &self.accounts.identity_sessions,
         );
         let outcome = trees
-            .transaction(|(identities, user_identities, tokens)| {
-                let Some(identity) = get_in::<Identity>(identities, &id_key)? else {
+            .transaction(|(users, identities, sessions, identity_sessions)| {
+                let Some(identity) = identity_in(identities, &id_key)? else {
                     return Ok(RemoveOutcome::NotFound);
                 };
-                if identity.user_id != user_id {
+                let Some(mut user) = user_in(users, user_id)? else {
+                    return Ok(RemoveOutcome::NotFound);
+                };
+                if identity.value.user_id != user_id {
                     return Ok(RemoveOutcome::NotFound);
                 }
-                // Count the user's identities inside the transaction (the scan only lists keys).
-                let mut alive = 0;
-                for key in &linked {
-                    if user_identities.get(key)?.is_some() {
-                        alive += 1;
+                user.identities.retain(|key| *key != id_key);
+                let Some(remaining) = user.identities.first() else {
+                    return Ok(RemoveOutcome::LastIdentity);
+                };
+                // The session kept carries on under a remaining identity, in this same
+                // transaction: every session stays indexed under an identity of its user.
+                if let Some(hash) = keep_session {
+                    if let Some(mut session) = get_in::<Session>(sessions, hash.as_bytes())? {
+                        if session.idp == idp && session.subject == subject {
+                            let (other_idp, other_subject) = split_identity_key(remaining)
+                                .ok_or_else(|| {
+                                    abort(StoreError::Corrupt("a malformed identity key".into()))
+                                })?;
+                            identity_sessions.remove(key_of(&[idp, subject, hash]))?;
+                            identity_sessions
+                                .insert(key_of(&[other_idp, other_subject, hash]), &[][..])?;
+                            session.idp = other_idp.to_string();
+                            session.subject = other_subject.to_string();
+                            session.sid = None;
+                            session.id_token = None;
+                            sessions.insert(hash.as_bytes(), encode(&session).map_err(abort)?)?;
+                        }
                     }
                 }
-                if alive <= 1 {
-                    return Ok(RemoveOutcome::LastIdentity);
-                }
                 identities.remove(id_key.as_slice())?;
-                user_identities.remove(key_of(&[user_id, idp, subject]))?;
-                let sealed = tokens
-                    .remove(id_key.as_slice())?
-                    .map(|bytes| bytes.to_vec());
-                Ok(RemoveOutcome::Removed(sealed))
+                put_user_in(users, &user)?;
+                Ok(RemoveOutcome::Removed(identity.tail))
             })
             .map_err(txn_error)?;
         if matches!(outcome, RemoveOutcome::Removed(_)) {
@@ -402,20 +443,36 @@ impl SledStore {
         expected: &[u8],
         new: &[u8],
     ) -> StoreResult<bool> {
-        let swapped = self
-            .accounts
-            .tokens
-            .compare_and_swap(identity_key(idp, subject), Some(expected), Some(new))
-            .map_err(backend)?;
-        Ok(swapped.is_ok())
+        let key = identity_key(idp, subject);
+        self.accounts
+            .identities
+            .transaction(|identities| {
+                let Some(mut record) = identity_in(identities, &key)? else {
+                    return Ok(false);
+                };
+                if record.tail.as_deref() != Some(expected) {
+                    return Ok(false);
+                }
+                record.tail = Some(new.to_vec());
+                put_in(identities, &key, &record)?;
+                Ok(true)
+            })
+            .map_err(txn_error)
     }
 
     pub fn delete_tokens(&self, idp: &str, subject: &str) -> StoreResult<()> {
+        let key = identity_key(idp, subject);
         self.accounts
-            .tokens
-            .remove(identity_key(idp, subject))
-            .map(|_| ())
-            .map_err(backend)
+            .identities
+            .transaction(|identities| {
+                if let Some(mut record) = identity_in(identities, &key)? {
+                    if record.tail.take().is_some() {
+                        put_in(identities, &key, &record)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(txn_error)
     }
 
     pub fn end_identity_sessions(
@@ -468,19 +525,14 @@ impl SledStore {
 
     pub fn delete_user(&self, user_id: &str) -> StoreResult<bool> {
         let _deleting = self.accounts.deleting();
-        let identity_keys =
-            keys_with_prefix(&self.accounts.user_identities, &prefix_of(&[user_id]))?;
-        let session_keys = keys_with_prefix(&self.accounts.user_sessions, &prefix_of(&[user_id]))?;
+        let session_hashes = self.session_hashes_of(user_id)?;
         let key_keys = keys_with_prefix(&self.user_api_keys, &prefix_of(&[user_id]))?;
         let trees = (
             &self.accounts.users,
             &self.accounts.usernames,
             &self.accounts.emails,
             &self.accounts.identities,
-            &self.accounts.user_identities,
-            &self.accounts.tokens,
             &self.accounts.sessions,
-            &self.accounts.user_sessions,
             &self.accounts.identity_sessions,
             &self.api_keys,
             &self.user_api_keys,
@@ -492,15 +544,16 @@ impl SledStore {
                     usernames,
                     emails,
                     identities,
-                    user_identities,
-                    tokens,
                     sessions,
-                    user_sessions,
                     identity_sessions,
                     api_keys,
                     user_api_keys,
                 )| {
-                    let Some(user) = get_in::<User>(users, user_id.as_bytes())? else {
+                    let Some(UserRecord {
+                        user,
+                        identities: identity_keys,
+                    }) = user_in(users, user_id)?
+                    else {
                         return Ok(false);
                     };
                     users.remove(user_id.as_bytes())?;
@@ -513,26 +566,21 @@ impl SledStore {
                             emails.remove(key.as_bytes())?;
                         }
                     }
-                    let prefix = prefix_of(&[user_id]).len();
                     for key in &identity_keys {
-                        user_identities.remove(key.as_slice())?;
-                        identities.remove(&key[prefix..])?;
-                        tokens.remove(&key[prefix..])?;
+                        identities.remove(key.as_slice())?;
                     }
-                    for key in &session_keys {
-                        user_sessions.remove(key.as_slice())?;
-                        let hash = &key[prefix..];
-                        if let Some(session) = get_in::<Session>(sessions, hash)? {
-                            let hash = String::from_utf8_lossy(hash);
+                    for hash in &session_hashes {
+                        if let Some(session) = get_in::<Session>(sessions, hash.as_bytes())? {
                             identity_sessions.remove(key_of(&[
                                 &session.idp,
                                 &session.subject,
-                                &hash,
+                                hash,
                             ]))?;
-                            sessions.remove(expiry_key(session.expires_at, &hash))?;
+                            sessions.remove(expiry_key(session.expires_at, hash))?;
                         }
-                        sessions.remove(hash)?;
+                        sessions.remove(hash.as_bytes())?;
                     }
+                    let prefix = prefix_of(&[user_id]).len();
                     for key in &key_keys {
                         user_api_keys.remove(key.as_slice())?;
                         api_keys.remove(&key[prefix..])?;
@@ -652,7 +700,7 @@ impl SledStore {
             let mut keys = Vec::new();
             for entry in self.accounts.identities.iter() {
                 let (key, value) = entry.map_err(backend)?;
-                if decode::<Identity>(&value)?.issuer.is_none() {
+                if Record::<Identity>::decode(&value)?.value.issuer.is_none() {
                     keys.push(key.to_vec());
                 }
             }
@@ -669,18 +717,18 @@ impl SledStore {
             let (identities, legacy) = (&self.accounts.identities, &self.legacy_identities);
             let given = (identities, legacy)
                 .transaction(|(identities, legacy)| {
-                    let Some(mut identity) = get_in::<Identity>(identities, &key)? else {
+                    let Some(mut record) = identity_in(identities, &key)? else {
                         legacy.remove(key.as_slice())?;
                         return Ok(false);
                     };
-                    if identity.issuer.is_some() {
+                    if record.value.issuer.is_some() {
                         legacy.remove(key.as_slice())?;
                         return Ok(false);
                     }
-                    match issuers.get(&identity.idp) {
+                    match issuers.get(&record.value.idp) {
                         Some(issuer) => {
-                            identity.issuer = Some(issuer.clone());
-                            identities.insert(key.as_slice(), encode(&identity).map_err(abort)?)?;
+                            record.value.issuer = Some(issuer.clone());
+                            put_in(identities, &key, &record)?;
                             legacy.remove(key.as_slice())?;
                             Ok(true)
                         }
@@ -735,18 +783,36 @@ impl SledStore {
         }
         out.insert("pending_logins".to_string(), pending);
         let mut expiry = std::collections::BTreeMap::new();
+        // What rides in a record's value is listed as it was once stored: a token per
+        // identity, an index entry `user \0 idp \0 subject` per identity of a user.
+        let mut tokens = std::collections::BTreeMap::new();
+        let mut user_identities = std::collections::BTreeMap::new();
         for (name, tree) in self.trees() {
             let mut records = std::collections::BTreeMap::new();
             for entry in tree.iter() {
                 let (key, value) = entry.map_err(backend)?;
                 if name == "sessions" && key.first() == Some(&EXPIRY) {
                     expiry.insert(key.to_vec(), value.to_vec());
+                } else if name == "users" {
+                    let record = UserRecord::decode(&value)?;
+                    for identity in &record.identities {
+                        user_identities.insert(join_record(key.to_vec(), Some(identity)), vec![]);
+                    }
+                    records.insert(key.to_vec(), split_record(&value).0.to_vec());
+                } else if name == "identities" {
+                    let (json, tail) = split_record(&value);
+                    if let Some(sealed) = tail {
+                        tokens.insert(key.to_vec(), sealed.to_vec());
+                    }
+                    records.insert(key.to_vec(), json.to_vec());
                 } else {
                     records.insert(key.to_vec(), value.to_vec());
                 }
             }
             out.insert(name.to_string(), records);
         }
+        out.insert("tokens".to_string(), tokens);
+        out.insert("user_identities".to_string(), user_identities);
         out.insert("session_expiry".to_string(), expiry);
         Ok(out)
     }

@@ -231,3 +231,144 @@ fn an_old_database_gets_its_expiry_index() -> Result<(), Box<dyn std::error::Err
     assert_eq!(store.sweep_expired(3_000)?, 1);
     Ok(())
 }
+
+/// Every key in every tree of the database (the default tree's own markers aside).
+fn stored_keys(store: &SledStore) -> usize {
+    store.trees().iter().map(|(_, tree)| tree.len()).sum()
+}
+
+#[test]
+fn a_person_costs_seven_keys() -> Result<(), Box<dyn std::error::Error>> {
+    use super::super::conformance::sample_login;
+    let dir = tempfile::tempdir()?;
+    let store = SledStore::open(dir.path(), 8 << 20)?;
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    // user (with its identity list), username, email, identity (with its tokens), session,
+    // its expiry entry, its entry under the identity.
+    assert_eq!(stored_keys(&store), 7);
+    // Signing in again adds the session's three.
+    store.complete_login(&sample_login("a", "s1", "unused", "x2"))?;
+    assert_eq!(stored_keys(&store), 10);
+    assert_eq!(store.sealed_tokens("a", "s1")?, Some(vec![1, 2, 3]));
+    assert_eq!(store.identities_of("u1")?.len(), 1);
+    assert_eq!(store.sessions_of("u1")?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn an_old_database_folds_its_token_and_index_trees_into_the_records(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Two people as the version before wrote them: records, and one key per token, per
+    // identity of a user and per session of a user.
+    let dir = tempfile::tempdir()?;
+    {
+        let db = sled::open(dir.path())?;
+        let tree = |name: &str| db.open_tree(name);
+        let (users, identities, tokens) = (tree("users")?, tree("identities")?, tree("tokens")?);
+        let (user_identities, user_sessions) = (tree("user_identities")?, tree("user_sessions")?);
+        let (sessions, identity_sessions) = (tree("sessions")?, tree("identity_sessions")?);
+        tree("usernames")?.insert("alice", "u1")?;
+        tree("usernames")?.insert("bob", "u2")?;
+        for (user, name) in [("u1", "alice"), ("u2", "bob")] {
+            let record = serde_json::json!({"id": user, "username": name, "email": null,
+                "display_name": null, "created_at": 1});
+            users.insert(user, serde_json::to_vec(&record)?)?;
+        }
+        for (idp, subject, user, sealed) in [
+            ("a", "1", "u1", b"t-a1"),
+            ("b", "1", "u1", b"t-b1"),
+            ("a", "2", "u2", b"t-a2"),
+        ] {
+            let record = serde_json::json!({"idp": idp, "subject": subject, "user_id": user,
+                "issuer": format!("https://{idp}.example"), "email": null,
+                "email_verified": false, "linked_at": 1, "last_login_at": 1});
+            identities.insert(identity_key(idp, subject), serde_json::to_vec(&record)?)?;
+            tokens.insert(identity_key(idp, subject), &sealed[..])?;
+            user_identities.insert(key_of(&[user, idp, subject]), &[][..])?;
+        }
+        let session = serde_json::json!({"user_id": "u1", "idp": "b", "subject": "1",
+            "created_at": 1, "expires_at": 4_000_000_000_i64, "csrf": "c"});
+        sessions.insert("h1", serde_json::to_vec(&session)?)?;
+        sessions.insert(expiry_key(4_000_000_000, "h1"), &[][..])?;
+        user_sessions.insert(key_of(&["u1", "h1"]), &[][..])?;
+        identity_sessions.insert(key_of(&["b", "1", "h1"]), &[][..])?;
+        db.flush()?;
+    }
+    let store = SledStore::reopen(dir.path(), 8 << 20)?;
+    let names = store.db.tree_names();
+    for old in ["tokens", "user_identities", "user_sessions"] {
+        assert!(
+            !names.iter().any(|n| n.as_ref() == old.as_bytes()),
+            "{old} is dropped"
+        );
+    }
+    assert_eq!(
+        store.sealed_tokens("a", "1")?.as_deref(),
+        Some(&b"t-a1"[..])
+    );
+    assert_eq!(
+        store.sealed_tokens("b", "1")?.as_deref(),
+        Some(&b"t-b1"[..])
+    );
+    assert_eq!(
+        store.sealed_tokens("a", "2")?.as_deref(),
+        Some(&b"t-a2"[..])
+    );
+    let idps = |user: &str| -> Result<Vec<String>, StoreError> {
+        Ok(store
+            .identities_of(user)?
+            .into_iter()
+            .map(|i| i.idp)
+            .collect())
+    };
+    assert_eq!(idps("u1")?, ["a", "b"]);
+    assert_eq!(idps("u2")?, ["a"]);
+    assert_eq!(store.sessions_of("u1")?.len(), 1);
+    // Tokens are read and replaced where they now live.
+    assert!(store.replace_tokens("a", "1", b"t-a1", b"t-a1-new")?);
+    assert!(!store.replace_tokens("a", "1", b"t-a1", b"again")?);
+    assert_eq!(
+        store.sealed_tokens("a", "1")?.as_deref(),
+        Some(&b"t-a1-new"[..])
+    );
+    // A person folded so is deleted whole.
+    assert!(store.delete_user("u1")?);
+    assert!(store.session("h1")?.is_none());
+    let dump = store.dump()?;
+    assert_eq!(dump["identities"].len(), 1);
+    assert_eq!(dump["tokens"].len(), 1);
+    assert!(dump["identity_sessions"].is_empty() && dump["session_expiry"].is_empty());
+    drop(store);
+    // Opening again finds nothing more to fold.
+    let store = SledStore::reopen(dir.path(), 8 << 20)?;
+    assert_eq!(
+        store.sealed_tokens("a", "2")?.as_deref(),
+        Some(&b"t-a2"[..])
+    );
+    Ok(())
+}
+
+#[test]
+fn disconnecting_the_sessions_identity_moves_the_session_in_the_same_write(
+) -> Result<(), Box<dyn std::error::Error>> {
+    use super::super::conformance::sample_login;
+    let dir = tempfile::tempdir()?;
+    let store = SledStore::open(dir.path(), 8 << 20)?;
+    store.complete_login(&sample_login("a", "s1", "u1", "x1"))?;
+    let mut second = sample_login("b", "s2", "unused", "x2");
+    second.link_to = Some("u1".into());
+    store.complete_login(&second)?;
+    store.complete_login(&sample_login("a", "s1", "unused", "x3"))?;
+    let outcome = store.remove_identity("u1", "a", "s1", Some("x1"))?;
+    assert!(matches!(outcome, RemoveOutcome::Removed(Some(_))));
+    // The kept session is under the remaining identity; the other one ended.
+    let kept = store.session("x1")?.ok_or("the kept session")?;
+    assert_eq!((kept.idp.as_str(), kept.subject.as_str()), ("b", "s2"));
+    assert!(store.session("x3")?.is_none());
+    assert_eq!(store.sessions_of("u1")?.len(), 2);
+    // So deleting the user still finds it.
+    assert!(store.delete_user("u1")?);
+    assert!(store.session("x1")?.is_none());
+    assert_eq!(stored_keys(&store), 0);
+    Ok(())
+}
