@@ -16,6 +16,7 @@ pub(super) fn fold_old_trees(db: &Db, trees: &AccountTrees) -> StoreResult<()> {
     if !OLD_TREES.iter().any(|name| present(name)) {
         return Ok(());
     }
+    tracing::info!("folding the database's token and index trees into their records (once)");
     let (mut tokens, mut links) = (0, 0);
     if present("tokens") {
         let old = db.open_tree("tokens").map_err(backend)?;
