@@ -212,7 +212,12 @@ async fn open_store(
             crate::store::StoreError::Backend(format!("cannot create {}: {err}", parent.display()))
         })?;
     }
-    let sled = SledStore::open(&server.database, server.cache_mb << 20)?;
+    let (dir, cache_bytes) = (server.database.clone(), server.cache_mb << 20);
+    let sled = tokio::task::spawn_blocking(move || SledStore::open(&dir, cache_bytes))
+        .await
+        .map_err(|err| {
+            crate::store::StoreError::Backend(format!("opening the database: {err}"))
+        })??;
     sled.set_pending_capacity(usize::try_from(server.max_pending_logins).unwrap_or(usize::MAX));
     let vault = TokenVault::load(&server.secret_key_file, &server.previous_secret_key_files)?;
     sled.set_login_secrets(vault.login_secrets().clone());
@@ -221,39 +226,69 @@ async fn open_store(
 }
 
 impl App {
-    /// Opens the database and key files and builds every IdP. Performs no network I/O:
-    /// discovery happens on first use (and in the background after start).
+    /// Opens the database and key files and builds every IdP, whose discovery starts in the
+    /// background meanwhile (the server's start: ready once both are done).
     pub async fn new(config: Config) -> Result<Arc<Self>, StartError> {
-        Self::with_limits(config, HttpLimits::default()).await
+        Self::assemble(
+            config,
+            HttpLimits::default(),
+            crate::registry::Registry::builtin(),
+            true,
+        )
+        .await
     }
 
     pub async fn with_limits(config: Config, limits: HttpLimits) -> Result<Arc<Self>, StartError> {
         Self::build(config, limits, crate::registry::Registry::builtin()).await
     }
 
-    /// With the provider kinds of `registry` (also used by reloads).
+    /// With the provider kinds of `registry` (also used by reloads). Performs no network I/O:
+    /// discovery happens on first use (and in the background once serving).
     pub async fn build(
         config: Config,
         limits: HttpLimits,
         registry: crate::registry::Registry,
+    ) -> Result<Arc<Self>, StartError> {
+        Self::assemble(config, limits, registry, false).await
+    }
+
+    /// [`App::build`]; with `discover_now`, the IdPs' discovery starts before the database
+    /// opens, so that a start waits for the longer of the two rather than for both.
+    async fn assemble(
+        config: Config,
+        limits: HttpLimits,
+        registry: crate::registry::Registry,
+        discover_now: bool,
     ) -> Result<Arc<Self>, StartError> {
         let server = config.server.clone();
         let signer = crate::signing::Signer::load(
             server.signing_key_file.as_deref(),
             &server.previous_signing_key_files,
         )?;
+        let issuers = config.issuers();
+        let http = IdpHttp::new(limits)?;
+        let clock = Clock::default();
+        let generation = Generation::build(1, config, &http, clock.now(), None)?;
+        if discover_now {
+            // The dev IdP is this server: not listening yet.
+            for idp in generation.idps.iter().filter(|idp| !idp.config.is_dev()) {
+                let idp = Arc::clone(idp);
+                tokio::spawn(async move {
+                    let _ = idp.discovered().await;
+                });
+            }
+        }
+        // A big sled database takes a while to open (on the blocking pool: the discovery above
+        // goes on meanwhile).
         let (store, vault) = open_store(&server).await?;
         check_key_canary(&*store, &vault, &server.secret_key_file).await?;
-        let migrated = store.migrate_issuers(&config.issuers()).await?;
+        let migrated = store.migrate_issuers(&issuers).await?;
         if migrated > 0 {
             tracing::info!(
                 migrated,
                 "identities from before issuers were recorded took their entry's issuer"
             );
         }
-        let http = IdpHttp::new(limits)?;
-        let clock = Clock::default();
-        let generation = Generation::build(1, config, &http, clock.now(), None)?;
         let dev_redirects = generation.dev_redirects();
         let dev_idp = if dev_redirects.is_empty() {
             None
