@@ -12,14 +12,13 @@ use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{
-    EcdsaKeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256,
-    RSA_PSS_SHA256,
+    EcdsaKeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_SHA256, RSA_PSS_SHA256,
 };
 use rustls::pki_types::pem::{PemObject, SectionKind};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::signing::{read_pkcs8, SigningKeyError};
+use crate::signing::{p256_public, read_pkcs8, thumbprint, SigningKeyError};
 
 /// The algorithms a client key signs with.
 pub const CLIENT_KEY_ALGS: &[&str] = &["ES256", "RS256", "PS256"];
@@ -67,16 +66,7 @@ impl ClientKey {
             if !matches!(alg, None | Some("ES256")) {
                 return Err("a P-256 key signs ES256 only".into());
             }
-            let point = pair.public_key().as_ref();
-            if point.len() != 65 || point[0] != 4 {
-                return Err("unexpected public key encoding".into());
-            }
-            let public = json!({
-                "crv": "P-256",
-                "kty": "EC",
-                "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-                "y": URL_SAFE_NO_PAD.encode(&point[33..]),
-            });
+            let public = p256_public(&pair)?;
             (Pair::Ec(pair), "ES256", public)
         } else if let Ok(pair) = RsaKeyPair::from_pkcs8(der) {
             let alg = match alg {
@@ -97,9 +87,7 @@ impl ClientKey {
         } else {
             return Err("not a P-256 or RSA private key; make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` or `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`".into());
         };
-        // RFC 7638: the required members in lexicographic order, no spaces (serde_json keeps
-        // them sorted).
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(public.to_string().as_bytes()));
+        let kid = thumbprint(&public);
         Ok(Self {
             pair,
             alg,

@@ -33,8 +33,8 @@ pub enum SigningKeyError {
 pub struct SigningKey {
     pair: EcdsaKeyPair,
     kid: String,
-    x: String,
-    y: String,
+    /// The public JWK's key members (`crv`, `kty`, `x`, `y`).
+    public: Value,
 }
 
 impl fmt::Debug for SigningKey {
@@ -59,17 +59,9 @@ impl SigningKey {
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, String> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
             .map_err(|err| format!("not a P-256 private key with its public key ({err}); make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`"))?;
-        // The public key: 0x04 || x || y.
-        let point = pair.public_key().as_ref();
-        if point.len() != 65 || point[0] != 4 {
-            return Err("unexpected public key encoding".into());
-        }
-        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
-        let y = URL_SAFE_NO_PAD.encode(&point[33..]);
-        // RFC 7638: the required members, in lexicographic order, no spaces.
-        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()));
-        Ok(Self { pair, kid, x, y })
+        let public = p256_public(&pair)?;
+        let kid = thumbprint(&public);
+        Ok(Self { pair, kid, public })
     }
 
     /// A new random key, as PKCS#8 DER (for tests and `keygen`).
@@ -86,15 +78,13 @@ impl SigningKey {
 
     /// The public key as a JWK.
     pub fn jwk(&self) -> Value {
-        json!({
-            "kty": "EC",
-            "crv": "P-256",
-            "x": self.x,
-            "y": self.y,
-            "kid": self.kid,
-            "alg": "ES256",
-            "use": "sig",
-        })
+        let mut jwk = self.public.clone();
+        if let Some(members) = jwk.as_object_mut() {
+            members.insert("kid".into(), json!(self.kid));
+            members.insert("alg".into(), json!("ES256"));
+            members.insert("use".into(), json!("sig"));
+        }
+        jwk
     }
 
     /// `claims` as a compact ES256 JWS.
@@ -114,6 +104,28 @@ impl SigningKey {
             URL_SAFE_NO_PAD.encode(signature.as_ref())
         ))
     }
+}
+
+/// The public half of a P-256 key pair as the JWK members RFC 7638 requires (`crv`, `kty`, `x`,
+/// `y`).
+pub(crate) fn p256_public(pair: &EcdsaKeyPair) -> Result<Value, String> {
+    // 0x04 || x || y.
+    let point = pair.public_key().as_ref();
+    if point.len() != 65 || point[0] != 4 {
+        return Err("unexpected public key encoding".into());
+    }
+    Ok(json!({
+        "crv": "P-256",
+        "kty": "EC",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    }))
+}
+
+/// The RFC 7638 thumbprint of a public JWK's required members: SHA-256 of them in
+/// lexicographic order without spaces (as serde_json writes a map: sorted).
+pub(crate) fn thumbprint(public: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(public.to_string().as_bytes()))
 }
 
 /// The DER of the PKCS#8 private key in the PEM file at `path` (`what` names the key a
@@ -206,9 +218,11 @@ mod tests {
         let key = SigningKey::from_pkcs8(&der).unwrap();
         let jwt = key.sign_jwt(&json!({"sub": "u1"})).unwrap();
         let (input, signature) = jwt.rsplit_once('.').unwrap();
+        let jwk = key.jwk();
+        let (x, y) = (jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap());
         let mut point = vec![4u8];
-        point.extend(URL_SAFE_NO_PAD.decode(&key.x).unwrap());
-        point.extend(URL_SAFE_NO_PAD.decode(&key.y).unwrap());
+        point.extend(URL_SAFE_NO_PAD.decode(x).unwrap());
+        point.extend(URL_SAFE_NO_PAD.decode(y).unwrap());
         let public = ring::signature::UnparsedPublicKey::new(
             &ring::signature::ECDSA_P256_SHA256_FIXED,
             point,
@@ -227,8 +241,13 @@ mod tests {
         .unwrap();
         assert_eq!(header["kid"], key.kid());
         assert_eq!(header["alg"], "ES256");
-        assert_eq!(key.kid().len(), 43);
-        assert!(!format!("{key:?}").contains(&key.x));
+        // RFC 7638: the required members in lexicographic order, no spaces.
+        let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        assert_eq!(
+            key.kid(),
+            URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+        );
+        assert!(!format!("{key:?}").contains(x));
     }
 
     #[test]
