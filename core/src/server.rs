@@ -36,13 +36,8 @@ pub async fn serve(
         .map(|addr| addr.to_string())
         .unwrap_or_default();
     tracing::info!(listen = %local, public_url = %app.server.public_url, "authnz is serving");
-    // Discover every IdP in the background, so that the first login does not wait.
-    for idp in &app.current().idps {
-        let idp = Arc::clone(idp);
-        tokio::spawn(async move {
-            let _ = idp.discovered().await;
-        });
-    }
+    // Discover every IdP (those the start began with are already on their way).
+    crate::state::discover_in_background(&app.current().idps);
     let reloader = {
         let app = Arc::clone(&app);
         tokio::spawn(async move { watch_config(app).await })

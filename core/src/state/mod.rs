@@ -195,6 +195,17 @@ pub(crate) async fn check_key_canary(
     Ok(store.put_key_canary(&sealed).await?)
 }
 
+/// Starts the discovery of each of `idps` in the background, so that the first login does not
+/// wait for it (one discovery per IdP however many ask at once).
+pub(crate) fn discover_in_background<'a>(idps: impl IntoIterator<Item = &'a Arc<Idp>>) {
+    for idp in idps {
+        let idp = Arc::clone(idp);
+        tokio::spawn(async move {
+            let _ = idp.discovered().await;
+        });
+    }
+}
+
 /// The store `[server]` names, and the vault of its key: sled (the key file made at the first
 /// start when missing), or PostgreSQL (the key file must exist: replicas share one).
 async fn open_store(
@@ -271,12 +282,7 @@ impl App {
         let generation = Generation::build(1, config, &http, clock.now(), None)?;
         if discover_now {
             // The dev IdP is this server: not listening yet.
-            for idp in generation.idps.iter().filter(|idp| !idp.config.is_dev()) {
-                let idp = Arc::clone(idp);
-                tokio::spawn(async move {
-                    let _ = idp.discovered().await;
-                });
-            }
+            discover_in_background(generation.idps.iter().filter(|idp| !idp.config.is_dev()));
         }
         // A big sled database takes a while to open (on the blocking pool: the discovery above
         // goes on meanwhile).

@@ -190,7 +190,7 @@ impl Drop for Unstuck<'_> {
 pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult<LoginOutcome> {
     let (users, usernames, emails, identities, sessions, identity_sessions) = trees;
     let id_key = identity_key(&login.idp, &login.subject);
-    let existing = identity_in(identities, &id_key)?;
+    let existing: Option<Record<Identity>> = record_in(identities, &id_key)?;
     let owner: Option<EmailOwner> = match linking::email_key(login) {
         Some(email) => get_in(emails, email.as_bytes())?,
         None => None,
@@ -202,7 +202,7 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
     let (user, created, linked, identity, old_tokens) =
         match linking::decide(login, found).map_err(abort)? {
             linking::Link::Returning { user_id } => {
-                let user = user_in(users, &user_id)?
+                let user = record_in::<UserRecord>(users, user_id.as_bytes())?
                     .ok_or_else(|| abort(StoreError::Corrupt("identity without its user".into())))?
                     .user;
                 let Record {
@@ -221,7 +221,7 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
             link => {
                 let (mut record, created) = match link {
                     linking::Link::Join { user_id } => {
-                        let record = user_in(users, &user_id)?
+                        let record = record_in::<UserRecord>(users, user_id.as_bytes())?
                             .ok_or_else(|| abort(StoreError::NoSuchUser))?;
                         (record, false)
                     }
@@ -251,7 +251,7 @@ pub(super) fn apply_login(trees: &LoginView, login: &CompletedLogin) -> TxResult
                     }
                 };
                 record.identities.push(id_key.clone());
-                put_user_in(users, &record)?;
+                put_in(users, record.user.id.as_bytes(), &record)?;
                 let identity = Identity {
                     idp: login.idp.clone(),
                     subject: login.subject.clone(),

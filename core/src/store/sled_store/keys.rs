@@ -122,8 +122,14 @@ pub(super) struct Record<T> {
     pub(super) tail: Option<Vec<u8>>,
 }
 
-impl<T: serde::Serialize + for<'de> serde::Deserialize<'de>> Record<T> {
-    pub(super) fn decode(bytes: &[u8]) -> StoreResult<Self> {
+/// What a record tree stores under one key, read and written whole.
+pub(super) trait Stored: Sized {
+    fn decode(bytes: &[u8]) -> StoreResult<Self>;
+    fn encode(&self) -> StoreResult<Vec<u8>>;
+}
+
+impl<T: serde::Serialize + for<'de> serde::Deserialize<'de>> Stored for Record<T> {
+    fn decode(bytes: &[u8]) -> StoreResult<Self> {
         let (json, tail) = split_record(bytes);
         Ok(Record {
             value: decode(json)?,
@@ -131,7 +137,7 @@ impl<T: serde::Serialize + for<'de> serde::Deserialize<'de>> Record<T> {
         })
     }
 
-    pub(super) fn encode(&self) -> StoreResult<Vec<u8>> {
+    fn encode(&self) -> StoreResult<Vec<u8>> {
         Ok(join_record(encode(&self.value)?, self.tail.as_deref()))
     }
 }
@@ -160,8 +166,8 @@ pub(super) struct UserRecord {
     pub(super) identities: Vec<Vec<u8>>,
 }
 
-impl UserRecord {
-    pub(super) fn decode(bytes: &[u8]) -> StoreResult<Self> {
+impl Stored for UserRecord {
+    fn decode(bytes: &[u8]) -> StoreResult<Self> {
         let record = Record::<User>::decode(bytes)?;
         let pairs: Vec<(String, String)> = match &record.tail {
             Some(tail) => decode(tail)?,
@@ -176,7 +182,7 @@ impl UserRecord {
         })
     }
 
-    pub(super) fn encode(&self) -> StoreResult<Vec<u8>> {
+    fn encode(&self) -> StoreResult<Vec<u8>> {
         let pairs: Vec<(&str, &str)> = self
             .identities
             .iter()
@@ -195,34 +201,44 @@ pub(super) fn split_identity_key(key: &[u8]) -> Option<(&str, &str)> {
     ))
 }
 
-pub(super) fn user_in(tree: &TransactionalTree, id: &str) -> TxResult<Option<UserRecord>> {
-    match tree.get(id.as_bytes())? {
-        Some(bytes) => UserRecord::decode(&bytes).map(Some).map_err(abort),
-        None => Ok(None),
-    }
-}
-
-pub(super) fn identity_in(
-    tree: &TransactionalTree,
-    key: &[u8],
-) -> TxResult<Option<Record<Identity>>> {
+/// The record under `key`, read inside a transaction.
+pub(super) fn record_in<R: Stored>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<R>> {
     match tree.get(key)? {
-        Some(bytes) => Record::decode(&bytes).map(Some).map_err(abort),
+        Some(bytes) => R::decode(&bytes).map(Some).map_err(abort),
         None => Ok(None),
     }
 }
 
-pub(super) fn put_in<T: serde::Serialize + for<'de> serde::Deserialize<'de>>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    record: &Record<T>,
-) -> TxResult<()> {
+/// The record under `key`.
+pub(super) fn record<R: Stored>(tree: &Tree, key: &[u8]) -> StoreResult<Option<R>> {
+    match tree.get(key).map_err(backend)? {
+        Some(bytes) => R::decode(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn put_in<R: Stored>(tree: &TransactionalTree, key: &[u8], record: &R) -> TxResult<()> {
     tree.insert(key, record.encode().map_err(abort)?)?;
     Ok(())
 }
 
-pub(super) fn put_user_in(tree: &TransactionalTree, record: &UserRecord) -> TxResult<()> {
-    tree.insert(record.user.id.as_bytes(), record.encode().map_err(abort)?)?;
+/// The session `hash` carried on under the identity `idp`/`subject` (of the same user): its
+/// entry under the identity moves, and what it held of its sign-in at the old one goes.
+pub(super) fn repoint_in(
+    sessions: &TransactionalTree,
+    identity_sessions: &TransactionalTree,
+    hash: &str,
+    mut session: Session,
+    idp: &str,
+    subject: &str,
+) -> TxResult<()> {
+    identity_sessions.remove(key_of(&[&session.idp, &session.subject, hash]))?;
+    identity_sessions.insert(key_of(&[idp, subject, hash]), &[][..])?;
+    session.idp = idp.to_string();
+    session.subject = subject.to_string();
+    session.sid = None;
+    session.id_token = None;
+    sessions.insert(hash.as_bytes(), encode(&session).map_err(abort)?)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub(super) fn fold_old_trees(db: &Db, trees: &AccountTrees) -> StoreResult<()> {
             let (key, sealed) = entry.map_err(backend)?;
             (&trees.identities, &old)
                 .transaction(|(identities, old)| {
-                    if let Some(mut record) = identity_in(identities, &key)? {
+                    if let Some(mut record) = record_in::<Record<Identity>>(identities, &key)? {
                         record.tail = Some(sealed.to_vec());
                         put_in(identities, &key, &record)?;
                     }
@@ -50,14 +50,14 @@ pub(super) fn fold_old_trees(db: &Db, trees: &AccountTrees) -> StoreResult<()> {
             let identity_of = |key: &[u8]| key[user_id.len() + 1..].to_vec();
             (&trees.users, &old)
                 .transaction(|(users, old)| {
-                    if let Some(mut record) = user_in(users, &user_id)? {
+                    if let Some(mut record) = record_in::<UserRecord>(users, user_id.as_bytes())? {
                         for key in &keys {
                             let identity = identity_of(key);
                             if !record.identities.contains(&identity) {
                                 record.identities.push(identity);
                             }
                         }
-                        put_user_in(users, &record)?;
+                        put_in(users, user_id.as_bytes(), &record)?;
                     }
                     for key in &keys {
                         old.remove(key.as_slice())?;

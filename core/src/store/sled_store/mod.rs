@@ -286,22 +286,11 @@ impl SledStore {
     }
 
     fn user_record(&self, user_id: &str) -> StoreResult<Option<UserRecord>> {
-        match self
-            .accounts
-            .users
-            .get(user_id.as_bytes())
-            .map_err(backend)?
-        {
-            Some(bytes) => UserRecord::decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        record(&self.accounts.users, user_id.as_bytes())
     }
 
     fn identity_record(&self, key: &[u8]) -> StoreResult<Option<Record<Identity>>> {
-        match self.accounts.identities.get(key).map_err(backend)? {
-            Some(bytes) => Record::decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+        record(&self.accounts.identities, key)
     }
 
     pub fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
@@ -354,10 +343,10 @@ impl SledStore {
         );
         let outcome = trees
             .transaction(|(users, identities, sessions, identity_sessions)| {
-                let Some(identity) = identity_in(identities, &id_key)? else {
+                let Some(identity) = record_in::<Record<Identity>>(identities, &id_key)? else {
                     return Ok(RemoveOutcome::NotFound);
                 };
-                let Some(mut user) = user_in(users, user_id)? else {
+                let Some(mut user) = record_in::<UserRecord>(users, user_id.as_bytes())? else {
                     return Ok(RemoveOutcome::NotFound);
                 };
                 if identity.value.user_id != user_id {
@@ -370,25 +359,25 @@ impl SledStore {
                 // The session kept carries on under a remaining identity, in this same
                 // transaction: every session stays indexed under an identity of its user.
                 if let Some(hash) = keep_session {
-                    if let Some(mut session) = get_in::<Session>(sessions, hash.as_bytes())? {
+                    if let Some(session) = get_in::<Session>(sessions, hash.as_bytes())? {
                         if session.idp == idp && session.subject == subject {
                             let (other_idp, other_subject) = split_identity_key(remaining)
                                 .ok_or_else(|| {
                                     abort(StoreError::Corrupt("a malformed identity key".into()))
                                 })?;
-                            identity_sessions.remove(key_of(&[idp, subject, hash]))?;
-                            identity_sessions
-                                .insert(key_of(&[other_idp, other_subject, hash]), &[][..])?;
-                            session.idp = other_idp.to_string();
-                            session.subject = other_subject.to_string();
-                            session.sid = None;
-                            session.id_token = None;
-                            sessions.insert(hash.as_bytes(), encode(&session).map_err(abort)?)?;
+                            repoint_in(
+                                sessions,
+                                identity_sessions,
+                                hash,
+                                session,
+                                other_idp,
+                                other_subject,
+                            )?;
                         }
                     }
                 }
                 identities.remove(id_key.as_slice())?;
-                put_user_in(users, &user)?;
+                put_in(users, user_id.as_bytes(), &user)?;
                 Ok(RemoveOutcome::Removed(identity.tail))
             })
             .map_err(txn_error)?;
@@ -416,21 +405,17 @@ impl SledStore {
         let trees = (&self.accounts.sessions, &self.accounts.identity_sessions);
         trees
             .transaction(|(sessions, identity_sessions)| {
-                let Some(mut session) = get_in::<Session>(sessions, session_hash.as_bytes())?
-                else {
+                let Some(session) = get_in::<Session>(sessions, session_hash.as_bytes())? else {
                     return Ok(false);
                 };
-                identity_sessions.remove(key_of(&[
-                    &session.idp,
-                    &session.subject,
+                repoint_in(
+                    sessions,
+                    identity_sessions,
                     session_hash,
-                ]))?;
-                session.idp = idp.to_string();
-                session.subject = subject.to_string();
-                session.sid = None;
-                session.id_token = None;
-                sessions.insert(session_hash.as_bytes(), encode(&session).map_err(abort)?)?;
-                identity_sessions.insert(key_of(&[idp, subject, session_hash]), &[][..])?;
+                    session,
+                    idp,
+                    subject,
+                )?;
                 Ok(true)
             })
             .map_err(txn_error)
@@ -447,7 +432,7 @@ impl SledStore {
         self.accounts
             .identities
             .transaction(|identities| {
-                let Some(mut record) = identity_in(identities, &key)? else {
+                let Some(mut record) = record_in::<Record<Identity>>(identities, &key)? else {
                     return Ok(false);
                 };
                 if record.tail.as_deref() != Some(expected) {
@@ -465,7 +450,7 @@ impl SledStore {
         self.accounts
             .identities
             .transaction(|identities| {
-                if let Some(mut record) = identity_in(identities, &key)? {
+                if let Some(mut record) = record_in::<Record<Identity>>(identities, &key)? {
                     if record.tail.take().is_some() {
                         put_in(identities, &key, &record)?;
                     }
@@ -552,7 +537,7 @@ impl SledStore {
                     let Some(UserRecord {
                         user,
                         identities: identity_keys,
-                    }) = user_in(users, user_id)?
+                    }) = record_in(users, user_id.as_bytes())?
                     else {
                         return Ok(false);
                     };
@@ -717,7 +702,7 @@ impl SledStore {
             let (identities, legacy) = (&self.accounts.identities, &self.legacy_identities);
             let given = (identities, legacy)
                 .transaction(|(identities, legacy)| {
-                    let Some(mut record) = identity_in(identities, &key)? else {
+                    let Some(mut record) = record_in::<Record<Identity>>(identities, &key)? else {
                         legacy.remove(key.as_slice())?;
                         return Ok(false);
                     };
@@ -796,7 +781,7 @@ impl SledStore {
                 } else if name == "users" {
                     let record = UserRecord::decode(&value)?;
                     for identity in &record.identities {
-                        user_identities.insert(join_record(key.to_vec(), Some(identity)), vec![]);
+                        user_identities.insert([&key[..], &[0], identity].concat(), vec![]);
                     }
                     records.insert(key.to_vec(), split_record(&value).0.to_vec());
                 } else if name == "identities" {
